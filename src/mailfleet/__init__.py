@@ -1,0 +1,71 @@
+"""mailfleet: fleets of AI agents with real email mailboxes.
+
+Everything a user may import is re-exported here; nothing else is public.
+"""
+
+from .agent import Agent
+from .model.errors import (
+    ApplicationNotFound,
+    Conflict,
+    DefaultWorkspaceProtected,
+    DomainNotRegistered,
+    GrantNotFound,
+    InvalidAddress,
+    InvalidInput,
+    InvalidPattern,
+    InvalidPolicy,
+    MailfleetError,
+    NotFound,
+    PatternInUse,
+    WorkspaceNotEmpty,
+    WorkspaceNotFound,
+)
+from .model.policy import Policy, ReputationThresholds, SpamSensitivity
+from .model.records import (
+    ApiKey,
+    Application,
+    Domain,
+    Event,
+    Grant,
+    GrantStatus,
+    ProvisionOutcome,
+    ProvisionResult,
+    Workspace,
+)
+from .runtime.fleet import Fleet
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "Application",
+    "ApplicationNotFound",
+    "Conflict",
+    "DefaultWorkspaceProtected",
+    "Domain",
+    "DomainNotRegistered",
+    "Event",
+    "Fleet",
+    "Grant",
+    "GrantNotFound",
+    "GrantStatus",
+    "InvalidAddress",
+    "InvalidInput",
+    "InvalidPattern",
+    "InvalidPolicy",
+    "MailfleetError",
+    "NotFound",
+    "PatternInUse",
+    "Policy",
+    "ProvisionOutcome",
+    "ProvisionResult",
+    "ReputationThresholds",
+    "Settings",
+    "SpamSensitivity",
+    "Workspace",
+    "WorkspaceNotEmpty",
+    "WorkspaceNotFound",
+    "__version__",
+]

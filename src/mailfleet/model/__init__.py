@@ -1,0 +1,1 @@
+"""The pure domain of mailfleet: policies, addresses, grouping, errors. No I/O."""

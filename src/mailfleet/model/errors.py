@@ -1,0 +1,144 @@
+"""The one exception tree of mailfleet.
+
+Every exception the library raises derives from :class:`MailfleetError`;
+builtins are mixed in where they fit, so ``except ValueError`` and
+``except LookupError`` work as a Python user expects::
+
+    MailfleetError
+    ├── InvalidInput (ValueError)            .field names what was wrong
+    │   ├── InvalidAddress
+    │   ├── InvalidPolicy
+    │   └── InvalidPattern
+    ├── NotFound (LookupError)
+    │   ├── DomainNotRegistered
+    │   ├── WorkspaceNotFound
+    │   ├── GrantNotFound
+    │   └── ApplicationNotFound
+    └── Conflict
+        ├── DefaultWorkspaceProtected
+        ├── PatternInUse
+        └── WorkspaceNotEmpty
+
+Expected operational states of a grant (rate-limited, paused, restricted,
+suppressed) are *values* a caller inspects, never exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApplicationNotFound",
+    "Conflict",
+    "DefaultWorkspaceProtected",
+    "DomainNotRegistered",
+    "GrantNotFound",
+    "InvalidAddress",
+    "InvalidInput",
+    "InvalidPattern",
+    "InvalidPolicy",
+    "MailfleetError",
+    "NotFound",
+    "PatternInUse",
+    "WorkspaceNotEmpty",
+    "WorkspaceNotFound",
+]
+
+
+class MailfleetError(Exception):
+    """Root of every exception raised by mailfleet."""
+
+
+class InvalidInput(MailfleetError, ValueError):
+    """A value given by the caller is not acceptable.
+
+    ``field`` names the offending field (``"address"``, ``"policy.daily_send_quota"``...),
+    ``value`` is what was given.
+    """
+
+    def __init__(self, field: str, message: str, *, value: object = None) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class InvalidAddress(InvalidInput):
+    """An email address is not valid."""
+
+    def __init__(self, address: str, message: str, *, field: str = "address") -> None:
+        super().__init__(field, f"{address!r} is not a valid address: {message}", value=address)
+        self.address = address
+
+
+class InvalidPolicy(InvalidInput):
+    """A policy value is out of range or inconsistent."""
+
+
+class InvalidPattern(InvalidInput):
+    """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
+
+
+class NotFound(MailfleetError, LookupError):
+    """Something named by the caller does not exist."""
+
+    def __init__(self, field: str, message: str, *, value: object = None) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class DomainNotRegistered(NotFound):
+    """The domain of an address is not registered to the application."""
+
+    def __init__(self, domain: str, *, field: str = "address") -> None:
+        super().__init__(
+            field,
+            f"domain {domain!r} is not registered to this application "
+            f"(register it first: `mailfleet domains add {domain}`)",
+            value=domain,
+        )
+        self.domain = domain
+
+
+class WorkspaceNotFound(NotFound):
+    """No workspace of that name or id in the application."""
+
+    def __init__(self, workspace: str, *, field: str = "workspace") -> None:
+        super().__init__(field, f"no workspace named {workspace!r}", value=workspace)
+        self.workspace = workspace
+
+
+class GrantNotFound(NotFound):
+    """No grant with that id or address in the application."""
+
+    def __init__(self, grant: str, *, field: str = "grant") -> None:
+        super().__init__(field, f"no grant {grant!r}", value=grant)
+        self.grant = grant
+
+
+class ApplicationNotFound(NotFound):
+    """No application with that name."""
+
+    def __init__(self, application: str, *, field: str = "application") -> None:
+        super().__init__(field, f"no application {application!r}", value=application)
+
+
+class Conflict(MailfleetError):
+    """The request contradicts the current state."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class DefaultWorkspaceProtected(Conflict):
+    """The default workspace cannot be deleted or renamed."""
+
+
+class PatternInUse(Conflict):
+    """An auto-group pattern already routes to another workspace."""
+
+
+class WorkspaceNotEmpty(Conflict):
+    """A workspace that still holds grants cannot be deleted."""

@@ -1,0 +1,145 @@
+"""Workspace policy: the limits every grant of a workspace inherits by reference.
+
+A :class:`Policy` is immutable. It is stored once per workspace; a grant's
+effective policy is its workspace's, looked up, never copied.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import InvalidPolicy
+
+__all__ = ["PLATFORM_THRESHOLDS", "Policy", "ReputationThresholds", "SpamSensitivity"]
+
+MiB = 1024 * 1024
+
+
+class _FieldProblem(ValueError):
+    """A cross-field check failed; ``field`` is the one to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SpamSensitivity(StrEnum):
+    """How eagerly inbound mail is filed as spam."""
+
+    OFF = "off"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class ReputationThresholds(BaseModel):
+    """Bounce and complaint rates (fractions, 0.05 = 5 %) that move a grant's state.
+
+    ``*_review`` starts a silent review; ``*_pause`` pauses outbound mail.
+    A workspace may be stricter than the platform bounds, never looser.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bounce_review: float = Field(0.05, gt=0, le=1)
+    bounce_pause: float = Field(0.10, gt=0, le=1)
+    complaint_review: float = Field(0.001, gt=0, le=1)
+    complaint_pause: float = Field(0.005, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _within_platform_bounds(self) -> Self:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            bound = getattr(PLATFORM_THRESHOLDS, name, value)
+            if value > bound:
+                raise _FieldProblem(
+                    name,
+                    f"{value} is looser than the platform bound {bound}; "
+                    "a workspace may only be stricter",
+                )
+        if self.bounce_review >= self.bounce_pause:
+            raise _FieldProblem("bounce_review", "must be lower than bounce_pause")
+        if self.complaint_review >= self.complaint_pause:
+            raise _FieldProblem("complaint_review", "must be lower than complaint_pause")
+        return self
+
+
+# Built before the validator can refer to it: the platform bounds are the defaults.
+PLATFORM_THRESHOLDS = ReputationThresholds.model_construct()
+
+
+class Policy(BaseModel):
+    """Limits and behaviour shared by every grant of a workspace.
+
+    Defaults follow what hosted agent-mailbox platforms apply. Build one with
+    :meth:`Policy.parse` (or ``Policy(**values)``) and derive changed copies
+    with :meth:`updated`; both raise :class:`~mailfleet.InvalidPolicy` naming
+    the offending field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daily_send_quota: int = Field(1_000, ge=0, description="messages a grant may send per day")
+    send_rate_per_minute: float = Field(60.0, gt=0, description="sustained send rate")
+    send_burst: int = Field(10, ge=1, description="messages that may leave at once")
+    daily_receive_limit: int = Field(10_000, ge=0, description="messages accepted per day")
+    storage_limit_bytes: int = Field(1024 * MiB, ge=0, description="stored mail per grant")
+    max_message_bytes: int = Field(25 * MiB, gt=0, description="largest message accepted")
+    max_attachments: int = Field(20, ge=0, description="attachments per message")
+    max_attachment_bytes: int = Field(20 * MiB, ge=0, description="largest attachment")
+    inbox_retention_days: int = Field(365, ge=1, description="days inbox mail is kept")
+    spam_retention_days: int = Field(30, ge=1, description="days spam is kept")
+    spam_sensitivity: SpamSensitivity = SpamSensitivity.MEDIUM
+    thresholds: ReputationThresholds = Field(default_factory=ReputationThresholds)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.inbox_retention_days <= self.spam_retention_days:
+            raise _FieldProblem(
+                "inbox_retention_days",
+                "must be greater than spam_retention_days "
+                f"({self.inbox_retention_days} <= {self.spam_retention_days})",
+            )
+        if self.max_attachment_bytes > self.max_message_bytes:
+            raise _FieldProblem("max_attachment_bytes", "cannot exceed max_message_bytes")
+        return self
+
+    @classmethod
+    def parse(cls, values: dict[str, Any] | None = None) -> Policy:
+        """Validate ``values`` into a policy, raising :class:`InvalidPolicy`."""
+        try:
+            return cls.model_validate(values or {})
+        except ValidationError as exc:
+            raise _as_invalid_policy(exc) from None
+
+    def updated(self, changes: dict[str, Any]) -> Policy:
+        """A copy with ``changes`` applied and the whole policy re-validated.
+
+        ``thresholds`` may be given partially: ``{"thresholds": {"bounce_pause": 0.08}}``.
+        """
+        merged = self.model_dump(mode="json")
+        for key, value in changes.items():
+            if key == "thresholds" and isinstance(value, dict):
+                merged["thresholds"] = {**merged["thresholds"], **value}
+            else:
+                merged[key] = value
+        return Policy.parse(merged)
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as plain JSON values."""
+        return self.model_dump(mode="json")
+
+
+def _as_invalid_policy(exc: ValidationError) -> InvalidPolicy:
+    first = exc.errors()[0]
+    parts = [str(part) for part in first["loc"]]
+    problem = first.get("ctx", {}).get("error")
+    if isinstance(problem, _FieldProblem):
+        parts.append(problem.field)
+    location = ".".join(parts)
+    field = f"policy.{location}" if location else "policy"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return InvalidPolicy(field, message, value=first.get("input"))

@@ -1,0 +1,147 @@
+"""The records the public API hands out: plain, immutable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .policy import Policy
+
+__all__ = [
+    "ApiKey",
+    "Application",
+    "Domain",
+    "Event",
+    "Grant",
+    "GrantStatus",
+    "ProvisionOutcome",
+    "ProvisionResult",
+    "Workspace",
+]
+
+
+class GrantStatus(StrEnum):
+    """Lifecycle and deliverability state of a grant."""
+
+    ACTIVE = "active"
+    UNDER_REVIEW = "under_review"
+    PAUSED = "paused"
+    RESTRICTED = "restricted"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """A tenant: its domains, workspaces, grants and API keys."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A sending and receiving domain registered to an application."""
+
+    id: str
+    application_id: str
+    name: str
+    dkim_selector: str
+    authenticated: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A policy container; its grants inherit ``policy`` by reference."""
+
+    id: str
+    application_id: str
+    name: str
+    is_default: bool
+    policy: Policy
+    policy_version: int
+    patterns: tuple[str, ...]
+    grant_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One mailbox identity.
+
+    ``policy`` is the effective policy: the workspace's, read at the time this
+    record was loaded (never a copy stored with the grant).
+    """
+
+    id: str
+    application_id: str
+    address: str
+    workspace_id: str
+    workspace: str
+    status: GrantStatus
+    agent: str | None
+    policy: Policy
+    workspace_pinned: bool
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        """The domain part of the address."""
+        return self.address.rsplit("@", 1)[1]
+
+
+class ProvisionOutcome(StrEnum):
+    """What provisioning did for one address."""
+
+    CREATED = "created"
+    EXISTING = "existing"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    """The result of provisioning one address in a batch.
+
+    ``grant`` is set for ``created`` and ``existing``; ``reason`` (and the
+    ``error``) for ``invalid``.
+    """
+
+    address: str
+    outcome: ProvisionOutcome
+    grant: Grant | None = None
+    error: Exception | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the address was refused, for ``invalid``."""
+        return None if self.error is None else str(self.error)
+
+    @property
+    def ok(self) -> bool:
+        """Whether a grant exists for the address now."""
+        return self.grant is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A fact from the outbox: ``type`` (``grant.created``...), its grant, its payload."""
+
+    id: int
+    application_id: str
+    grant_id: str | None
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key's public part; the secret is shown once, at creation, and stored hashed."""
+
+    id: str
+    application_id: str
+    name: str
+    created_at: datetime

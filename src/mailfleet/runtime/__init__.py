@@ -1,0 +1,1 @@
+"""The runtime: the Fleet supervisor and what it runs."""

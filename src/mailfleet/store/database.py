@@ -1,0 +1,116 @@
+"""The database handle: one engine, transactions run off the event loop.
+
+Every unit of work is a plain synchronous function of a SQLAlchemy
+``Connection``; :meth:`Database.write` and :meth:`Database.read` run it in a
+worker thread inside one transaction, so the event loop never blocks on the
+database and a whole transaction costs one thread hop (docs/ARCHITECTURE.md
+records why this beat the async drivers here).
+
+SQLite (the default) runs in WAL mode; its write transactions start with
+``BEGIN IMMEDIATE`` so that concurrent writers, even in other processes, wait
+for each other instead of failing. PostgreSQL is reached with psycopg 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+__all__ = ["Database", "normalize_url"]
+
+T = TypeVar("T")
+
+_BEGIN = "mailfleet_begin"
+
+
+def normalize_url(url: str) -> str:
+    """Map user-facing URLs onto the drivers mailfleet ships with.
+
+    ``postgres://`` and ``postgresql://`` use psycopg 3; a relative SQLite path
+    is kept relative to the working directory.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in {"postgres", "postgresql"}:
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend != "sqlite":
+        raise ValueError(f"unsupported database URL {parsed!r}: use sqlite:/// or postgresql://")
+    return url
+
+
+class Database:
+    """An engine plus the rules for running transactions off the event loop."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = normalize_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(self.url)
+            # One writer per process; readers run side by side thanks to WAL.
+            self._write_limiter = anyio.CapacityLimiter(1)
+            self._read_limiter = anyio.CapacityLimiter(4)
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+            )
+            self._write_limiter = self._read_limiter = anyio.CapacityLimiter(pool_size)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite backend."""
+        return self.dialect == "sqlite"
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in one read-write transaction; commit if it returns."""
+        return await anyio.to_thread.run_sync(self.write_sync, work, limiter=self._write_limiter)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in one read-only transaction."""
+        return await anyio.to_thread.run_sync(self.read_sync, work, limiter=self._read_limiter)
+
+    def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """Blocking form of :meth:`write`, for threads and set-up code."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                return work(conn)
+
+    def read_sync(self, work: Callable[[Connection], T]) -> T:
+        """Blocking form of :meth:`read`."""
+        with self.engine.connect() as conn, conn.begin():
+            return work(conn)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await anyio.to_thread.run_sync(self.engine.dispose)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

@@ -1,0 +1,95 @@
+"""Domains registered to an application."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..model.addresses import normalize_domain
+from ..model.errors import Conflict, DomainNotRegistered, InvalidInput
+from ..model.records import Domain
+from .events import record
+from .tables import domains_table, new_id, utcnow
+from .timestamps import aware
+
+__all__ = ["add_domain", "domain_ids", "get_domain", "list_domains"]
+
+_domains = domains_table
+
+
+def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
+    return Domain(
+        id=row.id,
+        application_id=row.application_id,
+        name=row.name,
+        dkim_selector=row.dkim_selector,
+        authenticated=row.authenticated,
+        created_at=aware(row.created_at),
+    )
+
+
+def add_domain(
+    conn: Connection, application_id: str, name: str, *, selector: str = "mailfleet"
+) -> tuple[Domain, bool]:
+    """Register ``name``; returns the domain and whether it was new.
+
+    Registering a domain the application already has is a no-op; one that
+    belongs to another application is a :class:`Conflict`.
+    """
+    domain = normalize_domain(name)
+    if not selector.replace("-", "").replace("_", "").isalnum() or len(selector) > 63:
+        raise InvalidInput("selector", f"{selector!r} is not a valid DKIM selector", value=selector)
+    row = conn.execute(sa.select(_domains).where(_domains.c.name == domain)).first()
+    if row is not None:
+        if row.application_id != application_id:
+            raise Conflict("domain", f"{domain!r} is registered to another application")
+        return _domain(row), False
+    values = {
+        "id": new_id(),
+        "application_id": application_id,
+        "name": domain,
+        "dkim_selector": selector,
+        "authenticated": False,
+        "created_at": utcnow(),
+    }
+    conn.execute(sa.insert(_domains), values)
+    record(conn, application_id, "domain.created", {"domain_id": values["id"], "domain": domain})
+    return get_domain(conn, application_id, domain), True
+
+
+def get_domain(conn: Connection, application_id: str, name: str) -> Domain:
+    """The registered domain ``name``; :class:`DomainNotRegistered` otherwise."""
+    domain = normalize_domain(name)
+    row = conn.execute(
+        sa.select(_domains).where(
+            _domains.c.name == domain, _domains.c.application_id == application_id
+        )
+    ).first()
+    if row is None:
+        raise DomainNotRegistered(domain, field="domain")
+    return _domain(row)
+
+
+def list_domains(conn: Connection, application_id: str) -> list[Domain]:
+    """Every domain of the application, by name."""
+    rows = conn.execute(
+        sa.select(_domains)
+        .where(_domains.c.application_id == application_id)
+        .order_by(_domains.c.name)
+    )
+    return [_domain(row) for row in rows]
+
+
+def domain_ids(conn: Connection, application_id: str, names: Iterable[str]) -> dict[str, str]:
+    """Map each registered domain among ``names`` (normal form) to its id."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.select(_domains.c.name, _domains.c.id).where(
+            _domains.c.application_id == application_id, _domains.c.name.in_(wanted)
+        )
+    )
+    return {row.name: row.id for row in rows}

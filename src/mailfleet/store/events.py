@@ -1,0 +1,84 @@
+"""The event outbox: facts written in the transaction of the change they record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..model.records import Event
+from .tables import events_table, utcnow
+from .timestamps import aware
+
+__all__ = ["list_events", "record", "record_many"]
+
+_events = events_table
+
+
+def record(
+    conn: Connection,
+    application_id: str,
+    type: str,
+    payload: dict[str, Any],
+    *,
+    grant_id: str | None = None,
+) -> None:
+    """Append one event to the outbox in the caller's transaction."""
+    record_many(conn, application_id, type, [(grant_id, payload)])
+
+
+def record_many(
+    conn: Connection,
+    application_id: str,
+    type: str,
+    items: Iterable[tuple[str | None, dict[str, Any]]],
+) -> None:
+    """Append one event of ``type`` per ``(grant_id, payload)`` in one statement."""
+    now = utcnow()
+    rows = [
+        {
+            "application_id": application_id,
+            "grant_id": grant_id,
+            "type": type,
+            "payload": payload,
+            "created_at": now,
+        }
+        for grant_id, payload in items
+    ]
+    if rows:
+        conn.execute(sa.insert(_events), rows)
+
+
+def list_events(
+    conn: Connection,
+    application_id: str,
+    *,
+    after: int = 0,
+    type: str | None = None,
+    grant_id: str | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """Events of the application in outbox order, after the id ``after``."""
+    query = (
+        sa.select(_events)
+        .where(_events.c.application_id == application_id, _events.c.id > after)
+        .order_by(_events.c.id)
+        .limit(limit)
+    )
+    if type is not None:
+        query = query.where(_events.c.type == type)
+    if grant_id is not None:
+        query = query.where(_events.c.grant_id == grant_id)
+    return [
+        Event(
+            id=row.id,
+            application_id=row.application_id,
+            grant_id=row.grant_id,
+            type=row.type,
+            payload=row.payload,
+            created_at=aware(row.created_at),
+        )
+        for row in conn.execute(query)
+    ]

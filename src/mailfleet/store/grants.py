@@ -1,0 +1,373 @@
+"""Grants: one row per mailbox identity, pointing at its workspace.
+
+Provisioning is written for batches: a batch of any size costs a handful of
+statements (look up domains, insert-or-ignore the grants, read back the ids,
+append the events), so a single ``provision`` and a bulk ``provision_many``
+share one path. Idempotency rests on the unique address: concurrent
+provisioning of one address, from any number of processes, yields one grant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ..model.addresses import Address
+from ..model.errors import Conflict, DomainNotRegistered, GrantNotFound
+from ..model.records import Grant, GrantStatus
+from .domains import domain_ids
+from .events import record_many
+from .tables import grants_table, new_id, utcnow, workspaces_table
+from .timestamps import aware
+from .workspaces import default_workspace_id, get_workspace, pattern_table, policy_of
+
+__all__ = [
+    "GrantRequest",
+    "count_grants",
+    "delete_grants",
+    "get_grant",
+    "grant_ids",
+    "list_grants",
+    "move_grants",
+    "provision_batch",
+    "regroup",
+]
+
+_grants = grants_table
+_workspaces = workspaces_table
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRequest:
+    """One address to provision, already validated."""
+
+    address: Address
+    agent: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(_grants).on_conflict_do_nothing(index_elements=["address"])
+
+
+def provision_batch(
+    conn: Connection,
+    application_id: str,
+    requests: Sequence[GrantRequest],
+    *,
+    workspace: str | None = None,
+) -> tuple[list[tuple[str, bool]], dict[str, Exception]]:
+    """Create the grants that do not exist yet, with their ``grant.created`` events.
+
+    Returns ``(found, refused)``: for each accepted request in order, its grant
+    id and whether this call created it; and the refused addresses with why.
+    """
+    explicit = get_workspace(conn, application_id, workspace).id if workspace else None
+    domains = domain_ids(conn, application_id, (r.address.domain for r in requests))
+    refused: dict[str, Exception] = {}
+    accepted: list[GrantRequest] = []
+    for request in requests:
+        if request.address.domain in domains:
+            accepted.append(request)
+        else:
+            refused[str(request.address)] = DomainNotRegistered(request.address.domain)
+    if not accepted:
+        return [], refused
+
+    routes = pattern_table(conn, application_id) if explicit is None else None
+    fallback = default_workspace_id(conn, application_id)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for request in accepted:
+        domain = request.address.domain
+        target = explicit or (routes.resolve(domain) if routes else None) or fallback
+        rows.append(
+            {
+                "id": new_id(),
+                "application_id": application_id,
+                "workspace_id": target,
+                "domain_id": domains[domain],
+                "address": str(request.address),
+                "agent": request.agent,
+                "status": GrantStatus.ACTIVE.value,
+                "workspace_pinned": explicit is not None,
+                "metadata": request.metadata,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    conn.execute(_insert_ignoring_duplicates(conn), rows)
+
+    addresses = [row["address"] for row in rows]
+    stored: dict[str, str] = dict(
+        conn.execute(
+            sa.select(_grants.c.address, _grants.c.id).where(
+                _grants.c.application_id == application_id, _grants.c.address.in_(addresses)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    found: list[tuple[str, bool]] = []
+    created = []
+    for row in rows:
+        grant_id = stored.get(row["address"])
+        if grant_id is None:
+            refused[row["address"]] = Conflict(
+                "address", f"{row['address']!r} is provisioned by another application"
+            )
+            continue
+        is_new = grant_id == row["id"]
+        found.append((grant_id, is_new))
+        if is_new:
+            created.append(row)
+    record_many(
+        conn,
+        application_id,
+        "grant.created",
+        (
+            (
+                row["id"],
+                {
+                    "grant_id": row["id"],
+                    "address": row["address"],
+                    "workspace_id": row["workspace_id"],
+                    "agent": row["agent"],
+                },
+            )
+            for row in created
+        ),
+    )
+    return found, refused
+
+
+def _select_grants() -> sa.Select[Any]:
+    return sa.select(
+        _grants.c.id,
+        _grants.c.application_id,
+        _grants.c.address,
+        _grants.c.workspace_id,
+        _grants.c.status,
+        _grants.c.agent,
+        _grants.c.workspace_pinned,
+        _grants.c.metadata,
+        _grants.c.created_at,
+        _workspaces.c.name.label("workspace_name"),
+        _workspaces.c.policy,
+        _workspaces.c.policy_version,
+    ).join(_workspaces, _workspaces.c.id == _grants.c.workspace_id)
+
+
+def _grant(row: sa.Row[Any]) -> Grant:
+    return Grant(
+        id=row.id,
+        application_id=row.application_id,
+        address=row.address,
+        workspace_id=row.workspace_id,
+        workspace=row.workspace_name,
+        status=GrantStatus(row.status),
+        agent=row.agent,
+        policy=policy_of(row.workspace_id, row.policy_version, row.policy),
+        workspace_pinned=row.workspace_pinned,
+        created_at=aware(row.created_at),
+        metadata=row.metadata,
+    )
+
+
+def _by_id_or_address(key: str) -> sa.ColumnElement[bool]:
+    if "@" in key:
+        return _grants.c.address == key.strip().lower()
+    return _grants.c.id == key
+
+
+def get_grant(conn: Connection, application_id: str, key: str) -> Grant:
+    """A grant by id or address; :class:`GrantNotFound` otherwise."""
+    row = conn.execute(
+        _select_grants().where(_grants.c.application_id == application_id, _by_id_or_address(key))
+    ).first()
+    if row is None:
+        raise GrantNotFound(key)
+    return _grant(row)
+
+
+def grants_by_ids(conn: Connection, application_id: str, ids: Sequence[str]) -> dict[str, Grant]:
+    """The grants with the given ids, by id."""
+    found: dict[str, Grant] = {}
+    for chunk in _chunks(ids, 1000):
+        rows = conn.execute(
+            _select_grants().where(
+                _grants.c.application_id == application_id, _grants.c.id.in_(chunk)
+            )
+        )
+        found.update((row.id, _grant(row)) for row in rows)
+    return found
+
+
+def list_grants(
+    conn: Connection,
+    application_id: str,
+    *,
+    workspace: str | None = None,
+    status: GrantStatus | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[Grant]:
+    """Grants of the application by address, optionally of one workspace or status."""
+    query = _select_grants().where(_grants.c.application_id == application_id)
+    if workspace is not None:
+        query = query.where(
+            _grants.c.workspace_id == get_workspace(conn, application_id, workspace).id
+        )
+    if status is not None:
+        query = query.where(_grants.c.status == GrantStatus(status).value)
+    query = query.order_by(_grants.c.address).offset(offset).limit(limit)
+    return [_grant(row) for row in conn.execute(query)]
+
+
+def count_grants(conn: Connection, application_id: str, *, workspace: str | None = None) -> int:
+    """How many grants the application (or one of its workspaces) holds."""
+    query = sa.select(sa.func.count()).where(_grants.c.application_id == application_id)
+    if workspace is not None:
+        query = query.where(
+            _grants.c.workspace_id == get_workspace(conn, application_id, workspace).id
+        )
+    return int(conn.execute(query).scalar_one())
+
+
+def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dict[str, str]:
+    """Map each key (grant id or address) that names a grant of the application to its id."""
+    by_address = [k.strip().lower() for k in keys if "@" in k]
+    by_id = [k for k in keys if "@" not in k]
+    found: dict[str, str] = {}
+    for column, values in ((_grants.c.address, by_address), (_grants.c.id, by_id)):
+        for chunk in _chunks(values, 1000):
+            rows = conn.execute(
+                sa.select(column, _grants.c.id).where(
+                    _grants.c.application_id == application_id, column.in_(chunk)
+                )
+            )
+            found.update(rows.tuples().all())
+    return found
+
+
+def delete_grants(conn: Connection, application_id: str, ids: Sequence[str]) -> list[str]:
+    """Delete grants (their messages and queued work go with them); return those removed."""
+    removed: list[tuple[str, str]] = []
+    for chunk in _chunks(ids, 1000):
+        removed.extend(
+            conn.execute(
+                sa.delete(_grants)
+                .where(_grants.c.application_id == application_id, _grants.c.id.in_(chunk))
+                .returning(_grants.c.id, _grants.c.address)
+            )
+            .tuples()
+            .all()
+        )
+    record_many(
+        conn,
+        application_id,
+        "grant.deleted",
+        (
+            (grant_id, {"grant_id": grant_id, "address": address, "status": "deleted"})
+            for grant_id, address in removed
+        ),
+    )
+    return [grant_id for grant_id, _ in removed]
+
+
+def move_grants(conn: Connection, application_id: str, ids: Sequence[str], workspace: str) -> int:
+    """Move grants into ``workspace`` and pin them there; return how many moved."""
+    target = get_workspace(conn, application_id, workspace)
+    moved: list[tuple[str, str]] = []
+    for chunk in _chunks(ids, 1000):
+        owned = sa.and_(_grants.c.application_id == application_id, _grants.c.id.in_(chunk))
+        moved.extend(
+            conn.execute(
+                sa.select(_grants.c.id, _grants.c.address).where(
+                    owned, _grants.c.workspace_id != target.id
+                )
+            )
+            .tuples()
+            .all()
+        )
+        conn.execute(
+            sa.update(_grants)
+            .where(owned)
+            .values(workspace_id=target.id, workspace_pinned=True, updated_at=utcnow())
+        )
+    _record_moves(conn, application_id, moved, target.id, target.name)
+    return len(moved)
+
+
+def regroup(conn: Connection, application_id: str) -> int:
+    """Re-apply the auto-group patterns to every grant not pinned to a workspace.
+
+    Returns how many grants changed workspace.
+    """
+    routes = pattern_table(conn, application_id)
+    fallback = default_workspace_id(conn, application_id)
+    rows = conn.execute(
+        sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id).where(
+            _grants.c.application_id == application_id, sa.not_(_grants.c.workspace_pinned)
+        )
+    ).all()
+    targets: dict[str, list[tuple[str, str]]] = {}
+    for grant_id, address, current in rows:
+        target = routes.resolve(address.rsplit("@", 1)[1]) or fallback
+        if target != current:
+            targets.setdefault(target, []).append((grant_id, address))
+    names: dict[str, str] = dict(
+        conn.execute(
+            sa.select(_workspaces.c.id, _workspaces.c.name).where(
+                _workspaces.c.application_id == application_id
+            )
+        )
+        .tuples()
+        .all()
+    )
+    for target, moved in targets.items():
+        for chunk in _chunks([grant_id for grant_id, _ in moved], 1000):
+            conn.execute(
+                sa.update(_grants)
+                .where(_grants.c.id.in_(chunk))
+                .values(workspace_id=target, updated_at=utcnow())
+            )
+        _record_moves(conn, application_id, moved, target, names[target])
+    return sum(len(moved) for moved in targets.values())
+
+
+def _record_moves(
+    conn: Connection,
+    application_id: str,
+    moved: Iterable[tuple[str, str]],
+    workspace_id: str,
+    workspace: str,
+) -> None:
+    record_many(
+        conn,
+        application_id,
+        "grant.workspace_changed",
+        (
+            (
+                grant_id,
+                {
+                    "grant_id": grant_id,
+                    "address": address,
+                    "workspace_id": workspace_id,
+                    "workspace": workspace,
+                },
+            )
+            for grant_id, address in moved
+        ),
+    )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

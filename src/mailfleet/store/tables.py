@@ -1,0 +1,203 @@
+"""SQLModel tables: the one schema both SQLite and PostgreSQL run.
+
+Alembic migrations under ``store/migrations`` create exactly this schema; a
+test compares the two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ApiKeyRow",
+    "ApplicationRow",
+    "DomainRow",
+    "EventRow",
+    "GrantRow",
+    "MessageRow",
+    "WorkspacePatternRow",
+    "WorkspaceRow",
+    "metadata",
+    "new_id",
+    "utcnow",
+]
+
+metadata = SQLModel.metadata
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+
+def new_id() -> str:
+    """A fresh random identifier (UUID, canonical text form)."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_column=sa.Column(JSONType, **kwargs))
+
+
+def _fk(target: str, *, ondelete: str, index: bool = True, nullable: bool = False) -> Any:
+    return Field(
+        sa_column=sa.Column(
+            sa.String(36), sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index
+        )
+    )
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=sa.Column(Timestamp, nullable=False))
+
+
+class ApplicationRow(SQLModel, table=True):
+    __tablename__ = "applications"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(max_length=200, unique=True)
+    created_at: datetime = _created()
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    application_id: str = _fk("applications.id", ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    secret_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _created()
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(Timestamp))
+
+
+class DomainRow(SQLModel, table=True):
+    __tablename__ = "domains"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    application_id: str = _fk("applications.id", ondelete="CASCADE")
+    name: str = Field(max_length=253, unique=True)
+    dkim_selector: str = Field(default="mailfleet", max_length=63)
+    dkim_private_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    authenticated: bool = False
+    audit: dict[str, Any] | None = _json(nullable=True)
+    audited_at: datetime | None = Field(default=None, sa_column=sa.Column(Timestamp))
+    created_at: datetime = _created()
+
+
+class WorkspaceRow(SQLModel, table=True):
+    __tablename__ = "workspaces"
+    __table_args__ = (
+        sa.UniqueConstraint("application_id", "name"),
+        sa.Index(
+            "one_default_workspace",
+            "application_id",
+            unique=True,
+            sqlite_where=sa.text("is_default"),
+            postgresql_where=sa.text("is_default"),
+        ),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    application_id: str = _fk("applications.id", ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    is_default: bool = False
+    policy: dict[str, Any] = _json(nullable=False)
+    policy_version: int = 1
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class WorkspacePatternRow(SQLModel, table=True):
+    __tablename__ = "workspace_patterns"
+
+    application_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(36),
+            sa.ForeignKey("applications.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    pattern: str = Field(primary_key=True, max_length=255)
+    workspace_id: str = _fk("workspaces.id", ondelete="CASCADE")
+
+
+class GrantRow(SQLModel, table=True):
+    __tablename__ = "grants"
+    __table_args__ = (sa.Index("grants_by_application_status", "application_id", "status"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    workspace_id: str = _fk("workspaces.id", ondelete="RESTRICT")
+    domain_id: str = _fk("domains.id", ondelete="RESTRICT")
+    address: str = Field(max_length=320, unique=True)
+    agent: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="active", max_length=20)
+    workspace_pinned: bool = False
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
+    )
+    state: dict[str, Any] | None = _json(nullable=True)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (sa.Index("messages_by_grant", "grant_id", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    grant_id: str = _fk("grants.id", ondelete="CASCADE", index=False)
+    direction: str = Field(max_length=8)
+    folder: str = Field(default="inbox", max_length=20)
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    thread_id: str | None = Field(default=None, max_length=36, index=True)
+    subject: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    sender: str | None = Field(default=None, max_length=320)
+    recipients: list[str] = _json(nullable=False)
+    size: int = 0
+    headers: list[list[str]] = _json(nullable=False)
+    raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary))
+    created_at: datetime = _created()
+
+
+class EventRow(SQLModel, table=True):
+    """The outbox: one row per fact, written in the transaction of the change."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("events_by_application", "application_id", "id"),)
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    )
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    grant_id: str | None = Field(default=None, max_length=36, index=True)
+    type: str = Field(max_length=64)
+    payload: dict[str, Any] = _json(nullable=False)
+    created_at: datetime = _created()
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The SQLAlchemy ``Table`` behind a table model, typed for Core queries."""
+    found: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return found
+
+
+applications_table = table_of(ApplicationRow)
+api_keys_table = table_of(ApiKeyRow)
+domains_table = table_of(DomainRow)
+workspaces_table = table_of(WorkspaceRow)
+patterns_table = table_of(WorkspacePatternRow)
+grants_table = table_of(GrantRow)
+messages_table = table_of(MessageRow)
+events_table = table_of(EventRow)

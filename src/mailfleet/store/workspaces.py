@@ -1,0 +1,296 @@
+"""Workspaces: a policy and auto-group patterns, shared by reference by their grants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..model.errors import (
+    DefaultWorkspaceProtected,
+    InvalidInput,
+    PatternInUse,
+    WorkspaceNotEmpty,
+    WorkspaceNotFound,
+)
+from ..model.grouping import Pattern, PatternTable
+from ..model.policy import Policy
+from ..model.records import Workspace
+from .events import record
+from .tables import grants_table, new_id, patterns_table, utcnow, workspaces_table
+
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "create_workspace",
+    "delete_workspace",
+    "ensure_default_workspace",
+    "get_workspace",
+    "list_workspaces",
+    "pattern_table",
+    "policy_of",
+    "set_patterns",
+    "update_policy",
+]
+
+DEFAULT_WORKSPACE = "default"
+
+_workspaces = workspaces_table
+_patterns = patterns_table
+_grants = grants_table
+
+# Parsed policies by (workspace id, version): a policy is validated once per
+# change, however many grants are read with it. Versions only grow, so an
+# entry is never stale; the cache is trimmed when it grows past its bound.
+_POLICY_CACHE: dict[tuple[str, int], Policy] = {}
+_POLICY_CACHE_LIMIT = 4096
+
+
+def policy_of(workspace_id: str, version: int, raw: dict[str, Any]) -> Policy:
+    """The parsed policy of a workspace row, from the cache when possible."""
+    key = (workspace_id, version)
+    policy = _POLICY_CACHE.get(key)
+    if policy is None:
+        if len(_POLICY_CACHE) >= _POLICY_CACHE_LIMIT:
+            _POLICY_CACHE.clear()
+        policy = _POLICY_CACHE[key] = Policy.parse(raw)
+    return policy
+
+
+def _validate_name(name: str) -> str:
+    clean = name.strip() if isinstance(name, str) else ""
+    if not clean or len(clean) > 200:
+        raise InvalidInput("workspace", "a name of 1 to 200 characters is required", value=name)
+    return clean
+
+
+def _workspace(
+    row: sa.Row[tuple[object, ...]], patterns: Sequence[str], count: int | None = None
+) -> Workspace:
+    return Workspace(
+        id=row.id,
+        application_id=row.application_id,
+        name=row.name,
+        is_default=row.is_default,
+        policy=policy_of(row.id, row.policy_version, row.policy),
+        policy_version=row.policy_version,
+        patterns=tuple(sorted(patterns)),
+        grant_count=count,
+    )
+
+
+def _patterns_by_workspace(conn: Connection, application_id: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    rows = conn.execute(
+        sa.select(_patterns.c.workspace_id, _patterns.c.pattern).where(
+            _patterns.c.application_id == application_id
+        )
+    )
+    for row in rows:
+        found.setdefault(row.workspace_id, []).append(row.pattern)
+    return found
+
+
+def ensure_default_workspace(conn: Connection, application_id: str) -> None:
+    """Create the application's default workspace if it does not exist yet."""
+    exists = conn.execute(
+        sa.select(_workspaces.c.id).where(
+            _workspaces.c.application_id == application_id, _workspaces.c.is_default
+        )
+    ).first()
+    if exists is None:
+        _insert(conn, application_id, DEFAULT_WORKSPACE, Policy(), is_default=True)
+
+
+def _insert(
+    conn: Connection, application_id: str, name: str, policy: Policy, *, is_default: bool
+) -> str:
+    now = utcnow()
+    workspace_id = new_id()
+    conn.execute(
+        sa.insert(_workspaces),
+        {
+            "id": workspace_id,
+            "application_id": application_id,
+            "name": name,
+            "is_default": is_default,
+            "policy": policy.to_json(),
+            "policy_version": 1,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    record(
+        conn,
+        application_id,
+        "workspace.created",
+        {"workspace_id": workspace_id, "workspace": name, "policy": policy.to_json()},
+    )
+    return workspace_id
+
+
+def _row(conn: Connection, application_id: str, workspace: str) -> sa.Row[tuple[object, ...]]:
+    """A workspace row by name or id."""
+    row = conn.execute(
+        sa.select(_workspaces).where(
+            _workspaces.c.application_id == application_id,
+            sa.or_(_workspaces.c.name == workspace, _workspaces.c.id == workspace),
+        )
+    ).first()
+    if row is None:
+        raise WorkspaceNotFound(workspace)
+    return row
+
+
+def get_workspace(conn: Connection, application_id: str, workspace: str) -> Workspace:
+    """A workspace by name or id; :class:`WorkspaceNotFound` otherwise."""
+    row = _row(conn, application_id, workspace)
+    patterns = conn.execute(
+        sa.select(_patterns.c.pattern).where(_patterns.c.workspace_id == row.id)
+    ).scalars()
+    return _workspace(row, list(patterns))
+
+
+def list_workspaces(conn: Connection, application_id: str) -> list[Workspace]:
+    """Every workspace of the application with its grant count, default first."""
+    counts: dict[str, int] = dict(
+        conn.execute(
+            sa.select(_grants.c.workspace_id, sa.func.count())
+            .where(_grants.c.application_id == application_id)
+            .group_by(_grants.c.workspace_id)
+        )
+        .tuples()
+        .all()
+    )
+    patterns = _patterns_by_workspace(conn, application_id)
+    rows = conn.execute(
+        sa.select(_workspaces)
+        .where(_workspaces.c.application_id == application_id)
+        .order_by(_workspaces.c.is_default.desc(), _workspaces.c.name)
+    )
+    return [_workspace(row, patterns.get(row.id, []), counts.get(row.id, 0)) for row in rows]
+
+
+def create_workspace(
+    conn: Connection,
+    application_id: str,
+    name: str,
+    *,
+    policy: Policy | dict[str, Any] | None = None,
+    patterns: Iterable[str] = (),
+) -> Workspace:
+    """Create a workspace; its name must be new in the application."""
+    clean = _validate_name(name)
+    parsed = policy if isinstance(policy, Policy) else Policy.parse(policy)
+    taken = conn.execute(
+        sa.select(_workspaces.c.id).where(
+            _workspaces.c.application_id == application_id, _workspaces.c.name == clean
+        )
+    ).first()
+    if taken is not None:
+        raise InvalidInput("workspace", f"a workspace named {clean!r} already exists", value=clean)
+    workspace_id = _insert(conn, application_id, clean, parsed, is_default=False)
+    _replace_patterns(conn, application_id, workspace_id, patterns)
+    return get_workspace(conn, application_id, workspace_id)
+
+
+def update_policy(
+    conn: Connection, application_id: str, workspace: str, changes: dict[str, Any]
+) -> Workspace:
+    """Apply ``changes`` to a workspace's policy: one row written, whatever its size."""
+    row = _row(conn, application_id, workspace)
+    policy = policy_of(row.id, row.policy_version, row.policy).updated(changes)
+    conn.execute(
+        sa.update(_workspaces)
+        .where(_workspaces.c.id == row.id)
+        .values(
+            policy=policy.to_json(),
+            policy_version=_workspaces.c.policy_version + 1,
+            updated_at=utcnow(),
+        )
+    )
+    record(
+        conn,
+        application_id,
+        "workspace.policy_updated",
+        {"workspace_id": row.id, "workspace": row.name, "changes": changes},
+    )
+    return get_workspace(conn, application_id, row.id)
+
+
+def set_patterns(
+    conn: Connection, application_id: str, workspace: str, patterns: Iterable[str]
+) -> Workspace:
+    """Replace a workspace's auto-group patterns (existing grants stay until regrouped)."""
+    row = _row(conn, application_id, workspace)
+    _replace_patterns(conn, application_id, row.id, patterns)
+    return get_workspace(conn, application_id, row.id)
+
+
+def _replace_patterns(
+    conn: Connection, application_id: str, workspace_id: str, patterns: Iterable[str]
+) -> None:
+    parsed = sorted({str(Pattern.parse(raw)) for raw in patterns})
+    if parsed:
+        owners = conn.execute(
+            sa.select(_patterns.c.pattern, _workspaces.c.name)
+            .join(_workspaces, _workspaces.c.id == _patterns.c.workspace_id)
+            .where(
+                _patterns.c.application_id == application_id,
+                _patterns.c.pattern.in_(parsed),
+                _patterns.c.workspace_id != workspace_id,
+            )
+        ).first()
+        if owners is not None:
+            raise PatternInUse(
+                "patterns", f"{owners.pattern!r} already routes to workspace {owners.name!r}"
+            )
+    conn.execute(sa.delete(_patterns).where(_patterns.c.workspace_id == workspace_id))
+    if parsed:
+        conn.execute(
+            sa.insert(_patterns),
+            [
+                {"application_id": application_id, "pattern": p, "workspace_id": workspace_id}
+                for p in parsed
+            ],
+        )
+
+
+def delete_workspace(conn: Connection, application_id: str, workspace: str) -> None:
+    """Delete an empty, non-default workspace."""
+    row = _row(conn, application_id, workspace)
+    if row.is_default:
+        raise DefaultWorkspaceProtected("workspace", "the default workspace cannot be deleted")
+    held = conn.execute(
+        sa.select(sa.func.count()).where(_grants.c.workspace_id == row.id)
+    ).scalar_one()
+    if held:
+        raise WorkspaceNotEmpty(
+            "workspace", f"{row.name!r} still holds {held} grants: move them first"
+        )
+    conn.execute(sa.delete(_workspaces).where(_workspaces.c.id == row.id))
+    record(
+        conn, application_id, "workspace.deleted", {"workspace_id": row.id, "workspace": row.name}
+    )
+
+
+def pattern_table(conn: Connection, application_id: str) -> PatternTable:
+    """The application's auto-group patterns, ready to resolve domains."""
+    rows = conn.execute(
+        sa.select(_patterns.c.pattern, _patterns.c.workspace_id).where(
+            _patterns.c.application_id == application_id
+        )
+    )
+    return PatternTable(rows.tuples().all())
+
+
+def default_workspace_id(conn: Connection, application_id: str) -> str:
+    """The id of the application's default workspace."""
+    return str(
+        conn.execute(
+            sa.select(_workspaces.c.id).where(
+                _workspaces.c.application_id == application_id, _workspaces.c.is_default
+            )
+        ).scalar_one()
+    )
