@@ -110,9 +110,7 @@ def provision_batch(
             sa.select(_grants.c.address, _grants.c.id).where(
                 _grants.c.application_id == application_id, _grants.c.address.in_(addresses)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     found: list[tuple[str, bool]] = []
     created = []
@@ -252,7 +250,7 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
                     _grants.c.application_id == application_id, column.in_(chunk)
                 )
             )
-            found.update(rows.tuples().all())
+            found.update(rows.all())
     return found
 
 
@@ -265,9 +263,7 @@ def delete_grants(conn: Connection, application_id: str, ids: Sequence[str]) -> 
                 sa.delete(_grants)
                 .where(_grants.c.application_id == application_id, _grants.c.id.in_(chunk))
                 .returning(_grants.c.id, _grants.c.address)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     record_many(
         conn,
@@ -292,9 +288,7 @@ def move_grants(conn: Connection, application_id: str, ids: Sequence[str], works
                 sa.select(_grants.c.id, _grants.c.address).where(
                     owned, _grants.c.workspace_id != target.id
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         conn.execute(
             sa.update(_grants)
@@ -327,9 +321,7 @@ def regroup(conn: Connection, application_id: str) -> int:
             sa.select(_workspaces.c.id, _workspaces.c.name).where(
                 _workspaces.c.application_id == application_id
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     for target, moved in targets.items():
         for chunk in _chunks([grant_id for grant_id, _ in moved], 1000):

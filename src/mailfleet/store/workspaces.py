@@ -159,9 +159,7 @@ def list_workspaces(conn: Connection, application_id: str) -> list[Workspace]:
             sa.select(_grants.c.workspace_id, sa.func.count())
             .where(_grants.c.application_id == application_id)
             .group_by(_grants.c.workspace_id)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     patterns = _patterns_by_workspace(conn, application_id)
     rows = conn.execute(
@@ -282,7 +280,7 @@ def pattern_table(conn: Connection, application_id: str) -> PatternTable:
             _patterns.c.application_id == application_id
         )
     )
-    return PatternTable(rows.tuples().all())
+    return PatternTable(rows.all())
 
 
 def default_workspace_id(conn: Connection, application_id: str) -> str:
