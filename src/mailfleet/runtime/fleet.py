@@ -233,8 +233,7 @@ class Fleet:
                     workspace=workspace,
                 )
             )
-            accepted = [r for r in batch if str(r.address) not in rejected]
-            outcome.update(zip((str(r.address) for r in accepted), found, strict=True))
+            outcome.update(found)
             refused.update(rejected)
             if progress is not None:
                 progress(min(start + size, len(pending)))

@@ -27,6 +27,13 @@ __all__ = ["Database", "normalize_url"]
 T = TypeVar("T")
 
 _BEGIN = "mailfleet_begin"
+_ATTEMPTS = 3
+# SQLSTATE of errors after which the same transaction may simply run again.
+_TRANSIENT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def _is_transient(exc: sa.exc.OperationalError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT
 
 
 def normalize_url(url: str) -> str:
@@ -75,11 +82,22 @@ class Database:
         return await anyio.to_thread.run_sync(self.read_sync, work, limiter=self._read_limiter)
 
     def write_sync(self, work: Callable[[Connection], T]) -> T:
-        """Blocking form of :meth:`write`, for threads and set-up code."""
-        with self.engine.connect() as conn:
-            conn.execution_options(**{_BEGIN: "IMMEDIATE"})
-            with conn.begin():
-                return work(conn)
+        """Blocking form of :meth:`write`, for threads and set-up code.
+
+        A transaction PostgreSQL aborts as a deadlock victim or serialization
+        failure is run again, up to three times: ``work`` must not keep state
+        between attempts.
+        """
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(**{_BEGIN: "IMMEDIATE"})
+                    with conn.begin():
+                        return work(conn)
+            except sa.exc.OperationalError as exc:
+                if attempt + 1 == _ATTEMPTS or not _is_transient(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     def read_sync(self, work: Callable[[Connection], T]) -> T:
         """Blocking form of :meth:`read`."""

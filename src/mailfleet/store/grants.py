@@ -62,11 +62,11 @@ def provision_batch(
     requests: Sequence[GrantRequest],
     *,
     workspace: str | None = None,
-) -> tuple[list[tuple[str, bool]], dict[str, Exception]]:
+) -> tuple[dict[str, tuple[str, bool]], dict[str, Exception]]:
     """Create the grants that do not exist yet, with their ``grant.created`` events.
 
-    Returns ``(found, refused)``: for each accepted request in order, its grant
-    id and whether this call created it; and the refused addresses with why.
+    Returns ``(found, refused)``: by address, the grant id and whether this
+    call created it; and the refused addresses with why.
     """
     explicit = get_workspace(conn, application_id, workspace).id if workspace else None
     domains = domain_ids(conn, application_id, (r.address.domain for r in requests))
@@ -78,13 +78,14 @@ def provision_batch(
         else:
             refused[str(request.address)] = DomainNotRegistered(request.address.domain)
     if not accepted:
-        return [], refused
+        return {}, refused
 
     routes = pattern_table(conn, application_id) if explicit is None else None
     fallback = default_workspace_id(conn, application_id)
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    for request in accepted:
+    # Sorted, so that concurrent batches lock index entries in the same order.
+    for request in sorted(accepted, key=lambda r: str(r.address)):
         domain = request.address.domain
         target = explicit or (routes.resolve(domain) if routes else None) or fallback
         rows.append(
@@ -112,7 +113,7 @@ def provision_batch(
             )
         ).all()
     )
-    found: list[tuple[str, bool]] = []
+    found: dict[str, tuple[str, bool]] = {}
     created = []
     for row in rows:
         grant_id = stored.get(row["address"])
@@ -122,7 +123,7 @@ def provision_batch(
             )
             continue
         is_new = grant_id == row["id"]
-        found.append((grant_id, is_new))
+        found[row["address"]] = (grant_id, is_new)
         if is_new:
             created.append(row)
     record_many(

@@ -1,0 +1,97 @@
+"""The store itself: migrations match the models, URLs, API keys kept hashed."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from mailfleet import Fleet
+from mailfleet.store import applications
+from mailfleet.store.database import Database, normalize_url
+from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
+from mailfleet.store.tables import api_keys_table, metadata
+
+pytestmark = pytest.mark.anyio
+
+
+def _diff(conn: sa.Connection) -> list[object]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+def test_migrations_create_exactly_the_models(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        migrate_sync(database)
+        assert database.read_sync(_diff) == []
+        current = database.read_sync(
+            lambda c: MigrationContext.configure(c).get_current_revision()
+        )
+        assert current == head_revision()
+    finally:
+        database.engine.dispose()
+
+
+def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        migrate_sync(database)
+        database.write_sync(lambda c: command.downgrade(alembic_config(c), "base"))
+        tables = database.read_sync(lambda c: sa.inspect(c).get_table_names())
+        assert set(tables) <= {"alembic_version"}
+        migrate_sync(database)
+        migrate_sync(database)  # idempotent
+        assert database.read_sync(_diff) == []
+    finally:
+        database.engine.dispose()
+
+
+def test_urls_map_to_the_shipped_drivers() -> None:
+    assert normalize_url("postgres://u@h/db").startswith("postgresql+psycopg://u@h/db")
+    assert normalize_url("postgresql://u:pw@h:5/db") == "postgresql+psycopg://u:pw@h:5/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        normalize_url("mysql://u@h/db")
+
+
+async def test_api_keys_are_stored_hashed_and_scoped(database_url: str) -> None:
+    async with (
+        Fleet(database_url=database_url, application="one") as one,
+        Fleet(database_url=database_url, application="two") as two,
+    ):
+        key, secret = await one.create_api_key("ci")
+        _, other_secret = await two.create_api_key("ci")
+        assert secret.startswith("mf_") and len(secret) > 40
+        stored = await one.database.read(
+            lambda c: [tuple(r) for r in c.execute(sa.select(api_keys_table))]
+        )
+        assert not any(secret in str(value) for row in stored for value in row)
+        found = await one.database.read(lambda c: applications.authenticate(c, secret))
+        assert found is not None and found.id == one.application.id == key.application_id
+        found = await one.database.read(lambda c: applications.authenticate(c, other_secret))
+        assert found is not None and found.id == two.application.id
+        assert await one.database.read(lambda c: applications.authenticate(c, "mf_nope")) is None
+
+
+async def test_applications_are_isolated(database_url: str) -> None:
+    async with (
+        Fleet(database_url=database_url, application="one") as one,
+        Fleet(database_url=database_url, application="two") as two,
+    ):
+        await one.add_domain("one.example.com")
+        await one.provision("a@one.example.com")
+        assert await two.count_grants() == 0
+        assert await two.domains() == []
+        result = (await two.provision_many(["a@one.example.com"]))[0]
+        assert not result.ok and "not registered" in (result.reason or "")
+        with pytest.raises(Exception, match="another application"):
+            await two.add_domain("one.example.com")
+
+
+async def test_a_closed_fleet_says_so() -> None:
+    fleet = Fleet(database_url="sqlite:///:memory:")
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = fleet.application
