@@ -1,0 +1,42 @@
+# The two commands of the README, and what they need. Nothing but Python 3.11+ and make.
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+EXAMPLE ?= examples/helpdesk/helpdesk.py
+
+.PHONY: run test lint install bench clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "mailfleet needs Python 3.11 or newer on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+	@touch $@
+
+install: $(STAMP)
+
+## Start the example fleet with embedded defaults (SQLite under .mailfleet/).
+run: install
+	$(BIN)/mailfleet run $(EXAMPLE)
+
+## Lint, type-check, check the layers, and run the whole suite.
+test: lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mailfleet .pytest_cache .mypy_cache .ruff_cache
