@@ -6,6 +6,7 @@ import random
 from collections import defaultdict
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mailfleet.runtime.dispatcher import Dispatcher, QueueFull
@@ -37,7 +38,7 @@ async def test_order_per_key_and_never_two_handlers_of_one_key() -> None:
         for n in range(3000):
             dispatcher.put_nowait(n % 50, n)
             if n % 97 == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         with anyio.fail_after(30):
             await dispatcher.wait_idle()
         tg.cancel_scope.cancel()
@@ -62,7 +63,8 @@ async def test_a_full_queue_is_reported_to_the_producer() -> None:
     with pytest.raises(QueueFull, match="full"):
         dispatcher.put_nowait("g", 3)
     dispatcher.put_nowait("other", 0)  # other keys are unaffected
-    assert dispatcher.queued("g") == 3 and dispatcher.statistics().queued == 4
+    assert dispatcher.queued("g") == 3
+    assert dispatcher.statistics().queued == 4
     assert dispatcher.discard("g") == 3
     assert dispatcher.has_room("g")
 
@@ -100,31 +102,36 @@ async def test_a_delay_retries_the_item_first_and_keeps_order() -> None:
 async def test_idle_keys_are_deactivated_and_come_back() -> None:
     retired: list[str] = []
     handled: list[str] = []
+    changed = anyio.Event()
 
     async def handle(key: str, item: int) -> None:
         handled.append(key)
 
     async def deactivate(key: str) -> None:
+        nonlocal changed
         retired.append(key)
+        changed.set()
 
-    dispatcher: Dispatcher[str, int] = Dispatcher(
-        handle, idle_timeout=0.05, deactivate=deactivate
-    )
+    async def wait_retired(count: int) -> None:
+        nonlocal changed
+        with anyio.fail_after(5):
+            while len(retired) < count:
+                await changed.wait()
+                changed = anyio.Event()
+
+    dispatcher: Dispatcher[str, int] = Dispatcher(handle, idle_timeout=0.05, deactivate=deactivate)
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.serve)
         dispatcher.put_nowait("a", 1)
         dispatcher.put_nowait("b", 1)
-        with anyio.fail_after(5):
-            while len(retired) < 2:
-                await anyio.sleep(0.01)
+        await wait_retired(2)
         assert sorted(retired) == ["a", "b"]
         assert dispatcher.statistics().active_keys == 0
         dispatcher.put_nowait("a", 2)
-        with anyio.fail_after(5):
-            while len(retired) < 3:
-                await anyio.sleep(0.01)
+        await wait_retired(3)
         tg.cancel_scope.cancel()
-    assert handled.count("a") == 2 and retired[-1] == "a"
+    assert handled.count("a") == 2
+    assert retired[-1] == "a"
 
 
 async def test_a_raising_handler_does_not_stop_the_dispatcher(

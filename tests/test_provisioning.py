@@ -28,7 +28,7 @@ async def test_provision_returns_a_complete_identity(fleet: Fleet) -> None:
     assert grant.workspace == "default"
     assert grant.status == "active"
     assert grant.metadata == {"team": "blue"}
-    assert grant.policy.daily_send_quota == (await fleet.workspace("default")).policy.daily_send_quota
+    assert grant.policy == (await fleet.workspace("default")).policy
     (event,) = await fleet.events(type="grant.created")
     assert event.grant_id == grant.id
     assert event.payload["address"] == "agent-1@example.com"
@@ -105,7 +105,8 @@ async def test_batch_reports_each_address(fleet: Fleet) -> None:
         ProvisionOutcome.CREATED,  # the same new grant, reported for both spellings
         ProvisionOutcome.INVALID,
     ]
-    assert results[0].grant is not None and results[4].grant is not None
+    assert results[0].grant is not None
+    assert results[4].grant is not None
     assert results[0].grant.id == results[4].grant.id
     assert isinstance(results[1].error, InvalidAddress)
     assert "@-sign" in (results[1].reason or "")
@@ -124,7 +125,9 @@ async def test_bulk_provisioning_spans_batches(database_url: str) -> None:
         addresses = [f"bulk{i}@example.com" for i in range(1000)]
         results = await fleet.provision_many(addresses, progress=seen.append)
         assert all(r.outcome is ProvisionOutcome.CREATED for r in results)
-        assert seen == sorted(seen) and seen[-1] == 1000 and len(seen) == 16
+        assert seen == sorted(seen)
+        assert seen[-1] == 1000
+        assert len(seen) == 16
         assert await fleet.count_grants() == 1000
 
 
@@ -160,7 +163,8 @@ async def test_deprovision_tears_down_and_records(fleet: Fleet) -> None:
     assert await fleet.deprovision("leaving@example.com") is True
     assert await fleet.deprovision(grant.id) is False
     (event,) = await fleet.events(type="grant.deleted")
-    assert event.grant_id == grant.id and event.payload["status"] == "deleted"
+    assert event.grant_id == grant.id
+    assert event.payload["status"] == "deleted"
     assert await fleet.count_grants() == 0
     fresh = await fleet.provision("leaving@example.com")
     assert fresh.id != grant.id

@@ -27,9 +27,7 @@ def test_migrations_create_exactly_the_models(database_url: str) -> None:
     try:
         migrate_sync(database)
         assert database.read_sync(_diff) == []
-        current = database.read_sync(
-            lambda c: MigrationContext.configure(c).get_current_revision()
-        )
+        current = database.read_sync(lambda c: MigrationContext.configure(c).get_current_revision())
         assert current == head_revision()
     finally:
         database.engine.dispose()
@@ -64,15 +62,18 @@ async def test_api_keys_are_stored_hashed_and_scoped(database_url: str) -> None:
     ):
         key, secret = await one.create_api_key("ci")
         _, other_secret = await two.create_api_key("ci")
-        assert secret.startswith("mf_") and len(secret) > 40
+        assert secret.startswith("mf_")
+        assert len(secret) > 40
         stored = await one.database.read(
             lambda c: [tuple(r) for r in c.execute(sa.select(api_keys_table))]
         )
         assert not any(secret in str(value) for row in stored for value in row)
         found = await one.database.read(lambda c: applications.authenticate(c, secret))
-        assert found is not None and found.id == one.application.id == key.application_id
+        assert found is not None
+        assert found.id == one.application.id == key.application_id
         found = await one.database.read(lambda c: applications.authenticate(c, other_secret))
-        assert found is not None and found.id == two.application.id
+        assert found is not None
+        assert found.id == two.application.id
         assert await one.database.read(lambda c: applications.authenticate(c, "mf_nope")) is None
 
 
@@ -86,7 +87,8 @@ async def test_applications_are_isolated(database_url: str) -> None:
         assert await two.count_grants() == 0
         assert await two.domains() == []
         result = (await two.provision_many(["a@one.example.com"]))[0]
-        assert not result.ok and "not registered" in (result.reason or "")
+        assert not result.ok
+        assert "not registered" in (result.reason or "")
         with pytest.raises(Exception, match="another application"):
             await two.add_domain("one.example.com")
 

@@ -32,7 +32,8 @@ async def _snapshot(fleet: Fleet) -> tuple[object, ...]:
 
 async def test_a_default_workspace_always_exists(fleet: Fleet) -> None:
     (default,) = await fleet.workspaces()
-    assert default.name == "default" and default.is_default
+    assert default.name == "default"
+    assert default.is_default
 
 
 async def test_the_default_workspace_cannot_be_deleted(fleet: Fleet) -> None:
@@ -152,7 +153,8 @@ async def test_bulk_move_pins_grants(fleet: Fleet) -> None:
     assert await fleet.count_grants(workspace="default") == 300
     assert await fleet.move_grants(addresses[:10], "triage") == 0  # already there
     events = await fleet.events(type="grant.workspace_changed", limit=5000)
-    assert len(events) == 1200 and events[0].payload["workspace"] == "triage"
+    assert len(events) == 1200
+    assert events[0].payload["workspace"] == "triage"
 
     # pinned grants stay where they were put when patterns change
     await fleet.set_patterns("default", ["example.com"])
@@ -165,7 +167,7 @@ async def test_bulk_move_refuses_unknown_grants(fleet: Fleet) -> None:
     await fleet.create_workspace("triage")
     await fleet.provision("known@example.com")
     before = await _snapshot(fleet)
-    with pytest.raises(GrantNotFound, match="ghost@example.com"):
+    with pytest.raises(GrantNotFound, match=r"ghost@example\.com"):
         await fleet.move_grants(["known@example.com", "ghost@example.com"], "triage")
     with pytest.raises(WorkspaceNotFound):
         await fleet.move_grants(["known@example.com"], "nowhere")

@@ -112,6 +112,7 @@ class Dispatcher(Generic[K, T]):
         self._parked_seq = 0
         self._sleepers: list[anyio.Event] = []
         self._timer_wakeup = anyio.Event()
+        self._idle_waiters: list[anyio.Event] = []
         self._running = 0
         self._handled = 0
         self._queued = 0
@@ -148,6 +149,7 @@ class Dispatcher(Generic[K, T]):
         dropped = len(box.items)
         box.items.clear()
         self._queued -= dropped
+        self._notify_idle()
         return dropped
 
     def statistics(self) -> DispatcherStatistics:
@@ -166,10 +168,18 @@ class Dispatcher(Generic[K, T]):
         """Whether nothing is queued or running."""
         return self._queued == 0 and self._running == 0
 
-    async def wait_idle(self, poll: float = 0.005) -> None:
+    async def wait_idle(self) -> None:
         """Wait until nothing is queued or running."""
-        while not self.idle:
-            await anyio.sleep(poll)
+        if not self.idle:
+            waiter = anyio.Event()
+            self._idle_waiters.append(waiter)
+            await waiter.wait()
+
+    def _notify_idle(self) -> None:
+        if self._idle_waiters and self.idle:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.set()
 
     # -- scheduling -----------------------------------------------------------------
 
@@ -228,6 +238,7 @@ class Dispatcher(Generic[K, T]):
             self._make_ready(key)
         else:
             box.scheduled = False
+            self._notify_idle()
         # yield so that a runner with a long backlog does not starve the loop
         await anyio.lowlevel.checkpoint()
 
