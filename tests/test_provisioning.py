@@ -10,6 +10,7 @@ from mailfleet import (
     DomainNotRegistered,
     Fleet,
     InvalidAddress,
+    InvalidAgent,
     InvalidInput,
     ProvisionOutcome,
     WorkspaceNotFound,
@@ -122,9 +123,14 @@ async def test_bulk_provisioning_spans_batches(database_url: str) -> None:
     ) as fleet:
         await fleet.add_domain("example.com")
         seen: list[int] = []
-        addresses = [f"bulk{i}@example.com" for i in range(1000)]
-        results = await fleet.provision_many(addresses, progress=seen.append)
-        assert all(r.outcome is ProvisionOutcome.CREATED for r in results)
+        addresses = [f"bulk{i}@example.com" for i in range(1000)] + ["bad", "bulk0@example.com"]
+
+        def progress(done: int, total: int) -> None:
+            assert total == 1000
+            seen.append(done)
+
+        results = await fleet.provision_many(addresses, progress=progress)
+        assert all(r.outcome is ProvisionOutcome.CREATED for r in results[:1000])
         assert seen == sorted(seen)
         assert seen[-1] == 1000
         assert len(seen) == 16
@@ -195,7 +201,7 @@ def test_agent_declarations_fail_at_class_creation() -> None:
         class Broken(Agent):
             addresses = ("fine@example.com", "not-an-address")
 
-    with pytest.raises(TypeError, match="list of addresses"):
+    with pytest.raises(InvalidAgent, match="list of addresses"):
 
         class Single(Agent):
             addresses = "one@example.com"  # type: ignore[assignment]

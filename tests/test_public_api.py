@@ -19,6 +19,7 @@ EXPECTED = {
     "GrantNotFound",
     "GrantStatus",
     "InvalidAddress",
+    "InvalidAgent",
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
@@ -31,6 +32,7 @@ EXPECTED = {
     "ReputationThresholds",
     "Settings",
     "SpamSensitivity",
+    "StoreUnavailable",
     "Workspace",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -51,7 +53,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 14
+    assert len(errors) == 16
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

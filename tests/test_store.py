@@ -8,7 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from mailfleet import Fleet
+from mailfleet import Fleet, InvalidInput, StoreUnavailable
 from mailfleet.store import applications
 from mailfleet.store.database import Database, normalize_url
 from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
@@ -51,8 +51,20 @@ def test_urls_map_to_the_shipped_drivers() -> None:
     assert normalize_url("postgres://u@h/db").startswith("postgresql+psycopg://u@h/db")
     assert normalize_url("postgresql://u:pw@h:5/db") == "postgresql+psycopg://u:pw@h:5/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
-    with pytest.raises(ValueError, match="unsupported database URL"):
+    with pytest.raises(InvalidInput, match="unsupported database") as caught:
         normalize_url("mysql://u@h/db")
+    assert caught.value.field == "database_url"
+    with pytest.raises(InvalidInput, match="not a database URL"):
+        normalize_url("nonsense")
+
+
+async def test_an_unreachable_database_is_one_clear_error() -> None:
+    url = "postgresql://nobody:secret@127.0.0.1:9/nowhere"
+    with pytest.raises(StoreUnavailable) as caught:
+        async with Fleet(database_url=url):
+            pass
+    assert "127.0.0.1:9/nowhere" in str(caught.value)
+    assert "secret" not in str(caught.value)
 
 
 async def test_api_keys_are_stored_hashed_and_scoped(database_url: str) -> None:

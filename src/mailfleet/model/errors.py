@@ -14,10 +14,12 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
     │   └── ApplicationNotFound
-    └── Conflict
-        ├── DefaultWorkspaceProtected
-        ├── PatternInUse
-        └── WorkspaceNotEmpty
+    ├── Conflict
+    │   ├── DefaultWorkspaceProtected
+    │   ├── PatternInUse
+    │   └── WorkspaceNotEmpty
+    ├── InvalidAgent (TypeError)             an Agent subclass is malformed
+    └── StoreUnavailable (ConnectionError)   the database cannot be reached
 
 Expected operational states of a grant (rate-limited, paused, restricted,
 suppressed) are *values* a caller inspects, never exceptions.
@@ -32,12 +34,14 @@ __all__ = [
     "DomainNotRegistered",
     "GrantNotFound",
     "InvalidAddress",
+    "InvalidAgent",
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
     "MailfleetError",
     "NotFound",
     "PatternInUse",
+    "StoreUnavailable",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
 ]
@@ -142,3 +146,14 @@ class PatternInUse(Conflict):
 
 class WorkspaceNotEmpty(Conflict):
     """A workspace that still holds grants cannot be deleted."""
+
+
+class InvalidAgent(MailfleetError, TypeError):
+    """An ``Agent`` subclass is malformed (a misspelt or mistyped handler...).
+
+    Raised when the class is created, so the mistake shows at import time.
+    """
+
+
+class StoreUnavailable(MailfleetError, ConnectionError):
+    """The database could not be reached or opened."""

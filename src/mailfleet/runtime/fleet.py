@@ -9,10 +9,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import sqlalchemy as sa
 
 from ..agent import Agent
 from ..model.addresses import parse_address
-from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
+from ..model.errors import GrantNotFound, InvalidInput, MailfleetError, StoreUnavailable
 from ..model.records import (
     ApiKey,
     Application,
@@ -58,6 +59,10 @@ class Fleet:
         try:
             await migrate(self.database)
             self._application = await self.database.write(self._ensure_application)
+        except sa.exc.OperationalError as exc:
+            await self.database.aclose()
+            where = sa.make_url(self.database.url).render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open the database {where}: {exc.orig}") from exc
         except BaseException:
             await self.database.aclose()
             raise
@@ -194,13 +199,14 @@ class Fleet:
         workspace: str | None = None,
         agent: AgentRef = None,
         metadata: dict[str, Any] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[ProvisionResult]:
         """Provision many addresses in batched transactions.
 
         Returns one :class:`ProvisionResult` per given address, in order:
         ``created``, ``existing`` or ``invalid`` with its reason. ``progress``
-        is called with the number of addresses handled after each batch.
+        is called as ``progress(done, total)`` after each batch, counting
+        distinct valid addresses.
         """
         agent_name = _agent_name(agent)
         _check_json("metadata", metadata)
@@ -236,9 +242,9 @@ class Fleet:
             outcome.update(found)
             refused.update(rejected)
             if progress is not None:
-                progress(min(start + size, len(pending)))
+                progress(min(start + size, len(pending)), len(pending))
         if not pending and progress is not None:
-            progress(0)
+            progress(0, 0)
 
         loaded = await self.database.read(
             lambda c: grants.grants_by_ids(c, self._app_id, [gid for gid, _ in outcome.values()])

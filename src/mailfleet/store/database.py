@@ -22,6 +22,8 @@ import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from ..model.errors import InvalidInput
+
 __all__ = ["Database", "normalize_url"]
 
 T = TypeVar("T")
@@ -40,14 +42,21 @@ def normalize_url(url: str) -> str:
     """Map user-facing URLs onto the drivers mailfleet ships with.
 
     ``postgres://`` and ``postgresql://`` use psycopg 3; a relative SQLite path
-    is kept relative to the working directory.
+    is kept relative to the working directory. Anything else is an
+    :class:`~mailfleet.InvalidInput` naming ``database_url``.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise InvalidInput("database_url", f"{url!r} is not a database URL") from None
     backend = parsed.get_backend_name()
     if backend in {"postgres", "postgresql"}:
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if backend != "sqlite":
-        raise ValueError(f"unsupported database URL {parsed!r}: use sqlite:/// or postgresql://")
+        raise InvalidInput(
+            "database_url",
+            f"unsupported database {parsed!r}: use sqlite:///PATH or postgresql://USER@HOST/DB",
+        )
     return url
 
 

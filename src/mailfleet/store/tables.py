@@ -19,8 +19,10 @@ __all__ = [
     "ApplicationRow",
     "DomainRow",
     "EventRow",
+    "GrantLeaseRow",
     "GrantRow",
     "MessageRow",
+    "QueueEntryRow",
     "WorkspacePatternRow",
     "WorkspaceRow",
     "metadata",
@@ -187,6 +189,45 @@ class EventRow(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+class QueueEntryRow(SQLModel, table=True):
+    """A message waiting for its grant's handler; deleted once handled.
+
+    ``id`` orders a grant's entries. A failing entry carries its ``attempts``
+    and the time before which it must not run again (``not_before``, epoch
+    seconds); past the last attempt it stays as a dead letter (``status='dead'``).
+    """
+
+    __tablename__ = "queue_entries"
+    __table_args__ = (sa.Index("queue_entries_by_grant", "grant_id", "status", "id"),)
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    )
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    grant_id: str = _fk("grants.id", ondelete="CASCADE", index=False)
+    message_id: str = _fk("messages.id", ondelete="CASCADE")
+    status: str = Field(default="ready", max_length=8)
+    attempts: int = 0
+    not_before: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    created_at: datetime = _created()
+
+
+class GrantLeaseRow(SQLModel, table=True):
+    """Which worker handles a grant's queue, until when (epoch seconds)."""
+
+    __tablename__ = "grant_leases"
+
+    grant_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(36), sa.ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    worker: str = Field(max_length=64, index=True)
+    expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The SQLAlchemy ``Table`` behind a table model, typed for Core queries."""
     found: sa.Table = model.__table__  # type: ignore[attr-defined]
@@ -201,3 +242,5 @@ patterns_table = table_of(WorkspacePatternRow)
 grants_table = table_of(GrantRow)
 messages_table = table_of(MessageRow)
 events_table = table_of(EventRow)
+queue_table = table_of(QueueEntryRow)
+leases_table = table_of(GrantLeaseRow)

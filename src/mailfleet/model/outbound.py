@@ -1,0 +1,40 @@
+"""What ``send`` and ``reply`` answer: expected states are values, not exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["SendResult", "SendStatus"]
+
+
+class SendStatus(StrEnum):
+    """The outcome of asking to send one message."""
+
+    QUEUED = "queued"
+    """Accepted into the outbox; delivery follows."""
+    PAUSED = "paused"
+    """The grant is paused (HTTP 400 ``grant_paused``)."""
+    RESTRICTED = "restricted"
+    """The grant is restricted for abuse (HTTP 403 ``grant_restricted``)."""
+    RATE_LIMITED = "rate_limited"
+    """Quota or rate reached (HTTP 429, see ``retry_after``)."""
+    SUPPRESSED = "suppressed"
+    """A recipient bounced, complained or unsubscribed."""
+    REJECTED = "rejected"
+    """The message itself is not acceptable (see ``detail``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The answer to ``Agent.send`` / ``Agent.reply``."""
+
+    status: SendStatus
+    message_id: str | None = None
+    detail: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the message was accepted."""
+        return self.status is SendStatus.QUEUED

@@ -1,0 +1,138 @@
+"""Agent activation and isolated handler calls.
+
+The host keeps at most one activated :class:`~mailfleet.Agent` instance per
+grant. Calls into user code go through :meth:`AgentHost.call`, which applies
+the per-handler timeout and turns any exception into a value: a handler can
+fail, hang or be slow without touching another grant or the fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ..agent import Agent, AgentContext
+from ..model.records import Grant
+
+__all__ = ["AgentHost", "HandlerFailure"]
+
+log = logging.getLogger("mailfleet.agents")
+
+
+class HandlerFailure(Exception):
+    """A handler raised or timed out; ``str()`` is what gets recorded."""
+
+
+class AgentHost:
+    """Activates agents on demand and calls their handlers safely."""
+
+    def __init__(
+        self,
+        resolve: Callable[[Grant], type[Agent] | None],
+        context: AgentContext,
+        *,
+        handler_timeout: float | None,
+    ) -> None:
+        self._resolve = resolve
+        self._context = context
+        self._timeout = handler_timeout
+        self._agents: dict[str, Agent] = {}
+        self._saved: dict[str, str] = {}
+
+    @property
+    def active(self) -> int:
+        """How many agents are activated now."""
+        return len(self._agents)
+
+    def get(self, grant_id: str) -> Agent | None:
+        """The activated agent of a grant, if any."""
+        return self._agents.get(grant_id)
+
+    async def activate(self, grant: Grant, state: dict[str, Any] | None) -> Agent | None:
+        """Instantiate the grant's agent with its saved state and run ``on_start``.
+
+        Returns None when no agent class is bound to the grant.
+        """
+        cls = self._resolve(grant)
+        if cls is None:
+            return None
+        agent = cls()
+        agent._grant = grant
+        agent._context = self._context
+        agent.state = dict(state or {})
+        self._saved[grant.id] = _dump(agent.state)
+        self._agents[grant.id] = agent
+        if "on_start" in cls.handlers:
+            await self.call(agent, "on_start", message_id=None)
+        return agent
+
+    async def deactivate(self, grant_id: str) -> dict[str, Any] | None:
+        """Run ``on_stop`` and drop the instance; return its state if it changed."""
+        agent = self._agents.pop(grant_id, None)
+        if agent is None:
+            return None
+        if "on_stop" in agent.handlers:
+            try:
+                await self.call(agent, "on_stop", message_id=None)
+            except HandlerFailure:
+                pass  # logged by call(); the agent goes away regardless
+        return self.changed_state(grant_id, agent, forget=True)
+
+    def changed_state(
+        self, grant_id: str, agent: Agent, *, forget: bool = False
+    ) -> dict[str, Any] | None:
+        """The agent's state if it differs from what was last saved."""
+        dumped = _dump(agent.state)
+        previous = self._saved.pop(grant_id, None) if forget else self._saved.get(grant_id)
+        if dumped == previous:
+            return None
+        if not forget:
+            self._saved[grant_id] = dumped
+        loaded: dict[str, Any] = json.loads(dumped)
+        return loaded
+
+    def forget(self, grant_id: str) -> None:
+        """Drop a grant's instance without calling it (its lease was lost)."""
+        self._agents.pop(grant_id, None)
+        self._saved.pop(grant_id, None)
+
+    async def call(self, agent: Agent, name: str, *args: Any, message_id: str | None) -> None:
+        """Await ``agent.<name>(*args)`` under the handler timeout.
+
+        Raises :class:`HandlerFailure` (logged with the grant and message ids)
+        if the handler raised or ran out of time.
+        """
+        handler = getattr(agent, name)
+        try:
+            if self._timeout is None:
+                await handler(*args)
+            else:
+                with anyio.fail_after(self._timeout):
+                    await handler(*args)
+        except TimeoutError:
+            error = f"{name} timed out after {self._timeout:g}s"
+        except Exception as exc:
+            error = f"{name} raised {type(exc).__name__}: {exc}"
+            log.warning(
+                "handler failed: grant=%s message=%s: %s",
+                agent.grant.id,
+                message_id,
+                error,
+                exc_info=exc,
+            )
+            raise HandlerFailure(error) from exc
+        else:
+            return
+        log.warning("handler failed: grant=%s message=%s: %s", agent.grant.id, message_id, error)
+        raise HandlerFailure(error)
+
+
+def _dump(state: dict[str, Any]) -> str:
+    try:
+        return json.dumps(state, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise HandlerFailure(f"agent state is not JSON-serialisable: {exc}") from None

@@ -1,0 +1,425 @@
+"""Durable per-grant queues and the leases that give each grant to one worker.
+
+A delivered message is a ``messages`` row plus a ``queue_entries`` row,
+written in one transaction. A worker *claims* grants that have ready entries
+by taking their lease (an upsert that succeeds only where no live lease
+exists, so two workers never hold one grant), loads their entries in id
+order, and deletes each entry in the transaction that records its
+completion. A worker that dies stops renewing its leases; once they expire,
+another worker claims the grants and runs their unfinished entries, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ..model.messages import InboundMessage, parse_headers
+from .events import record, record_many
+from .tables import (
+    grants_table,
+    leases_table,
+    messages_table,
+    new_id,
+    queue_table,
+    utcnow,
+)
+from .timestamps import aware
+
+__all__ = [
+    "DeadLetter",
+    "Delivery",
+    "QueuedMessage",
+    "backlog",
+    "claim",
+    "complete",
+    "dead_letters",
+    "enqueue",
+    "load",
+    "release",
+    "renew",
+    "replay",
+    "retry_later",
+    "to_dead_letter",
+]
+
+_queue = queue_table
+_leases = leases_table
+_messages = messages_table
+_grants = grants_table
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message to enqueue for one grant."""
+
+    grant_id: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A queue entry with its message, as a worker runs it."""
+
+    entry_id: int
+    grant_id: str
+    message: InboundMessage
+    attempts: int
+    not_before: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message whose handler failed on every attempt."""
+
+    entry_id: int
+    grant_id: str
+    message_id: str
+    attempts: int
+    error: str | None
+    subject: str | None
+
+
+def enqueue(
+    conn: Connection, application_id: str, deliveries: Sequence[Delivery]
+) -> list[InboundMessage]:
+    """Store each message and its queue entry; return the messages as handlers will see them."""
+    now = utcnow()
+    messages: list[InboundMessage] = []
+    message_rows: list[dict[str, Any]] = []
+    for delivery in deliveries:
+        headers = parse_headers(delivery.raw)
+        message = InboundMessage(
+            id=new_id(),
+            grant_id=delivery.grant_id,
+            raw=delivery.raw,
+            sender=headers.sender,
+            recipients=headers.recipients,
+            subject=headers.subject,
+            message_id=headers.message_id,
+            received_at=now,
+            headers=headers.headers,
+        )
+        messages.append(message)
+        message_rows.append(
+            {
+                "id": message.id,
+                "application_id": application_id,
+                "grant_id": message.grant_id,
+                "direction": "in",
+                "folder": "inbox",
+                "message_id": (message.message_id or "")[:998] or None,
+                "thread_id": None,
+                "subject": message.subject,
+                "sender": (message.sender or "")[:320] or None,
+                "recipients": list(message.recipients),
+                "size": len(message.raw),
+                "headers": [list(h) for h in message.headers],
+                "raw": message.raw,
+                "created_at": now,
+            }
+        )
+    if not messages:
+        return messages
+    conn.execute(sa.insert(_messages), message_rows)
+    conn.execute(
+        sa.insert(_queue),
+        [
+            {
+                "application_id": application_id,
+                "grant_id": m.grant_id,
+                "message_id": m.id,
+                "status": "ready",
+                "attempts": 0,
+                "created_at": now,
+            }
+            for m in messages
+        ],
+    )
+    record_many(
+        conn,
+        application_id,
+        "message.received",
+        (
+            (m.grant_id, {"grant_id": m.grant_id, "message_id": m.id, "subject": m.subject})
+            for m in messages
+        ),
+    )
+    return messages
+
+
+def backlog(conn: Connection, grant_ids: Iterable[str]) -> dict[str, int]:
+    """Ready entries waiting, per grant, for the given grants."""
+    wanted = sorted(set(grant_ids))
+    rows = conn.execute(
+        sa.select(_queue.c.grant_id, sa.func.count())
+        .where(_queue.c.grant_id.in_(wanted), _queue.c.status == "ready")
+        .group_by(_queue.c.grant_id)
+    )
+    return {grant_id: count for grant_id, count in rows.all()}
+
+
+def claim(conn: Connection, worker: str, *, now: float, ttl: float, limit: int) -> list[str]:
+    """Take the lease of up to ``limit`` grants with ready work and no live lease."""
+    candidates = (
+        sa.select(_queue.c.grant_id)
+        .outerjoin(_leases, _leases.c.grant_id == _queue.c.grant_id)
+        .where(
+            _queue.c.status == "ready",
+            sa.or_(_leases.c.grant_id.is_(None), _leases.c.expires_at <= now),
+        )
+        .group_by(_queue.c.grant_id)
+        .order_by(sa.func.min(_queue.c.id))
+        .limit(limit)
+    )
+    grant_ids = list(conn.execute(candidates).scalars())
+    if not grant_ids:
+        return []
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_leases).values(
+        [{"grant_id": g, "worker": worker, "expires_at": now + ttl} for g in grant_ids]
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[_leases.c.grant_id],
+        set_={"worker": statement.excluded.worker, "expires_at": statement.excluded.expires_at},
+        where=_leases.c.expires_at <= now,
+    ).returning(_leases.c.grant_id)
+    return list(conn.execute(statement).scalars())
+
+
+def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMessage]:
+    """Ready entries of the grants, oldest first, at most ``per_grant`` each.
+
+    The caller holds the grants' leases and has nothing of theirs in flight.
+    """
+    if not grant_ids:
+        return []
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=_queue.c.grant_id, order_by=_queue.c.id)
+        .label("rank")
+    )
+    ranked = (
+        sa.select(
+            _queue.c.id,
+            _queue.c.grant_id,
+            _queue.c.attempts,
+            _queue.c.not_before,
+            _queue.c.message_id,
+            rank,
+        )
+        .where(
+            _queue.c.grant_id.in_(grant_ids),
+            _queue.c.status == "ready",
+        )
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(
+            ranked,
+            _messages.c.raw,
+            _messages.c.sender,
+            _messages.c.recipients,
+            _messages.c.subject,
+            _messages.c.message_id.label("header_message_id"),
+            _messages.c.headers,
+            _messages.c.created_at,
+        )
+        .join(_messages, _messages.c.id == ranked.c.message_id)
+        .where(ranked.c.rank <= per_grant)
+        .order_by(ranked.c.id)
+    )
+    return [
+        QueuedMessage(
+            entry_id=row.id,
+            grant_id=row.grant_id,
+            attempts=row.attempts,
+            not_before=row.not_before,
+            message=InboundMessage(
+                id=row.message_id,
+                grant_id=row.grant_id,
+                raw=row.raw or b"",
+                sender=row.sender,
+                recipients=tuple(row.recipients),
+                subject=row.subject,
+                message_id=row.header_message_id,
+                received_at=aware(row.created_at),
+                attempt=row.attempts + 1,
+                headers=tuple((name, value) for name, value in row.headers),
+            ),
+        )
+        for row in rows
+    ]
+
+
+def complete(conn: Connection, entry_ids: Sequence[int], states: dict[str, dict[str, Any]]) -> None:
+    """Delete handled entries and save the agents' states, in one transaction."""
+    for start in range(0, len(entry_ids), 1000):
+        conn.execute(sa.delete(_queue).where(_queue.c.id.in_(entry_ids[start : start + 1000])))
+    if states:
+        conn.execute(
+            sa.update(_grants)
+            .where(_grants.c.id == sa.bindparam("grant_id"))
+            .values(state=sa.bindparam("state")),
+            [{"grant_id": g, "state": s} for g, s in states.items()],
+        )
+
+
+def retry_later(
+    conn: Connection,
+    application_id: str,
+    entry: QueuedMessage,
+    *,
+    not_before: float,
+    error: str,
+) -> None:
+    """Record a failed attempt; the entry runs again after ``not_before``."""
+    conn.execute(
+        sa.update(_queue)
+        .where(_queue.c.id == entry.entry_id)
+        .values(attempts=entry.attempts + 1, not_before=not_before, last_error=error)
+    )
+    record(
+        conn,
+        application_id,
+        "message.handler_failed",
+        {
+            "grant_id": entry.grant_id,
+            "message_id": entry.message.id,
+            "attempt": entry.attempts + 1,
+            "error": error,
+            "retry_at": not_before,
+        },
+        grant_id=entry.grant_id,
+    )
+
+
+def to_dead_letter(
+    conn: Connection, application_id: str, entry: QueuedMessage, *, error: str
+) -> None:
+    """Set a message aside after its last failed attempt; the grant's queue moves on."""
+    conn.execute(
+        sa.update(_queue)
+        .where(_queue.c.id == entry.entry_id)
+        .values(status="dead", attempts=entry.attempts + 1, last_error=error, not_before=None)
+    )
+    record(
+        conn,
+        application_id,
+        "message.dead_lettered",
+        {
+            "grant_id": entry.grant_id,
+            "message_id": entry.message.id,
+            "attempts": entry.attempts + 1,
+            "error": error,
+        },
+        grant_id=entry.grant_id,
+    )
+
+
+def dead_letters(conn: Connection, application_id: str, *, limit: int = 100) -> list[DeadLetter]:
+    """Dead letters of the application, oldest first."""
+    rows = conn.execute(
+        sa.select(
+            _queue.c.id,
+            _queue.c.grant_id,
+            _queue.c.message_id,
+            _queue.c.attempts,
+            _queue.c.last_error,
+            _messages.c.subject,
+        )
+        .join(_messages, _messages.c.id == _queue.c.message_id)
+        .where(_queue.c.application_id == application_id, _queue.c.status == "dead")
+        .order_by(_queue.c.id)
+        .limit(limit)
+    )
+    return [
+        DeadLetter(
+            entry_id=row.id,
+            grant_id=row.grant_id,
+            message_id=row.message_id,
+            attempts=row.attempts,
+            error=row.last_error,
+            subject=row.subject,
+        )
+        for row in rows
+    ]
+
+
+def replay(conn: Connection, application_id: str, entry_ids: Sequence[int] | None) -> int:
+    """Queue dead letters again (all of them if ``entry_ids`` is None), behind the
+    grant's current work, with fresh attempts; return how many."""
+    query = sa.select(_queue.c.id, _queue.c.grant_id, _queue.c.message_id).where(
+        _queue.c.application_id == application_id, _queue.c.status == "dead"
+    )
+    if entry_ids is not None:
+        query = query.where(_queue.c.id.in_(list(entry_ids)))
+    dead = conn.execute(query.order_by(_queue.c.id)).all()
+    if not dead:
+        return 0
+    conn.execute(sa.delete(_queue).where(_queue.c.id.in_([row.id for row in dead])))
+    now = utcnow()
+    conn.execute(
+        sa.insert(_queue),
+        [
+            {
+                "application_id": application_id,
+                "grant_id": row.grant_id,
+                "message_id": row.message_id,
+                "status": "ready",
+                "attempts": 0,
+                "created_at": now,
+            }
+            for row in dead
+        ],
+    )
+    record_many(
+        conn,
+        application_id,
+        "message.replayed",
+        ((row.grant_id, {"grant_id": row.grant_id, "message_id": row.message_id}) for row in dead),
+    )
+    return len(dead)
+
+
+def renew(
+    conn: Connection, worker: str, grant_ids: Sequence[str], *, expires_at: float
+) -> set[str]:
+    """Extend this worker's leases; return the grants it still holds."""
+    held: set[str] = set()
+    for start in range(0, len(grant_ids), 1000):
+        chunk = grant_ids[start : start + 1000]
+        held.update(
+            conn.execute(
+                sa.update(_leases)
+                .where(_leases.c.worker == worker, _leases.c.grant_id.in_(chunk))
+                .values(expires_at=expires_at)
+                .returning(_leases.c.grant_id)
+            ).scalars()
+        )
+    return held
+
+
+def release(conn: Connection, worker: str, grant_ids: Sequence[str]) -> None:
+    """Give up this worker's leases of the grants."""
+    for start in range(0, len(grant_ids), 1000):
+        conn.execute(
+            sa.delete(_leases).where(
+                _leases.c.worker == worker, _leases.c.grant_id.in_(grant_ids[start : start + 1000])
+            )
+        )
+
+
+def states(conn: Connection, grant_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The saved agent state of each grant that has one."""
+    rows = conn.execute(
+        sa.select(_grants.c.id, _grants.c.state).where(
+            _grants.c.id.in_(list(grant_ids)), _grants.c.state.is_not(None)
+        )
+    )
+    return {row.id: row.state for row in rows}
