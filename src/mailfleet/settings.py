@@ -31,6 +31,26 @@ class Settings(BaseSettings):
         1000, ge=1, le=10_000, description="addresses per transaction in bulk provisioning"
     )
 
+    concurrency: int = Field(64, ge=1, description="handlers running at once, across grants")
+    queue_limit: int = Field(
+        1000, ge=1, description="messages waiting per grant before deliveries are refused (451)"
+    )
+    handler_timeout: float | None = Field(
+        30.0, gt=0, description="seconds a handler may run; unset for no limit"
+    )
+    max_attempts: int = Field(5, ge=1, description="handler attempts before a dead letter")
+    retry_base: float = Field(1.0, gt=0, description="seconds before the first retry (doubles)")
+    retry_max: float = Field(300.0, gt=0, description="longest wait between retries")
+    idle_timeout: float = Field(60.0, gt=0, description="seconds before an idle agent stops")
+    lease_ttl: float = Field(
+        30.0, gt=0, description="seconds a dead worker's grants wait before another takes them"
+    )
+    poll_interval: float = Field(1.0, gt=0, description="seconds between looks for new work")
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="seconds running handlers get to finish at shutdown"
+    )
+    worker_id: str | None = Field(None, description="this worker's name (default: host-pid-tag)")
+
     @property
     def effective_database_url(self) -> str:
         """``database_url``, or the SQLite file under ``home``."""

@@ -18,6 +18,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── DefaultWorkspaceProtected
     │   ├── PatternInUse
     │   └── WorkspaceNotEmpty
+    ├── QueueFull                            a grant's queue is at its limit (SMTP 451)
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
     └── StoreUnavailable (ConnectionError)   the database cannot be reached
 
@@ -41,6 +42,7 @@ __all__ = [
     "MailfleetError",
     "NotFound",
     "PatternInUse",
+    "QueueFull",
     "StoreUnavailable",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -157,3 +159,15 @@ class InvalidAgent(MailfleetError, TypeError):
 
 class StoreUnavailable(MailfleetError, ConnectionError):
     """The database could not be reached or opened."""
+
+
+class QueueFull(MailfleetError):
+    """A grant's queue is at its limit; the producer should slow down and retry.
+
+    The SMTP server answers ``451 4.3.0`` with it; nothing was stored.
+    """
+
+    def __init__(self, grant_id: str, limit: int) -> None:
+        super().__init__(f"the queue of grant {grant_id} is full ({limit} messages)")
+        self.grant_id = grant_id
+        self.limit = limit

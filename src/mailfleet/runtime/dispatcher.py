@@ -33,21 +33,14 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from ..model.errors import QueueFull
+
 __all__ = ["Dispatcher", "DispatcherStatistics", "QueueFull"]
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class QueueFull(Exception):
-    """A key's mailbox is at its limit: the producer should slow down (SMTP 451)."""
-
-    def __init__(self, key: object, limit: int) -> None:
-        super().__init__(f"the queue of {key} is full ({limit} items)")
-        self.key = key
-        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +106,7 @@ class Dispatcher(Generic[K, T]):
         self._sleepers: list[anyio.Event] = []
         self._timer_wakeup = anyio.Event()
         self._idle_waiters: list[anyio.Event] = []
+        self._closing = False
         self._running = 0
         self._handled = 0
         self._queued = 0
@@ -125,7 +119,7 @@ class Dispatcher(Generic[K, T]):
         if box is None:
             box = self._mailboxes[key] = _Mailbox()
         elif len(box.items) >= self._queue_limit:
-            raise QueueFull(key, self._queue_limit)
+            raise QueueFull(str(key), self._queue_limit)
         box.items.append(item)
         self._queued += 1
         if not box.scheduled:
@@ -175,8 +169,20 @@ class Dispatcher(Generic[K, T]):
             self._idle_waiters.append(waiter)
             await waiter.wait()
 
+    def close(self) -> None:
+        """Stop starting handlers; those running finish, queued items stay queued."""
+        self._closing = True
+        self._notify_idle()
+
+    async def wait_stopped(self) -> None:
+        """After :meth:`close`, wait until no handler is running."""
+        while self._running:
+            waiter = anyio.Event()
+            self._idle_waiters.append(waiter)
+            await waiter.wait()
+
     def _notify_idle(self) -> None:
-        if self._idle_waiters and self.idle:
+        if self._idle_waiters and (self.idle or (self._closing and not self._running)):
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 waiter.set()
@@ -201,7 +207,7 @@ class Dispatcher(Generic[K, T]):
     async def _runner(self) -> None:
         ready = self._ready
         while True:
-            if not ready:
+            if not ready or self._closing:
                 wakeup = anyio.Event()
                 self._sleepers.append(wakeup)
                 await wakeup.wait()
@@ -216,7 +222,7 @@ class Dispatcher(Generic[K, T]):
         self._running += 1
         try:
             for _ in range(self._batch):
-                if not items:
+                if not items or self._closing:
                     break
                 item = items.popleft()
                 self._queued -= 1
@@ -234,11 +240,11 @@ class Dispatcher(Generic[K, T]):
         finally:
             self._running -= 1
             box.last_active = anyio.current_time()
-        if items:
+        if items and not self._closing:
             self._make_ready(key)
         else:
             box.scheduled = False
-            self._notify_idle()
+        self._notify_idle()
         # yield so that a runner with a long backlog does not starve the loop
         await anyio.lowlevel.checkpoint()
 

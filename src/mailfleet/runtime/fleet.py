@@ -1,4 +1,4 @@
-"""The Fleet: the supervisor that owns the store and every agent's identity."""
+"""The Fleet: the supervisor that owns the store, every agent's identity, and their queues."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..agent import Agent
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError, StoreUnavailable
+from ..model.messages import InboundMessage
 from ..model.records import (
     ApiKey,
     Application,
@@ -26,10 +28,15 @@ from ..model.records import (
     Workspace,
 )
 from ..settings import Settings
-from ..store import applications, domains, events, grants, workspaces
+from ..store import applications, domains, events, grants, queue, workspaces
 from ..store.database import Database
 from ..store.grants import GrantRequest
 from ..store.migrate import migrate
+from ..store.queue import DeadLetter
+from .host import AgentHost
+from .intake import Intake
+from .outbox import Outbox
+from .worker import Worker, WorkerSettings
 
 __all__ = ["Fleet"]
 
@@ -49,11 +56,23 @@ class Fleet:
     application and its default workspace exist.
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        agents: Iterable[type[Agent]] = (),
+        default_agent: type[Agent] | None = None,
+        **overrides: Any,
+    ) -> None:
         base = settings or Settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
         self.database = Database(self.settings.effective_database_url)
         self._application: Application | None = None
+        self._agents: dict[str, type[Agent]] = {a.agent_name(): a for a in agents}
+        self._default_agent = default_agent
+        self._intake: Intake | None = None
+        self._worker: Worker | None = None
+        self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -66,6 +85,16 @@ class Fleet:
         except BaseException:
             await self.database.aclose()
             raise
+        self._worker = self._new_worker()
+        self._intake = Intake(
+            self.database,
+            self._app_id,
+            queue_limit=self.settings.queue_limit,
+            committed=self._worker.notify,
+        )
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        await self._task_group.start(self._intake.run)
         return self
 
     async def __aexit__(
@@ -74,7 +103,43 @@ class Fleet:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.database.aclose()
+        try:
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+            await self.database.aclose()
+
+    def _new_worker(self) -> Worker:
+        s = self.settings
+        host = AgentHost(
+            self._agent_class,
+            Outbox(self.database, self._app_id),
+            handler_timeout=s.handler_timeout,
+        )
+        return Worker(
+            self.database,
+            self._app_id,
+            host,
+            WorkerSettings(
+                concurrency=s.concurrency,
+                queue_limit=s.queue_limit,
+                handler_timeout=s.handler_timeout,
+                max_attempts=s.max_attempts,
+                retry_base=s.retry_base,
+                retry_max=s.retry_max,
+                idle_timeout=s.idle_timeout,
+                lease_ttl=s.lease_ttl,
+                poll_interval=s.poll_interval,
+            ),
+            worker_id=s.worker_id,
+        )
+
+    def _agent_class(self, grant: Grant) -> type[Agent] | None:
+        if grant.agent is not None and grant.agent in self._agents:
+            return self._agents[grant.agent]
+        return self._default_agent
 
     def _ensure_application(self, conn: Any) -> Application:
         application = applications.ensure_application(conn, self.settings.application)
@@ -304,8 +369,12 @@ class Fleet:
         )
 
     async def register(self, agent: type[Agent]) -> list[Grant]:
-        """Provision the addresses an agent class declares (in dev mode, registering
-        their domains first) and return their grants."""
+        """Run ``agent`` in this fleet: its grants' messages go to its handlers.
+
+        Provisions the addresses the class declares (in dev mode, registering
+        their domains first) and returns their grants.
+        """
+        self._agents[agent.agent_name()] = agent
         declared = [str(parse_address(a)) for a in agent.addresses]
         if self.settings.dev_mode:
             for domain in sorted({a.rsplit("@", 1)[1] for a in declared}):
@@ -339,9 +408,75 @@ class Fleet:
             )
         )
 
+    # -- the runtime --------------------------------------------------------------
+
+    async def deliver(self, grant: str | Grant, raw: bytes) -> InboundMessage:
+        """Store a message for a grant (id, address or record) and queue it.
+
+        Returns once the message and its queue entry are committed: from then
+        on it is handled at least once, in order with the grant's other
+        messages, by whichever worker serves the grant. Raises
+        :class:`~mailfleet.GrantNotFound` for an unknown grant and
+        :class:`~mailfleet.QueueFull` when the grant's backlog is at
+        ``queue_limit``; nothing is stored then.
+        """
+        if self._intake is None:
+            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
+        if not isinstance(raw, bytes | bytearray):
+            raise InvalidInput("message", "a message is given as raw RFC 5322 bytes")
+        key = grant.id if isinstance(grant, Grant) else grant
+        return await self._intake.deliver(key, bytes(raw))
+
     async def serve(self) -> None:
-        """Run until cancelled. The dispatcher and the transports hang off this call."""
-        await anyio.sleep_forever()
+        """Run the agents until cancelled, then shut down gracefully.
+
+        At shutdown no new message is started; running handlers get
+        ``shutdown_grace`` seconds to finish, their completions are committed
+        and the grants' leases given back, so another worker (or the next
+        start) continues exactly where this one stopped.
+        """
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
+        workers = anyio.CancelScope(shield=True)
+
+        async def run_shielded(*, task_status: TaskStatus[None]) -> None:
+            with workers:
+                await worker.run(task_status=task_status)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_shielded)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await worker.drain(self.settings.shutdown_grace)
+                    finally:
+                        workers.cancel()
+                        self._worker = self._new_worker()
+                        if self._intake is not None:
+                            self._intake.committed = self._worker.notify
+
+    async def wait_idle(self) -> None:
+        """Wait until every message committed so far has been handled (for tests, tools)."""
+        while True:
+            backlog = await self.database.read(lambda c: queue.ready_count(c, self._app_id))
+            if backlog == 0:
+                return
+            await anyio.sleep(0.02)
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        """Messages whose handler failed on every attempt, oldest first."""
+        return await self.database.read(lambda c: queue.dead_letters(c, self._app_id, limit=limit))
+
+    async def replay_dead_letters(self, entry_ids: Iterable[int] | None = None) -> int:
+        """Queue dead letters again (all, or the given ones); return how many."""
+        wanted = None if entry_ids is None else list(entry_ids)
+        count = await self.database.write(lambda c: queue.replay(c, self._app_id, wanted))
+        if self._worker is not None:
+            self._worker.notify()
+        return count
 
 
 def _agent_name(agent: AgentRef) -> str | None:

@@ -41,6 +41,7 @@ __all__ = [
     "dead_letters",
     "enqueue",
     "load",
+    "ready_count",
     "release",
     "renew",
     "replay",
@@ -413,6 +414,17 @@ def release(conn: Connection, worker: str, grant_ids: Sequence[str]) -> None:
                 _leases.c.worker == worker, _leases.c.grant_id.in_(grant_ids[start : start + 1000])
             )
         )
+
+
+def ready_count(conn: Connection, application_id: str) -> int:
+    """Entries of the application still waiting to be handled (dead letters excluded)."""
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                _queue.c.application_id == application_id, _queue.c.status == "ready"
+            )
+        ).scalar_one()
+    )
 
 
 def states(conn: Connection, grant_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

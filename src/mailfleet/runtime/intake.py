@@ -1,0 +1,148 @@
+"""``Fleet.deliver``: the one inbound entry point, with group commit.
+
+Every transport hands a message to :meth:`Intake.deliver`, which returns only
+once the message and its queue entry are committed. Concurrent deliveries
+are gathered and committed together in one transaction (group commit), so
+the cost of a commit is shared by every message that waited for it. The
+same transaction resolves each recipient grant and checks its backlog
+against the queue limit: a full queue refuses the message
+(:class:`~mailfleet.QueueFull`) and stores nothing of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import sqlalchemy as sa
+from anyio.abc import TaskStatus
+from sqlalchemy.engine import Connection
+
+from ..model.errors import GrantNotFound, QueueFull
+from ..model.messages import InboundMessage
+from ..store import queue
+from ..store.database import Database
+from ..store.tables import grants_table
+
+__all__ = ["Intake"]
+
+_BATCH = 1000
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    key: str
+    raw: bytes
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: InboundMessage | None = None
+    error: Exception | None = None
+
+
+class Intake:
+    """Commits deliveries in batches; one background task per fleet."""
+
+    def __init__(
+        self,
+        database: Database,
+        application_id: str,
+        *,
+        queue_limit: int,
+        committed: Callable[[], None],
+    ) -> None:
+        self._db = database
+        self._app_id = application_id
+        self._limit = queue_limit
+        self.committed = committed
+        self._pending: list[_Pending] = []
+        self._wakeup = anyio.Event()
+        self._running = False
+
+    async def deliver(self, grant: str, raw: bytes) -> InboundMessage:
+        """Store ``raw`` for ``grant`` (id or address); return once committed."""
+        if not self._running:
+            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
+        pending = _Pending(grant, raw)
+        self._pending.append(pending)
+        self._wakeup.set()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit pending deliveries until cancelled."""
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                while self._pending:
+                    batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                    with anyio.CancelScope(shield=True):
+                        await self._commit(batch)
+        finally:
+            self._running = False
+            for pending in self._pending:
+                pending.error = RuntimeError("the fleet closed before the message was stored")
+                pending.done.set()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            await self._db.write(lambda conn: self._store(conn, batch))
+        except Exception as exc:  # nothing was stored
+            for pending in batch:
+                pending.result = None
+                pending.error = pending.error or exc
+        else:
+            self.committed()
+        for pending in batch:
+            pending.done.set()
+
+    def _store(self, conn: Connection, batch: Sequence[_Pending]) -> None:
+        for pending in batch:  # a retried transaction starts clean
+            pending.result = pending.error = None
+        grant_ids = _resolve(conn, self._app_id, {p.key for p in batch})
+        waiting = queue.backlog(conn, set(grant_ids.values()))
+        accepted: list[_Pending] = []
+        for pending in batch:
+            grant_id = grant_ids.get(pending.key)
+            if grant_id is None:
+                pending.error = GrantNotFound(pending.key)
+            elif waiting.get(grant_id, 0) >= self._limit:
+                pending.error = QueueFull(grant_id, self._limit)
+            else:
+                waiting[grant_id] = waiting.get(grant_id, 0) + 1
+                accepted.append(pending)
+        stored = queue.enqueue(
+            conn,
+            self._app_id,
+            [queue.Delivery(grant_ids[p.key], p.raw) for p in accepted],
+        )
+        for pending, message in zip(accepted, stored, strict=True):
+            pending.result = message
+
+
+def _resolve(conn: Connection, application_id: str, keys: set[str]) -> dict[str, str]:
+    """Map grant ids and addresses to the ids of live grants of the application."""
+    addresses = {k.strip().lower(): k for k in keys if "@" in k}
+    ids = [k for k in keys if "@" not in k]
+    found: dict[str, str] = {}
+    table = grants_table
+    if ids:
+        rows = conn.execute(
+            sa.select(table.c.id).where(
+                table.c.application_id == application_id, table.c.id.in_(ids)
+            )
+        )
+        found.update((grant_id, grant_id) for grant_id in rows.scalars())
+    if addresses:
+        rows = conn.execute(
+            sa.select(table.c.address, table.c.id).where(
+                table.c.application_id == application_id, table.c.address.in_(list(addresses))
+            )
+        )
+        found.update((addresses[address], grant_id) for address, grant_id in rows.all())
+    return found
