@@ -10,7 +10,7 @@ from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 
 from ..agent import Agent
 from ..model.addresses import parse_address
@@ -438,14 +438,16 @@ class Fleet:
         worker = self._worker
         if worker is None:
             raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
+        # The worker runs shielded: cancelling serve() must not interrupt
+        # handlers mid-flight; the finally block drains it, then cancels it.
         workers = anyio.CancelScope(shield=True)
 
-        async def run_shielded(*, task_status: TaskStatus[None]) -> None:
+        async def run_shielded() -> None:
             with workers:
-                await worker.run(task_status=task_status)
+                await worker.run()
 
         async with anyio.create_task_group() as tg:
-            await tg.start(run_shielded)
+            tg.start_soon(run_shielded)
             try:
                 await anyio.sleep_forever()
             finally:
