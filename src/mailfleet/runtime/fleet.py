@@ -290,7 +290,7 @@ class Fleet:
             normal.append(key)
             requests.setdefault(key, GrantRequest(parsed, agent_name, dict(metadata or {})))
 
-        outcome: dict[str, tuple[str, bool]] = {}
+        outcome: dict[str, tuple[Grant, bool]] = {}
         refused: dict[str, Exception] = {}
         pending = list(requests.values())
         size = self.settings.provision_batch_size
@@ -310,10 +310,6 @@ class Fleet:
                 progress(min(start + size, len(pending)), len(pending))
         if not pending and progress is not None:
             progress(0, 0)
-
-        loaded = await self.database.read(
-            lambda c: grants.grants_by_ids(c, self._app_id, [gid for gid, _ in outcome.values()])
-        )
         results = []
         for index, raw in enumerate(given):
             address = normal[index]
@@ -324,9 +320,9 @@ class Fleet:
                     ProvisionResult(raw, ProvisionOutcome.INVALID, error=refused[address])
                 )
             else:
-                grant_id, created = outcome[address]
+                grant, created = outcome[address]
                 kind = ProvisionOutcome.CREATED if created else ProvisionOutcome.EXISTING
-                results.append(ProvisionResult(raw, kind, grant=loaded[grant_id]))
+                results.append(ProvisionResult(raw, kind, grant=grant))
         return results
 
     async def deprovision(self, grant: str) -> bool:

@@ -62,11 +62,11 @@ def provision_batch(
     requests: Sequence[GrantRequest],
     *,
     workspace: str | None = None,
-) -> tuple[dict[str, tuple[str, bool]], dict[str, Exception]]:
+) -> tuple[dict[str, tuple[Grant, bool]], dict[str, Exception]]:
     """Create the grants that do not exist yet, with their ``grant.created`` events.
 
-    Returns ``(found, refused)``: by address, the grant id and whether this
-    call created it; and the refused addresses with why.
+    Returns ``(found, refused)``: by address, the grant and whether this call
+    created it; and the refused addresses with why.
     """
     explicit = get_workspace(conn, application_id, workspace).id if workspace else None
     domains = domain_ids(conn, application_id, (r.address.domain for r in requests))
@@ -105,25 +105,25 @@ def provision_batch(
         )
     conn.execute(_insert_ignoring_duplicates(conn), rows)
 
-    addresses = [row["address"] for row in rows]
-    stored: dict[str, str] = dict(
-        conn.execute(
-            sa.select(_grants.c.address, _grants.c.id).where(
-                _grants.c.application_id == application_id, _grants.c.address.in_(addresses)
-            )
-        ).all()
-    )
-    found: dict[str, tuple[str, bool]] = {}
+    # Read back by the unique address alone: an application filter here makes
+    # planners scan the application's index, and the batch cost grow with the fleet.
+    stored = {
+        row.address: row
+        for row in conn.execute(
+            _select_grants().where(_grants.c.address.in_([row["address"] for row in rows]))
+        )
+    }
+    found: dict[str, tuple[Grant, bool]] = {}
     created = []
     for row in rows:
-        grant_id = stored.get(row["address"])
-        if grant_id is None:
+        match = stored.get(row["address"])
+        if match is None or match.application_id != application_id:
             refused[row["address"]] = Conflict(
                 "address", f"{row['address']!r} is provisioned by another application"
             )
             continue
-        is_new = grant_id == row["id"]
-        found[row["address"]] = (grant_id, is_new)
+        is_new = match.id == row["id"]
+        found[row["address"]] = (_grant(match), is_new)
         if is_new:
             created.append(row)
     record_many(
@@ -199,12 +199,8 @@ def grants_by_ids(conn: Connection, application_id: str, ids: Sequence[str]) -> 
     """The grants with the given ids, by id."""
     found: dict[str, Grant] = {}
     for chunk in _chunks(ids, 1000):
-        rows = conn.execute(
-            _select_grants().where(
-                _grants.c.application_id == application_id, _grants.c.id.in_(chunk)
-            )
-        )
-        found.update((row.id, _grant(row)) for row in rows)
+        rows = conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
+        found.update((row.id, _grant(row)) for row in rows if row.application_id == application_id)
     return found
 
 
@@ -247,11 +243,9 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
     for column, values in ((_grants.c.address, by_address), (_grants.c.id, by_id)):
         for chunk in _chunks(values, 1000):
             rows = conn.execute(
-                sa.select(column, _grants.c.id).where(
-                    _grants.c.application_id == application_id, column.in_(chunk)
-                )
+                sa.select(column, _grants.c.id, _grants.c.application_id).where(column.in_(chunk))
             )
-            found.update(rows.all())
+            found.update((key, gid) for key, gid, app in rows.all() if app == application_id)
     return found
 
 
