@@ -16,6 +16,7 @@ EXPECTED = {
     "Event",
     "Fleet",
     "Grant",
+    "InboundMessage",
     "GrantNotFound",
     "GrantStatus",
     "InvalidAddress",
@@ -29,7 +30,10 @@ EXPECTED = {
     "Policy",
     "ProvisionOutcome",
     "ProvisionResult",
+    "QueueFull",
     "ReputationThresholds",
+    "SendResult",
+    "SendStatus",
     "Settings",
     "SpamSensitivity",
     "StoreUnavailable",
@@ -53,7 +57,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 16
+    assert len(errors) == 17
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

@@ -18,10 +18,13 @@ from .model.errors import (
     MailfleetError,
     NotFound,
     PatternInUse,
+    QueueFull,
     StoreUnavailable,
     WorkspaceNotEmpty,
     WorkspaceNotFound,
 )
+from .model.messages import InboundMessage
+from .model.outbound import SendResult, SendStatus
 from .model.policy import Policy, ReputationThresholds, SpamSensitivity
 from .model.records import (
     ApiKey,
@@ -53,6 +56,7 @@ __all__ = [
     "Grant",
     "GrantNotFound",
     "GrantStatus",
+    "InboundMessage",
     "InvalidAddress",
     "InvalidAgent",
     "InvalidInput",
@@ -64,7 +68,10 @@ __all__ = [
     "Policy",
     "ProvisionOutcome",
     "ProvisionResult",
+    "QueueFull",
     "ReputationThresholds",
+    "SendResult",
+    "SendStatus",
     "Settings",
     "SpamSensitivity",
     "StoreUnavailable",

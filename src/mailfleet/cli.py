@@ -345,7 +345,8 @@ def run(
 
 async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
     grants = await fleet.register(agent)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+    def announce() -> None:
         _print_table(
             f"grants of {agent.__qualname__} ({agent.agent_name()})",
             ("address", "grant", "workspace"),
@@ -353,11 +354,83 @@ async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
         )
         _say(f"database: {_display_url(fleet.settings.effective_database_url)}")
         _say(f"application: {fleet.application.name}; serving, press Ctrl-C to stop")
+
+    await _serve_until_signal(fleet, announce)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    reference: Annotated[
+        str,
+        typer.Argument(
+            metavar="APP", help="package.module:AgentClass, or path/to/file.py[:Class]."
+        ),
+    ],
+) -> None:
+    """Serve the queues of APP's grants alongside other workers (PostgreSQL), until SIGTERM.
+
+    Unlike ``run`` it provisions nothing: it takes whatever grants have work and
+    no live worker, and gives them back when it stops.
+    """
+    agent = _load_agent(reference)
+
+    async def serve(fleet: Fleet) -> None:
+        fleet.bind(agent)
+        await _serve_until_signal(
+            fleet, lambda: _say(f"worker {fleet.worker_id}: serving {agent.agent_name()}")
+        )
+
+    try:
+        _call(ctx, serve)
+    except KeyboardInterrupt:
+        pass
+    _say("worker stopped.")
+
+
+async def _serve_until_signal(fleet: Fleet, announce: Callable[[], None]) -> None:
+    """Serve until SIGINT or SIGTERM; ``announce`` runs once signals are caught."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        announce()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(fleet.serve)
             async for _ in signals:
                 tasks.cancel_scope.cancel()
                 break
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+dead_letters_app = typer.Typer(
+    no_args_is_help=True, help="Messages whose handler failed on every attempt."
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
+@dead_letters_app.command("list")
+def list_dead_letters(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many to show.")] = 100,
+) -> None:
+    """List dead letters, oldest first."""
+    letters = _call(ctx, lambda fleet: fleet.dead_letters(limit=limit))
+    _print_table(
+        "dead letters",
+        ("entry", "grant", "message", "attempts", "subject", "error"),
+        ((d.entry_id, d.grant_id, d.message_id, d.attempts, d.subject, d.error) for d in letters),
+    )
+
+
+@dead_letters_app.command("replay")
+def replay_dead_letters(
+    ctx: typer.Context,
+    entries: Annotated[
+        list[int] | None, typer.Argument(help="Entry ids to replay; all when none is given.")
+    ] = None,
+) -> None:
+    """Queue dead letters again, behind their grants' current work."""
+    count = _call(ctx, lambda fleet: fleet.replay_dead_letters(entries or None))
+    _say(f"replayed {_plural(count, 'dead letter')}")
 
 
 # -- domains ---------------------------------------------------------------------------------

@@ -154,6 +154,12 @@ class Fleet:
         return self._application
 
     @property
+    def worker_id(self) -> str:
+        """The id this fleet's worker holds leases under."""
+        assert self._worker is not None, "the fleet is not open"
+        return self._worker.id
+
+    @property
     def _app_id(self) -> str:
         return self.application.id
 
@@ -364,13 +370,17 @@ class Fleet:
             lambda c: grants.count_grants(c, self._app_id, workspace=workspace)
         )
 
+    def bind(self, agent: type[Agent]) -> None:
+        """Run ``agent``'s handlers for the grants provisioned with it (no provisioning)."""
+        self._agents[agent.agent_name()] = agent
+
     async def register(self, agent: type[Agent]) -> list[Grant]:
         """Run ``agent`` in this fleet: its grants' messages go to its handlers.
 
         Provisions the addresses the class declares (in dev mode, registering
         their domains first) and returns their grants.
         """
-        self._agents[agent.agent_name()] = agent
+        self.bind(agent)
         declared = [str(parse_address(a)) for a in agent.addresses]
         if self.settings.dev_mode:
             for domain in sorted({a.rsplit("@", 1)[1] for a in declared}):
@@ -380,6 +390,19 @@ class Fleet:
             if result.error is not None:
                 raise result.error
         return [r.grant for r in results if r.grant is not None]
+
+    async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:
+        """An administrator's act: pause, restrict or reinstate a grant.
+
+        Paused grants answer every send with ``paused`` (400), restricted ones
+        with ``restricted`` (403), until set back to ``active``.
+        """
+        wanted = GrantStatus(status)
+        if wanted is GrantStatus.DELETED:
+            raise InvalidInput("status", "use deprovision() to delete a grant", value=status)
+        return await self.database.write(
+            lambda c: grants.set_status(c, self._app_id, grant, wanted)
+        )
 
     # -- application ---------------------------------------------------------------
 
@@ -463,6 +486,15 @@ class Fleet:
             if backlog == 0:
                 return
             await anyio.sleep(0.02)
+
+    async def agent_state(self, grant: str) -> dict[str, Any]:
+        """The saved ``state`` of a grant's agent (empty if it never saved one)."""
+
+        def read(conn: Any) -> dict[str, Any]:
+            found = grants.get_grant(conn, self._app_id, grant)
+            return queue.states(conn, [found.id]).get(found.id, {})
+
+        return await self.database.read(read)
 
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         """Messages whose handler failed on every attempt, oldest first."""

@@ -1,7 +1,8 @@
 """What ``Agent.send`` / ``reply`` reach: the outbound gates, building, the outbox.
 
-The gates answer with values (:class:`~mailfleet.SendResult`), in the order of
-DESIGN.md: grant status, then recipient validation. Quotas, suppression,
+The gates answer with values (:class:`~mailfleet.SendResult`): recipient
+validation, then the grant's status, read in the transaction that queues the
+message so that a pause or restriction takes effect at once. Quotas, suppression,
 rules, the circuit breaker and DKIM signing join this path with the mail and
 deliverability issues; the SMTP sender delivers what the outbox holds.
 """
@@ -12,13 +13,15 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from sqlalchemy.engine import Connection
+
 from ..agent import AgentContext
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress
 from ..model.messages import InboundMessage
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import messages
+from ..store import grants, messages
 from ..store.database import Database
 
 __all__ = ["Outbox"]
@@ -42,10 +45,6 @@ class Outbox(AgentContext):
         in_reply_to: InboundMessage | None,
     ) -> SendResult:
         """Pass the gates, build the message and put it in the outbox."""
-        if grant.status is GrantStatus.PAUSED:
-            return SendResult(SendStatus.PAUSED, detail="grant_paused")
-        if grant.status is GrantStatus.RESTRICTED:
-            return SendResult(SendStatus.RESTRICTED, detail="grant_restricted")
         if not to:
             return SendResult(SendStatus.REJECTED, detail="to: at least one recipient is needed")
         try:
@@ -56,10 +55,18 @@ class Outbox(AgentContext):
             raw, message_id = _build(grant, recipients, subject, text, html, in_reply_to)
         except ValueError as exc:  # e.g. a line break in the subject
             return SendResult(SendStatus.REJECTED, detail=f"subject: {exc}")
-        await self._db.write(
-            lambda c: messages.store_outbound(c, self._app_id, grant.id, raw, recipients=recipients)
-        )
-        return SendResult(SendStatus.QUEUED, message_id=message_id)
+
+        def store(conn: Connection) -> SendResult:
+            # The status is read in the transaction: a pause takes effect at once.
+            status = grants.get_grant(conn, self._app_id, grant.id).status
+            if status is GrantStatus.PAUSED:
+                return SendResult(SendStatus.PAUSED, detail="grant_paused")
+            if status is GrantStatus.RESTRICTED:
+                return SendResult(SendStatus.RESTRICTED, detail="grant_restricted")
+            messages.store_outbound(conn, self._app_id, grant.id, raw, recipients=recipients)
+            return SendResult(SendStatus.QUEUED, message_id=message_id)
+
+        return await self._db.write(store)
 
 
 def _build(

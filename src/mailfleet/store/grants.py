@@ -36,6 +36,7 @@ __all__ = [
     "move_grants",
     "provision_batch",
     "regroup",
+    "set_status",
 ]
 
 _grants = grants_table
@@ -193,6 +194,29 @@ def get_grant(conn: Connection, application_id: str, key: str) -> Grant:
     if row is None:
         raise GrantNotFound(key)
     return _grant(row)
+
+
+def set_status(conn: Connection, application_id: str, key: str, status: GrantStatus) -> Grant:
+    """Change a grant's status, with a ``grant.status_changed`` event."""
+    grant = get_grant(conn, application_id, key)
+    if grant.status is not status:
+        conn.execute(
+            sa.update(_grants)
+            .where(_grants.c.id == grant.id)
+            .values(status=status.value, updated_at=utcnow())
+        )
+        record_many(
+            conn,
+            application_id,
+            "grant.status_changed",
+            [
+                (
+                    grant.id,
+                    {"grant_id": grant.id, "from": grant.status.value, "to": status.value},
+                )
+            ],
+        )
+    return get_grant(conn, application_id, grant.id)
 
 
 def grants_by_ids(conn: Connection, application_id: str, ids: Sequence[str]) -> dict[str, Grant]:
