@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -102,10 +101,3 @@ async def fleet(database_url: str) -> AsyncIterator[Fleet]:
     async with Fleet(database_url=database_url, application="test") as opened:
         await opened.add_domain("example.com")
         yield opened
-
-
-async def wait_until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``within`` seconds."""
-    with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - the condition is plain state, not an event
-            await anyio.sleep(0.01)

@@ -22,8 +22,7 @@ from mailfleet import (
     QueueFull,
     SendStatus,
 )
-
-from .conftest import wait_until
+from support import wait_until
 
 pytestmark = pytest.mark.anyio
 
