@@ -85,14 +85,19 @@ def _truncate_all(url: sa.URL) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL to an empty mailfleet database, on each backend in turn."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mailfleet.db'}"
-        return
-    url: sa.URL = request.getfixturevalue("postgres_server")
-    _truncate_all(url)
-    yield url.render_as_string(hide_password=False)
+        return f"sqlite:///{tmp_path / 'mailfleet.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: sa.URL) -> str:
+    """A URL to an empty mailfleet database on the PostgreSQL server."""
+    _truncate_all(postgres_server)
+    return postgres_server.render_as_string(hide_password=False)
 
 
 @pytest.fixture
