@@ -6,22 +6,28 @@ Run it from the repository root::
 
 In dev mode ``mailfleet run`` registers example.com, provisions a grant (a
 mailbox identity) for each address below, prints them, and serves until
-Ctrl-C. The grants survive the run: ``mailfleet grants list`` shows them.
-
-What this example does not do yet: mailfleet's runtime does not deliver
-messages to agents so far. Once message handlers land, the Helpdesk will
-answer each message it receives in that message's own thread; until then it
-shows the part that exists today, how an agent declares the mailboxes it runs
-as and where their grants are filed.
+Ctrl-C. Every message delivered to one of them reaches ``on_message`` through
+that grant's ordered queue; the answer goes into the grant's outbox, in the
+thread of the message it answers (the SMTP sender that delivers the outbox is
+the next milestone; ``mailfleet events --type message.queued`` shows the
+replies meanwhile).
 """
 
-from mailfleet import Agent
+from mailfleet import Agent, InboundMessage
 
 
 class Helpdesk(Agent):
-    """The helpdesk agent; the runtime will run one instance per address."""
+    """Acknowledges each request in its thread and counts the tickets it opened."""
 
     addresses = ("help@example.com", "support@example.com")
-    # No workspace of its own: the grants follow the auto-group patterns of
-    # example.com, else they land in the default workspace.
-    workspace = None
+
+    async def on_message(self, message: InboundMessage) -> None:
+        ticket = self.state.get("tickets", 0) + 1
+        self.state["tickets"] = ticket  # saved with the completion of this message
+        await self.reply(
+            message,
+            text=(
+                f"Hello,\n\nthanks for writing to {self.address}. Your request is ticket "
+                f"#{ticket}; we will answer in this thread.\n\n-- the helpdesk agent\n"
+            ),
+        )
