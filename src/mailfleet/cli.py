@@ -324,15 +324,16 @@ def _import_from(folder: Path, name: str) -> ModuleType:
 # -- run -----------------------------------------------------------------------------------
 
 
+AgentReference = Annotated[
+    str,
+    typer.Argument(metavar="APP", help="package.module:AgentClass, or path/to/file.py[:Class]."),
+]
+
+
 @app.command()
 def run(
     ctx: typer.Context,
-    reference: Annotated[
-        str,
-        typer.Argument(
-            metavar="APP", help="package.module:AgentClass, or path/to/file.py[:Class]."
-        ),
-    ],
+    reference: AgentReference,
 ) -> None:
     """Run an agent: provision the addresses it declares and serve until Ctrl-C or SIGTERM."""
     agent = _load_agent(reference)
@@ -361,12 +362,7 @@ async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
 @app.command()
 def worker(
     ctx: typer.Context,
-    reference: Annotated[
-        str,
-        typer.Argument(
-            metavar="APP", help="package.module:AgentClass, or path/to/file.py[:Class]."
-        ),
-    ],
+    reference: AgentReference,
 ) -> None:
     """Serve the queues of APP's grants alongside other workers (PostgreSQL), until SIGTERM.
 

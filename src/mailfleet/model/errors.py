@@ -53,18 +53,22 @@ class MailfleetError(Exception):
     """Root of every exception raised by mailfleet."""
 
 
-class InvalidInput(MailfleetError, ValueError):
-    """A value given by the caller is not acceptable.
-
-    ``field`` names the offending field (``"address"``, ``"policy.daily_send_quota"``...),
-    ``value`` is what was given.
-    """
+class _FieldError(MailfleetError):
+    """An error that blames one field: ``field``, the ``value`` given, the ``message``."""
 
     def __init__(self, field: str, message: str, *, value: object = None) -> None:
         self.field = field
         self.value = value
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class InvalidInput(_FieldError, ValueError):
+    """A value given by the caller is not acceptable.
+
+    ``field`` names the offending field (``"address"``, ``"policy.daily_send_quota"``...),
+    ``value`` is what was given.
+    """
 
 
 class InvalidAddress(InvalidInput):
@@ -83,14 +87,8 @@ class InvalidPattern(InvalidInput):
     """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
 
 
-class NotFound(MailfleetError, LookupError):
-    """Something named by the caller does not exist."""
-
-    def __init__(self, field: str, message: str, *, value: object = None) -> None:
-        self.field = field
-        self.value = value
-        self.message = message
-        super().__init__(f"{field}: {message}")
+class NotFound(_FieldError, LookupError):
+    """Something named by the caller does not exist (``field`` names what was looked up)."""
 
 
 class DomainNotRegistered(NotFound):
