@@ -355,3 +355,25 @@ def test_handler_mistakes_fail_at_class_creation() -> None:
 
     assert Fine.handlers == {"on_message", "on_stop"}
     assert Fine.workspace == "triage"
+
+
+async def test_source_keys_make_delivery_idempotent(database_url: str) -> None:
+    async with await open_fleet(database_url, Recorder) as fleet:
+        await fleet.add_domain("example.com")
+        grant = await fleet.provision("imap@example.com", agent=Recorder)
+        first = await fleet.deliver(grant, mail("a"), source_key="imap:7:1")
+        async with anyio.create_task_group() as tg:  # the same key, concurrently
+            for _ in range(5):
+                tg.start_soon(lambda: fleet.deliver(grant, mail("a"), source_key="imap:7:1"))
+        again = await fleet.deliver(grant, mail("a"), source_key="imap:7:1")
+        other = await fleet.deliver(grant, mail("b"), source_key="imap:7:2")
+        assert again.id == first.id
+        assert other.id != first.id
+        assert len(await fleet.events(type="message.received")) == 2
+        used = (await fleet.grant(grant.id)).stored_bytes
+        assert used == len(mail("a")) + len(mail("b"))
+
+        assert await fleet.cursor(grant.id, "imap:INBOX") is None
+        await fleet.set_cursor(grant.id, "imap:INBOX", {"uidvalidity": 7, "uid": 2})
+        await fleet.set_cursor(grant.id, "imap:INBOX", {"uidvalidity": 7, "uid": 3})
+        assert await fleet.cursor(grant.id, "imap:INBOX") == {"uidvalidity": 7, "uid": 3}

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds running handlers get to finish at shutdown"
     )
     worker_id: str | None = Field(None, description="this worker's name (default: host-pid-tag)")
+    plugins: str | None = Field(
+        None, description="comma-separated plugin names to load (default: all installed)"
+    )
+
+    @property
+    def plugin_allowlist(self) -> frozenset[str] | None:
+        """The plugins to load, or None for every installed one."""
+        if self.plugins is None:
+            return None
+        return frozenset(name.strip() for name in self.plugins.split(",") if name.strip())
 
     @property
     def effective_database_url(self) -> str:

@@ -86,6 +86,8 @@ class Grant:
     workspace_pinned: bool
     created_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
+    stored_bytes: int = 0
+    """Mail stored for this grant, in bytes (counted against the storage limit)."""
 
     @property
     def domain(self) -> str:

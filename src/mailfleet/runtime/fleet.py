@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -27,8 +28,9 @@ from ..model.records import (
     ProvisionResult,
     Workspace,
 )
+from ..plugins import InboundSource, inbound_sources, plugin_manager
 from ..settings import Settings
-from ..store import applications, domains, events, grants, queue, workspaces
+from ..store import applications, cursors, domains, events, grants, queue, workspaces
 from ..store.database import Database
 from ..store.grants import GrantRequest
 from ..store.migrate import migrate
@@ -39,6 +41,8 @@ from .outbox import Outbox
 from .worker import Worker, WorkerSettings
 
 __all__ = ["Fleet"]
+
+log = logging.getLogger("mailfleet.fleet")
 
 AgentRef = type[Agent] | str | None
 
@@ -429,7 +433,9 @@ class Fleet:
 
     # -- the runtime --------------------------------------------------------------
 
-    async def deliver(self, grant: str | Grant, raw: bytes) -> InboundMessage:
+    async def deliver(
+        self, grant: str | Grant, raw: bytes, *, source_key: str | None = None
+    ) -> InboundMessage:
         """Store a message for a grant (id, address or record) and queue it.
 
         Returns once the message and its queue entry are committed: from then
@@ -438,13 +444,26 @@ class Fleet:
         :class:`~mailfleet.GrantNotFound` for an unknown grant and
         :class:`~mailfleet.QueueFull` when the grant's backlog is at
         ``queue_limit``; nothing is stored then.
+
+        ``source_key`` makes the delivery idempotent (an IMAP source passes
+        its UIDVALIDITY and UID): a grant stores one message per key, and
+        delivering it again returns the stored message.
         """
         if self._intake is None:
             raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
         if not isinstance(raw, bytes | bytearray):
             raise InvalidInput("message", "a message is given as raw RFC 5322 bytes")
         key = grant.id if isinstance(grant, Grant) else grant
-        return await self._intake.deliver(key, bytes(raw))
+        return await self._intake.deliver(key, bytes(raw), source_key=source_key)
+
+    async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:
+        """How far ``source`` (e.g. an IMAP mailbox) has been read for a grant."""
+        return await self.database.read(lambda c: cursors.get_cursor(c, grant, source))
+
+    async def set_cursor(self, grant: str, source: str, value: dict[str, Any]) -> None:
+        """Remember how far ``source`` has been read for a grant (JSON value)."""
+        _check_json("value", value)
+        await self.database.write(lambda c: cursors.set_cursor(c, grant, source, value))
 
     async def serve(self) -> None:
         """Run the agents until cancelled, then shut down gracefully.
@@ -465,8 +484,11 @@ class Fleet:
             with workers:
                 await worker.run()
 
+        manager = plugin_manager(self.settings.plugin_allowlist)
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_shielded)
+            for source in inbound_sources(manager, self.settings):
+                tg.start_soon(self._run_source, source, name=f"source {source.name}")
             try:
                 await anyio.sleep_forever()
             finally:
@@ -478,6 +500,18 @@ class Fleet:
                         self._worker = self._new_worker()
                         if self._intake is not None:
                             self._intake.committed = self._worker.notify
+
+    async def _run_source(self, source: InboundSource) -> None:
+        """Run a plugin's source; a crash is logged and the source restarted with backoff."""
+        delay = 1.0
+        while True:
+            try:
+                await source.serve(self)
+                return
+            except Exception:
+                log.exception("inbound source %s failed; restarting in %.0fs", source.name, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def wait_idle(self) -> None:
         """Wait until every message committed so far has been handled (for tests, tools)."""

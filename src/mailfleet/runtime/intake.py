@@ -34,6 +34,7 @@ _BATCH = 1000
 class _Pending:
     key: str
     raw: bytes
+    source_key: str | None
     done: anyio.Event = field(default_factory=anyio.Event)
     result: InboundMessage | None = None
     error: Exception | None = None
@@ -58,11 +59,17 @@ class Intake:
         self._wakeup = anyio.Event()
         self._running = False
 
-    async def deliver(self, grant: str, raw: bytes) -> InboundMessage:
-        """Store ``raw`` for ``grant`` (id or address); return once committed."""
+    async def deliver(
+        self, grant: str, raw: bytes, *, source_key: str | None = None
+    ) -> InboundMessage:
+        """Store ``raw`` for ``grant`` (id or address); return once committed.
+
+        With a ``source_key``, a message the grant already has under that key
+        is returned as it is, and nothing new is queued.
+        """
         if not self._running:
             raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
-        pending = _Pending(grant, raw)
+        pending = _Pending(grant, raw, source_key)
         self._pending.append(pending)
         self._wakeup.set()
         await pending.done.wait()
@@ -106,23 +113,44 @@ class Intake:
             pending.result = pending.error = None
         grant_ids = _resolve(conn, self._app_id, {p.key for p in batch})
         waiting = queue.backlog(conn, set(grant_ids.values()))
+        seen = queue.by_source(
+            conn,
+            (
+                (grant_ids[p.key], p.source_key)
+                for p in batch
+                if p.source_key is not None and p.key in grant_ids
+            ),
+        )
         accepted: list[_Pending] = []
         for pending in batch:
             grant_id = grant_ids.get(pending.key)
+            source = None if grant_id is None else (grant_id, pending.source_key or "")
             if grant_id is None:
                 pending.error = GrantNotFound(pending.key)
+            elif pending.source_key is not None and source in seen:
+                pending.result = seen[source]  # delivered before: idempotent
             elif waiting.get(grant_id, 0) >= self._limit:
                 pending.error = QueueFull(grant_id, self._limit)
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
                 accepted.append(pending)
+        unique: dict[tuple[str, str] | int, _Pending] = {}
+        for pending in accepted:  # one key twice in a batch: store it once
+            grant_id = grant_ids[pending.key]
+            unique.setdefault(
+                (grant_id, pending.source_key) if pending.source_key else id(pending), pending
+            )
         stored = queue.enqueue(
             conn,
             self._app_id,
-            [queue.Delivery(grant_ids[p.key], p.raw) for p in accepted],
+            [queue.Delivery(grant_ids[p.key], p.raw, p.source_key) for p in unique.values()],
         )
-        for pending, message in zip(accepted, stored, strict=True):
-            pending.result = message
+        by_key = dict(zip(unique, stored, strict=True))
+        for pending in accepted:
+            grant_id = grant_ids[pending.key]
+            pending.result = by_key[
+                (grant_id, pending.source_key) if pending.source_key else id(pending)
+            ]
 
 
 def _resolve(conn: Connection, application_id: str, keys: set[str]) -> dict[str, str]:

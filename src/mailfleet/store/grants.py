@@ -157,6 +157,7 @@ def _select_grants() -> sa.Select[Any]:
         _grants.c.agent,
         _grants.c.workspace_pinned,
         _grants.c.metadata,
+        _grants.c.stored_bytes,
         _grants.c.created_at,
         _workspaces.c.name.label("workspace_name"),
         _workspaces.c.policy,
@@ -177,6 +178,7 @@ def _grant(row: sa.Row[Any]) -> Grant:
         workspace_pinned=row.workspace_pinned,
         created_at=aware(row.created_at),
         metadata=row.metadata,
+        stored_bytes=row.stored_bytes,
     )
 
 

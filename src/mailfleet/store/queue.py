@@ -36,6 +36,7 @@ __all__ = [
     "Delivery",
     "QueuedMessage",
     "backlog",
+    "by_source",
     "claim",
     "complete",
     "dead_letters",
@@ -57,10 +58,15 @@ _grants = grants_table
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One message to enqueue for one grant."""
+    """One message to enqueue for one grant.
+
+    ``source_key`` (e.g. ``imap:<uidvalidity>:<uid>``) makes the delivery
+    idempotent: a grant stores one message per key.
+    """
 
     grant_id: str
     raw: bytes
+    source_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,7 @@ def enqueue(
                 "recipients": list(message.recipients),
                 "size": len(message.raw),
                 "headers": [list(h) for h in message.headers],
+                "source_key": delivery.source_key,
                 "raw": message.raw,
                 "created_at": now,
             }
@@ -128,6 +135,15 @@ def enqueue(
     if not messages:
         return messages
     conn.execute(sa.insert(_messages), message_rows)
+    grown: dict[str, int] = {}
+    for message in messages:
+        grown[message.grant_id] = grown.get(message.grant_id, 0) + len(message.raw)
+    conn.execute(
+        sa.update(_grants)
+        .where(_grants.c.id == sa.bindparam("gid"))
+        .values(stored_bytes=_grants.c.stored_bytes + sa.bindparam("grown")),
+        [{"gid": g, "grown": n} for g, n in sorted(grown.items())],
+    )
     conn.execute(
         sa.insert(_queue),
         [
@@ -152,6 +168,34 @@ def enqueue(
         ),
     )
     return messages
+
+
+def by_source(
+    conn: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], InboundMessage]:
+    """Messages already stored under ``(grant_id, source_key)``."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.select(_messages).where(
+            sa.tuple_(_messages.c.grant_id, _messages.c.source_key).in_(wanted)
+        )
+    )
+    return {
+        (row.grant_id, row.source_key): InboundMessage(
+            id=row.id,
+            grant_id=row.grant_id,
+            raw=row.raw or b"",
+            sender=row.sender,
+            recipients=tuple(row.recipients),
+            subject=row.subject,
+            message_id=row.message_id,
+            received_at=aware(row.created_at),
+            headers=tuple((name, value) for name, value in row.headers),
+        )
+        for row in rows
+    }
 
 
 def backlog(conn: Connection, grant_ids: Iterable[str]) -> dict[str, int]:

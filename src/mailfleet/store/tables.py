@@ -22,7 +22,9 @@ __all__ = [
     "GrantLeaseRow",
     "GrantRow",
     "MessageRow",
+    "OutboundRow",
     "QueueEntryRow",
+    "SourceCursorRow",
     "WorkspacePatternRow",
     "WorkspaceRow",
     "metadata",
@@ -88,7 +90,8 @@ class DomainRow(SQLModel, table=True):
     application_id: str = _fk("applications.id", ondelete="CASCADE")
     name: str = Field(max_length=253, unique=True)
     dkim_selector: str = Field(default="mailfleet", max_length=63)
-    dkim_private_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # [{"selector", "algorithm", "private_pem"}]: secrets, never logged or listed
+    dkim_keys: list[dict[str, str]] = _json(nullable=False, default=list)
     authenticated: bool = False
     audit: dict[str, Any] | None = _json(nullable=True)
     audited_at: datetime | None = Field(default=None, sa_column=sa.Column(Timestamp))
@@ -148,13 +151,19 @@ class GrantRow(SQLModel, table=True):
         default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
     )
     state: dict[str, Any] | None = _json(nullable=True)
+    stored_bytes: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, default=0)
+    )
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
 
 class MessageRow(SQLModel, table=True):
     __tablename__ = "messages"
-    __table_args__ = (sa.Index("messages_by_grant", "grant_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("messages_by_grant", "grant_id", "created_at"),
+        sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
@@ -168,6 +177,8 @@ class MessageRow(SQLModel, table=True):
     recipients: list[str] = _json(nullable=False)
     size: int = 0
     headers: list[list[str]] = _json(nullable=False)
+    defects: list[str] | None = _json(nullable=True)
+    source_key: str | None = Field(default=None, max_length=255)
     raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary))
     created_at: datetime = _created()
 
@@ -228,6 +239,51 @@ class GrantLeaseRow(SQLModel, table=True):
     expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
 
 
+class SourceCursorRow(SQLModel, table=True):
+    """How far an inbound source (an IMAP mailbox...) has been read for a grant."""
+
+    __tablename__ = "source_cursors"
+
+    grant_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(36), sa.ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    source: str = Field(primary_key=True, max_length=255)
+    value: dict[str, Any] = _json(nullable=False)
+
+
+class OutboundRow(SQLModel, table=True):
+    """An outbound message on its way to the relay (or captured, or delivered locally).
+
+    ``verp_token`` makes the envelope sender ``bounces+TOKEN@domain`` unique to
+    this send, so a later bounce names the send it belongs to.
+    """
+
+    __tablename__ = "outbound"
+    __table_args__ = (sa.Index("outbound_due", "status", "not_before"),)
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    )
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    grant_id: str = _fk("grants.id", ondelete="CASCADE")
+    message_id: str = _fk("messages.id", ondelete="CASCADE")
+    verp_token: str = Field(max_length=40, unique=True)
+    mail_from: str = Field(max_length=320)
+    recipients: list[str] = _json(nullable=False)
+    status: str = Field(default="pending", max_length=12)
+    attempts: int = 0
+    not_before: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    last_code: int | None = None
+    last_response: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The SQLAlchemy ``Table`` behind a table model, typed for Core queries."""
     found: sa.Table = model.__table__  # type: ignore[attr-defined]
@@ -243,4 +299,6 @@ grants_table = table_of(GrantRow)
 messages_table = table_of(MessageRow)
 events_table = table_of(EventRow)
 queue_table = table_of(QueueEntryRow)
+cursors_table = table_of(SourceCursorRow)
+outbound_table = table_of(OutboundRow)
 leases_table = table_of(GrantLeaseRow)

@@ -1,0 +1,745 @@
+"""Dispatch throughput in memory and end to end, and the memory an idle agent costs.
+
+1. In memory: 10,000 grants, 1,000,000 messages sent round-robin over the
+   grants by one producer task that yields to the loop every 1,000 puts.
+   mailfleet's path is the ``Dispatcher`` (the worker's settings: 64 runners,
+   batches of 32) whose handler does what ``Worker._handle`` does minus the
+   database: activate the grant's ``Agent`` through ``AgentHost`` on its first
+   message, then ``AgentHost.call(agent, "on_message", ...)`` under the
+   default handler timeout (30 s). The baseline, in the same run, is a plain
+   ``asyncio.Queue`` per grant with one consumer task per grant. Both handlers
+   record each message's sequence number under its grant; every grant must
+   have seen its messages in order. Figures: messages/s of each, the best of
+   ``ROUNDS`` interleaved rounds, and ``ratio`` = mailfleet / baseline
+   (target: >= 0.5). The same path without a handler timeout is an extra figure.
+2. Durable, on SQLite and on PostgreSQL: a ``Fleet`` with 100 grants bound
+   to an agent, ``serve()`` running; many producer tasks (an SMTP front end
+   has many connections) ``await fleet.deliver(grant_id, raw)``, each sending
+   its own numbered stream to one grant. Timed from the first delivery until
+   ``wait_idle()`` returns (everything handled and its completion committed).
+   The handler checks that each stream arrives in order, exactly once.
+   Targets: 5,000 messages/s on SQLite, 3,000 on PostgreSQL. Each run also
+   prints where the time went: every transaction by kind (intake group
+   commit, worker claim, worker flush) with its count, time waiting plus
+   running, and time inside the transaction; the store calls inside them with
+   their batch sizes; and the time spent parsing headers.
+3. Idle agents: fresh subprocesses open a ``Fleet`` on SQLite and start
+   ``serve()``: one on a database with no grant, one on a database holding
+   100,000 provisioned grants (provisioned by another process beforehand), and
+   one that provisions the 100,000 grants itself before serving. The RSS
+   difference over 100,000 is the memory an idle provisioned agent costs
+   (``idle_agent_rss_bytes``, from the clean pair; should be near 0: an idle
+   grant holds no task, no queue, no instance). The task counts are printed too.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/dispatch.py             # all three parts
+    .venv/bin/python bench/dispatch.py --profile   # also cProfile a durable SQLite run
+    .venv/bin/python bench/dispatch.py --what-if   # also durable runs with a faster
+                                                   # header parser patched in (diagnostic)
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import json
+import pstats
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+from functools import wraps
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+from _common import emit, scratch_database, stopwatch
+from provision import run_inline
+
+from mailfleet import Agent, Fleet, InboundMessage, QueueFull
+from mailfleet.model.messages import MessageHeaders
+from mailfleet.model.policy import Policy
+from mailfleet.model.records import Grant, GrantStatus, ProvisionOutcome
+from mailfleet.runtime.dispatcher import Dispatcher
+from mailfleet.runtime.host import AgentHost, HandlerFailure
+from mailfleet.runtime.worker import WorkerSettings
+from mailfleet.store import queue as queue_store
+
+DOMAIN = "bench.example.com"
+
+# 1. in memory
+MEMORY_GRANTS = 10_000
+MEMORY_MESSAGES = 1_000_000
+YIELD_EVERY = 1_000
+ROUNDS = 3
+TARGET_RATIO = 0.5
+
+# 2. durable
+DURABLE_GRANTS = 100
+DURABLE_MESSAGES = {"sqlite": 20_000, "postgres": 10_000}
+PRODUCERS = (500, 100)  # the first is the headline figure
+POLL_INTERVAL = 0.05
+TARGETS = {"sqlite": 5_000, "postgres": 3_000}
+
+# 3. idle agents
+IDLE_GRANTS = 100_000
+IDLE_SETTLE_S = 1.0  # serve this long (20 claim polls) before reading RSS
+IDLE_ROUNDS = 3
+
+
+# -- 1. in-memory dispatch ---------------------------------------------------------------
+
+
+class Note:
+    """One pre-built message: its id, its grant (index) and its number in that grant."""
+
+    __slots__ = ("grant", "id", "seq")
+
+    def __init__(self, id: str, grant: int, seq: int) -> None:
+        self.id = id
+        self.grant = grant
+        self.seq = seq
+
+
+# Sequence numbers each grant saw, by grant index; the same trivial work in both runs.
+SEEN: list[list[int]] = []
+
+
+class MemoryAgent(Agent):
+    async def on_message(self, message: InboundMessage) -> None:
+        note: Any = message  # a Note: the handler only reads its grant and number
+        SEEN[note.grant].append(note.seq)
+
+
+def build_notes() -> tuple[list[str], list[str], list[Note]]:
+    """Grant ids, and the messages in send order (round-robin) with each one's grant id."""
+    grant_ids = [f"grant-{g:05d}" for g in range(MEMORY_GRANTS)]
+    notes = [Note(f"m{i}", i % MEMORY_GRANTS, i // MEMORY_GRANTS) for i in range(MEMORY_MESSAGES)]
+    keys = [grant_ids[note.grant] for note in notes]
+    return grant_ids, keys, notes
+
+
+def in_order() -> bool:
+    """Whether every grant saw exactly its messages, in order; resets ``SEEN``."""
+    expected = list(range(MEMORY_MESSAGES // MEMORY_GRANTS))
+    ok = len(SEEN) == MEMORY_GRANTS and all(seen == expected for seen in SEEN)
+    SEEN[:] = [[] for _ in range(MEMORY_GRANTS)]
+    return ok
+
+
+async def produce(put: Callable[[str, Note], None], keys: list[str], notes: list[Note]) -> None:
+    """The one producer: put every message, yielding to the loop every ``YIELD_EVERY``."""
+    for i in range(len(notes)):
+        put(keys[i], notes[i])
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+
+
+async def baseline_round(keys: list[str], notes: list[Note], grant_ids: list[str]) -> float:
+    """A plain ``asyncio.Queue`` and consumer task per grant; returns seconds."""
+    queues: dict[str, asyncio.Queue[Note]] = {g: asyncio.Queue() for g in grant_ids}
+    done = asyncio.Event()
+    handled = 0
+    total = len(notes)
+
+    async def consume(queue: asyncio.Queue[Note]) -> None:
+        nonlocal handled
+        while True:
+            note = await queue.get()
+            SEEN[note.grant].append(note.seq)
+            handled += 1
+            if handled == total:
+                done.set()
+
+    consumers = [asyncio.create_task(consume(q)) for q in queues.values()]
+    await asyncio.sleep(0)  # let every consumer reach its first get()
+    with stopwatch() as elapsed:
+        await produce(lambda key, note: queues[key].put_nowait(note), keys, notes)
+        await done.wait()
+    for task in consumers:
+        task.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return elapsed()
+
+
+async def mailfleet_round(
+    keys: list[str], notes: list[Note], grants: dict[str, Grant], handler_timeout: float | None
+) -> tuple[float, int]:
+    """The ``Dispatcher`` calling agents through ``AgentHost``; returns seconds, activations."""
+    settings = WorkerSettings()
+    host = AgentHost(lambda grant: MemoryAgent, _NoContext(), handler_timeout=handler_timeout)
+
+    async def handle(grant_id: str, note: Any) -> float | None:
+        agent = host.get(grant_id)
+        if agent is None:
+            agent = await host.activate(grants[grant_id], None)
+            assert agent is not None
+        try:
+            await host.call(agent, "on_message", note, message_id=note.id)
+        except HandlerFailure:
+            pass
+        return None
+
+    dispatcher: Dispatcher[str, Any] = Dispatcher(
+        handle,
+        concurrency=settings.concurrency,
+        queue_limit=max(settings.queue_limit, settings.per_grant),
+        idle_timeout=settings.idle_timeout,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.serve)
+        with stopwatch() as elapsed:
+            await produce(dispatcher.put_nowait, keys, notes)
+            await dispatcher.wait_idle()
+        tg.cancel_scope.cancel()
+    return elapsed(), host.active
+
+
+class _NoContext:
+    """The agent context: never used, the handler does not send."""
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the benchmark agent does not send")
+
+
+def memory_grants(grant_ids: list[str]) -> dict[str, Grant]:
+    policy = Policy()
+    now = datetime.now(UTC)
+    return {
+        g: Grant(
+            id=g,
+            application_id="bench-app",
+            address=f"{g}@{DOMAIN}",
+            workspace_id="bench-ws",
+            workspace="default",
+            status=GrantStatus.ACTIVE,
+            agent=MemoryAgent.agent_name(),
+            policy=policy,
+            workspace_pinned=False,
+            created_at=now,
+        )
+        for g in grant_ids
+    }
+
+
+async def in_memory() -> dict[str, Any]:
+    print(
+        f"[memory] {MEMORY_GRANTS:,} grants, {MEMORY_MESSAGES:,} messages round-robin, "
+        f"best of {ROUNDS} rounds"
+    )
+    grant_ids, keys, notes = build_notes()
+    grants = memory_grants(grant_ids)
+    SEEN[:] = [[] for _ in range(MEMORY_GRANTS)]
+    gc.collect()
+    gc.freeze()  # the pre-built messages are scaffolding: keep them out of collections
+    runs: dict[str, list[float]] = defaultdict(list)
+    order: dict[str, bool] = {}
+    for round_ in range(1, ROUNDS + 1):
+        for name in ("baseline", "mailfleet", "mailfleet_no_timeout"):
+            gc.collect()
+            if name == "baseline":
+                seconds = await baseline_round(keys, notes, grant_ids)
+                extra = ""
+            else:
+                timeout = WorkerSettings().handler_timeout if name == "mailfleet" else None
+                seconds, active = await mailfleet_round(keys, notes, grants, timeout)
+                extra = f", {active:,} agents activated"
+            ok = in_order()
+            order[name] = order.get(name, True) and ok
+            runs[name].append(MEMORY_MESSAGES / seconds)
+            print(
+                f"[memory] round {round_} {name}: {seconds:.2f} s = "
+                f"{MEMORY_MESSAGES / seconds:,.0f} msgs/s, order {'ok' if ok else 'BROKEN'}{extra}"
+            )
+    gc.unfreeze()
+    del notes, keys
+    gc.collect()
+    best = {name: max(rates) for name, rates in runs.items()}
+    ratio = best["mailfleet"] / best["baseline"]
+    timeout_us = (1 / best["mailfleet"] - 1 / best["mailfleet_no_timeout"]) * 1e6
+    print(
+        f"[memory] best: mailfleet {best['mailfleet']:,.0f} msgs/s, baseline "
+        f"{best['baseline']:,.0f} msgs/s, ratio {ratio:.2f} (target >= {TARGET_RATIO}); "
+        f"without a handler timeout {best['mailfleet_no_timeout']:,.0f} msgs/s "
+        f"(the timeout scope costs {timeout_us:.1f} us per message)"
+    )
+    return {
+        "msgs_per_s": best["mailfleet"],
+        "baseline_msgs_per_s": best["baseline"],
+        "ratio": ratio,
+        "order_ok": order["mailfleet"] and order["baseline"],
+        "msgs_per_s_no_timeout": best["mailfleet_no_timeout"],
+        "ratio_no_timeout": best["mailfleet_no_timeout"] / best["baseline"],
+        "timeout_scope_us_per_msg": timeout_us,
+        "order_ok_no_timeout": order["mailfleet_no_timeout"],
+    }
+
+
+# -- 2. durable end to end ---------------------------------------------------------------
+
+SUBJECT = re.compile(r"p(\d+) s(\d+)$")
+
+
+class DurableAgent(Agent):
+    """Checks that each producer's stream reaches its grant in order, exactly once."""
+
+    last: ClassVar[dict[tuple[str, int], int]] = {}
+    handled: ClassVar[int] = 0
+    violations: ClassVar[int] = 0
+
+    async def on_message(self, message: InboundMessage) -> None:
+        cls = type(self)
+        match = SUBJECT.match(message.subject or "")
+        if match is None or message.grant_id != self.grant.id:
+            cls.violations += 1
+            return
+        stream = (self.grant.id, int(match[1]))
+        seq = int(match[2])
+        if cls.last.get(stream, -1) + 1 != seq:
+            cls.violations += 1
+        cls.last[stream] = seq
+        cls.handled += 1
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.last = {}
+        cls.handled = cls.violations = 0
+
+
+def raw_message(producer: int, seq: int) -> bytes:
+    return (
+        f"From: sender-{producer}@example.org\r\nTo: agent@{DOMAIN}\r\n"
+        f"Subject: p{producer} s{seq}\r\nMessage-ID: <p{producer}.s{seq}@example.org>\r\n"
+        f"\r\nHello.\r\n"
+    ).encode()
+
+
+class Tally:
+    """Counts, seconds and items per label."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.items: dict[str, int] = defaultdict(int)
+
+    def add(self, label: str, seconds: float, items: int = 0) -> None:
+        self.calls[label] += 1
+        self.seconds[label] += seconds
+        self.items[label] += items
+
+
+def _label(work: Any) -> str:
+    name = getattr(getattr(work, "func", work), "__qualname__", repr(work))
+    for prefix, label in (
+        ("Intake._commit", "intake commit"),
+        ("Worker._claim", "worker claim"),
+        ("Worker._flush", "worker flush"),
+        ("renew", "lease renewal"),
+    ):
+        if name.startswith(prefix):
+            return label
+    return name
+
+
+# store calls to time inside transactions, with how to count their batch
+_STORE_CALLS: dict[str, Callable[[tuple[Any, ...], Any], int]] = {
+    "enqueue": lambda args, result: len(result),
+    "backlog": lambda args, result: sum(result.values()),
+    "claim": lambda args, result: len(result),
+    "load": lambda args, result: len(result),
+    "complete": lambda args, result: len(args[1]),
+    "release": lambda args, result: len(args[2]),
+    "states": lambda args, result: len(args[1]),
+    "parse_headers": lambda args, result: 1,
+}
+
+
+@contextmanager
+def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
+    """Time the fleet's transactions and the store calls inside them.
+
+    Yields three tallies: each ``Database.write`` as awaited (waiting for the
+    writer, the thread hop and the transaction), the same transactions inside
+    their thread (work plus commit), and the store calls. The runtime looks up
+    ``queue.<function>`` at call time, so wrapping the module's functions
+    covers the intake and the worker; everything is restored on exit.
+    """
+    awaited, inside, calls = Tally(), Tally(), Tally()
+    database = fleet.database
+    write, write_sync = database.write, database.write_sync
+
+    async def timed_write(work: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await write(work)
+        finally:
+            awaited.add(_label(work), time.perf_counter() - start)
+
+    def timed_write_sync(work: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return write_sync(work)
+        finally:
+            inside.add(_label(work), time.perf_counter() - start)
+
+    def wrap(name: str, size: Callable[[tuple[Any, ...], Any], int]) -> Any:
+        original = getattr(queue_store, name)
+
+        @wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            calls.add(name, time.perf_counter() - start, size(args, result))
+            return result
+
+        return original, timed
+
+    originals = {}
+    for name, size in _STORE_CALLS.items():
+        originals[name], timed = wrap(name, size)
+        setattr(queue_store, name, timed)
+    database.write = timed_write  # type: ignore[method-assign]
+    database.write_sync = timed_write_sync  # type: ignore[method-assign]
+    try:
+        yield awaited, inside, calls
+    finally:
+        for name, original in originals.items():
+            setattr(queue_store, name, original)
+        database.write, database.write_sync = write, write_sync  # type: ignore[method-assign]
+
+
+async def durable_run(
+    backend: str, total: int, producers: int, *, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    """One durable run; returns its figures (rate, order, where the time went)."""
+    per_producer = total // producers
+    total = per_producer * producers
+    DurableAgent.reset()
+    refused = 0
+    with scratch_database(backend) as url:
+        async with Fleet(
+            database_url=url, application="bench", poll_interval=POLL_INTERVAL
+        ) as fleet:
+            fleet.bind(DurableAgent)
+            await fleet.add_domain(DOMAIN)
+            results = await fleet.provision_many(
+                [f"agent-{n:03d}@{DOMAIN}" for n in range(DURABLE_GRANTS)], agent=DurableAgent
+            )
+            grant_ids = [r.grant.id for r in results if r.grant is not None]
+            assert len(grant_ids) == DURABLE_GRANTS
+            streams = [[raw_message(p, s) for s in range(per_producer)] for p in range(producers)]
+
+            async def producer(p: int) -> None:
+                nonlocal refused
+                grant_id = grant_ids[p % DURABLE_GRANTS]
+                for raw in streams[p]:
+                    while True:
+                        try:
+                            await fleet.deliver(grant_id, raw)
+                            break
+                        except QueueFull:
+                            refused += 1
+                            await anyio.sleep(0.01)
+
+            if profile is not None:
+                run_inline(fleet)
+            async with anyio.create_task_group() as serving:
+                serving.start_soon(fleet.serve)
+                await anyio.sleep(0.2)  # the worker is up and has polled once
+                with instrumented(fleet) as (awaited, inside, calls):
+                    if profile is not None:
+                        profile.enable()
+                    with stopwatch() as elapsed:
+                        async with anyio.create_task_group() as tg:
+                            for p in range(producers):
+                                tg.start_soon(producer, p)
+                        delivered = elapsed()
+                        await fleet.wait_idle()
+                    if profile is not None:
+                        profile.disable()
+                serving.cancel_scope.cancel()
+    seconds = elapsed()
+    rate = total / seconds
+    order_ok = DurableAgent.violations == 0 and DurableAgent.handled == total
+    print(
+        f"[{backend}] {total:,} messages from {producers} producers to {DURABLE_GRANTS} grants: "
+        f"all delivered after {delivered:.2f} s ({total / delivered:,.0f}/s), "
+        f"all handled and committed after {seconds:.2f} s = {rate:,.0f} msgs/s; "
+        f"handled {DurableAgent.handled:,}, order {'ok' if order_ok else 'BROKEN'}"
+        + (f", {refused} refused (queue full)" if refused else "")
+    )
+    report_time(awaited, inside, calls, total)
+    figures = {
+        "msgs_per_s": rate,
+        "deliver_msgs_per_s": total / delivered,
+        "order_ok": order_ok,
+        "producers": producers,
+        "messages": total,
+        "refused": refused,
+        "intake_commits": inside.calls["intake commit"],
+        "intake_batch_avg": _ratio(calls.items["enqueue"], calls.calls["enqueue"]),
+        "worker_claims": inside.calls["worker claim"],
+        "worker_flushes": inside.calls["worker flush"],
+        "flush_batch_avg": _ratio(calls.items["complete"], calls.calls["complete"]),
+        "leases_released": calls.items["release"],
+        "parse_headers_us_per_msg": _ratio(calls.seconds["parse_headers"] * 1e6, total),
+        "enqueue_us_per_msg": _ratio(calls.seconds["enqueue"] * 1e6, total),
+        "transactions_s": sum(inside.seconds.values()),
+    }
+    return figures
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def report_time(awaited: Tally, inside: Tally, calls: Tally, total: int) -> None:
+    for label in sorted(inside.calls, key=lambda k: -inside.seconds[k]):
+        print(
+            f"    {label:>14}: {inside.calls[label]:5d} transactions, "
+            f"{inside.seconds[label]:6.2f} s inside, "
+            f"{awaited.seconds[label]:6.2f} s awaited (incl. waiting for the writer)"
+        )
+    for name in sorted(calls.calls, key=lambda k: -calls.seconds[k]):
+        n = calls.calls[name]
+        print(
+            f"    {name:>14}: {n:5d} calls, {calls.seconds[name]:6.2f} s, "
+            f"{calls.items[name] / n:7.1f} items per call, "
+            f"{calls.seconds[name] * 1e6 / total:6.1f} us per message"
+        )
+
+
+async def durable(backend: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for producers in PRODUCERS:
+        run = await durable_run(backend, DURABLE_MESSAGES[backend], producers)
+        if producers == PRODUCERS[0]:
+            figures[f"durable_{backend}_msgs_per_s"] = run["msgs_per_s"]
+            for key in (
+                "producers",
+                "messages",
+                "order_ok",
+                "deliver_msgs_per_s",
+                "intake_batch_avg",
+                "intake_commits",
+                "worker_claims",
+                "worker_flushes",
+                "flush_batch_avg",
+                "leases_released",
+                "parse_headers_us_per_msg",
+                "enqueue_us_per_msg",
+            ):
+                figures[f"durable_{backend}_{key}"] = run[key]
+        else:
+            figures[f"durable_{backend}_msgs_per_s_{producers}_producers"] = run["msgs_per_s"]
+            figures[f"durable_{backend}_order_ok"] &= run["order_ok"]
+    rate = figures[f"durable_{backend}_msgs_per_s"]
+    if rate < TARGETS[backend]:
+        print(
+            f"[{backend}] {rate:,.0f} msgs/s is below the target of {TARGETS[backend]:,}: "
+            "see the time per store call above (--profile for a cProfile of SQLite)"
+        )
+    return figures
+
+
+async def profile_durable() -> None:
+    """cProfile a durable SQLite run, its transactions inline on the loop thread."""
+    profiler = cProfile.Profile()
+    print("[sqlite] profiled run (transactions inline on the event loop thread):")
+    await durable_run("sqlite", DURABLE_MESSAGES["sqlite"] // 2, PRODUCERS[0], profile=profiler)
+    for order in ("tottime", "cumulative"):
+        report = io.StringIO()
+        pstats.Stats(profiler, stream=report).sort_stats(order).print_stats(30)
+        print(report.getvalue())
+
+
+def fast_parse_headers(raw: bytes) -> MessageHeaders:
+    """A what-if stand-in for ``parse_headers``: compat32 plus on-demand RFC 2047 decoding.
+
+    Not a drop-in replacement (defects and folding are handled less carefully);
+    it shows how much of the durable path the header parse costs.
+    """
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    headers: list[tuple[str, str]] = []
+    first: dict[str, str | None] = {}
+    for name, value in parsed.raw_items():
+        text = re.sub(r"\r?\n(?=[ \t])", "", value)
+        if "=?" in text:
+            text = str(make_header(decode_header(text)))
+        headers.append((name, text))
+        first.setdefault(name.lower(), text.strip() or None)
+    sender = first.get("from")
+    recipients = [a for _, a in getaddresses([first.get(n) or "" for n in ("to", "cc")]) if a]
+    return MessageHeaders(
+        sender=parseaddr(sender)[1] or None if sender else None,
+        recipients=tuple(recipients),
+        subject=first.get("subject"),
+        message_id=first.get("message-id"),
+        headers=tuple(headers),
+    )
+
+
+async def what_if() -> dict[str, Any]:
+    """Durable runs with ``fast_parse_headers`` patched into the store (diagnostic only)."""
+    original = queue_store.parse_headers
+    sample = raw_message(1, 2)
+    assert fast_parse_headers(sample) == original(sample)
+    queue_store.parse_headers = fast_parse_headers
+    figures = {}
+    try:
+        for backend in ("sqlite", "postgres"):
+            print(f"[{backend}] what-if: header parsing with compat32")
+            run = await durable_run(backend, DURABLE_MESSAGES[backend], PRODUCERS[0])
+            figures[f"whatif_fast_headers_durable_{backend}_msgs_per_s"] = run["msgs_per_s"]
+    finally:
+        queue_store.parse_headers = original
+    return figures
+
+
+# -- 3. RSS of idle provisioned agents -------------------------------------------------
+
+
+class IdleAgent(Agent):
+    async def on_message(self, message: InboundMessage) -> None:
+        pass
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def rss_probe(url: str, provision: int) -> dict[str, Any]:
+    """In this (fresh) process: open the fleet, maybe provision, serve, measure."""
+    figures: dict[str, Any] = {}
+    async with Fleet(database_url=url, application="bench", poll_interval=POLL_INTERVAL) as fleet:
+        fleet.bind(IdleAgent)
+        await fleet.add_domain(DOMAIN)
+        if provision:
+            gc.collect()
+            before = rss_bytes()
+            with stopwatch() as elapsed:
+                results = await fleet.provision_many(
+                    [f"idle-{n:06d}@{DOMAIN}" for n in range(provision)], agent=IdleAgent
+                )
+            created = sum(r.outcome is ProvisionOutcome.CREATED for r in results)
+            assert created == provision, f"{created} of {provision} created"
+            del results
+            gc.collect()
+            figures["provision_s"] = elapsed()
+            figures["provision_rss_growth"] = rss_bytes() - before
+        figures["grants"] = await fleet.count_grants()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await anyio.sleep(IDLE_SETTLE_S)
+            gc.collect()
+            figures["rss"] = rss_bytes()
+            figures["tasks"] = len(asyncio.all_tasks())
+            worker: Any = fleet._worker  # diagnostics only: what the idle worker holds
+            stats = worker.dispatcher.statistics()
+            figures["mailboxes"] = stats.active_keys
+            figures["agents_active"] = worker._host.active
+            figures["leases_held"] = len(worker.held)
+            tg.cancel_scope.cancel()
+    return figures
+
+
+def run_probe(url: str, provision: int = 0) -> dict[str, Any]:
+    """Run ``rss_probe`` in a fresh interpreter; return its figures."""
+    command = [sys.executable, __file__, "--rss-probe", url, "--provision", str(provision)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"RSS probe failed ({done.returncode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def idle_agents() -> dict[str, Any]:
+    print(f"[idle] RSS of a serving fleet on SQLite: 0 grants vs {IDLE_GRANTS:,} idle grants")
+    with scratch_database("sqlite") as empty_url, scratch_database("sqlite") as full_url:
+        inline = run_probe(full_url, provision=IDLE_GRANTS)
+        print(
+            f"[idle] provisioned {IDLE_GRANTS:,} grants in {inline['provision_s']:.1f} s "
+            f"(RSS grew {inline['provision_rss_growth'] / 2**20:.1f} MiB meanwhile), "
+            f"then served: RSS {inline['rss'] / 2**20:.1f} MiB, {inline['tasks']} tasks"
+        )
+        empty: list[dict[str, Any]] = []
+        full: list[dict[str, Any]] = []
+        for _ in range(IDLE_ROUNDS):
+            empty.append(run_probe(empty_url))
+            full.append(run_probe(full_url))
+    for name, probes in (("0 grants", empty), (f"{IDLE_GRANTS:,} grants", full)):
+        last = probes[-1]
+        print(
+            f"[idle] fresh process serving {name}: RSS "
+            + ", ".join(f"{p['rss'] / 2**20:.1f}" for p in probes)
+            + f" MiB; {last['tasks']} tasks, {last['mailboxes']} mailboxes, "
+            f"{last['agents_active']} agents active, {last['leases_held']} leases held"
+        )
+    if any(p["grants"] != IDLE_GRANTS for p in full) or any(p["grants"] for p in empty):
+        sys.exit("the idle probes did not see the expected number of grants")
+    rss_empty = sorted(p["rss"] for p in empty)[IDLE_ROUNDS // 2]
+    rss_full = sorted(p["rss"] for p in full)[IDLE_ROUNDS // 2]
+    per_agent = (rss_full - rss_empty) / IDLE_GRANTS
+    per_agent_inline = (inline["rss"] - rss_empty) / IDLE_GRANTS
+    print(
+        f"[idle] median RSS difference {(rss_full - rss_empty) / 2**10:,.0f} KiB = "
+        f"{per_agent:.1f} bytes per idle agent; {per_agent_inline:.1f} bytes when the same "
+        "process provisioned them first (what provisioning leaves on the heap)"
+    )
+    return {
+        "idle_agent_rss_bytes": per_agent,
+        "idle_agent_rss_bytes_after_provisioning_in_process": per_agent_inline,
+        "idle_rss_mib_0_grants": rss_empty / 2**20,
+        f"idle_rss_mib_{IDLE_GRANTS}_grants": rss_full / 2**20,
+        "idle_tasks_0_grants": empty[-1]["tasks"],
+        f"idle_tasks_{IDLE_GRANTS}_grants": full[-1]["tasks"],
+        f"idle_mailboxes_{IDLE_GRANTS}_grants": full[-1]["mailboxes"],
+    }
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+async def main(profile: bool, whatif: bool) -> None:
+    figures: dict[str, Any] = {}
+    figures.update(await in_memory())
+    for backend in ("sqlite", "postgres"):
+        figures.update(await durable(backend))
+    if whatif:
+        figures.update(await what_if())
+    figures.update(idle_agents())
+    if profile:
+        await profile_durable()
+    emit(figures)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", action="store_true", help="cProfile a durable SQLite run")
+    parser.add_argument(
+        "--what-if", action="store_true", help="also run durably with a faster header parser"
+    )
+    parser.add_argument("--rss-probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--provision", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_probe:
+        print(json.dumps(asyncio.run(rss_probe(args.rss_probe, args.provision))))
+    else:
+        asyncio.run(main(args.profile, args.what_if))

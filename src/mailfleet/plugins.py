@@ -1,0 +1,76 @@
+"""Plugins: the hook specifications, and discovery through entry points.
+
+A plugin is an object (usually a module) with hook implementations, published
+in the ``mailfleet.plugins`` entry-point group of its distribution::
+
+    [project.entry-points."mailfleet.plugins"]
+    imap = "mailfleet_imap.plugin"
+
+Hooks are synchronous and run at set-up time (pluggy); what they return are
+the asynchronous extension points the runtime awaits. Set ``MAILFLEET_PLUGINS``
+to a comma-separated list of entry-point names to load only those (empty:
+none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import pluggy
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .runtime.fleet import Fleet
+
+__all__ = ["ENTRY_POINT_GROUP", "InboundSource", "hookimpl", "hookspec", "plugin_manager"]
+
+ENTRY_POINT_GROUP = "mailfleet.plugins"
+hookspec = pluggy.HookspecMarker("mailfleet")
+hookimpl = pluggy.HookimplMarker("mailfleet")
+
+
+@runtime_checkable
+class InboundSource(Protocol):
+    """Something that feeds mail into the fleet (an IMAP mailbox, a provider webhook...).
+
+    ``serve`` runs until cancelled and hands every message to
+    ``fleet.deliver(grant, raw, source_key=...)``, the same pipeline as the
+    SMTP server; it may keep its read position with ``fleet.cursor`` /
+    ``fleet.set_cursor``.
+    """
+
+    name: str
+
+    async def serve(self, fleet: Fleet) -> None:
+        """Feed messages until cancelled."""
+        ...
+
+
+class HookSpecs:
+    """The hooks a plugin may implement."""
+
+    @hookspec
+    def mailfleet_inbound_sources(self, settings: Settings) -> Iterable[InboundSource]:
+        """Return the inbound sources to run alongside the fleet's workers."""
+        raise NotImplementedError
+
+
+def plugin_manager(allow: Collection[str] | None = None) -> pluggy.PluginManager:
+    """A plugin manager with every installed plugin (or only those in ``allow``) registered."""
+    manager = pluggy.PluginManager("mailfleet")
+    manager.add_hookspecs(HookSpecs)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if allow is None or entry.name in allow:
+            manager.register(entry.load(), name=entry.name)
+    return manager
+
+
+def inbound_sources(manager: pluggy.PluginManager, settings: Settings) -> list[InboundSource]:
+    """Every inbound source the registered plugins contribute."""
+    found: list[InboundSource] = []
+    for contributed in manager.hook.mailfleet_inbound_sources(settings=settings):
+        found.extend(contributed)
+    return found
