@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds running handlers get to finish at shutdown"
     )
     worker_id: str | None = Field(None, description="this worker's name (default: host-pid-tag)")
+    smtp_host: str = Field("127.0.0.1", description="address the SMTP server (MX) listens on")
+    smtp_port: int | None = Field(
+        None, ge=0, le=65535, description="SMTP port; unset: no SMTP server (`run` uses 2525)"
+    )
+    smtp_hostname: str = Field("localhost", description="the name the MX greets with")
+    smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
+    smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")
+    smtp_tls_key: Path | None = Field(None, description="PEM private key of the certificate")
     plugins: str | None = Field(
         None, description="comma-separated plugin names to load (default: all installed)"
     )

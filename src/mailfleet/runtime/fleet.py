@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -11,7 +12,7 @@ from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..agent import Agent
 from ..model.addresses import parse_address
@@ -35,8 +36,10 @@ from ..store.database import Database
 from ..store.grants import GrantRequest
 from ..store.migrate import migrate
 from ..store.queue import DeadLetter
+from ..transports.smtp_in import serve_smtp
 from .host import AgentHost
 from .intake import Intake
+from .mx import FleetMx
 from .outbox import Outbox
 from .worker import Worker, WorkerSettings
 
@@ -77,6 +80,8 @@ class Fleet:
         self._intake: Intake | None = None
         self._worker: Worker | None = None
         self._task_group: TaskGroup | None = None
+        self.smtp_port: int | None = None
+        """The port the SMTP server listens on, once ``serve()`` started it."""
 
     async def __aenter__(self) -> Self:
         try:
@@ -487,6 +492,8 @@ class Fleet:
         manager = plugin_manager(self.settings.plugin_allowlist)
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_shielded)
+            if self.settings.smtp_port is not None:
+                self.smtp_port = await tg.start(self._serve_smtp)
             for source in inbound_sources(manager, self.settings):
                 tg.start_soon(self._run_source, source, name=f"source {source.name}")
             try:
@@ -500,6 +507,29 @@ class Fleet:
                         self._worker = self._new_worker()
                         if self._intake is not None:
                             self._intake.committed = self._worker.notify
+
+    async def _serve_smtp(self, *, task_status: TaskStatus[int]) -> None:
+        s = self.settings
+        tls = None
+        if s.smtp_tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(s.smtp_tls_cert, s.smtp_tls_key)
+        mx = FleetMx(self._grant_or_none, self.deliver, hostname=s.smtp_hostname)
+        await serve_smtp(
+            mx,
+            host=s.smtp_host,
+            port=s.smtp_port or 0,
+            hostname=s.smtp_hostname,
+            max_recipients=s.smtp_max_recipients,
+            tls_context=tls,
+            task_status=task_status,
+        )
+
+    async def _grant_or_none(self, key: str) -> Grant | None:
+        try:
+            return await self.grant(key)
+        except GrantNotFound:
+            return None
 
     async def _run_source(self, source: InboundSource) -> None:
         """Run a plugin's source; a crash is logged and the source restarted with backoff."""

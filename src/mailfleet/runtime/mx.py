@@ -1,0 +1,87 @@
+"""The runtime's side of the MX: recipients are grants, accepted mail goes to ``deliver``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from email.utils import formatdate
+
+import anyio
+
+from ..model.addresses import parse_address
+from ..model.errors import GrantNotFound, InvalidInput, QueueFull
+from ..model.messages import InboundMessage
+from ..model.records import Grant, GrantStatus
+from ..transports.smtp_in import Accepted, MxContext, Recipient
+
+__all__ = ["FleetMx"]
+
+Lookup = Callable[[str], Awaitable[Grant | None]]
+Deliver = Callable[..., Awaitable[InboundMessage]]
+
+
+class FleetMx(MxContext):
+    """Accepts mail for the fleet's grants and hands it to ``Fleet.deliver``."""
+
+    def __init__(self, lookup: Lookup, deliver: Deliver, *, hostname: str) -> None:
+        self._lookup = lookup
+        self._deliver = deliver
+        self._hostname = hostname
+
+    async def recipient(self, address: str) -> Recipient | None:
+        """The grant behind ``address``, with its workspace's limits."""
+        try:
+            normal = str(parse_address(address))
+        except InvalidInput:
+            return None
+        grant = await self._lookup(normal)
+        if grant is None or grant.status is GrantStatus.DELETED:
+            return None
+        policy = grant.policy
+        return Recipient(
+            address=normal,
+            grant_id=grant.id,
+            max_message_bytes=policy.max_message_bytes,
+            storage_left=policy.storage_limit_bytes - grant.stored_bytes,
+        )
+
+    async def accept(
+        self,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str,
+        peer: str,
+        helo: str | None,
+    ) -> Accepted:
+        """Store the message for every recipient; 250 only once all are committed.
+
+        The source key is the hash of the message as received, so a client
+        that retries after a 4xx (or a lost 250) does not store it twice.
+        """
+        key = "smtp:" + hashlib.sha256(data).hexdigest()[:48]
+        trace = (
+            f"Return-Path: <{mail_from}>\r\n"
+            f"Received: from {helo or 'unknown'} ([{peer}])\r\n"
+            f"\tby {self._hostname} (mailfleet) with ESMTP;\r\n"
+            f"\t{formatdate(localtime=False)}\r\n"
+        ).encode()
+        stored: list[str] = []
+        failures: list[Exception] = []
+
+        async def one(recipient: Recipient) -> None:
+            try:
+                message = await self._deliver(recipient.grant_id, trace + data, source_key=key)
+            except (QueueFull, GrantNotFound) as exc:
+                failures.append(exc)
+            else:
+                stored.append(message.id)
+
+        async with anyio.create_task_group() as tg:
+            for recipient in recipients:
+                tg.start_soon(one, recipient)
+        if failures:
+            if any(isinstance(f, QueueFull) for f in failures):
+                return Accepted("451 4.3.0 Mailbox busy, please try again later")
+            return Accepted("450 4.2.0 Mailbox unavailable, please try again later")
+        return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")

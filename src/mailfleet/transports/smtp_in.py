@@ -1,0 +1,174 @@
+"""The inbound SMTP server (the MX), on aiosmtpd.
+
+The server knows nothing of grants or the store: every decision goes through
+one context object, :class:`MxContext`, that the runtime implements. It never
+relays: a recipient the context does not accept gets ``550 5.1.1`` at RCPT.
+Each message is answered ``250`` only after the context has committed it.
+
+Replies used (RFC 5321 / RFC 3463):
+
+==============  =====================================================
+550 5.1.1       no such mailbox (unknown or deleted grant)
+501 5.1.3       recipient address syntax
+452 4.5.3       too many recipients for one message
+452 4.2.2       the grant's storage is full
+552 5.3.4       message larger than the workspace allows
+451 4.3.0       the grant's queue is full (try again later)
+451 4.3.5       the store failed; nothing was accepted
+==============  =====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from anyio.abc import TaskStatus
+
+__all__ = ["Accepted", "MxContext", "MxHandler", "Recipient", "serve_smtp"]
+
+log = logging.getLogger("mailfleet.smtp")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A mailbox the MX accepts mail for, with the limits that apply to it."""
+
+    address: str
+    grant_id: str
+    max_message_bytes: int
+    storage_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The context's answer for one message: the SMTP reply to give."""
+
+    reply: str
+
+
+class MxContext(Protocol):
+    """What the MX asks of the runtime: one object, passed to every hook."""
+
+    async def recipient(self, address: str) -> Recipient | None:
+        """The mailbox for ``address``, or None if the fleet has none (550)."""
+        ...
+
+    async def accept(
+        self,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str,
+        peer: str,
+        helo: str | None,
+    ) -> Accepted:
+        """Commit the message for every recipient, or say why not (4xx/5xx)."""
+        ...
+
+
+class MxHandler:
+    """aiosmtpd handler: RCPT and DATA decisions, delegated to an :class:`MxContext`."""
+
+    def __init__(self, context: MxContext, *, max_recipients: int = 100) -> None:
+        self.context = context
+        self.max_recipients = max_recipients
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        """Accept only addresses of the fleet's grants with room left."""
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if "@" not in address:
+            return "501 5.1.3 Bad recipient address syntax"
+        recipient = await self.context.recipient(address)
+        if recipient is None:
+            return f"550 5.1.1 <{address}>: no such mailbox here"
+        if recipient.storage_left <= 0:
+            return f"452 4.2.2 <{address}>: mailbox full"
+        recipients: list[Recipient] = envelope.__dict__.setdefault("mailfleet_recipients", [])
+        recipients.append(recipient)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Check size and storage per recipient, then commit before answering 250."""
+        data = envelope.original_content or envelope.content or b""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        recipients: list[Recipient] = envelope.__dict__.get("mailfleet_recipients", [])
+        if not recipients:
+            return "554 5.5.1 No valid recipients"
+        if any(len(data) > r.max_message_bytes for r in recipients):
+            return "552 5.3.4 Message too big for this mailbox"
+        if any(len(data) > r.storage_left for r in recipients):
+            return "452 4.2.2 Mailbox full"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        try:
+            accepted = await self.context.accept(
+                recipients,
+                data,
+                mail_from=envelope.mail_from or "",
+                peer=peer,
+                helo=session.host_name,
+            )
+        except Exception:
+            log.exception("storing a message from %s failed", peer)
+            return "451 4.3.5 Temporary failure, please try again"
+        return accepted.reply
+
+
+async def serve_smtp(
+    context: MxContext,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 2525,
+    hostname: str | None = None,
+    data_size_limit: int = 50 * 1024 * 1024,
+    max_recipients: int = 100,
+    tls_context: ssl.SSLContext | None = None,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for SMTP until cancelled; ``task_status.started(port)`` gives the bound port.
+
+    ``data_size_limit`` is the hard cap for any message (aiosmtpd answers 552
+    itself past it); per-workspace limits are applied in DATA. With a
+    ``tls_context`` the server offers STARTTLS.
+    """
+    handler = MxHandler(context, max_recipients=max_recipients)
+
+    def factory() -> Any:
+        return SMTP(
+            handler,
+            data_size_limit=data_size_limit,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=hostname,
+            tls_context=tls_context,
+            ident="mailfleet ESMTP",
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host=host, port=port)
+    bound = server.sockets[0].getsockname()[1]
+    log.info("SMTP listening on %s:%s", host, bound)
+    task_status.started(bound)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        server.close()
+        with anyio.CancelScope(shield=True):
+            await server.wait_closed()

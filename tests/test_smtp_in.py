@@ -1,0 +1,153 @@
+"""The MX over a real socket: an smtplib client talks to the fleet's aiosmtpd server."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, TypeVar
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from mailfleet import Agent, Fleet, InboundMessage
+from support import wait_until
+
+pytestmark = pytest.mark.anyio
+T = TypeVar("T")
+
+MESSAGE = (
+    b"From: Ada <ada@example.org>\r\nTo: desk@example.com\r\nSubject: Hello desk\r\n"
+    b"Message-ID: <hello@example.org>\r\n\r\nIs anyone there?\r\n"
+)
+
+
+class Desk(Agent):
+    seen: ClassVar[list[InboundMessage]] = []
+    gate: ClassVar[anyio.Event | None] = None
+
+    async def on_message(self, message: InboundMessage) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.seen.append(message)
+
+
+@asynccontextmanager
+async def mx(database_url: str, **settings: Any) -> AsyncIterator[Fleet]:
+    Desk.seen, Desk.gate = [], None
+    async with Fleet(
+        database_url=database_url, smtp_port=0, poll_interval=0.05, **settings
+    ) as fleet:
+        fleet.bind(Desk)
+        await fleet.add_domain("example.com")
+        await fleet.provision("desk@example.com", agent=Desk)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await wait_until(lambda: fleet.smtp_port is not None)
+            yield fleet
+            tg.cancel_scope.cancel()
+
+
+async def smtp(fleet: Fleet, work: Callable[[smtplib.SMTP], T]) -> T:
+    def run() -> T:
+        with smtplib.SMTP("127.0.0.1", fleet.smtp_port or 0, timeout=10) as client:
+            client.ehlo("client.example.org")
+            return work(client)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def send(client: smtplib.SMTP, data: bytes = MESSAGE, to: str = "desk@example.com") -> Any:
+    client.mail("ada@example.org")
+    code, reply = client.rcpt(to)
+    if code != 250:
+        return ("rcpt", code, reply)
+    return ("data", *client.data(data))
+
+
+async def test_a_message_is_answered_250_once_stored_and_reaches_the_agent(
+    database_url: str,
+) -> None:
+    async with mx(database_url) as fleet:
+        step, code, reply = await smtp(fleet, send)
+        assert (step, code) == ("data", 250)
+        assert b"queued as" in reply
+        (received,) = await fleet.events(type="message.received")  # committed before the 250
+        await wait_until(lambda: len(Desk.seen) == 1)
+        message = Desk.seen[0]
+        assert message.id == received.payload["message_id"]
+        assert message.subject == "Hello desk"
+        assert message.raw.startswith(b"Return-Path: <ada@example.org>\r\nReceived: from ")
+        assert message.raw.endswith(MESSAGE)
+
+
+async def test_unknown_recipients_and_relaying_are_refused(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def probe(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            client.mail("ada@example.org")
+            return [
+                client.rcpt("nobody@example.com"),
+                client.rcpt("someone@elsewhere.org"),
+                client.rcpt("not an address"),
+            ]
+
+        replies = await smtp(fleet, probe)
+        assert [code for code, _ in replies] == [550, 550, 501]
+        assert b"5.1.1" in replies[0][1]
+        assert b"5.1.1" in replies[1][1]
+        assert await fleet.events(type="message.received") == []
+
+
+async def test_oversize_mail_gets_552(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+        await fleet.update_policy(
+            "default", {"max_message_bytes": 2000, "max_attachment_bytes": 1000}
+        )
+        big = MESSAGE + (b"x" * 70 + b"\r\n") * 50
+        step, code, reply = await smtp(fleet, lambda c: send(c, big))
+        assert (step, code) == ("data", 552)
+        assert b"5.3.4" in reply
+        step, code, _ = await smtp(fleet, send)  # a small one still gets in
+        assert code == 250
+
+
+async def test_a_full_mailbox_gets_452(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+        await fleet.update_policy("default", {"storage_limit_bytes": len(MESSAGE) + 50})
+        assert (await smtp(fleet, send))[1] == 250  # fits; stored with its trace headers
+        second = MESSAGE.replace(b"Hello desk", b"Hello again")
+        step, code, reply = await smtp(fleet, lambda c: send(c, second))
+        assert (step, code) == ("rcpt", 452)
+        assert b"4.2.2" in reply
+
+
+async def test_a_full_queue_gets_451_and_a_retry_is_not_stored_twice(database_url: str) -> None:
+    async with mx(database_url, queue_limit=1) as fleet:
+        Desk.gate = anyio.Event()  # the agent is busy: nothing leaves the queue
+        assert (await smtp(fleet, send))[1] == 250
+        other = MESSAGE.replace(b"Hello desk", b"Second")
+        step, code, reply = await smtp(fleet, lambda c: send(c, other))
+        assert (step, code) == ("data", 451)
+        assert b"4.3.0" in reply
+        assert (await smtp(fleet, send))[1] == 250  # the first again: already stored, no new copy
+        Desk.gate.set()
+        await wait_until(lambda: len(Desk.seen) == 1)
+        assert len(await fleet.events(type="message.received")) == 1
+
+
+async def test_too_many_recipients_and_long_lines(database_url: str) -> None:
+    async with mx(database_url, smtp_max_recipients=2) as fleet:
+        await fleet.provision_many(["a@example.com", "b@example.com", "c@example.com"])
+
+        def many(client: smtplib.SMTP) -> list[int]:
+            client.mail("ada@example.org")
+            return [client.rcpt(f"{n}@example.com")[0] for n in "abc"]
+
+        assert await smtp(fleet, many) == [250, 250, 452]
+
+        def long_line(client: smtplib.SMTP) -> int:
+            return client.docmd("NOOP " + "x" * 2000)[0]
+
+        assert await smtp(fleet, long_line) == 500
