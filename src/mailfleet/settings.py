@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
     smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")
     smtp_tls_key: Path | None = Field(None, description="PEM private key of the certificate")
+    relay_host: str | None = Field(
+        None, description="outbound relay (smarthost); unset: dev mode (local delivery, capture)"
+    )
+    relay_port: int = Field(587, ge=1, le=65535, description="relay port")
+    relay_starttls: bool | None = Field(
+        None, description="true: require STARTTLS; false: never; unset: when offered"
+    )
+    relay_tls: bool = Field(False, description="implicit TLS (port 465 style)")
+    relay_username: str | None = Field(None, description="relay AUTH user")
+    relay_password: SecretStr | None = Field(None, description="relay AUTH password")
+    relay_pool_size: int = Field(4, ge=1, le=64, description="reused connections to the relay")
+    relay_validate_certs: bool = Field(True, description="verify the relay's certificate")
+    retry_schedule: list[float] = Field(
+        [60.0, 300.0, 1800.0, 7200.0, 21600.0],
+        description="seconds between tries after a 4xx; a soft bounce when spent (JSON list)",
+    )
     plugins: str | None = Field(
         None, description="comma-separated plugin names to load (default: all installed)"
     )

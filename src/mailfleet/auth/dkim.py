@@ -199,7 +199,8 @@ class DkimSigner:
     ``signed_headers`` (present fields are signed, every occurrence) must
     include From and none of the fields RFC 6376 says not to sign (Received,
     Return-Path, Bcc, DKIM-Signature...); ``oversigned_headers`` are signed
-    once more than they appear. Raises
+    once more than they appear (so none can be added without breaking the
+    signature). Raises
     :class:`~mailfleet.model.errors.InvalidInput` for a bad domain
     (``field="domain"``), no keys or two keys with the same selector
     (``field="keys"``), or a bad header list (``field="signed_headers"``).
@@ -225,10 +226,11 @@ class DkimSigner:
         selectors = [key.selector for key in self._keys]
         if len(set(selectors)) != len(selectors):
             raise InvalidInput("keys", "two keys share a selector", value=selectors)
-        self._signed = _field_names(signed_headers, "signed_headers")
-        self._oversigned = _field_names(oversigned_headers, "oversigned_headers")
-        if b"from" not in self._signed:
+        signed = _field_names(signed_headers, "signed_headers")
+        if b"from" not in signed:
             raise InvalidInput("signed_headers", "the From field must be signed (RFC 6376 5.4)")
+        self._oversigned = _field_names(oversigned_headers, "oversigned_headers")
+        self._signed = frozenset(signed + self._oversigned)
         self._signers = tuple(_KeySigner(self._domain, key) for key in self._keys)
 
     @property
@@ -253,26 +255,27 @@ class DkimSigner:
         """
         if not isinstance(message, bytes | bytearray | memoryview):
             raise InvalidInput("message", "a message to sign must be bytes", value=type(message))
+        if timestamp is None:
+            timestamp = int(time.time())
+        elif not isinstance(timestamp, int) or timestamp < 0:
+            raise InvalidInput("timestamp", "expected Unix seconds, an int >= 0", value=timestamp)
         message = bytes(message)
         headers, body = _parse(message)
-        include = self._include_headers(headers)
-        canonical_headers = _RELAXED.canonicalize_headers(headers)
+        include, fields = self._select(headers)
+        # Only the fields named in h= are hashed: canonicalize just those.
+        canonical_headers = _RELAXED.canonicalize_headers(fields)
         body_hash = hashlib.sha256(_RELAXED.canonicalize_body(body)).digest()
-        common = (
-            b"c=relaxed/relaxed; d=" + self._domain.encode("ascii") + b";",
-            b"t=" + str(int(time.time()) if timestamp is None else int(timestamp)).encode() + b";",
-        )
-        h_tag = _h_tokens(include)
-        bh_tag = b"bh=" + base64.b64encode(body_hash) + b";"
+        after_s = [b"t=%d;" % timestamp, *_h_tokens(include)]
+        after_s.append(b"bh=" + base64.b64encode(body_hash) + b";")
         linesep = b"\n" if _lf_only(message) else b"\r\n"
         added = [
-            signer.header(common, h_tag, bh_tag, include, canonical_headers, linesep)
-            for signer in self._signers
+            signer.header(after_s, include, canonical_headers, linesep) for signer in self._signers
         ]
         return b"".join(added) + message
 
-    def _include_headers(self, headers: list[list[bytes]]) -> list[bytes]:
-        """The ``h=`` list: signed fields in message order, then the oversigned ones."""
+    def _select(self, headers: list[list[bytes]]) -> tuple[list[bytes], list[list[bytes]]]:
+        """The ``h=`` list (signed fields in message order, then the oversigned names
+        once more) and the header fields it names, in message order."""
         names = [name.lower() for name, _ in headers]
         froms = names.count(b"from")
         if froms != 1:
@@ -282,9 +285,11 @@ class DkimSigner:
                 if froms == 0
                 else f"the message has {froms} From headers (RFC 5322 allows one)",
             )
-        include = [name for name in names if name in self._signed]
+        signed = self._signed
+        include = [name for name in names if name in signed]
+        fields = [field for name, field in zip(names, headers, strict=True) if name in signed]
         include.extend(self._oversigned)
-        return include
+        return include, fields
 
     def __repr__(self) -> str:
         keys = ", ".join(f"{k.algorithm}:{k.selector}" for k in self._keys)
@@ -294,13 +299,15 @@ class DkimSigner:
 class _KeySigner:
     """The parsed key and fixed tags of one signature; builds its header."""
 
-    __slots__ = ("_first", "_sign")
+    __slots__ = ("_head", "_sign")
 
     def __init__(self, domain: str, key: DkimKey) -> None:
         private = key._private_key
-        self._first = (
+        self._head = (
             b"v=1;",
             b"a=" + _SIGNATURE_ALGORITHM[key.algorithm] + b";",
+            b"c=relaxed/relaxed;",
+            b"d=" + domain.encode("ascii") + b";",
             b"s=" + key.selector.encode("ascii") + b";",
         )
         self._sign: Callable[[bytes], bytes]
@@ -317,27 +324,30 @@ class _KeySigner:
 
     def header(
         self,
-        common: tuple[bytes, ...],
-        h_tag: list[bytes],
-        bh_tag: bytes,
+        tail: list[bytes],
         include: list[bytes],
-        canonical_headers: list[tuple[bytes, bytes]],
+        canonical_headers: list[list[bytes]],
         linesep: bytes,
     ) -> bytes:
-        """The folded ``DKIM-Signature`` header line, terminated by ``linesep``."""
+        """The folded ``DKIM-Signature`` header line, terminated by ``linesep``.
+
+        ``tail`` holds the tokens after ``s=`` (``t=``, ``h=``, ``bh=``); a token
+        that does not end a tag (a piece of ``h=`` ending in a colon) is glued
+        to the next one without a space.
+        """
         folder = _Folder(_HEADER_NAME + b":", linesep)
-        for token in self._first:
-            folder.add(token)
-        for token in common:
-            folder.add(token)
-        for i, token in enumerate(h_tag):
-            folder.add(token, glue=b" " if i == 0 else b"")
-        folder.add(bh_tag)
-        folder.add(b"b=")
+        glue = b" "
+        for token in (*self._head, *tail):
+            folder.add(token, glue=glue)
+            glue = b"" if token.endswith(b":") else b" "
+        # Like dkimpy, b= starts a line of its own; the signature then fills whole lines.
+        folder.newline()
+        folder.add(b"b=", glue=b"")
         unsigned = folder.value()
         hasher = hashlib.sha256()
         # dkimpy's own verifier hashes with this function: same selection, same b= stripping.
-        dkim.hash_headers(hasher, _RELAXED, canonical_headers, include, (_HEADER_NAME, unsigned), None)
+        sig_header = (_HEADER_NAME, unsigned)
+        dkim.hash_headers(hasher, _RELAXED, canonical_headers, include, sig_header, None)
         signature = base64.b64encode(self._sign(hasher.digest()))
         folder.add_split(signature)
         return _HEADER_NAME + b":" + folder.value() + linesep
@@ -362,13 +372,17 @@ class _Folder:
             self._parts.append(glue + token)
             self._column += len(glue) + len(token)
 
+    def newline(self) -> None:
+        """Fold here."""
+        self._parts.append(self._linesep + b" ")
+        self._column = 1
+
     def add_split(self, data: bytes) -> None:
         """Append ``data`` directly, cut over as many lines as it needs (FWS is allowed in b=)."""
         while data:
             room = _LINE_LIMIT - self._column
             if room <= 0:
-                self._parts.append(self._linesep + b" ")
-                self._column = 1
+                self.newline()
                 continue
             self._parts.append(data[:room])
             self._column += min(room, len(data))
@@ -380,7 +394,7 @@ class _Folder:
 
 
 def _h_tokens(include: list[bytes]) -> list[bytes]:
-    """``h=a:b:c;`` as tokens that may fold after each colon (RFC 6376 3.5 allows FWS)."""
+    """``h=a:b:c;`` as tokens, foldable after each colon (RFC 6376 3.5 allows FWS there)."""
     tokens = [name + b":" for name in include]
     tokens[0] = b"h=" + tokens[0]
     tokens[-1] = tokens[-1][:-1] + b";"
@@ -438,7 +452,7 @@ def _load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey | ed25519.Ed25519Pr
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise InvalidInput("dkim_key", "the private key is encrypted; give it unencrypted") from None
+        raise InvalidInput("dkim_key", "the private key is encrypted; give it in clear") from None
     except (ValueError, UnsupportedAlgorithm):
         raise InvalidInput("dkim_key", "not a PEM-encoded private key") from None
     if not isinstance(key, _PRIVATE_KEY_TYPES):

@@ -51,6 +51,8 @@ class Domain:
     dkim_selector: str
     authenticated: bool
     created_at: datetime
+    dkim_records: tuple[tuple[str, str], ...] = ()
+    """The DNS TXT records to publish: ``(name, value)``, one per DKIM key."""
 
 
 @dataclass(frozen=True, slots=True)

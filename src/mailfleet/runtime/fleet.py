@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.to_thread
 import sqlalchemy as sa
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..agent import Agent
+from ..auth.dkim import DkimKey, generate_key
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError, StoreUnavailable
 from ..model.messages import InboundMessage
@@ -37,11 +39,13 @@ from ..store.grants import GrantRequest
 from ..store.migrate import migrate
 from ..store.queue import DeadLetter
 from ..transports.smtp_in import serve_smtp
+from ..transports.smtp_out import RelayConfig, SmtpRelay
 from .host import AgentHost
 from .intake import Intake
 from .mx import FleetMx
 from .outbox import Outbox
-from .worker import Worker, WorkerSettings
+from .sender import Sender
+from .worker import Worker, WorkerSettings, new_worker_id
 
 __all__ = ["Fleet"]
 
@@ -79,6 +83,8 @@ class Fleet:
         self._default_agent = default_agent
         self._intake: Intake | None = None
         self._worker: Worker | None = None
+        self._sender: Sender | None = None
+        self._outbox: Outbox | None = None
         self._task_group: TaskGroup | None = None
         self.smtp_port: int | None = None
         """The port the SMTP server listens on, once ``serve()`` started it."""
@@ -94,6 +100,8 @@ class Fleet:
         except BaseException:
             await self.database.aclose()
             raise
+        self._sender = self._new_sender()
+        self._outbox = Outbox(self.database, self._app_id, queued=self._sender.notify)
         self._worker = self._new_worker()
         self._intake = Intake(
             self.database,
@@ -120,13 +128,42 @@ class Fleet:
             self._task_group = None
             await self.database.aclose()
 
+    def _new_sender(self) -> Sender:
+        s = self.settings
+        relay = None
+        if s.relay_host is not None:
+            relay = SmtpRelay(
+                RelayConfig(
+                    host=s.relay_host,
+                    port=s.relay_port,
+                    starttls=s.relay_starttls,
+                    implicit_tls=s.relay_tls,
+                    username=s.relay_username,
+                    password=(s.relay_password.get_secret_value() if s.relay_password else None),
+                    pool_size=s.relay_pool_size,
+                    validate_certs=s.relay_validate_certs,
+                )
+            )
+        return Sender(
+            self.database,
+            self._app_id,
+            relay=relay,
+            local_grant=self._local_grant_id,
+            deliver=self.deliver,
+            retry_schedule=s.retry_schedule,
+            worker_id=s.worker_id or new_worker_id(),
+            concurrency=max(s.relay_pool_size * 2, 4),
+            poll_interval=s.poll_interval,
+        )
+
+    async def _local_grant_id(self, address: str) -> str | None:
+        grant = await self._grant_or_none(address)
+        return None if grant is None else grant.id
+
     def _new_worker(self) -> Worker:
         s = self.settings
-        host = AgentHost(
-            self._agent_class,
-            Outbox(self.database, self._app_id),
-            handler_timeout=s.handler_timeout,
-        )
+        assert self._outbox is not None, "the outbox is made when the fleet opens"
+        host = AgentHost(self._agent_class, self._outbox, handler_timeout=s.handler_timeout)
         return Worker(
             self.database,
             self._app_id,
@@ -174,10 +211,35 @@ class Fleet:
 
     # -- domains -----------------------------------------------------------------
 
-    async def add_domain(self, name: str, *, selector: str = "mailfleet") -> Domain:
-        """Register a sending and receiving domain (idempotent)."""
+    async def add_domain(
+        self,
+        name: str,
+        *,
+        selector: str = "mailfleet",
+        dkim_keys: Sequence[DkimKey] | None = None,
+    ) -> Domain:
+        """Register a sending and receiving domain (idempotent).
+
+        A new domain gets its DKIM keys: ``dkim_keys`` if given (from
+        configuration), else a fresh RSA-2048 key (selector ``selector``) and
+        Ed25519 key (``<selector>-ed25519``). ``Domain.dkim_records`` lists the
+        TXT records to publish.
+        """
+        known = await self.database.read(lambda c: domains.domain_ids(c, self._app_id, [name]))
+        keys: Sequence[DkimKey] = ()
+        if not known:
+            keys = dkim_keys if dkim_keys is not None else await _generate_keys(selector)
+        stored = [
+            {
+                "selector": k.selector,
+                "algorithm": k.algorithm,
+                "private_pem": k.private_pem,
+                "dns_txt": k.dns_txt_value,
+            }
+            for k in keys
+        ]
         domain, _ = await self.database.write(
-            lambda c: domains.add_domain(c, self._app_id, name, selector=selector)
+            lambda c: domains.add_domain(c, self._app_id, name, selector=selector, dkim_keys=stored)
         )
         return domain
 
@@ -478,8 +540,8 @@ class Fleet:
         and the grants' leases given back, so another worker (or the next
         start) continues exactly where this one stopped.
         """
-        worker = self._worker
-        if worker is None:
+        worker, sender = self._worker, self._sender
+        if worker is None or sender is None:
             raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
         # The worker runs shielded: cancelling serve() must not interrupt
         # handlers mid-flight; the finally block drains it, then cancels it.
@@ -487,7 +549,9 @@ class Fleet:
 
         async def run_shielded() -> None:
             with workers:
-                await worker.run()
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(sender.run)
+                    await worker.run()
 
         manager = plugin_manager(self.settings.plugin_allowlist)
         async with anyio.create_task_group() as tg:
@@ -502,6 +566,7 @@ class Fleet:
                 with anyio.CancelScope(shield=True):
                     try:
                         await worker.drain(self.settings.shutdown_grace)
+                        await sender.drain(self.settings.shutdown_grace)
                     finally:
                         workers.cancel()
                         self._worker = self._new_worker()
@@ -571,6 +636,13 @@ class Fleet:
         if self._worker is not None:
             self._worker.notify()
         return count
+
+
+async def _generate_keys(selector: str) -> list[DkimKey]:
+    """An RSA-2048 and an Ed25519 key, generated off the event loop."""
+    rsa = await anyio.to_thread.run_sync(lambda: generate_key("rsa", selector=selector))
+    ed = generate_key("ed25519", selector=f"{selector}-ed25519")
+    return [rsa, ed]
 
 
 def _agent_name(agent: AgentRef) -> str | None:

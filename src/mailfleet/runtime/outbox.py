@@ -1,38 +1,50 @@
-"""What ``Agent.send`` / ``reply`` reach: the outbound gates, building, the outbox.
+"""What ``Agent.send`` / ``reply`` reach: the outbound gates, building, signing, the outbox.
 
 The gates answer with values (:class:`~mailfleet.SendResult`): recipient
 validation, then the grant's status, read in the transaction that queues the
-message so that a pause or restriction takes effect at once. Quotas, suppression,
-rules, the circuit breaker and DKIM signing join this path with the mail and
-deliverability issues; the SMTP sender delivers what the outbox holds.
+message so that a pause or restriction takes effect at once. An accepted
+message is built, DKIM-signed with its domain's keys, stored with a VERP
+envelope sender (``bounces+TOKEN@domain``, unique to this send) and queued
+for the :class:`~mailfleet.runtime.sender.Sender`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from sqlalchemy.engine import Connection
 
 from ..agent import AgentContext
+from ..auth.dkim import DkimKey, DkimSigner
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress
 from ..model.messages import InboundMessage
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import grants, messages
+from ..store import domains, grants, messages, outbound
 from ..store.database import Database
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "verp_address"]
+
+
+def verp_address(token: str, domain: str) -> str:
+    """The envelope sender of one send: bounces to it name the send."""
+    return f"bounces+{token}@{domain}"
 
 
 class Outbox(AgentContext):
-    """Gates, builds and stores outbound mail for agents."""
+    """Gates, builds, signs and queues outbound mail for agents."""
 
-    def __init__(self, database: Database, application_id: str) -> None:
+    def __init__(
+        self, database: Database, application_id: str, *, queued: Callable[[], None]
+    ) -> None:
         self._db = database
         self._app_id = application_id
+        self.queued = queued
+        self._signers: dict[str, DkimSigner | None] = {}
 
     async def send(
         self,
@@ -44,7 +56,7 @@ class Outbox(AgentContext):
         html: str | None,
         in_reply_to: InboundMessage | None,
     ) -> SendResult:
-        """Pass the gates, build the message and put it in the outbox."""
+        """Pass the gates, build, sign and queue the message."""
         if not to:
             return SendResult(SendStatus.REJECTED, detail="to: at least one recipient is needed")
         try:
@@ -55,6 +67,8 @@ class Outbox(AgentContext):
             raw, message_id = _build(grant, recipients, subject, text, html, in_reply_to)
         except ValueError as exc:  # e.g. a line break in the subject
             return SendResult(SendStatus.REJECTED, detail=f"subject: {exc}")
+        signer = await self._signer(grant.domain)
+        token = secrets.token_hex(10)
 
         def store(conn: Connection) -> SendResult:
             # The status is read in the transaction: a pause takes effect at once.
@@ -63,10 +77,34 @@ class Outbox(AgentContext):
                 return SendResult(SendStatus.PAUSED, detail="grant_paused")
             if status is GrantStatus.RESTRICTED:
                 return SendResult(SendStatus.RESTRICTED, detail="grant_restricted")
-            messages.store_outbound(conn, self._app_id, grant.id, raw, recipients=recipients)
+            signed = raw if signer is None else signer.sign(raw)
+            stored = messages.store_outbound(
+                conn, self._app_id, grant.id, signed, recipients=recipients
+            )
+            outbound.queue_outbound(
+                conn,
+                self._app_id,
+                grant_id=grant.id,
+                message_id=stored,
+                verp_token=token,
+                mail_from=verp_address(token, grant.domain),
+                recipients=recipients,
+            )
             return SendResult(SendStatus.QUEUED, message_id=message_id)
 
-        return await self._db.write(store)
+        result = await self._db.write(store)  # signing runs in the worker thread too
+        if result.ok:
+            self.queued()
+        return result
+
+    async def _signer(self, domain: str) -> DkimSigner | None:
+        if domain not in self._signers:
+            keys = await self._db.read(lambda c: domains.dkim_keys(c, self._app_id, domain))
+            loaded = [
+                DkimKey.from_pem(key["private_pem"], selector=key["selector"]) for key in keys
+            ]
+            self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
+        return self._signers[domain]
 
 
 def _build(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -14,7 +14,7 @@ from .events import record
 from .tables import domains_table, new_id, utcnow
 from .timestamps import aware
 
-__all__ = ["add_domain", "domain_ids", "get_domain", "list_domains"]
+__all__ = ["add_domain", "dkim_keys", "domain_ids", "get_domain", "list_domains"]
 
 _domains = domains_table
 
@@ -27,16 +27,27 @@ def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
         dkim_selector=row.dkim_selector,
         authenticated=row.authenticated,
         created_at=aware(row.created_at),
+        dkim_records=tuple(
+            (f"{key['selector']}._domainkey.{row.name}", key["dns_txt"])
+            for key in row.dkim_keys or ()
+            if "dns_txt" in key
+        ),
     )
 
 
 def add_domain(
-    conn: Connection, application_id: str, name: str, *, selector: str = "mailfleet"
+    conn: Connection,
+    application_id: str,
+    name: str,
+    *,
+    selector: str = "mailfleet",
+    dkim_keys: Sequence[dict[str, str]] = (),
 ) -> tuple[Domain, bool]:
     """Register ``name``; returns the domain and whether it was new.
 
-    Registering a domain the application already has is a no-op; one that
-    belongs to another application is a :class:`Conflict`.
+    ``dkim_keys`` (``{"selector", "algorithm", "private_pem"}``) are stored
+    with a new domain. Registering a domain the application already has is a
+    no-op; one that belongs to another application is a :class:`Conflict`.
     """
     domain = normalize_domain(name)
     if not selector.replace("-", "").replace("_", "").isalnum() or len(selector) > 63:
@@ -52,6 +63,7 @@ def add_domain(
         "name": domain,
         "dkim_selector": selector,
         "authenticated": False,
+        "dkim_keys": list(dkim_keys),
         "created_at": utcnow(),
     }
     conn.execute(sa.insert(_domains), values)
@@ -80,6 +92,16 @@ def list_domains(conn: Connection, application_id: str) -> list[Domain]:
         .order_by(_domains.c.name)
     )
     return [_domain(row) for row in rows]
+
+
+def dkim_keys(conn: Connection, application_id: str, name: str) -> list[dict[str, str]]:
+    """The DKIM keys of a registered domain (secrets: never log them)."""
+    keys: list[dict[str, str]] | None = conn.execute(
+        sa.select(_domains.c.dkim_keys).where(
+            _domains.c.name == name, _domains.c.application_id == application_id
+        )
+    ).scalar()
+    return list(keys or [])
 
 
 def domain_ids(conn: Connection, application_id: str, names: Iterable[str]) -> dict[str, str]:

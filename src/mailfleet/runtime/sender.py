@@ -1,0 +1,275 @@
+"""The sender: takes due messages from the outbound queue and delivers them.
+
+With a relay configured, messages go out over the relay's pooled SMTP
+connections. Without one (dev mode), mail to the fleet's own grants is
+delivered locally through ``Fleet.deliver`` (agents can mail each other) and
+everything else is captured for ``mailfleet outbox`` to show.
+
+The relay's answers become the message's fate, per recipient: ``250`` a
+``message.sent``; ``5xx`` a hard ``message.bounced``; ``4xx`` a
+``message.deferred`` and another try after the next delay of the retry
+schedule, and a soft ``message.bounced`` once the schedule is spent.
+
+Guarantee: at-least-once. A message is claimed under a lease and its fate
+committed after the relay answered; a worker that dies in between leaves the
+lease to expire, and the message is sent again. The window is one send.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+from ..model.errors import GrantNotFound, QueueFull
+from ..store import outbound
+from ..store.database import Database
+from ..store.outbound import OutboundItem, OutboundResult
+from ..transports.smtp_out import SmtpOutcome, SmtpRelay
+
+__all__ = ["Sender"]
+
+log = logging.getLogger("mailfleet.sender")
+
+LocalLookup = Callable[[str], Awaitable[str | None]]
+LocalDeliver = Callable[..., Awaitable[Any]]
+
+
+class Sender:
+    """Delivers the outbound queue; one per worker process."""
+
+    def __init__(
+        self,
+        database: Database,
+        application_id: str,
+        *,
+        relay: SmtpRelay | None,
+        local_grant: LocalLookup,
+        deliver: LocalDeliver,
+        retry_schedule: Sequence[float],
+        worker_id: str,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        lease: float = 300.0,
+    ) -> None:
+        self._db = database
+        self._app_id = application_id
+        self._relay = relay
+        self._local_grant = local_grant
+        self._deliver = deliver
+        self._schedule = tuple(retry_schedule)
+        self._worker = worker_id
+        self._concurrency = concurrency
+        self._poll = poll_interval
+        self._lease = lease
+        self._wakeup = anyio.Event()
+        self._flush_wakeup = anyio.Event()
+        self._results: list[OutboundResult] = []
+        self._in_flight = 0
+        self._closing = False
+
+    def notify(self) -> None:
+        """New mail was queued: look now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Send until cancelled."""
+        send, receive = anyio.create_memory_object_stream[OutboundItem](self._concurrency)
+        async with anyio.create_task_group() as tg, send, receive:
+            for _ in range(self._concurrency):
+                tg.start_soon(self._sending, receive.clone())
+            tg.start_soon(self._flusher)
+            task_status.started()
+            while not self._closing:
+                items = await self._db.write(
+                    lambda c: outbound.claim_due(
+                        c,
+                        self._worker,
+                        now=time.time(),
+                        lease=self._lease,
+                        limit=self._concurrency * 8,
+                    )
+                )
+                for item in items:
+                    await send.send(item)
+                if len(items) == self._concurrency * 8:
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                with anyio.move_on_after(self._poll):
+                    await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, let sends in flight finish (up to ``grace``), record them."""
+        self._closing = True
+        with anyio.move_on_after(grace):
+            while self._in_flight:  # noqa: ASYNC110 - a counter, polled briefly at shutdown
+                await anyio.sleep(0.01)
+        await self._flush()
+        if self._relay is not None:
+            await self._relay.aclose()
+
+    async def _sending(self, items: Any) -> None:
+        async with items:
+            async for item in items:
+                if self._closing:
+                    continue  # leased but not sent: another worker takes it after the lease
+                self._in_flight += 1
+                try:
+                    result = await self._send(item)
+                except Exception:
+                    log.exception("sending outbound message %s failed", item.id)
+                    result = self._temporary(item, item.recipients, 451, "internal error")
+                finally:
+                    self._in_flight -= 1
+                self._results.append(result)
+                self._flush_wakeup.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wakeup.wait()
+            self._flush_wakeup = anyio.Event()
+            await anyio.sleep(0.005)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        results, self._results = self._results, []
+        if results:
+            try:
+                await self._db.write(
+                    partial(outbound.record_results, application_id=self._app_id, results=results)
+                )
+            except Exception:
+                log.exception("recording send results failed; will retry")
+                self._results = results + self._results
+                self._flush_wakeup.set()
+                return
+            if any(r.status == "pending" for r in results):
+                self.notify()
+
+    # -- one message ---------------------------------------------------------------
+
+    async def _send(self, item: OutboundItem) -> OutboundResult:
+        if self._relay is None:
+            return await self._send_locally(item)
+        outcome = await self._relay.send(item.mail_from, item.recipients, item.raw)
+        return self._judge(item, outcome)
+
+    def _judge(self, item: OutboundItem, outcome: SmtpOutcome) -> OutboundResult:
+        if outcome.code >= 500:
+            return self._bounced(item, item.recipients, outcome.code, outcome.text, "hard")
+        if outcome.temporary:
+            return self._temporary(item, item.recipients, outcome.code, outcome.text)
+        events: list[tuple[str, dict[str, Any]]] = []
+        if outcome.accepted:
+            events.append(self._event(item, "message.sent", outcome.accepted, 250, outcome.text))
+        retry = [r for r, (code, _) in outcome.refused.items() if 400 <= code < 500]
+        for rcpt, (code, text) in outcome.refused.items():
+            if code >= 500:
+                events.append(
+                    self._event(item, "message.bounced", (rcpt,), code, text, bounce="hard")
+                )
+        if retry:
+            code, text = outcome.refused[retry[0]]
+            deferred = self._temporary(item, tuple(retry), code, text)
+            return _with_events(deferred, events + deferred.events)
+        return OutboundResult(item, "sent", 250, outcome.text, events=events)
+
+    async def _send_locally(self, item: OutboundItem) -> OutboundResult:
+        events: list[tuple[str, dict[str, Any]]] = []
+        captured: list[str] = []
+        retry: list[str] = []
+        for rcpt in item.recipients:
+            grant_id = await self._local_grant(rcpt)
+            if grant_id is None:
+                captured.append(rcpt)
+                continue
+            try:
+                await self._deliver(grant_id, item.raw, source_key=f"local:{item.verp_token}")
+            except QueueFull as exc:
+                retry.append(rcpt)
+                events.append(self._event(item, "message.deferred", (rcpt,), 451, str(exc)))
+            except GrantNotFound as exc:
+                events.append(
+                    self._event(item, "message.bounced", (rcpt,), 550, str(exc), bounce="hard")
+                )
+            else:
+                events.append(self._event(item, "message.sent", (rcpt,), 250, "delivered locally"))
+        if captured:
+            events.append(
+                self._event(item, "message.captured", tuple(captured), 250, "captured (dev mode)")
+            )
+        if retry:
+            deferred = self._temporary(item, tuple(retry), 451, "local queue full")
+            return _with_events(deferred, events)
+        status = "captured" if captured else "sent"
+        return OutboundResult(item, status, 250, "delivered in dev mode", events=events)
+
+    def _temporary(
+        self, item: OutboundItem, recipients: Sequence[str], code: int, text: str
+    ) -> OutboundResult:
+        attempt = item.attempts + 1
+        if attempt > len(self._schedule):
+            return self._bounced(item, recipients, code, text, "soft")
+        retry_at = time.time() + self._schedule[attempt - 1]
+        event = self._event(item, "message.deferred", recipients, code, text)
+        event[1]["attempt"] = attempt
+        event[1]["retry_at"] = retry_at
+        return OutboundResult(
+            item,
+            "pending",
+            code,
+            text,
+            not_before=retry_at,
+            recipients=tuple(recipients),
+            events=[event],
+        )
+
+    def _bounced(
+        self, item: OutboundItem, recipients: Sequence[str], code: int, text: str, kind: str
+    ) -> OutboundResult:
+        events = [
+            self._event(item, "message.bounced", (rcpt,), code, text, bounce=kind)
+            for rcpt in recipients
+        ]
+        return OutboundResult(item, "bounced", code, text, events=events)
+
+    def _event(
+        self,
+        item: OutboundItem,
+        kind: str,
+        recipients: Sequence[str],
+        code: int,
+        text: str,
+        **extra: Any,
+    ) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {
+            "grant_id": item.grant_id,
+            "message_id": item.message_id,
+            "header_message_id": item.header_message_id,
+            "recipients": list(recipients),
+            "code": code,
+            "response": text,
+            **extra,
+        }
+        return kind, payload
+
+
+def _with_events(
+    result: OutboundResult, events: list[tuple[str, dict[str, Any]]]
+) -> OutboundResult:
+    return OutboundResult(
+        result.item,
+        result.status,
+        result.code,
+        result.response,
+        not_before=result.not_before,
+        recipients=result.recipients,
+        events=events,
+    )

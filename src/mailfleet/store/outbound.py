@@ -1,0 +1,237 @@
+"""The outbound queue: messages on their way to the relay, and what became of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .events import record_many
+from .tables import messages_table, outbound_table, utcnow
+
+__all__ = [
+    "OutboundItem",
+    "OutboundResult",
+    "OutboundView",
+    "claim_due",
+    "get_outbound",
+    "list_outbound",
+    "queue_outbound",
+    "record_results",
+]
+
+_out = outbound_table
+_messages = messages_table
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundItem:
+    """A message claimed for sending."""
+
+    id: int
+    grant_id: str
+    message_id: str
+    header_message_id: str | None
+    verp_token: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundResult:
+    """What happened to one claimed message, to be recorded.
+
+    ``status`` is the new state: ``sent``, ``captured``, ``bounced`` (no
+    recipient left) or ``pending`` (deferred until ``not_before``).
+    ``events`` are ``(type, payload)`` pairs to append to the outbox.
+    """
+
+    item: OutboundItem
+    status: str
+    code: int | None = None
+    response: str | None = None
+    not_before: float = 0.0
+    recipients: tuple[str, ...] | None = None
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundView:
+    """An outbound message as operators see it (``mailfleet outbox``)."""
+
+    id: int
+    grant_id: str
+    status: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    subject: str | None
+    attempts: int
+    last_code: int | None
+    last_response: str | None
+    raw: bytes | None = None
+
+
+def queue_outbound(
+    conn: Connection,
+    application_id: str,
+    *,
+    grant_id: str,
+    message_id: str,
+    verp_token: str,
+    mail_from: str,
+    recipients: Sequence[str],
+) -> None:
+    """Queue a stored message for sending."""
+    now = utcnow()
+    conn.execute(
+        sa.insert(_out),
+        {
+            "application_id": application_id,
+            "grant_id": grant_id,
+            "message_id": message_id,
+            "verp_token": verp_token,
+            "mail_from": mail_from,
+            "recipients": list(recipients),
+            "status": "pending",
+            "attempts": 0,
+            "not_before": 0.0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def claim_due(
+    conn: Connection, worker: str, *, now: float, lease: float, limit: int
+) -> list[OutboundItem]:
+    """Lease up to ``limit`` due messages to this worker (others skip them)."""
+    due = (
+        sa.select(_out.c.id)
+        .where(
+            _out.c.status == "pending",
+            _out.c.not_before <= now,
+            sa.or_(_out.c.lease_until.is_(None), _out.c.lease_until < now),
+        )
+        .order_by(_out.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(conn.execute(due).scalars())
+    if not ids:
+        return []
+    conn.execute(
+        sa.update(_out)
+        .where(_out.c.id.in_(ids))
+        .values(lease_owner=worker, lease_until=now + lease)
+    )
+    rows = conn.execute(
+        sa.select(
+            _out.c.id,
+            _out.c.grant_id,
+            _out.c.message_id,
+            _out.c.verp_token,
+            _out.c.mail_from,
+            _out.c.recipients,
+            _out.c.attempts,
+            _messages.c.raw,
+            _messages.c.message_id.label("header_message_id"),
+        )
+        .join(_messages, _messages.c.id == _out.c.message_id)
+        .where(_out.c.id.in_(ids))
+        .order_by(_out.c.id)
+    )
+    return [
+        OutboundItem(
+            id=row.id,
+            grant_id=row.grant_id,
+            message_id=row.message_id,
+            header_message_id=row.header_message_id,
+            verp_token=row.verp_token,
+            mail_from=row.mail_from,
+            recipients=tuple(row.recipients),
+            raw=row.raw or b"",
+            attempts=row.attempts,
+        )
+        for row in rows
+    ]
+
+
+def record_results(
+    conn: Connection, application_id: str, results: Sequence[OutboundResult]
+) -> None:
+    """Store the outcome of each send and its events, in one transaction."""
+    now = utcnow()
+    for result in results:
+        values: dict[str, Any] = {
+            "status": result.status,
+            "attempts": result.item.attempts + 1,
+            "not_before": result.not_before,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_code": result.code,
+            "last_response": (result.response or "")[:2000] or None,
+            "updated_at": now,
+        }
+        if result.recipients is not None:
+            values["recipients"] = list(result.recipients)
+        conn.execute(sa.update(_out).where(_out.c.id == result.item.id).values(**values))
+    by_type: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
+    for result in results:
+        for kind, payload in result.events:
+            by_type.setdefault(kind, []).append((result.item.grant_id, payload))
+    for kind, items in by_type.items():
+        record_many(conn, application_id, kind, items)
+
+
+def _view(row: Any, *, with_raw: bool) -> OutboundView:
+    return OutboundView(
+        id=row.id,
+        grant_id=row.grant_id,
+        status=row.status,
+        mail_from=row.mail_from,
+        recipients=tuple(row.recipients),
+        subject=row.subject,
+        attempts=row.attempts,
+        last_code=row.last_code,
+        last_response=row.last_response,
+        raw=row.raw if with_raw else None,
+    )
+
+
+def _select_views() -> sa.Select[Any]:
+    return sa.select(
+        _out.c.id,
+        _out.c.grant_id,
+        _out.c.status,
+        _out.c.mail_from,
+        _out.c.recipients,
+        _out.c.attempts,
+        _out.c.last_code,
+        _out.c.last_response,
+        _messages.c.subject,
+        _messages.c.raw,
+    ).join(_messages, _messages.c.id == _out.c.message_id)
+
+
+def list_outbound(
+    conn: Connection, application_id: str, *, status: str | None = None, limit: int = 100
+) -> list[OutboundView]:
+    """Outbound messages of the application, newest first."""
+    query = _select_views().where(_out.c.application_id == application_id)
+    if status is not None:
+        query = query.where(_out.c.status == status)
+    rows = conn.execute(query.order_by(_out.c.id.desc()).limit(limit))
+    return [_view(row, with_raw=False) for row in rows]
+
+
+def get_outbound(conn: Connection, application_id: str, outbound_id: int) -> OutboundView | None:
+    """One outbound message with its raw bytes."""
+    row = conn.execute(
+        _select_views().where(_out.c.application_id == application_id, _out.c.id == outbound_id)
+    ).first()
+    return None if row is None else _view(row, with_raw=True)
