@@ -6,7 +6,10 @@ The parser takes what can be read, like a mail client would, and records every
 problem it met in :attr:`ParsedMessage.defects` as a short English sentence,
 prefixed with the header or the part it concerns (``"part 1.2: ..."``; parts
 are numbered like IMAP section numbers). The stdlib ``email`` package does the
-MIME work (``policy.default``); this module adds the fallbacks around it.
+MIME work: the tree is parsed with ``compat32`` semantics, which tolerate the
+malformed Content-Type headers that make ``policy.default``'s parser raise,
+and each header is then decoded on its own by ``policy.default``'s header
+registry (encoded words, addresses, dates, RFC 2231 parameters).
 
 How text is decoded, everywhere (bodies, headers, filenames): the declared
 charset first, then UTF-8, then Latin-1 (or, for a known multi-byte charset,
@@ -31,11 +34,13 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import MessageDefect
 from email.generator import BytesGenerator
-from email.header import decode_header, make_header
-from email.headerregistry import AddressHeader, BaseHeader, DateHeader
+from email.header import Header, decode_header, make_header
+from email.headerregistry import AddressHeader, BaseHeader, DateHeader, ParameterizedMIMEHeader
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
+from email.policy import compat32
 from email.policy import default as default_policy
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
@@ -198,7 +203,7 @@ def normalize_subject(subject: str | None) -> str:
 
 
 def has_reply_prefix(subject: str | None) -> bool:
-    """Whether ``subject`` starts (after list tags) with a reply prefix such as ``Re:`` or ``AW:``."""
+    """Whether ``subject`` starts (after list tags) with a reply prefix: ``Re:``, ``AW:``..."""
     words, _ = _prefixes(subject or "")
     first = next((word for word in words if word != "[tag]"), None)
     return first in _REPLY_WORDS
@@ -206,28 +211,27 @@ def has_reply_prefix(subject: str | None) -> bool:
 
 # -- the parse --------------------------------------------------------------------------
 
-_HEADER_PARSER = BytesParser(policy=default_policy)
-_SINGLETONS = (
-    "from",
-    "to",
-    "cc",
-    "reply-to",
-    "subject",
-    "date",
-    "message-id",
-    "in-reply-to",
-    "references",
+# The tree is parsed with compat32 semantics: policy.default's parser raises
+# (IndexError...) on some malformed Content-Type headers, compat32's does not.
+# Every header is then decoded on its own with policy.default's header registry.
+_TREE_PARSER = BytesParser(policy=compat32)
+_SINGLETONS = frozenset(
+    {"from", "to", "cc", "reply-to", "subject", "date", "message-id", "in-reply-to"}
+    | {"references", "content-type", "content-transfer-encoding", "content-disposition"}
 )
 _REQUIRED = ("From", "Date", "Message-ID")
 
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """One header: its name, its decoded value, and the stdlib header object (None if unparsable)."""
+    """One header: its name, decoded value, and stdlib header object (None if unparsable)."""
 
     name: str
     value: str
     parsed: BaseHeader | None
+
+
+_Fields = dict[str, _Field]  # the first occurrence of each header, by lower-case name
 
 
 def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
@@ -235,13 +239,11 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
         defects.append("message is empty")
     root = _parse_tree(data, defects)
     fields = [_read_field(name, value, "", defects) for name, value in root.raw_items()]
-    first = _first_fields(fields, defects)
-    for name in _REQUIRED:
-        if name.lower() not in first:
-            defects.append(f"{name}: header missing")
+    first = _first_fields(fields, "", defects)
+    defects.extend(f"{name}: header missing" for name in _REQUIRED if name.lower() not in first)
 
     walk = _Walk(defects)
-    walk.run(root)
+    walk.run(root, first)
     text_leaf, html_leaf = _pick_bodies(walk.leaves)
     text = None if text_leaf is None else _body_text(text_leaf, defects)
     html = None if html_leaf is None else _body_text(html_leaf, defects)
@@ -250,27 +252,24 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
         for leaf in walk.leaves
         if leaf is not text_leaf and leaf is not html_leaf and not _is_alternative_body(leaf)
     )
-    walk.record_part_defects()  # after decoding: decoding adds base64 defects to the parts
+    walk.record_part_defects()
 
-    def get(name: str) -> _Field | None:
-        return first.get(name)
-
-    message_ids = _message_ids(_value(get("message-id")), loose=True)
-    replied = _message_ids(_value(get("in-reply-to")), loose=False)
+    message_ids = _message_ids(_value(first, "message-id"), loose=True)
+    replied = _message_ids(_value(first, "in-reply-to"), loose=False)
     return ParsedMessage(
-        from_=next(iter(_mailboxes(get("from"), defects)), None),
-        to=_mailboxes(get("to"), defects),
-        cc=_mailboxes(get("cc"), defects),
-        reply_to=_mailboxes(get("reply-to"), defects),
-        subject=None if get("subject") is None else _value(get("subject")),
-        date=_date(get("date"), defects),
+        from_=next(iter(_mailboxes(first.get("from"), defects)), None),
+        to=_mailboxes(first.get("to"), defects),
+        cc=_mailboxes(first.get("cc"), defects),
+        reply_to=_mailboxes(first.get("reply-to"), defects),
+        subject=_value(first, "subject") if "subject" in first else None,
+        date=_date(first.get("date"), defects),
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=replied[0] if replied else None,
-        references=_dedupe(_message_ids(_value(get("references")), loose=False)),
+        references=tuple(dict.fromkeys(_message_ids(_value(first, "references"), loose=False))),
         text=text,
         html=html,
         attachments=attachments,
-        headers=tuple((f.name, f.value) for f in fields),
+        headers=tuple((item.name, item.value) for item in fields),
         defects=tuple(defects),
         size=len(data),
     )
@@ -279,10 +278,10 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
 def _parse_tree(data: bytes, defects: list[str]) -> Message:
     """The MIME tree of ``data``; the header block alone when the structure defeats the parser."""
     try:
-        return _HEADER_PARSER.parsebytes(data)
-    except Exception as exc:  # RecursionError on absurd nesting, or a stdlib bug
+        return _TREE_PARSER.parsebytes(data)
+    except Exception as exc:  # RecursionError on absurd nesting
         defects.append(f"MIME structure unreadable, body kept as text: {_describe_exception(exc)}")
-        return BytesHeaderParser(policy=default_policy).parsebytes(data)
+        return BytesHeaderParser(policy=compat32).parsebytes(data)
 
 
 def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
@@ -341,9 +340,9 @@ def _scrub(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", decoded)
 
 
-def _read_field(name: str, raw: str, prefix: str, defects: list[str]) -> _Field:
+def _read_field(name: str, raw: str | Header, prefix: str, defects: list[str]) -> _Field:
     """Decode one header, recording what was wrong with it."""
-    text, not_utf8 = _decode_8bit(_LINE_BREAKS.sub("", raw))
+    text, not_utf8 = _decode_8bit(_LINE_BREAKS.sub("", str(raw)))
     if not_utf8:
         defects.append(f"{prefix}{name}: 8-bit bytes that are not UTF-8 (read as Latin-1)")
     try:
@@ -364,19 +363,20 @@ def _decode_words(text: str) -> str:
         return text
 
 
-def _first_fields(fields: list[_Field], defects: list[str]) -> dict[str, _Field]:
-    """The first occurrence of each header by lower-case name; repeats of singletons are defects."""
-    first: dict[str, _Field] = {}
+def _first_fields(fields: list[_Field], prefix: str, defects: list[str]) -> _Fields:
+    """The first occurrence of each header; repeats of single-use headers are defects."""
+    first: _Fields = {}
     for item in fields:
         key = item.name.lower()
         if key not in first:
             first[key] = item
         elif key in _SINGLETONS:
-            defects.append(f"{item.name}: header repeated (the first one is used)")
+            defects.append(f"{prefix}{item.name}: header repeated (the first one is used)")
     return first
 
 
-def _value(item: _Field | None) -> str:
+def _value(fields: _Fields, name: str) -> str:
+    item = fields.get(name)
     return "" if item is None else item.value
 
 
@@ -427,24 +427,20 @@ _BRACKETED = re.compile(r"<([^<>]*)>")
 def _message_ids(value: str, *, loose: bool) -> list[str]:
     """The ``<id>`` tokens of a header, whitespace removed.
 
-    Without angle brackets, tokens containing ``@`` are taken as ids (any token
-    when ``loose``: a Message-ID header holds nothing else).
+    Without angle brackets, tokens containing ``@`` are taken as ids (with
+    ``loose``, the first token whatever it is: a Message-ID holds nothing else).
     """
     found = ["".join(inner.split()) for inner in _BRACKETED.findall(value)]
-    ids = [f"<{inner}>" for inner in found if inner]
-    if ids or found:
-        return ids
+    if found:
+        return [f"<{inner}>" for inner in found if inner]
     tokens = [token.strip("<>") for token in value.replace(",", " ").split()]
-    ids = [f"<{token}>" for token in tokens if token and (loose or "@" in token)]
-    return ids[:1] if loose else ids
-
-
-def _dedupe(items: list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(items))
+    if loose:
+        return [f"<{token}>" for token in tokens[:1] if token]
+    return [f"<{token}>" for token in tokens if "@" in token]
 
 
 def _describe_defect(where: str, defect: Exception) -> str:
-    detail = str(defect)
+    detail = str(defect)[:200]
     kind = type(defect).__name__
     return f"{where}: {kind}: {detail}" if detail else f"{where}: {kind}"
 
@@ -462,6 +458,7 @@ class _Leaf:
     """A part that is not a container: a body candidate or an attachment."""
 
     part: Message
+    fields: _Fields
     prefix: str
     content_type: str
     in_alternative: bool
@@ -477,7 +474,7 @@ class _Walk:
     leaves: list[_Leaf] = field(default_factory=list)
     parts: list[tuple[str, Message]] = field(default_factory=list)
 
-    def run(self, root: Message) -> None:
+    def run(self, root: Message, root_fields: _Fields) -> None:
         # (part, path, depth, inside multipart/alternative, collect leaves)
         stack: list[tuple[Message, str, int, bool, bool]] = [(root, "", 0, False, True)]
         while stack:
@@ -487,30 +484,38 @@ class _Walk:
             part, path, depth, in_alternative, collect = stack.pop()
             prefix = f"part {path}: " if path else ""
             self.parts.append((prefix, part))
-            if path:
-                for name, raw in part.raw_items():
-                    _read_field(name, raw, prefix, self.defects)
-            children = self._visit(part, prefix, depth, in_alternative, collect)
+            fields = self._fields(part, prefix) if path else root_fields
+            children = self._visit(part, fields, prefix, depth, in_alternative, collect)
             for index, child, child_alternative, child_collect in reversed(children):
                 child_path = f"{path}.{index}" if path else str(index)
                 stack.append((child, child_path, depth + 1, child_alternative, child_collect))
 
+    def _fields(self, part: Message, prefix: str) -> _Fields:
+        read = [_read_field(name, raw, prefix, self.defects) for name, raw in part.raw_items()]
+        return _first_fields(read, prefix, self.defects)
+
     def _visit(
-        self, part: Message, prefix: str, depth: int, in_alternative: bool, collect: bool
+        self,
+        part: Message,
+        fields: _Fields,
+        prefix: str,
+        depth: int,
+        in_alternative: bool,
+        collect: bool,
     ) -> list[tuple[int, Message, bool, bool]]:
         """Record a leaf or return the children to walk: (index, part, in alternative, collect)."""
         content_type = _content_type(part)
-        maintype, _, subtype = content_type.partition("/")
-        payload = part.get_payload()
+        maintype = content_type.partition("/")[0]
+        payload = _raw_payload(part)
         if not isinstance(payload, list):
             if collect:
                 effective = "text/plain" if maintype == "multipart" else content_type
-                self.leaves.append(_Leaf(part, prefix, effective, in_alternative))
+                self.leaves.append(_Leaf(part, fields, prefix, effective, in_alternative))
             return []
         embedded = maintype != "multipart"
         encoded = embedded and _cte(part) in ("base64", "quoted-printable")
         if collect and embedded:
-            self.leaves.append(_Leaf(part, prefix, content_type, False, True, encoded))
+            self.leaves.append(_Leaf(part, fields, prefix, content_type, False, True, encoded))
         if depth >= MAX_DEPTH:
             self.defects.append(f"{prefix}nested more than {MAX_DEPTH} levels: not read further")
             return []
@@ -526,16 +531,25 @@ class _Walk:
         ]
 
     def record_part_defects(self) -> None:
-        """The stdlib's defects of every part walked (structure, base64...)."""
+        """The parser's defects of every part walked (boundaries, misplaced headers...)."""
         for prefix, part in self.parts:
             where = prefix.removesuffix(": ") or "message"
             self.defects.extend(_describe_defect(where, defect) for defect in part.defects)
 
 
+def _raw_payload(part: Message) -> object:
+    """The payload as parsed: a list of parts, or the encoded text with raw 8-bit bytes escaped.
+
+    Read directly: ``get_payload()`` re-decodes 8-bit text with the declared
+    charset and reads headers that may not parse.
+    """
+    return getattr(part, "_payload", None)
+
+
 def _content_type(part: Message) -> str:
     try:
         return part.get_content_type()
-    except Exception:  # an unparsable Content-Type is text/plain (RFC 2045 section 5.2)
+    except Exception:  # an unreadable Content-Type is text/plain (RFC 2045 section 5.2)
         return "text/plain"
 
 
@@ -546,32 +560,41 @@ def _cte(part: Message) -> str:
         return ""
 
 
-def _disposition(part: Message) -> str | None:
-    try:
-        return part.get_content_disposition()
-    except Exception:
+def _param(fields: _Fields, header: str, name: str) -> str | None:
+    """A parameter of a MIME header, as policy.default decodes it (RFC 2231, encoded words)."""
+    item = fields.get(header)
+    if item is None or not isinstance(item.parsed, ParameterizedMIMEHeader):
         return None
+    value = item.parsed.params.get(name)
+    return value if isinstance(value, str) else None
 
 
-def _filename(part: Message) -> str | None:
-    """The declared filename (RFC 2231, or encoded words as some clients send), decoded."""
-    try:
-        name = part.get_filename()
-    except Exception:
+def _disposition(leaf: _Leaf) -> str | None:
+    item = leaf.fields.get("content-disposition")
+    if item is None:
         return None
-    if name is None:
+    return item.value.partition(";")[0].strip().lower() or None
+
+
+def _filename(leaf: _Leaf) -> str | None:
+    """The declared filename, decoded; RFC 2231, quoted or bare encoded words, raw UTF-8."""
+    name = _param(leaf.fields, "content-disposition", "filename") or _param(
+        leaf.fields, "content-type", "name"
+    )
+    if not name:
+        try:
+            name = leaf.part.get_filename()
+        except Exception:
+            name = None
+    if not name:
         return None
     if "=?" in name:
         name = _decode_words(name)
     return _scrub(name).strip() or None
 
 
-def _content_id(part: Message) -> str | None:
-    try:
-        value = part.get("content-id")
-    except Exception:
-        return None
-    ids = _message_ids(_scrub(str(value)), loose=True) if value is not None else []
+def _content_id(leaf: _Leaf) -> str | None:
+    ids = _message_ids(_value(leaf.fields, "content-id"), loose=True)
     return ids[0] if ids else None
 
 
@@ -579,8 +602,8 @@ def _is_body_candidate(leaf: _Leaf) -> bool:
     return (
         leaf.content_type in ("text/plain", "text/html")
         and not leaf.embedded
-        and _disposition(leaf.part) != "attachment"
-        and _filename(leaf.part) is None
+        and _disposition(leaf) != "attachment"
+        and _filename(leaf) is None
     )
 
 
@@ -610,40 +633,49 @@ _BAD_QP_ESCAPE = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r\n|\n|\r|$))")
 _HAS_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
-def _payload_bytes(part: Message) -> bytes:
-    """The decoded payload of a leaf part; the raw payload if decoding fails."""
+def _decode_payload(encoded: str, cte: str) -> tuple[bytes, list[MessageDefect]]:
+    """Undo a transfer encoding; bad base64 is decoded as far as it goes, with its defects."""
+    carrier = Message()  # decodes without touching the parsed part or its headers
+    carrier["Content-Transfer-Encoding"] = cte
+    carrier.set_payload(encoded)
     try:
-        data = part.get_payload(decode=True)
+        data = carrier.get_payload(decode=True)
     except Exception:
         data = None
-    if isinstance(data, bytes):
-        return data
-    payload = part.get_payload()
-    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+    if not isinstance(data, bytes):
+        data = encoded.encode("utf-8", "surrogateescape")
+    return data, list(carrier.defects)
 
 
-def _check_encoding(leaf: _Leaf, defects: list[str]) -> None:
-    """Record transfer-encoding problems the stdlib lets through silently."""
+def _leaf_content(encoded: str, cte: str) -> bytes:
+    return _decode_payload(encoded, cte)[0]
+
+
+def _decoded_leaf(leaf: _Leaf, defects: list[str]) -> tuple[bytes, Callable[[], bytes]]:
+    """A leaf's decoded bytes and a loader for them, recording encoding problems."""
+    payload = _raw_payload(leaf.part)
+    encoded = payload if isinstance(payload, str) else ""
     cte = _cte(leaf.part)
-    payload = leaf.part.get_payload()
-    if not isinstance(payload, str):
-        return
     if cte not in _KNOWN_CTE:
         defects.append(f"{leaf.prefix}unknown Content-Transfer-Encoding {cte!r} (content as is)")
-    elif cte == "quoted-printable" and _BAD_QP_ESCAPE.search(payload):
+    elif cte == "quoted-printable" and _BAD_QP_ESCAPE.search(encoded):
         defects.append(f"{leaf.prefix}invalid quoted-printable escape (kept as is)")
-    elif cte in ("", "7bit") and _HAS_ESCAPED.search(payload):
+    elif cte in ("", "7bit") and _HAS_ESCAPED.search(encoded):
         defects.append(f"{leaf.prefix}8-bit bytes in a part declared 7bit")
+    data, problems = _decode_payload(encoded, cte)
+    where = leaf.prefix.removesuffix(": ") or "message"
+    defects.extend(_describe_defect(where, problem) for problem in problems)
+    return data, partial(_leaf_content, encoded, cte)
 
 
 def _body_text(leaf: _Leaf, defects: list[str]) -> str:
     """A text part decoded to ``str``, line ends as ``\\n``."""
-    _check_encoding(leaf, defects)
+    data, _ = _decoded_leaf(leaf, defects)
     try:
         charset = leaf.part.get_content_charset()
     except Exception:
         charset = None
-    text, problem = _decode_text(_payload_bytes(leaf.part), charset)
+    text, problem = _decode_text(data, charset)
     if problem:
         defects.append(f"{leaf.prefix}{problem}")
     return text.replace("\r\n", "\n")
@@ -706,24 +738,24 @@ def _attachment(leaf: _Leaf, defects: list[str]) -> Attachment:
     """Describe a leaf as an attachment; its content is decoded once here, for its size."""
     if leaf.embedded:
         load = _encoded_message_content if leaf.encoded_message else _message_content
+        source: Callable[[], bytes] = partial(load, leaf.part)
+        size = len(source())
     else:
-        _check_encoding(leaf, defects)
-        load = _payload_bytes
-    source = partial(load, leaf.part)
-    content_id = _content_id(leaf.part)
-    disposition = _disposition(leaf.part)
-    inline = disposition == "inline" or (disposition is None and content_id is not None)
+        data, source = _decoded_leaf(leaf, defects)
+        size = len(data)
+    content_id = _content_id(leaf)
+    disposition = _disposition(leaf)
     return Attachment(
-        filename=_filename(leaf.part),
+        filename=_filename(leaf),
         content_type=leaf.content_type,
-        size=len(source()),
+        size=size,
         content_id=content_id,
-        inline=inline,
+        inline=disposition == "inline" or (disposition is None and content_id is not None),
         _source=source,
     )
 
 
-_FLATTEN_POLICY = default_policy.clone(refold_source="none", linesep="\r\n")
+_FLATTEN_POLICY = compat32.clone(linesep="\r\n", max_line_length=None)
 
 
 def _flatten(message: Message) -> bytes:
@@ -738,14 +770,12 @@ def _flatten(message: Message) -> bytes:
 
 def _message_content(part: Message) -> bytes:
     """The raw form of an embedded message (or of each block of a message/* part)."""
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     items = payload if isinstance(payload, list) else []
     return b"".join(_flatten(item) for item in items if isinstance(item, Message))
 
 
 def _encoded_message_content(part: Message) -> bytes:
     """An embedded message sent base64 or quoted-printable encoded (against RFC 2046), decoded."""
-    carrier: Message = Message()
-    carrier["Content-Transfer-Encoding"] = _cte(part)
-    carrier.set_payload(_message_content(part).decode("ascii", "surrogateescape"))
-    return _payload_bytes(carrier)
+    encoded = _message_content(part).decode("ascii", "surrogateescape")
+    return _leaf_content(encoded, _cte(part))

@@ -33,10 +33,20 @@ from ..model.records import (
 )
 from ..plugins import InboundSource, inbound_sources, plugin_manager
 from ..settings import Settings
-from ..store import applications, cursors, domains, events, grants, queue, workspaces
+from ..store import (
+    applications,
+    cursors,
+    domains,
+    events,
+    grants,
+    outbound,
+    queue,
+    workspaces,
+)
 from ..store.database import Database
 from ..store.grants import GrantRequest
 from ..store.migrate import migrate
+from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
 from ..transports.smtp_in import serve_smtp
 from ..transports.smtp_out import RelayConfig, SmtpRelay
@@ -615,6 +625,18 @@ class Fleet:
             if backlog == 0:
                 return
             await anyio.sleep(0.02)
+
+    async def outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboundView]:
+        """Outbound messages, newest first: pending, sent, bounced, or captured in dev mode."""
+        return await self.database.read(
+            lambda c: outbound.list_outbound(c, self._app_id, status=status, limit=limit)
+        )
+
+    async def outbox_message(self, outbound_id: int) -> OutboundView | None:
+        """One outbound message with its raw bytes (as signed and sent)."""
+        return await self.database.read(
+            lambda c: outbound.get_outbound(c, self._app_id, outbound_id)
+        )
 
     async def agent_state(self, grant: str) -> dict[str, Any]:
         """The saved ``state`` of a grant's agent (empty if it never saved one)."""

@@ -142,9 +142,12 @@ class Sender:
         results, self._results = self._results, []
         if results:
             try:
-                await self._db.write(
-                    partial(outbound.record_results, application_id=self._app_id, results=results)
-                )
+                with anyio.CancelScope(shield=True):  # taken results must not be dropped
+                    await self._db.write(
+                        partial(
+                            outbound.record_results, application_id=self._app_id, results=results
+                        )
+                    )
             except Exception:
                 log.exception("recording send results failed; will retry")
                 self._results = results + self._results

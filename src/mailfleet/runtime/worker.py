@@ -305,10 +305,12 @@ class Worker:
             return loaded, idle
 
         try:
-            async with self._leases:
-                loaded, released = await self._db.write(work)
-                for grant_id in released:
-                    self._held.pop(grant_id, None)
+            # Shielded: what was taken from the pending lists must be committed.
+            with anyio.CancelScope(shield=True):
+                async with self._leases:
+                    loaded, released = await self._db.write(work)
+                    for grant_id in released:
+                        self._held.pop(grant_id, None)
         except Exception:
             # Nothing was committed: keep the work to try again with the next flush.
             self._done = done + self._done
