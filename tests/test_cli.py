@@ -8,7 +8,9 @@ checked through a :class:`~mailfleet.Fleet` opened on the same database;
 from __future__ import annotations
 
 import os
+import re
 import signal
+import smtplib
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,12 +18,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+import anyio.to_thread
 import pytest
 from anyio.streams.text import TextReceiveStream
 from typer.testing import CliRunner, Result
 
 from mailfleet import Agent, Fleet
 from mailfleet.cli import app
+from support import wait_for_events
 
 T = TypeVar("T")
 
@@ -291,7 +295,8 @@ def test_bad_settings_are_one_error_line(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.anyio
 async def test_run_serves_the_helpdesk_until_sigint(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "mailfleet", "run", str(HELPDESK)]
+    """The README's walk-through: run the example, mail it over SMTP, find its reply."""
+    command = [sys.executable, "-m", "mailfleet", "run", str(HELPDESK), "--smtp-port", "0"]
     env = {**os.environ, "MAILFLEET_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     async with await anyio.open_process(command, cwd=ROOT, env=env) as process:
         assert process.stdout is not None
@@ -302,6 +307,10 @@ async def test_run_serves_the_helpdesk_until_sigint(tmp_path: Path) -> None:
                 shown += chunk
                 if "press Ctrl-C" in shown:
                     break
+        port = int(re.search(r"SMTP: 127\.0\.0\.1:(\d+)", shown).group(1))  # type: ignore[union-attr]
+        await anyio.to_thread.run_sync(mail_the_helpdesk, port)
+        async with Fleet(home=tmp_path / "home") as fleet:
+            await wait_for_events(fleet, "message.captured")
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
             shown += "".join([chunk async for chunk in TextReceiveStream(process.stdout)])
@@ -316,10 +325,25 @@ async def test_run_serves_the_helpdesk_until_sigint(tmp_path: Path) -> None:
 
     async with Fleet(home=tmp_path / "home") as fleet:
         grants = await fleet.grants()
+        (reply,) = await fleet.outbox()
     assert {(g.address, g.agent) for g in grants} == {
         ("help@example.com", "helpdesk:Helpdesk"),
         ("support@example.com", "helpdesk:Helpdesk"),
     }
+    assert reply.status == "captured"
+    assert reply.recipients == ("ada@example.org",)
+    assert reply.subject == "Re: My printer is on fire"
+
+
+def mail_the_helpdesk(port: int) -> None:
+    """What the README tells a user to do from a second terminal."""
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        client.sendmail(
+            "ada@example.org",
+            ["help@example.com"],
+            b"From: ada@example.org\r\nTo: help@example.com\r\n"
+            b"Subject: My printer is on fire\r\n\r\nPlease help.\r\n",
+        )
 
 
 def test_python_dash_m_mailfleet_shows_help() -> None:

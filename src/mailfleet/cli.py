@@ -334,9 +334,20 @@ AgentReference = Annotated[
 def run(
     ctx: typer.Context,
     reference: AgentReference,
+    smtp_port: Annotated[
+        int | None,
+        typer.Option(help="SMTP port to listen on (0: any free one). [default: 2525]"),
+    ] = None,
 ) -> None:
-    """Run an agent: provision the addresses it declares and serve until Ctrl-C or SIGTERM."""
+    """Run an agent: provision the addresses it declares and serve until Ctrl-C or SIGTERM.
+
+    The SMTP server (the MX) listens on 127.0.0.1:2525 unless MAILFLEET_SMTP_PORT
+    or --smtp-port says otherwise.
+    """
     agent = _load_agent(reference)
+    settings = ctx.ensure_object(Settings)
+    port = smtp_port if smtp_port is not None else settings.smtp_port
+    ctx.obj = settings.model_copy(update={"smtp_port": 2525 if port is None else port})
     try:
         _call(ctx, lambda fleet: _serve(fleet, agent))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
@@ -354,6 +365,15 @@ async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
             ((grant.address, grant.id, grant.workspace) for grant in grants),
         )
         _say(f"database: {_display_url(fleet.settings.effective_database_url)}")
+        if fleet.smtp_port is not None:
+            _say(f"SMTP: {fleet.settings.smtp_host}:{fleet.smtp_port} (mail the addresses above)")
+        relay = fleet.settings.relay_host
+        _say(
+            f"outbound: relay {relay}:{fleet.settings.relay_port}"
+            if relay
+            else "outbound: dev mode (local grants get it, the rest is captured: "
+            "`mailfleet outbox list`)"
+        )
         _say(f"application: {fleet.application.name}; serving, press Ctrl-C to stop")
 
     await _serve_until_signal(fleet, announce)
@@ -385,11 +405,12 @@ def worker(
 
 
 async def _serve_until_signal(fleet: Fleet, announce: Callable[[], None]) -> None:
-    """Serve until SIGINT or SIGTERM; ``announce`` runs once signals are caught."""
+    """Serve until SIGINT or SIGTERM; ``announce`` runs once the fleet listens."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        announce()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(fleet.serve)
+            await fleet.wait_serving()
+            announce()
             async for _ in signals:
                 tasks.cancel_scope.cancel()
                 break
@@ -429,6 +450,48 @@ def replay_dead_letters(
     _say(f"replayed {_plural(count, 'dead letter')}")
 
 
+# -- outbox ------------------------------------------------------------------------------------
+
+outbox_app = typer.Typer(no_args_is_help=True, help="Outbound mail: queued, sent, captured.")
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("list")
+def list_outbox(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="pending, sent, bounced or captured.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many to show.")] = 50,
+) -> None:
+    """List outbound messages, newest first (in dev mode, the captured ones too)."""
+    views = _call(ctx, lambda fleet: fleet.outbox(status=status, limit=limit))
+    _print_table(
+        "outbox",
+        ("id", "status", "to", "subject", "attempts", "last answer"),
+        (
+            (
+                v.id,
+                v.status,
+                ", ".join(v.recipients),
+                v.subject,
+                v.attempts,
+                f"{v.last_code or ''} {v.last_response or ''}".strip(),
+            )
+            for v in views
+        ),
+    )
+
+
+@outbox_app.command("show")
+def show_outbox(ctx: typer.Context, outbound_id: int) -> None:
+    """Print one outbound message as it was signed and sent."""
+    view = _call(ctx, lambda fleet: fleet.outbox_message(outbound_id))
+    if view is None or view.raw is None:
+        raise InvalidInput("id", f"no outbound message {outbound_id}")
+    _say(f"status: {view.status}; from {view.mail_from} to {', '.join(view.recipients)}")
+    sys.stdout.write(view.raw.decode("utf-8", "replace").replace("\r\n", "\n"))
+    sys.stdout.flush()
+
+
 # -- domains ---------------------------------------------------------------------------------
 
 
@@ -454,6 +517,16 @@ def list_domains(ctx: typer.Context) -> None:
             for domain in _call(ctx, Fleet.domains)
         ),
     )
+
+
+@domains_app.command("dns")
+def domain_dns(ctx: typer.Context, name: str) -> None:
+    """Print the DNS TXT records to publish for a domain's DKIM keys."""
+    found = [d for d in _call(ctx, Fleet.domains) if d.name == name.strip().lower()]
+    if not found:
+        raise InvalidInput("domain", f"{name!r} is not registered (mailfleet domains add {name})")
+    for record, value in found[0].dkim_records:
+        _say(f'{record}. IN TXT "{value}"')
 
 
 # -- workspaces ------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class Fleet:
         self._sender: Sender | None = None
         self._outbox: Outbox | None = None
         self._task_group: TaskGroup | None = None
+        self._serving = anyio.Event()
         self.smtp_port: int | None = None
         """The port the SMTP server listens on, once ``serve()`` started it."""
 
@@ -570,6 +571,7 @@ class Fleet:
                 self.smtp_port = await tg.start(self._serve_smtp)
             for source in inbound_sources(manager, self.settings):
                 tg.start_soon(self._run_source, source, name=f"source {source.name}")
+            self._serving.set()
             try:
                 await anyio.sleep_forever()
             finally:
@@ -579,9 +581,14 @@ class Fleet:
                         await sender.drain(self.settings.shutdown_grace)
                     finally:
                         workers.cancel()
+                        self._serving = anyio.Event()
                         self._worker = self._new_worker()
                         if self._intake is not None:
                             self._intake.committed = self._worker.notify
+
+    async def wait_serving(self) -> None:
+        """Wait until :meth:`serve` has started its listeners (``smtp_port`` is known)."""
+        await self._serving.wait()
 
     async def _serve_smtp(self, *, task_status: TaskStatus[int]) -> None:
         s = self.settings
