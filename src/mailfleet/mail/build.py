@@ -281,6 +281,7 @@ def _extra_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
 # -- body -------------------------------------------------------------------------------
 
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _CONTENT_ID = re.compile(r"<?(?P<id>[!-;=?-~]+)>?")  # printable ASCII but < and >
 
 
@@ -305,7 +306,9 @@ def _body(text: str, html: str | None, attachments: Sequence[OutgoingAttachment]
 
 def _text_part(content: str, subtype: str) -> MIMEPart:
     part = MIMEPart(policy=_POLICY)
-    part.set_content(content, subtype=subtype, charset="utf-8")
+    # The stdlib would send NUL as is in a 7bit part, where it is not allowed.
+    cte = "quoted-printable" if "\0" in content else None
+    part.set_content(content, subtype=subtype, charset="utf-8", cte=cte)
     return part
 
 
@@ -337,6 +340,8 @@ def _attachment_part(attachment: OutgoingAttachment, field: str) -> MIMEPart:
         filename=filename or None,
         cid=_content_id(attachment.content_id, f"{field}.content_id"),
     )
+    if maintype == "message":  # the generator writes message/* text as is: fix its line ends
+        part.set_payload(_LINE_END.sub("\r\n", str(part.get_payload())))
     return part
 
 

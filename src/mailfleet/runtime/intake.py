@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
 from ..model.errors import GrantNotFound, QueueFull
-from ..model.messages import InboundMessage
+from ..model.messages import InboundMessage, MessageHeaders, parse_headers
 from ..store import queue
 from ..store.database import Database
 from ..store.tables import grants_table
@@ -35,6 +35,7 @@ class _Pending:
     key: str
     raw: bytes
     source_key: str | None
+    headers: MessageHeaders
     done: anyio.Event = field(default_factory=anyio.Event)
     result: InboundMessage | None = None
     error: Exception | None = None
@@ -49,7 +50,7 @@ class Intake:
         application_id: str,
         *,
         queue_limit: int,
-        committed: Callable[[], None],
+        committed: Callable[[set[str]], None],
     ) -> None:
         self._db = database
         self._app_id = application_id
@@ -69,7 +70,8 @@ class Intake:
         """
         if not self._running:
             raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
-        pending = _Pending(grant, raw, source_key)
+        # Parsed here, not in the transaction: the store's writer is not held for it.
+        pending = _Pending(grant, raw, source_key, parse_headers(raw))
         self._pending.append(pending)
         self._wakeup.set()
         await pending.done.wait()
@@ -104,7 +106,7 @@ class Intake:
                 pending.result = None
                 pending.error = pending.error or exc
         else:
-            self.committed()
+            self.committed({p.result.grant_id for p in batch if p.result is not None})
         for pending in batch:
             pending.done.set()
 

@@ -87,21 +87,26 @@ class Sender:
             tg.start_soon(self._flusher)
             task_status.started()
             while not self._closing:
-                items = await self._db.write(
-                    lambda c: outbound.claim_due(
-                        c,
-                        self._worker,
-                        now=time.time(),
-                        lease=self._lease,
-                        limit=self._concurrency * 8,
+                # A read first: most polls find nothing, and need not take the writer.
+                due = await self._db.read(outbound.next_due)
+                items: list[OutboundItem] = []
+                if due is not None and due <= time.time():
+                    items = await self._db.write(
+                        lambda c: outbound.claim_due(
+                            c,
+                            self._worker,
+                            now=time.time(),
+                            lease=self._lease,
+                            limit=self._concurrency * 8,
+                        )
                     )
-                )
                 for item in items:
                     await send.send(item)
                 if len(items) == self._concurrency * 8:
                     await anyio.lowlevel.checkpoint()
                     continue
-                with anyio.move_on_after(self._poll):
+                wait = self._poll if due is None else min(self._poll, max(due - time.time(), 0))
+                with anyio.move_on_after(wait):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
 

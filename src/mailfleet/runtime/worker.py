@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -97,6 +98,7 @@ class Worker:
         self._grants: dict[str, Grant] = {}
         self._states: dict[str, dict[str, Any]] = {}
         self._held: dict[str, int] = {}  # grant id -> claim generation
+        self._idle_since: dict[str, float] = {}  # held grants with nothing in flight
         self._generation = 0
         self._inflight: dict[str, int] = {}
         self._attempts: dict[int, int] = {}
@@ -104,15 +106,24 @@ class Worker:
         self._dirty: dict[str, dict[str, Any]] = {}
         self._drained: set[str] = set()
         self._claim_wakeup = anyio.Event()
+        self._want_claim = True
         self._flush_wakeup = anyio.Event()
         self._leases = anyio.Lock()  # releases (in flushes) and renewals never overlap
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def notify(self) -> None:
-        """New work was committed: look for it now rather than at the next poll."""
-        self._claim_wakeup.set()
+    def notify(self, grant_ids: Collection[str] | None = None) -> None:
+        """New work was committed (for these grants): look for it now.
+
+        Grants this worker is running already get their new work when their
+        loaded batch is done; only others (or held grants gone idle) need a look.
+        """
+        if grant_ids is None or any(g not in self._held for g in grant_ids):
+            self._want_claim = True
+            self._claim_wakeup.set()
+        elif any(g in self._idle_since for g in grant_ids):
+            self._claim_wakeup.set()  # a refill of held grants is enough
 
     @property
     def held(self) -> frozenset[str]:
@@ -123,6 +134,7 @@ class Worker:
         """Claim and run work until cancelled."""
         async with anyio.create_task_group() as tg:
             await tg.start(self.dispatcher.serve)
+            tg.start_soon(self._host.watch)
             tg.start_soon(self._claimer)
             tg.start_soon(self._flusher)
             tg.start_soon(self._heartbeat)
@@ -154,36 +166,63 @@ class Worker:
     async def _claimer(self) -> None:
         while not self._closing:
             room = self._settings.max_grants - len(self._held)
-            claimed = 0
-            if room > 0:
-                claimed = await self._claim(room)
-            if claimed and claimed >= room:
+            want_claim, self._want_claim = self._want_claim, False
+            claimed = await self._claim(room if want_claim else 0)
+            if claimed and claimed >= min(room, 500):
+                self._want_claim = True  # there may be more
                 await anyio.lowlevel.checkpoint()
                 continue
-            with anyio.move_on_after(self._settings.poll_interval):
+            with anyio.move_on_after(self._settings.poll_interval) as waited:
                 await self._claim_wakeup.wait()
+            if waited.cancelled_caught:
+                self._want_claim = True  # the poll: work from other processes
             self._claim_wakeup = anyio.Event()
 
     async def _claim(self, room: int) -> int:
+        """One transaction: refill held grants that went idle, release those idle for
+        longer than the linger time, and claim new grants with work."""
         settings = self._settings
+        linger = min(2.0, settings.lease_ttl / 3)
+        async with self._leases:
+            # Only grants whose completions are all committed: their ready entries
+            # in the store are exactly the ones not run yet.
+            idle = [g for g in self._held if g in self._idle_since]
+            if not idle and room <= 0:
+                return 0
+            now = time.monotonic()
 
-        def work(conn: Connection) -> tuple[list[str], list[QueuedMessage]]:
-            now = time.time()
-            claimed = queue.claim(
-                conn, self.id, now=now, ttl=settings.lease_ttl, limit=min(room, 500)
-            )
-            if not claimed:
-                return [], []
-            self._load_grants(conn, claimed)
-            return claimed, queue.load(conn, claimed, per_grant=settings.per_grant)
+            def work(conn: Connection) -> tuple[list[str], list[str], list[QueuedMessage]]:
+                refilled = queue.load(conn, idle, per_grant=settings.per_grant) if idle else []
+                busy = {entry.grant_id for entry in refilled}
+                expired = [
+                    g
+                    for g in idle
+                    if g not in busy and now - self._idle_since.get(g, now) >= linger
+                ]
+                queue.release(conn, self.id, expired)
+                claimed = (
+                    queue.claim(
+                        conn, self.id, now=time.time(), ttl=settings.lease_ttl, limit=min(room, 500)
+                    )
+                    if room > 0
+                    else []
+                )
+                fresh = queue.load(conn, claimed, per_grant=settings.per_grant) if claimed else []
+                wanted = sorted(busy | {entry.grant_id for entry in fresh})
+                if wanted:
+                    self._load_grants(conn, wanted)
+                return claimed, expired, refilled + fresh
 
-        claimed, entries = await self._db.write(work)
-        self._generation += 1
-        self._held.update(dict.fromkeys(claimed, self._generation))
-        self._accept(entries)
-        for grant_id in claimed:
-            if not self._inflight.get(grant_id):
-                self._drained.add(grant_id)  # nothing to run after all: release soon
+            claimed, expired, entries = await self._db.write(work)
+            for grant_id in expired:
+                self._held.pop(grant_id, None)
+                self._idle_since.pop(grant_id, None)
+            self._generation += 1
+            self._held.update(dict.fromkeys(claimed, self._generation))
+            self._accept(entries)
+            for grant_id in claimed:
+                if not self._inflight.get(grant_id):
+                    self._idle_since.setdefault(grant_id, now)
         return len(claimed)
 
     def _load_grants(self, conn: Connection, grant_ids: list[str]) -> None:
@@ -195,6 +234,7 @@ class Worker:
         for entry in entries:
             self._inflight[entry.grant_id] = self._inflight.get(entry.grant_id, 0) + 1
             self._drained.discard(entry.grant_id)
+            self._idle_since.pop(entry.grant_id, None)
             self.dispatcher.put_nowait(entry.grant_id, entry)
 
     # -- running ---------------------------------------------------------------------
@@ -292,25 +332,26 @@ class Worker:
         self._drained.clear()
         refill = not self._closing
 
-        def work(conn: Connection) -> tuple[list[QueuedMessage], list[str]]:
+        def work(conn: Connection) -> list[QueuedMessage]:
             queue.complete(conn, done, dirty)
-            if not drained:
-                return [], []
-            loaded = queue.load(conn, drained, per_grant=self._settings.per_grant) if refill else []
-            busy = {entry.grant_id for entry in loaded}
-            idle = [g for g in drained if g not in busy]
-            queue.release(conn, self.id, idle)
+            if not (drained and refill):
+                return []
+            loaded = queue.load(conn, drained, per_grant=self._settings.per_grant)
             if loaded:
-                self._load_grants(conn, sorted(busy))
-            return loaded, idle
+                self._load_grants(conn, sorted({entry.grant_id for entry in loaded}))
+            return loaded
 
         try:
             # Shielded: what was taken from the pending lists must be committed.
             with anyio.CancelScope(shield=True):
                 async with self._leases:
-                    loaded, released = await self._db.write(work)
-                    for grant_id in released:
-                        self._held.pop(grant_id, None)
+                    loaded = await self._db.write(work)
+                    self._accept(loaded)
+                    now = time.monotonic()
+                    for grant_id in drained:
+                        if not self._inflight.get(grant_id):
+                            # Kept for a while: more mail is likely; the claimer lets it go.
+                            self._idle_since.setdefault(grant_id, now)
         except Exception:
             # Nothing was committed: keep the work to try again with the next flush.
             self._done = done + self._done
@@ -320,7 +361,6 @@ class Worker:
             await anyio.sleep(0.5)
             self._flush_wakeup.set()
             return
-        self._accept(loaded)
 
     # -- leases ----------------------------------------------------------------------
 
@@ -350,6 +390,7 @@ class Worker:
                 self.dispatcher.discard(grant_id)
                 self._inflight.pop(grant_id, None)
                 self._host.forget(grant_id)
+                self._idle_since.pop(grant_id, None)
 
 
 def _with_attempts(entry: QueuedMessage, attempts: int) -> QueuedMessage:

@@ -72,8 +72,10 @@ class Database:
             self._write_limiter = anyio.CapacityLimiter(1)
             self._read_limiter = anyio.CapacityLimiter(4)
         else:
+            # No pre-ping: it costs a round trip per transaction; stale
+            # connections are recycled instead.
             self.engine = sa.create_engine(
-                self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+                self.url, pool_size=pool_size, max_overflow=0, pool_recycle=1800
             )
             self._write_limiter = self._read_limiter = anyio.CapacityLimiter(pool_size)
 

@@ -19,6 +19,7 @@ __all__ = [
     "claim_due",
     "get_outbound",
     "list_outbound",
+    "next_due",
     "queue_outbound",
     "record_results",
 ]
@@ -104,6 +105,14 @@ def queue_outbound(
             "updated_at": now,
         },
     )
+
+
+def next_due(conn: Connection) -> float | None:
+    """When the earliest pending message falls due (epoch seconds), if any is pending."""
+    due: float | None = conn.execute(
+        sa.select(sa.func.min(_out.c.not_before)).where(_out.c.status == "pending")
+    ).scalar()
+    return due
 
 
 def claim_due(

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ..model.messages import InboundMessage, parse_headers
+from ..model.messages import InboundMessage, MessageHeaders, parse_headers
 from .events import record, record_many
 from .tables import (
     grants_table,
@@ -67,6 +67,8 @@ class Delivery:
     grant_id: str
     raw: bytes
     source_key: str | None = None
+    headers: MessageHeaders | None = None
+    """Parsed beforehand (outside the transaction) when given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,7 @@ def enqueue(
     messages: list[InboundMessage] = []
     message_rows: list[dict[str, Any]] = []
     for delivery in deliveries:
-        headers = parse_headers(delivery.raw)
+        headers = delivery.headers or parse_headers(delivery.raw)
         message = InboundMessage(
             id=new_id(),
             grant_id=delivery.grant_id,
