@@ -14,6 +14,7 @@ none).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENTRY_POINT_GROUP", "InboundSource", "hookimpl", "hookspec", "plugin_manager"]
 
+log = logging.getLogger("mailfleet.plugins")
 ENTRY_POINT_GROUP = "mailfleet.plugins"
 hookspec = pluggy.HookspecMarker("mailfleet")
 hookimpl = pluggy.HookimplMarker("mailfleet")
@@ -63,8 +65,20 @@ def plugin_manager(allow: Collection[str] | None = None) -> pluggy.PluginManager
     manager = pluggy.PluginManager("mailfleet")
     manager.add_hookspecs(HookSpecs)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if allow is None or entry.name in allow:
-            manager.register(entry.load(), name=entry.name)
+        if allow is not None and entry.name not in allow:
+            continue
+        try:
+            plugin = entry.load()
+        except Exception:
+            # One broken plugin must not take the fleet down: say which, and go on.
+            log.exception(
+                "plugin %r (%s) failed to load and is skipped; MAILFLEET_PLUGINS chooses "
+                "which plugins load",
+                entry.name,
+                entry.value,
+            )
+            continue
+        manager.register(plugin, name=entry.name)
     return manager
 
 
