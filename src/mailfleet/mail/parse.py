@@ -56,6 +56,7 @@ from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress
 
 __all__ = [
+    "MAX_DEFECTS",
     "MAX_DEPTH",
     "MAX_PARTS",
     "Attachment",
@@ -71,6 +72,9 @@ MAX_DEPTH = 32
 
 MAX_PARTS = 1000
 """At most this many MIME parts of a message are read."""
+
+MAX_DEFECTS = 100
+"""At most this many defects are listed (repeats removed); the last entry counts the rest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +140,10 @@ class ParsedMessage:
 
     Header values are decoded ``str``. ``message_id``, ``in_reply_to`` and the
     ``references`` keep their angle brackets (``<id@host>``), without the
-    whitespace of folded lines. ``date`` is timezone-aware (UTC when the
-    message said ``-0000``). ``headers`` lists every top-level header in
-    order. ``size`` is the size of the raw message in bytes.
+    whitespace of folded lines; ``in_reply_to`` is the first id of its header.
+    ``date`` is timezone-aware (UTC when the message said ``-0000``).
+    ``text`` and ``html`` have ``\\n`` line ends. ``headers`` lists every
+    top-level header in order. ``size`` is the size of the raw message in bytes.
     """
 
     from_: Mailbox | None
@@ -157,6 +162,11 @@ class ParsedMessage:
     defects: tuple[str, ...]
     size: int
 
+    def header(self, name: str) -> str | None:
+        """The decoded value of the first header called ``name`` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse a raw RFC 5322 / MIME message; never raises, records problems in ``defects``."""
@@ -173,6 +183,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 _REPLY_WORDS = frozenset({"re", "aw", "sv", "vs", "antw", "odp", "rif", "res"})
 _FORWARD_WORDS = frozenset({"fwd", "fw", "wg", "tr", "vb", "enc", "rv"})
+_PREFIX_WORDS = _REPLY_WORDS | _FORWARD_WORDS
 _SUBJECT_PREFIX = re.compile(
     r"\s*(?:(?P<word>[a-z]+)\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:\uff1a]|(?P<tag>\[[^\[\]]*\]))\s*",
     re.IGNORECASE,
@@ -185,7 +196,7 @@ def _prefixes(subject: str) -> tuple[list[str], int]:
     position = 0
     while match := _SUBJECT_PREFIX.match(subject, position):
         word = (match.group("word") or "").lower()
-        if match.group("tag") is None and word not in _REPLY_WORDS | _FORWARD_WORDS:
+        if match.group("tag") is None and word not in _PREFIX_WORDS:
             break
         found.append(word or "[tag]")
         position = match.end()
@@ -230,7 +241,10 @@ _REQUIRED = ("From", "Date", "Message-ID")
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """One header: its name, decoded value, and stdlib header object (None if unparsable)."""
+    """One header: its name, decoded value, and stdlib header object.
+
+    ``parsed`` is None for plain unstructured text, and when the header could not be parsed.
+    """
 
     name: str
     value: str
@@ -247,9 +261,38 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     fields = [_read_field(name, value, "", defects) for name, value in root.raw_items()]
     first = _first_fields(fields, "", defects)
     defects.extend(f"{name}: header missing" for name in _REQUIRED if name.lower() not in first)
+    text, html, attachments = _contents(root, first, defects)
+    boxes = {
+        name: _mailboxes(first.get(name), defects) for name in ("from", "to", "cc", "reply-to")
+    }
+    date = _date(first.get("date"), defects)
+    message_ids = _message_ids(_value(first, "message-id"), loose=True)
+    replied = _message_ids(_value(first, "in-reply-to"), loose=False)
+    return ParsedMessage(
+        from_=next(iter(boxes["from"]), None),
+        to=boxes["to"],
+        cc=boxes["cc"],
+        reply_to=boxes["reply-to"],
+        subject=_value(first, "subject") if "subject" in first else None,
+        date=date,
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=replied[0] if replied else None,
+        references=tuple(dict.fromkeys(_message_ids(_value(first, "references"), loose=False))),
+        text=text,
+        html=html,
+        attachments=attachments,
+        headers=tuple((item.name, item.value) for item in fields),
+        defects=_summary(defects),
+        size=len(data),
+    )
 
+
+def _contents(
+    root: Message, root_fields: _Fields, defects: list[str]
+) -> tuple[str | None, str | None, tuple[Attachment, ...]]:
+    """The text body, the HTML body and the attachments of a parsed tree."""
     walk = _Walk(defects)
-    walk.run(root, first)
+    walk.run(root, root_fields)
     text_leaf, html_leaf = _pick_bodies(walk.leaves)
     text = None if text_leaf is None else _body_text(text_leaf, defects)
     html = None if html_leaf is None else _body_text(html_leaf, defects)
@@ -259,26 +302,16 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
         if leaf is not text_leaf and leaf is not html_leaf and not _is_alternative_body(leaf)
     )
     walk.record_part_defects()
+    return text, html, attachments
 
-    message_ids = _message_ids(_value(first, "message-id"), loose=True)
-    replied = _message_ids(_value(first, "in-reply-to"), loose=False)
-    return ParsedMessage(
-        from_=next(iter(_mailboxes(first.get("from"), defects)), None),
-        to=_mailboxes(first.get("to"), defects),
-        cc=_mailboxes(first.get("cc"), defects),
-        reply_to=_mailboxes(first.get("reply-to"), defects),
-        subject=_value(first, "subject") if "subject" in first else None,
-        date=_date(first.get("date"), defects),
-        message_id=message_ids[0] if message_ids else None,
-        in_reply_to=replied[0] if replied else None,
-        references=tuple(dict.fromkeys(_message_ids(_value(first, "references"), loose=False))),
-        text=text,
-        html=html,
-        attachments=attachments,
-        headers=tuple((item.name, item.value) for item in fields),
-        defects=tuple(_scrub(defect) for defect in defects),
-        size=len(data),
-    )
+
+def _summary(defects: list[str]) -> tuple[str, ...]:
+    """The defects without repeats, at most :data:`MAX_DEFECTS` of them."""
+    distinct = list(dict.fromkeys(_scrub(defect) for defect in defects))
+    if len(distinct) <= MAX_DEFECTS:
+        return tuple(distinct)
+    kept = distinct[: MAX_DEFECTS - 1]
+    return (*kept, f"... and {len(distinct) - len(kept)} more defects")
 
 
 def _parse_tree(data: bytes, defects: list[str]) -> Message:
@@ -308,7 +341,7 @@ def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
         html=None,
         attachments=(),
         headers=(),
-        defects=tuple(_scrub(defect) for defect in defects),
+        defects=_summary(defects),
         size=len(data),
     )
 
@@ -316,6 +349,14 @@ def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
 # -- headers ----------------------------------------------------------------------------
 
 _LINE_BREAKS = re.compile(r"\r|\n")
+_PLAIN = re.compile(r"[\t\x20-\x7e]*")
+# The headers policy.default parses into structures (email.headerregistry's
+# default map); all others are unstructured text.
+_STRUCTURED = frozenset(
+    {"from", "sender", "to", "cc", "bcc", "reply-to", "date", "orig-date", "message-id"}
+    | {"resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc", "resent-date"}
+    | {"mime-version", "content-type", "content-disposition", "content-transfer-encoding"}
+)
 _ESCAPED_RUN = re.compile("[\udc80-\udcff]+")
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
@@ -350,6 +391,8 @@ def _scrub(text: str) -> str:
 def _read_field(name: str, raw: str | Header, prefix: str, defects: list[str]) -> _Field:
     """Decode one header, recording what was wrong with it."""
     text, not_utf8 = _decode_8bit(_LINE_BREAKS.sub("", str(raw)))
+    if name.lower() not in _STRUCTURED and "=?" not in text and _PLAIN.fullmatch(text):
+        return _Field(name, text, None)  # nothing to decode or check: skip the costly parser
     if not_utf8:
         defects.append(f"{prefix}{name}: 8-bit bytes that are not UTF-8 (read as Latin-1)")
     try:
@@ -544,7 +587,10 @@ class _Walk:
             self.defects.append(f"{prefix}nested more than {MAX_DEPTH} levels: not read further")
             return []
         if encoded:
-            self.defects.append(f"{prefix}{content_type} part with {_cte(part)} encoding")
+            self.defects.append(
+                f"{prefix}{content_type} part with {_cte(part)} encoding "
+                "(RFC 2046 allows none; decoded)"
+            )
             payload = [_parse_tree(_encoded_message_content(part), self.defects)]
         alternative = in_alternative or content_type == "multipart/alternative"
         inner_collect = collect and not embedded

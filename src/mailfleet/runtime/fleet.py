@@ -123,6 +123,7 @@ class Fleet:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         await self._task_group.start(self._intake.run)
+        await self._task_group.start(self._outbox.run)
         return self
 
     async def __aexit__(
@@ -637,6 +638,12 @@ class Fleet:
         """Outbound messages, newest first: pending, sent, bounced, or captured in dev mode."""
         return await self.database.read(
             lambda c: outbound.list_outbound(c, self._app_id, status=status, limit=limit)
+        )
+
+    async def outbox_count(self, status: str) -> int:
+        """How many outbound messages are ``pending``, ``sent``, ``bounced`` or ``captured``."""
+        return await self.database.read(
+            lambda c: outbound.count_outbound(c, self._app_id, status=status)
         )
 
     async def outbox_message(self, outbound_id: int) -> OutboundView | None:

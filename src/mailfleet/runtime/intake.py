@@ -12,7 +12,7 @@ against the queue limit: a full queue refuses the message
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import sqlalchemy as sa
@@ -24,25 +24,21 @@ from ..model.messages import InboundMessage, MessageHeaders, parse_headers
 from ..store import queue
 from ..store.database import Database
 from ..store.tables import grants_table
+from .batching import GroupCommit
 
 __all__ = ["Intake"]
 
-_BATCH = 1000
 
-
-@dataclass(slots=True, eq=False)
-class _Pending:
+@dataclass(frozen=True, slots=True)
+class _Delivery:
     key: str
     raw: bytes
     source_key: str | None
     headers: MessageHeaders
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: InboundMessage | None = None
-    error: Exception | None = None
 
 
 class Intake:
-    """Commits deliveries in batches; one background task per fleet."""
+    """Commits deliveries in batches (group commit); one background task per fleet."""
 
     def __init__(
         self,
@@ -56,9 +52,9 @@ class Intake:
         self._app_id = application_id
         self._limit = queue_limit
         self.committed = committed
-        self._pending: list[_Pending] = []
-        self._wakeup = anyio.Event()
-        self._running = False
+        self._batches: GroupCommit[_Delivery, InboundMessage] = GroupCommit(
+            self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
+        )
 
     async def deliver(
         self, grant: str, raw: bytes, *, source_key: str | None = None
@@ -68,91 +64,58 @@ class Intake:
         With a ``source_key``, a message the grant already has under that key
         is returned as it is, and nothing new is queued.
         """
-        if not self._running:
-            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
         # Parsed here, not in the transaction: the store's writer is not held for it.
-        pending = _Pending(grant, raw, source_key, parse_headers(raw))
-        self._pending.append(pending)
-        self._wakeup.set()
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return await self._batches.submit(_Delivery(grant, raw, source_key, parse_headers(raw)))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit pending deliveries until cancelled."""
-        self._running = True
-        task_status.started()
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                while self._pending:
-                    batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                    with anyio.CancelScope(shield=True):
-                        await self._commit(batch)
-        finally:
-            self._running = False
-            for pending in self._pending:
-                pending.error = RuntimeError("the fleet closed before the message was stored")
-                pending.done.set()
+        await self._batches.run(task_status=task_status)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            await self._db.write(lambda conn: self._store(conn, batch))
-        except Exception as exc:  # nothing was stored
-            for pending in batch:
-                pending.result = None
-                pending.error = pending.error or exc
-        else:
-            self.committed({p.result.grant_id for p in batch if p.result is not None})
-        for pending in batch:
-            pending.done.set()
+    async def _commit(self, batch: Sequence[_Delivery]) -> Sequence[InboundMessage | Exception]:
+        outcomes = await self._db.write(lambda conn: self._store(conn, batch))
+        self.committed({o.grant_id for o in outcomes if isinstance(o, InboundMessage)})
+        return outcomes
 
-    def _store(self, conn: Connection, batch: Sequence[_Pending]) -> None:
-        for pending in batch:  # a retried transaction starts clean
-            pending.result = pending.error = None
-        grant_ids = _resolve(conn, self._app_id, {p.key for p in batch})
+    def _store(
+        self, conn: Connection, batch: Sequence[_Delivery]
+    ) -> list[InboundMessage | Exception]:
+        grant_ids = _resolve(conn, self._app_id, {d.key for d in batch})
         waiting = queue.backlog(conn, set(grant_ids.values()))
         seen = queue.by_source(
             conn,
             (
-                (grant_ids[p.key], p.source_key)
-                for p in batch
-                if p.source_key is not None and p.key in grant_ids
+                (grant_ids[d.key], d.source_key)
+                for d in batch
+                if d.source_key is not None and d.key in grant_ids
             ),
         )
-        accepted: list[_Pending] = []
-        for pending in batch:
-            grant_id = grant_ids.get(pending.key)
-            source = None if grant_id is None else (grant_id, pending.source_key or "")
+        outcomes: list[InboundMessage | Exception | None] = [None] * len(batch)
+        new: dict[tuple[str, str] | int, queue.Delivery] = {}  # one per source key
+        slot: dict[int, tuple[str, str] | int] = {}
+        for index, delivery in enumerate(batch):
+            grant_id = grant_ids.get(delivery.key)
             if grant_id is None:
-                pending.error = GrantNotFound(pending.key)
-            elif pending.source_key is not None and source in seen:
-                pending.result = seen[source]  # delivered before: idempotent
+                outcomes[index] = GrantNotFound(delivery.key)
+                continue
+            key: tuple[str, str] | int = (
+                (grant_id, delivery.source_key) if delivery.source_key else index
+            )
+            if isinstance(key, tuple) and key in seen:
+                outcomes[index] = seen[key]  # delivered before: idempotent
+            elif key in new:
+                slot[index] = key  # the same source key twice in this batch
             elif waiting.get(grant_id, 0) >= self._limit:
-                pending.error = QueueFull(grant_id, self._limit)
+                outcomes[index] = QueueFull(grant_id, self._limit)
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
-                accepted.append(pending)
-        unique: dict[tuple[str, str] | int, _Pending] = {}
-        for pending in accepted:  # one key twice in a batch: store it once
-            grant_id = grant_ids[pending.key]
-            unique.setdefault(
-                (grant_id, pending.source_key) if pending.source_key else id(pending), pending
-            )
-        stored = queue.enqueue(
-            conn,
-            self._app_id,
-            [queue.Delivery(grant_ids[p.key], p.raw, p.source_key) for p in unique.values()],
-        )
-        by_key = dict(zip(unique, stored, strict=True))
-        for pending in accepted:
-            grant_id = grant_ids[pending.key]
-            pending.result = by_key[
-                (grant_id, pending.source_key) if pending.source_key else id(pending)
-            ]
+                new[key] = queue.Delivery(
+                    grant_id, delivery.raw, delivery.source_key, delivery.headers
+                )
+                slot[index] = key
+        stored = dict(zip(new, queue.enqueue(conn, self._app_id, list(new.values())), strict=True))
+        for index, key in slot.items():
+            outcomes[index] = stored[key]
+        return [o if o is not None else RuntimeError("not stored") for o in outcomes]
 
 
 def _resolve(conn: Connection, application_id: str, keys: set[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from email.utils import formatdate
 
 import anyio
@@ -23,10 +24,34 @@ Deliver = Callable[..., Awaitable[InboundMessage]]
 class FleetMx(MxContext):
     """Accepts mail for the fleet's grants and hands it to ``Fleet.deliver``."""
 
-    def __init__(self, lookup: Lookup, deliver: Deliver, *, hostname: str) -> None:
+    def __init__(
+        self, lookup: Lookup, deliver: Deliver, *, hostname: str, cache_seconds: float = 1.0
+    ) -> None:
         self._lookup = lookup
         self._deliver = deliver
         self._hostname = hostname
+        self._cache_seconds = cache_seconds
+        # address -> (looked up at, grant): RCPT lookups are mostly repeats; a
+        # policy or status change is seen within ``cache_seconds``.
+        self._cache: dict[str, tuple[float, Grant | None]] = {}
+
+    async def _grant(self, address: str) -> Grant | None:
+        now = anyio.current_time()
+        hit = self._cache.get(address)
+        if hit is not None and now - hit[0] < self._cache_seconds:
+            return hit[1]
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        grant = await self._lookup(address)
+        self._cache[address] = (now, grant)
+        return grant
+
+    def _grew(self, address: str, size: int) -> None:
+        """Keep the cached storage use in step with what was just stored."""
+        hit = self._cache.get(address)
+        if hit is not None and hit[1] is not None:
+            grant = hit[1]
+            self._cache[address] = (hit[0], replace(grant, stored_bytes=grant.stored_bytes + size))
 
     async def recipient(self, address: str) -> Recipient | None:
         """The grant behind ``address``, with its workspace's limits."""
@@ -34,7 +59,7 @@ class FleetMx(MxContext):
             normal = str(parse_address(address))
         except InvalidInput:
             return None
-        grant = await self._lookup(normal)
+        grant = await self._grant(normal)
         if grant is None or grant.status is GrantStatus.DELETED:
             return None
         policy = grant.policy
@@ -76,6 +101,7 @@ class FleetMx(MxContext):
                 failures.append(exc)
             else:
                 stored.append(message.id)
+                self._grew(recipient.address, len(message.raw))
 
         async with anyio.create_task_group() as tg:
             for recipient in recipients:

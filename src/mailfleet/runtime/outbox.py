@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
 from ..agent import AgentContext
@@ -26,6 +30,7 @@ from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
 from ..store import domains, grants, messages, outbound
 from ..store.database import Database
+from .batching import GroupCommit
 
 __all__ = ["Outbox", "verp_address"]
 
@@ -35,8 +40,22 @@ def verp_address(token: str, domain: str) -> str:
     return f"bounces+{token}@{domain}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    grant_id: str
+    raw: bytes
+    recipients: tuple[str, ...]
+    token: str
+    mail_from: str
+    message_id: str
+
+
 class Outbox(AgentContext):
-    """Gates, builds, signs and queues outbound mail for agents."""
+    """Gates, builds, signs and queues outbound mail for agents.
+
+    Signing runs in a worker thread (OpenSSL releases the GIL) and storing
+    is a group commit: many agents sending at once share one transaction.
+    """
 
     def __init__(
         self, database: Database, application_id: str, *, queued: Callable[[], None]
@@ -45,6 +64,14 @@ class Outbox(AgentContext):
         self._app_id = application_id
         self.queued = queued
         self._signers: dict[str, DkimSigner | None] = {}
+        self._signer_lock = anyio.Lock()
+        self._batches: GroupCommit[_Queued, SendResult] = GroupCommit(
+            self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued messages until cancelled."""
+        await self._batches.run(task_status=task_status)
 
     async def send(
         self,
@@ -60,7 +87,7 @@ class Outbox(AgentContext):
         if not to:
             return SendResult(SendStatus.REJECTED, detail="to: at least one recipient is needed")
         try:
-            recipients = [str(parse_address(a, field="to")) for a in to]
+            recipients = tuple(str(parse_address(a, field="to")) for a in to)
         except InvalidAddress as exc:
             return SendResult(SendStatus.REJECTED, detail=str(exc))
         try:
@@ -68,42 +95,57 @@ class Outbox(AgentContext):
         except ValueError as exc:  # e.g. a line break in the subject
             return SendResult(SendStatus.REJECTED, detail=f"subject: {exc}")
         signer = await self._signer(grant.domain)
+        if signer is not None:
+            raw = await anyio.to_thread.run_sync(signer.sign, raw)
         token = secrets.token_hex(10)
+        return await self._batches.submit(
+            _Queued(grant.id, raw, recipients, token, verp_address(token, grant.domain), message_id)
+        )
 
-        def store(conn: Connection) -> SendResult:
-            # The status is read in the transaction: a pause takes effect at once.
-            status = grants.get_grant(conn, self._app_id, grant.id).status
-            if status is GrantStatus.PAUSED:
-                return SendResult(SendStatus.PAUSED, detail="grant_paused")
-            if status is GrantStatus.RESTRICTED:
-                return SendResult(SendStatus.RESTRICTED, detail="grant_restricted")
-            signed = raw if signer is None else signer.sign(raw)
-            stored = messages.store_outbound(
-                conn, self._app_id, grant.id, signed, recipients=recipients
-            )
-            outbound.queue_outbound(
-                conn,
-                self._app_id,
-                grant_id=grant.id,
-                message_id=stored,
-                verp_token=token,
-                mail_from=verp_address(token, grant.domain),
-                recipients=recipients,
-            )
-            return SendResult(SendStatus.QUEUED, message_id=message_id)
-
-        result = await self._db.write(store)  # signing runs in the worker thread too
-        if result.ok:
+    async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
+        results = await self._db.write(lambda conn: self._store(conn, batch))
+        if any(result.ok for result in results):
             self.queued()
-        return result
+        return results
+
+    def _store(self, conn: Connection, batch: Sequence[_Queued]) -> list[SendResult]:
+        # Statuses are read in the transaction: a pause takes effect at once.
+        statuses = grants.statuses(conn, {item.grant_id for item in batch})
+        results: list[SendResult] = []
+        for item in batch:
+            status = statuses.get(item.grant_id)
+            if status is GrantStatus.PAUSED:
+                results.append(SendResult(SendStatus.PAUSED, detail="grant_paused"))
+            elif status is GrantStatus.RESTRICTED:
+                results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
+            elif status is None:
+                results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
+            else:
+                stored = messages.store_outbound(
+                    conn, self._app_id, item.grant_id, item.raw, recipients=item.recipients
+                )
+                outbound.queue_outbound(
+                    conn,
+                    self._app_id,
+                    grant_id=item.grant_id,
+                    message_id=stored,
+                    verp_token=item.token,
+                    mail_from=item.mail_from,
+                    recipients=item.recipients,
+                )
+                results.append(SendResult(SendStatus.QUEUED, message_id=item.message_id))
+        return results
 
     async def _signer(self, domain: str) -> DkimSigner | None:
         if domain not in self._signers:
-            keys = await self._db.read(lambda c: domains.dkim_keys(c, self._app_id, domain))
-            loaded = [
-                DkimKey.from_pem(key["private_pem"], selector=key["selector"]) for key in keys
-            ]
-            self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
+            async with self._signer_lock:  # one load per domain, however many senders
+                if domain not in self._signers:
+                    keys = await self._db.read(lambda c: domains.dkim_keys(c, self._app_id, domain))
+                    loaded = [
+                        DkimKey.from_pem(key["private_pem"], selector=key["selector"])
+                        for key in keys
+                    ]
+                    self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
         return self._signers[domain]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "provision_batch",
     "regroup",
     "set_status",
+    "statuses",
 ]
 
 _grants = grants_table
@@ -219,6 +220,15 @@ def set_status(conn: Connection, application_id: str, key: str, status: GrantSta
             ],
         )
     return get_grant(conn, application_id, grant.id)
+
+
+def statuses(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantStatus]:
+    """The current status of each existing grant among ``grant_ids``."""
+    wanted = sorted(set(grant_ids))
+    rows = conn.execute(
+        sa.select(_grants.c.id, _grants.c.status).where(_grants.c.id.in_(wanted))
+    ).all()
+    return {grant_id: GrantStatus(status) for grant_id, status in rows}
 
 
 def grants_by_ids(conn: Connection, application_id: str, ids: Sequence[str]) -> dict[str, Grant]:

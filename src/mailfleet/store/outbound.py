@@ -17,6 +17,7 @@ __all__ = [
     "OutboundResult",
     "OutboundView",
     "claim_due",
+    "count_outbound",
     "get_outbound",
     "list_outbound",
     "next_due",
@@ -225,6 +226,17 @@ def _select_views() -> sa.Select[Any]:
         _messages.c.subject,
         _messages.c.raw,
     ).join(_messages, _messages.c.id == _out.c.message_id)
+
+
+def count_outbound(conn: Connection, application_id: str, *, status: str) -> int:
+    """How many outbound messages of the application are in ``status``."""
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                _out.c.application_id == application_id, _out.c.status == status
+            )
+        ).scalar_one()
+    )
 
 
 def list_outbound(

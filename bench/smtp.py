@@ -1,0 +1,210 @@
+"""SMTP in and out, each against its bare baseline, and DKIM RSA signing against dkimpy.
+
+* **Inbound**: messages/s accepted by mailfleet's MX (aiosmtpd + ``Fleet.deliver``:
+  each ``250`` means the message and its queue entry are committed, on
+  SQLite) against a bare aiosmtpd sink that accepts and drops. Both servers
+  run in a subprocess; the same aiosmtplib client load (``CONNECTIONS``
+  connections, reused) drives each from this process.
+* **Outbound**: messages/s through mailfleet's outbound path (build, DKIM-sign
+  with RSA-2048 and Ed25519, store in the outbox, claim, send over
+  ``POOL`` pooled connections, record the result) against bare aiosmtplib
+  sending the same built messages over the same number of reused
+  connections. The relay is a bare aiosmtpd sink in a subprocess.
+* **DKIM**: RSA-2048 signatures/s with mailfleet's signer against dkimpy's own
+  ``dkim.sign`` (see ``bench/dkim_sign.py``).
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/smtp.py
+
+The last line is one JSON object with ``inbound_msgs_per_s``,
+``inbound_ratio``, ``outbound_msgs_per_s``, ``outbound_ratio``,
+``rsa_sign_per_s`` and ``rsa_sign_ratio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosmtplib
+import anyio
+from _common import emit
+from dkim_sign import measure_rsa
+
+from mailfleet import Agent, Fleet, InboundMessage
+
+INBOUND_MESSAGES = 6000
+CONNECTIONS = 20
+OUTBOUND_MESSAGES = 3000
+POOL = 4
+SENDERS = 64
+
+HERE = Path(__file__).resolve().parent
+
+
+def message(n: int, to: str = "desk@example.com") -> bytes:
+    return (
+        f"From: Ada <ada@example.org>\r\nTo: {to}\r\nSubject: Message {n}\r\n"
+        f"Message-ID: <m{n}@example.org>\r\nDate: Wed, 25 Nov 2026 12:00:00 +0000\r\n"
+        "\r\n" + "A line of a message body, as people write them.\r\n" * 20
+    ).encode()
+
+
+# -- servers, each in its own process -----------------------------------------------------
+
+
+async def run_sink() -> None:
+    """A bare aiosmtpd server that accepts everything and keeps nothing."""
+    from aiosmtpd.smtp import SMTP
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            return "250 OK"
+
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(Sink()), "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+
+class Desk(Agent):
+    async def on_message(self, message: InboundMessage) -> None:
+        return None
+
+
+async def run_mx(database_url: str) -> None:
+    """mailfleet's MX on a durable SQLite store, with a trivial agent."""
+    async with Fleet(database_url=database_url, smtp_port=0, plugins="") as fleet:
+        await fleet.add_domain("example.com")
+        fleet.bind(Desk)
+        await fleet.provision("desk@example.com", agent=Desk)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await fleet.wait_serving()
+            print(fleet.smtp_port, flush=True)
+
+
+@asynccontextmanager
+async def server(*args: str) -> AsyncIterator[int]:
+    """Start this file in a server mode in a subprocess; yield the port it listens on."""
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
+        [sys.executable, str(Path(__file__)), *args], stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = await anyio.to_thread.run_sync(process.stdout.readline)
+        yield int(line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+async def send_all(port: int, messages: Sequence[bytes], connections: int) -> float:
+    """Send every message over ``connections`` reused connections; messages/s."""
+    chunks = [messages[i::connections] for i in range(connections)]
+
+    async def one(chunk: Sequence[bytes]) -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+            for raw in chunk:
+                await client.sendmail("ada@example.org", ["desk@example.com"], raw)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for chunk in chunks:
+            tg.start_soon(one, chunk)
+    return len(messages) / (time.perf_counter() - started)
+
+
+async def inbound() -> dict[str, float]:
+    messages = [message(n) for n in range(INBOUND_MESSAGES)]
+    async with server("--sink") as port:
+        await send_all(port, messages[:200], CONNECTIONS)  # warm up
+        bare = await send_all(port, messages, CONNECTIONS)
+    with tempfile.TemporaryDirectory() as folder:
+        async with server("--mx", f"sqlite:///{folder}/mx.db") as port:
+            await send_all(port, [message(-n) for n in range(1, 201)], CONNECTIONS)
+            ours = await send_all(port, messages, CONNECTIONS)
+    print(f"inbound: mailfleet MX {ours:,.0f} msgs/s, bare aiosmtpd sink {bare:,.0f} msgs/s")
+    return {
+        "inbound_msgs_per_s": round(ours, 1),
+        "inbound_baseline_msgs_per_s": round(bare, 1),
+        "inbound_ratio": round(ours / bare, 3),
+    }
+
+
+async def outbound() -> dict[str, float]:
+    async with server("--sink") as port:
+        built = [message(n, to="bob@example.org") for n in range(OUTBOUND_MESSAGES)]
+        bare = await send_all(port, built, POOL)
+        with tempfile.TemporaryDirectory() as folder:
+            async with Fleet(
+                database_url=f"sqlite:///{folder}/out.db",
+                relay_host="127.0.0.1",
+                relay_port=port,
+                relay_starttls=False,
+                relay_pool_size=POOL,
+                plugins="",
+            ) as fleet:
+                await fleet.add_domain("example.com")
+                grant = await fleet.provision("desk@example.com")
+                agent = Desk()
+                agent._grant, agent._context = grant, fleet._outbox  # type: ignore[assignment]
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(fleet.serve)
+                    await fleet.wait_serving()
+                    started = time.perf_counter()
+
+                    async def produce(offset: int) -> None:
+                        for n in range(offset, OUTBOUND_MESSAGES, SENDERS):
+                            result = await agent.send(
+                                "bob@example.org", subject=f"Message {n}", text="Hello.\n" * 20
+                            )
+                            assert result.ok, result
+
+                    async with anyio.create_task_group() as producers:
+                        for offset in range(SENDERS):
+                            producers.start_soon(produce, offset)
+                    while await fleet.outbox_count("sent") < OUTBOUND_MESSAGES:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    ours = OUTBOUND_MESSAGES / (time.perf_counter() - started)
+                    tg.cancel_scope.cancel()
+    print(
+        f"outbound: mailfleet {ours:,.0f} msgs/s (build, sign RSA+Ed25519, outbox, send), "
+        f"bare aiosmtplib {bare:,.0f} msgs/s over {POOL} connections"
+    )
+    return {
+        "outbound_msgs_per_s": round(ours, 1),
+        "outbound_baseline_msgs_per_s": round(bare, 1),
+        "outbound_ratio": round(ours / bare, 3),
+    }
+
+
+async def main() -> None:
+    figures: dict[str, float] = {}
+    figures.update(await inbound())
+    figures.update(await outbound())
+    rsa = measure_rsa(3.0)
+    print(
+        f"DKIM RSA-2048: {rsa['rsa_sign_per_s']:,.0f} signatures/s, "
+        f"dkimpy {rsa['dkimpy_rsa_sign_per_s']:,.0f}/s"
+    )
+    figures.update(rsa)
+    emit(figures)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sink"]:
+        anyio.run(run_sink)
+    elif sys.argv[1:2] == ["--mx"]:
+        anyio.run(run_mx, sys.argv[2])
+    else:
+        anyio.run(main)
