@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import smtplib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ class Desk(Agent):
     async def on_message(self, message: InboundMessage) -> None:
         if self.gate is not None:
             await self.gate.wait()
+        if message.subject and "Caf" in message.subject:
+            _ = message.text  # reading the content parses it
         self.seen.append(message)
 
 
@@ -151,3 +154,38 @@ async def test_too_many_recipients_and_long_lines(database_url: str) -> None:
             return client.docmd("NOOP " + "x" * 2000)[0]
 
         assert await smtp(fleet, long_line) == 500
+
+
+BROKEN = (
+    b"From: =?x-unknown?q?Bad?= <broken@example.org>\r\nTo: desk@example.com\r\n"
+    b"Subject: Caf\xe9 \xff\xfe\r\n"
+    b'Content-Type: multipart/mixed; boundary="never-closed"\r\n\r\n'
+    b"--never-closed\r\nContent-Type: text/plain; charset=klingon\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nnot base64 at all !!!\r\n"
+)
+
+
+async def test_malformed_mime_is_stored_and_its_defects_recorded(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+        step, code, _ = await smtp(fleet, lambda c: send(c, BROKEN))
+        assert (step, code) == ("data", 250)
+        await wait_until(lambda: len(Desk.seen) == 1)
+        message = Desk.seen[0]
+        assert message.raw.endswith(BROKEN)  # stored as received
+        assert message.text is not None  # readable, however broken
+        found = " ".join(message.defects)
+        assert "boundary" in found.lower()
+        assert "charset" in found.lower()
+        assert "Message-ID" in found  # missing header
+        with anyio.fail_after(10):
+            while True:
+                stored = await fleet.database.read(
+                    lambda c: c.exec_driver_sql(
+                        f"SELECT defects FROM messages WHERE id = '{message.id}'"
+                    ).scalar()
+                )
+                if stored:
+                    break
+                await anyio.sleep(0.02)
+        stored = json.loads(stored) if isinstance(stored, str) else stored
+        assert stored == list(message.defects)

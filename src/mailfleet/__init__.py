@@ -4,6 +4,7 @@ Everything a user may import is re-exported here; nothing else is public.
 """
 
 from .agent import Agent
+from .mail.inbound import InboundMessage
 from .model.errors import (
     ApplicationNotFound,
     Conflict,
@@ -23,7 +24,6 @@ from .model.errors import (
     WorkspaceNotEmpty,
     WorkspaceNotFound,
 )
-from .model.messages import InboundMessage
 from .model.outbound import SendResult, SendStatus
 from .model.policy import Policy, ReputationThresholds, SpamSensitivity
 from .model.records import (

@@ -26,9 +26,9 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
+from .mail.inbound import InboundMessage
 from .model.addresses import parse_address
 from .model.errors import InvalidAgent
-from .model.messages import InboundMessage
 from .model.outbound import SendResult, SendStatus
 from .model.policy import Policy
 from .model.records import Grant

@@ -1,4 +1,4 @@
-"""Inbound mail as handlers see it (headers parsed; the full MIME model comes with mail/)."""
+"""Stored inbound mail and the cheap header read done on arrival (full MIME: ``mail/``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 
-__all__ = ["InboundMessage", "MessageHeaders", "parse_headers"]
+__all__ = ["MessageHeaders", "StoredMessage", "parse_headers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +67,12 @@ def _decoded(value: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """A message delivered to a grant.
+class StoredMessage:
+    """A message as the store keeps it: raw bytes and the headers read on arrival.
 
     ``id`` is mailfleet's stable id for the message: a handler that runs twice
     for the same message (delivery is at-least-once) sees the same ``id``.
+    Handlers get :class:`mailfleet.InboundMessage`, which adds the parsed MIME.
     """
 
     id: str

@@ -17,9 +17,9 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ..agent import Agent
 from ..auth.dkim import DkimKey, generate_key
+from ..mail.inbound import InboundMessage
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError, StoreUnavailable
-from ..model.messages import InboundMessage
 from ..model.records import (
     ApiKey,
     Application,
@@ -533,7 +533,8 @@ class Fleet:
         if not isinstance(raw, bytes | bytearray):
             raise InvalidInput("message", "a message is given as raw RFC 5322 bytes")
         key = grant.id if isinstance(grant, Grant) else grant
-        return await self._intake.deliver(key, bytes(raw), source_key=source_key)
+        stored = await self._intake.deliver(key, bytes(raw), source_key=source_key)
+        return InboundMessage.from_stored(stored)
 
     async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:
         """How far ``source`` (e.g. an IMAP mailbox) has been read for a grant."""

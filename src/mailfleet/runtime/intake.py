@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
 from ..model.errors import GrantNotFound, QueueFull
-from ..model.messages import InboundMessage, MessageHeaders, parse_headers
+from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from ..store import queue
 from ..store.database import Database
 from ..store.tables import grants_table
@@ -52,13 +52,13 @@ class Intake:
         self._app_id = application_id
         self._limit = queue_limit
         self.committed = committed
-        self._batches: GroupCommit[_Delivery, InboundMessage] = GroupCommit(
+        self._batches: GroupCommit[_Delivery, StoredMessage] = GroupCommit(
             self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
         )
 
     async def deliver(
         self, grant: str, raw: bytes, *, source_key: str | None = None
-    ) -> InboundMessage:
+    ) -> StoredMessage:
         """Store ``raw`` for ``grant`` (id or address); return once committed.
 
         With a ``source_key``, a message the grant already has under that key
@@ -71,14 +71,14 @@ class Intake:
         """Commit pending deliveries until cancelled."""
         await self._batches.run(task_status=task_status)
 
-    async def _commit(self, batch: Sequence[_Delivery]) -> Sequence[InboundMessage | Exception]:
+    async def _commit(self, batch: Sequence[_Delivery]) -> Sequence[StoredMessage | Exception]:
         outcomes = await self._db.write(lambda conn: self._store(conn, batch))
-        self.committed({o.grant_id for o in outcomes if isinstance(o, InboundMessage)})
+        self.committed({o.grant_id for o in outcomes if isinstance(o, StoredMessage)})
         return outcomes
 
     def _store(
         self, conn: Connection, batch: Sequence[_Delivery]
-    ) -> list[InboundMessage | Exception]:
+    ) -> list[StoredMessage | Exception]:
         grant_ids = _resolve(conn, self._app_id, {d.key for d in batch})
         waiting = queue.backlog(conn, set(grant_ids.values()))
         seen = queue.by_source(
@@ -89,7 +89,7 @@ class Intake:
                 if d.source_key is not None and d.key in grant_ids
             ),
         )
-        outcomes: list[InboundMessage | Exception | None] = [None] * len(batch)
+        outcomes: list[StoredMessage | Exception | None] = [None] * len(batch)
         new: dict[tuple[str, str] | int, queue.Delivery] = {}  # one per source key
         slot: dict[int, tuple[str, str] | int] = {}
         for index, delivery in enumerate(batch):

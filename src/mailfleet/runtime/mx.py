@@ -11,14 +11,14 @@ import anyio
 
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, QueueFull
-from ..model.messages import InboundMessage
+from ..model.messages import StoredMessage
 from ..model.records import Grant, GrantStatus
 from ..transports.smtp_in import Accepted, MxContext, Recipient
 
 __all__ = ["FleetMx"]
 
 Lookup = Callable[[str], Awaitable[Grant | None]]
-Deliver = Callable[..., Awaitable[InboundMessage]]
+Deliver = Callable[..., Awaitable[StoredMessage]]
 
 
 class FleetMx(MxContext):

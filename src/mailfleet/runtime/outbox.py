@@ -13,8 +13,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
 import anyio
 import anyio.to_thread
@@ -23,9 +21,10 @@ from sqlalchemy.engine import Connection
 
 from ..agent import AgentContext
 from ..auth.dkim import DkimKey, DkimSigner
+from ..mail.build import build_message
+from ..mail.inbound import InboundMessage
 from ..model.addresses import parse_address
-from ..model.errors import InvalidAddress
-from ..model.messages import InboundMessage
+from ..model.errors import InvalidAddress, InvalidInput
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
 from ..store import domains, grants, messages, outbound
@@ -91,9 +90,18 @@ class Outbox(AgentContext):
         except InvalidAddress as exc:
             return SendResult(SendStatus.REJECTED, detail=str(exc))
         try:
-            raw, message_id = _build(grant, recipients, subject, text, html, in_reply_to)
-        except ValueError as exc:  # e.g. a line break in the subject
-            return SendResult(SendStatus.REJECTED, detail=f"subject: {exc}")
+            built = build_message(
+                sender=grant.address,
+                to=recipients,
+                subject=subject,
+                text=text,
+                html=html,
+                in_reply_to=None if in_reply_to is None else in_reply_to.parsed,
+                message_id_domain=grant.domain,
+            )
+        except InvalidInput as exc:  # a line break in the subject, a bad header...
+            return SendResult(SendStatus.REJECTED, detail=str(exc))
+        raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
         if signer is not None:
             raw = await anyio.to_thread.run_sync(signer.sign, raw)
@@ -147,30 +155,3 @@ class Outbox(AgentContext):
                     ]
                     self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
         return self._signers[domain]
-
-
-def _build(
-    grant: Grant,
-    to: Sequence[str],
-    subject: str,
-    text: str,
-    html: str | None,
-    in_reply_to: InboundMessage | None,
-) -> tuple[bytes, str]:
-    message_id = make_msgid(domain=grant.domain)
-    message = EmailMessage()
-    message["From"] = grant.address
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = message_id
-    if in_reply_to is not None:
-        message["Auto-Submitted"] = "auto-replied"
-        if in_reply_to.message_id:
-            message["In-Reply-To"] = in_reply_to.message_id
-            references = dict(in_reply_to.headers).get("References", "")
-            message["References"] = f"{references} {in_reply_to.message_id}".strip()
-    message.set_content(text)
-    if html is not None:
-        message.add_alternative(html, subtype="html")
-    return message.as_bytes(policy=message.policy.clone(linesep="\r\n")), message_id

@@ -30,6 +30,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
+from ..mail.inbound import InboundMessage
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue
@@ -104,6 +105,7 @@ class Worker:
         self._attempts: dict[int, int] = {}
         self._done: list[int] = []
         self._dirty: dict[str, dict[str, Any]] = {}
+        self._defects: dict[str, list[str]] = {}  # message id -> MIME defects found
         self._drained: set[str] = set()
         self._claim_wakeup = anyio.Event()
         self._want_claim = True
@@ -252,13 +254,14 @@ class Worker:
             self._finished(grant_id, entry)  # no handler: the message stays in the inbox
             return None
         attempt = self._attempts.get(entry.entry_id, entry.attempts) + 1
-        message = entry.message
-        if attempt != message.attempt:
-            message = replace(message, attempt=attempt)
+        message = InboundMessage.from_stored(entry.message, attempt=attempt)
         try:
             await self._host.call(agent, "on_message", message, message_id=message.id)
         except HandlerFailure as failure:
             return await self._failed(grant_id, entry, attempt, str(failure))
+        finally:
+            if message.was_parsed and message.defects:
+                self._defects[message.id] = list(message.defects)
         state = self._host.changed_state(grant_id, agent)
         if state is not None:
             self._dirty[grant_id] = state
@@ -324,16 +327,17 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not (self._done or self._dirty or self._drained):
+        if not (self._done or self._dirty or self._drained or self._defects):
             return
         done, self._done = self._done, []
         dirty, self._dirty = self._dirty, {}
+        defects, self._defects = self._defects, {}
         drained = sorted(g for g in self._drained if g in self._held)
         self._drained.clear()
         refill = not self._closing
 
         def work(conn: Connection) -> list[QueuedMessage]:
-            queue.complete(conn, done, dirty)
+            queue.complete(conn, done, dirty, defects)
             if not (drained and refill):
                 return []
             loaded = queue.load(conn, drained, per_grant=self._settings.per_grant)
@@ -356,6 +360,7 @@ class Worker:
             # Nothing was committed: keep the work to try again with the next flush.
             self._done = done + self._done
             self._dirty = {**dirty, **self._dirty}
+            self._defects = {**defects, **self._defects}
             self._drained.update(drained)
             log.exception("committing completions failed; will retry")
             await anyio.sleep(0.5)

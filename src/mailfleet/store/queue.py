@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ..model.messages import InboundMessage, MessageHeaders, parse_headers
+from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from .events import record, record_many
 from .tables import (
     grants_table,
@@ -77,7 +77,7 @@ class QueuedMessage:
 
     entry_id: int
     grant_id: str
-    message: InboundMessage
+    message: StoredMessage
     attempts: int
     not_before: float | None
 
@@ -96,14 +96,14 @@ class DeadLetter:
 
 def enqueue(
     conn: Connection, application_id: str, deliveries: Sequence[Delivery]
-) -> list[InboundMessage]:
+) -> list[StoredMessage]:
     """Store each message and its queue entry; return the messages as handlers will see them."""
     now = utcnow()
-    messages: list[InboundMessage] = []
+    messages: list[StoredMessage] = []
     message_rows: list[dict[str, Any]] = []
     for delivery in deliveries:
         headers = delivery.headers or parse_headers(delivery.raw)
-        message = InboundMessage(
+        message = StoredMessage(
             id=new_id(),
             grant_id=delivery.grant_id,
             raw=delivery.raw,
@@ -174,7 +174,7 @@ def enqueue(
 
 def by_source(
     conn: Connection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], InboundMessage]:
+) -> dict[tuple[str, str], StoredMessage]:
     """Messages already stored under ``(grant_id, source_key)``."""
     wanted = sorted(set(keys))
     if not wanted:
@@ -185,7 +185,7 @@ def by_source(
         )
     )
     return {
-        (row.grant_id, row.source_key): InboundMessage(
+        (row.grant_id, row.source_key): StoredMessage(
             id=row.id,
             grant_id=row.grant_id,
             raw=row.raw or b"",
@@ -287,7 +287,7 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
             grant_id=row.grant_id,
             attempts=row.attempts,
             not_before=row.not_before,
-            message=InboundMessage(
+            message=StoredMessage(
                 id=row.message_id,
                 grant_id=row.grant_id,
                 raw=row.raw or b"",
@@ -304,10 +304,22 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
     ]
 
 
-def complete(conn: Connection, entry_ids: Sequence[int], states: dict[str, dict[str, Any]]) -> None:
-    """Delete handled entries and save the agents' states, in one transaction."""
+def complete(
+    conn: Connection,
+    entry_ids: Sequence[int],
+    states: dict[str, dict[str, Any]],
+    defects: dict[str, list[str]] | None = None,
+) -> None:
+    """Delete handled entries, save the agents' states and the MIME defects found."""
     for start in range(0, len(entry_ids), 1000):
         conn.execute(sa.delete(_queue).where(_queue.c.id.in_(entry_ids[start : start + 1000])))
+    if defects:
+        conn.execute(
+            sa.update(_messages)
+            .where(_messages.c.id == sa.bindparam("mid"))
+            .values(defects=sa.bindparam("found")),
+            [{"mid": m, "found": d} for m, d in defects.items()],
+        )
     if states:
         conn.execute(
             sa.update(_grants)
