@@ -20,6 +20,7 @@ from mailfleet import (
     InvalidAgent,
     InvalidInput,
     QueueFull,
+    SendResult,
     SendStatus,
 )
 from support import wait_until
@@ -318,7 +319,7 @@ async def test_reply_queues_a_threaded_answer_and_status_gates(database_url: str
         assert queued.payload["to"] == ["someone@example.org"]
         raw = await fleet.database.read(
             lambda c: c.exec_driver_sql(
-                "SELECT raw FROM messages WHERE folder = 'outbox'"
+                "SELECT raw FROM messages WHERE folder = 'sent'"
             ).scalar_one()
         )
         assert b"In-Reply-To: <Printer-on-fire@example.org>" in bytes(raw)
@@ -377,3 +378,35 @@ async def test_source_keys_make_delivery_idempotent(database_url: str) -> None:
         await fleet.set_cursor(grant.id, "imap:INBOX", {"uidvalidity": 7, "uid": 2})
         await fleet.set_cursor(grant.id, "imap:INBOX", {"uidvalidity": 7, "uid": 3})
         assert await fleet.cursor(grant.id, "imap:INBOX") == {"uidvalidity": 7, "uid": 3}
+
+
+class Threader(Agent):
+    seen: ClassVar[list[InboundMessage]] = []
+    replies: ClassVar[list[SendResult]] = []
+
+    async def on_message(self, message: InboundMessage) -> None:
+        self.seen.append(message)
+        if message.subject == "Question":
+            self.replies.append(await self.reply(message, text="Answer."))
+
+
+async def test_messages_are_threaded_by_references_then_subject(database_url: str) -> None:
+    Threader.seen, Threader.replies = [], []
+    async with await open_fleet(database_url, Threader) as fleet:
+        await fleet.add_domain("example.com")
+        grant = await fleet.provision("threads@example.com", agent=Threader)
+        async with serving(fleet):
+            await fleet.deliver(grant, mail("Question"))
+            await wait_until(lambda: len(Threader.replies) == 1)
+            answer = Threader.replies[0]
+            follow_up = f"In-Reply-To: {answer.message_id}\r\n"
+            await fleet.deliver(grant, mail("Re: Answer", extra=follow_up))
+            await fleet.deliver(grant, mail("Re: Question"))  # no references: by subject
+            await fleet.deliver(grant, mail("Something else"))
+            await wait_until(lambda: len(Threader.seen) == 4)
+        question, via_reference, via_subject, other = Threader.seen
+        assert question.thread_id is not None
+        assert answer.thread_id == question.thread_id
+        assert via_reference.thread_id == question.thread_id
+        assert via_subject.thread_id == question.thread_id
+        assert other.thread_id not in {None, question.thread_id}

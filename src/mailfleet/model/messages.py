@@ -85,3 +85,5 @@ class StoredMessage:
     received_at: datetime
     attempt: int = 1
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    thread_id: str | None = None
+    """The conversation this message belongs to (Message-ID / References / subject)."""

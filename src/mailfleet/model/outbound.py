@@ -33,6 +33,8 @@ class SendResult:
     message_id: str | None = None
     detail: str | None = None
     retry_after: float | None = None
+    thread_id: str | None = None
+    """The conversation the message joined (a reply: its parent's)."""
 
     @property
     def ok(self) -> bool:

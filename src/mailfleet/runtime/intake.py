@@ -11,6 +11,7 @@ against the queue limit: a full queue refuses the message
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
+from ..mail.parse import has_reply_prefix, normalize_subject
+from ..mail.threads import usable_id
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from ..store import queue
@@ -109,13 +112,31 @@ class Intake:
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
                 new[key] = queue.Delivery(
-                    grant_id, delivery.raw, delivery.source_key, delivery.headers
+                    grant_id,
+                    delivery.raw,
+                    delivery.source_key,
+                    delivery.headers,
+                    *thread_keys_of(delivery.headers),
                 )
                 slot[index] = key
         stored = dict(zip(new, queue.enqueue(conn, self._app_id, list(new.values())), strict=True))
         for index, key in slot.items():
             outcomes[index] = stored[key]
         return [o if o is not None else RuntimeError("not stored") for o in outcomes]
+
+
+def thread_keys_of(headers: MessageHeaders) -> tuple[tuple[str, ...], str | None, bool]:
+    """References (most recent first), normalised subject and reply flag, from the
+    headers read on arrival (cheap: no full MIME parse on the delivery path)."""
+    fields = dict((name.lower(), value) for name, value in reversed(headers.headers))
+    cited = _IDS.findall(fields.get("in-reply-to", ""))[:1]
+    cited += reversed(_IDS.findall(fields.get("references", "")))
+    references = tuple(dict.fromkeys(ref for ref in cited if usable_id(ref)))
+    subject = normalize_subject(headers.subject) or None
+    return references, subject, has_reply_prefix(headers.subject) or bool(references)
+
+
+_IDS = re.compile(r"<[^<>\s]+>")
 
 
 def _resolve(conn: Connection, application_id: str, keys: set[str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ for the :class:`~mailfleet.runtime.sender.Sender`.
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from ..agent import AgentContext
 from ..auth.dkim import DkimKey, DkimSigner
 from ..mail.build import build_message
 from ..mail.inbound import InboundMessage
+from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress, InvalidInput
 from ..model.outbound import SendResult, SendStatus
@@ -47,6 +49,8 @@ class _Queued:
     token: str
     mail_from: str
     message_id: str
+    thread_id: str
+    thread_subject: str
 
 
 class Outbox(AgentContext):
@@ -106,8 +110,18 @@ class Outbox(AgentContext):
         if signer is not None:
             raw = await anyio.to_thread.run_sync(signer.sign, raw)
         token = secrets.token_hex(10)
+        thread = (in_reply_to.thread_id if in_reply_to else None) or str(uuid.uuid4())
         return await self._batches.submit(
-            _Queued(grant.id, raw, recipients, token, verp_address(token, grant.domain), message_id)
+            _Queued(
+                grant.id,
+                raw,
+                recipients,
+                token,
+                verp_address(token, grant.domain),
+                message_id,
+                thread,
+                normalize_subject(subject),
+            )
         )
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
@@ -130,7 +144,13 @@ class Outbox(AgentContext):
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
             else:
                 stored = messages.store_outbound(
-                    conn, self._app_id, item.grant_id, item.raw, recipients=item.recipients
+                    conn,
+                    self._app_id,
+                    item.grant_id,
+                    item.raw,
+                    recipients=item.recipients,
+                    thread_id=item.thread_id,
+                    thread_subject=item.thread_subject,
                 )
                 outbound.queue_outbound(
                     conn,
@@ -141,7 +161,11 @@ class Outbox(AgentContext):
                     mail_from=item.mail_from,
                     recipients=item.recipients,
                 )
-                results.append(SendResult(SendStatus.QUEUED, message_id=item.message_id))
+                results.append(
+                    SendResult(
+                        SendStatus.QUEUED, message_id=item.message_id, thread_id=item.thread_id
+                    )
+                )
         return results
 
     async def _signer(self, domain: str) -> DkimSigner | None:

@@ -21,6 +21,8 @@ def store_outbound(
     raw: bytes,
     *,
     recipients: Sequence[str],
+    thread_id: str | None = None,
+    thread_subject: str | None = None,
 ) -> str:
     """Put a built message into the grant's outbox; return its stored id."""
     headers = parse_headers(raw)
@@ -32,8 +34,10 @@ def store_outbound(
             "application_id": application_id,
             "grant_id": grant_id,
             "direction": "out",
-            "folder": "outbox",
+            "folder": "sent",
             "message_id": headers.message_id,
+            "thread_id": thread_id or new_id(),
+            "thread_subject": (thread_subject or "")[:255] or None,
             "subject": headers.subject,
             "sender": headers.sender,
             "recipients": list(recipients),
@@ -53,6 +57,7 @@ def store_outbound(
             "header_message_id": headers.message_id,
             "to": list(recipients),
             "subject": headers.subject,
+            "thread_id": thread_id,
         },
         grant_id=grant_id,
     )

@@ -29,6 +29,7 @@ from .tables import (
     queue_table,
     utcnow,
 )
+from .threads import ThreadHint, assign_threads
 from .timestamps import aware
 
 __all__ = [
@@ -69,6 +70,11 @@ class Delivery:
     source_key: str | None = None
     headers: MessageHeaders | None = None
     """Parsed beforehand (outside the transaction) when given."""
+    references: tuple[str, ...] = ()
+    """Message-IDs it refers to, most recent first (for threading)."""
+    subject: str | None = None
+    """The normalised subject (for threading)."""
+    is_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +107,15 @@ def enqueue(
     now = utcnow()
     messages: list[StoredMessage] = []
     message_rows: list[dict[str, Any]] = []
-    for delivery in deliveries:
-        headers = delivery.headers or parse_headers(delivery.raw)
+    parsed = [d.headers or parse_headers(d.raw) for d in deliveries]
+    threads = assign_threads(
+        conn,
+        [
+            ThreadHint(d.grant_id, h.message_id, d.references, d.subject, d.is_reply)
+            for d, h in zip(deliveries, parsed, strict=True)
+        ],
+    )
+    for delivery, headers, thread_id in zip(deliveries, parsed, threads, strict=True):
         message = StoredMessage(
             id=new_id(),
             grant_id=delivery.grant_id,
@@ -113,6 +126,7 @@ def enqueue(
             message_id=headers.message_id,
             received_at=now,
             headers=headers.headers,
+            thread_id=thread_id,
         )
         messages.append(message)
         message_rows.append(
@@ -123,7 +137,8 @@ def enqueue(
                 "direction": "in",
                 "folder": "inbox",
                 "message_id": (message.message_id or "")[:998] or None,
-                "thread_id": None,
+                "thread_id": thread_id,
+                "thread_subject": (delivery.subject or "")[:255] or None,
                 "subject": message.subject,
                 "sender": (message.sender or "")[:320] or None,
                 "recipients": list(message.recipients),
@@ -195,6 +210,7 @@ def by_source(
             message_id=row.message_id,
             received_at=aware(row.created_at),
             headers=tuple((name, value) for name, value in row.headers),
+            thread_id=row.thread_id,
         )
         for row in rows
     }
@@ -275,6 +291,7 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
             _messages.c.subject,
             _messages.c.message_id.label("header_message_id"),
             _messages.c.headers,
+            _messages.c.thread_id,
             _messages.c.created_at,
         )
         .join(_messages, _messages.c.id == ranked.c.message_id)
@@ -298,6 +315,7 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
                 received_at=aware(row.created_at),
                 attempt=row.attempts + 1,
                 headers=tuple((name, value) for name, value in row.headers),
+                thread_id=row.thread_id,
             ),
         )
         for row in rows

@@ -163,6 +163,7 @@ class MessageRow(SQLModel, table=True):
     __table_args__ = (
         sa.Index("messages_by_grant", "grant_id", "created_at"),
         sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
+        sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -172,6 +173,8 @@ class MessageRow(SQLModel, table=True):
     folder: str = Field(default="inbox", max_length=20)
     message_id: str | None = Field(default=None, max_length=998, index=True)
     thread_id: str | None = Field(default=None, max_length=36, index=True)
+    # the normalised subject, for the thread fallback when no reference matches
+    thread_subject: str | None = Field(default=None, max_length=255)
     subject: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     sender: str | None = Field(default=None, max_length=320)
     recipients: list[str] = _json(nullable=False)

@@ -74,12 +74,18 @@ def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("defects", JSON, nullable=True))
         batch.add_column(sa.Column("source_key", sa.String(length=255), nullable=True))
+        batch.add_column(sa.Column("thread_subject", sa.String(length=255), nullable=True))
     op.create_index("messages_by_source", "messages", ["grant_id", "source_key"], unique=True)
+    op.create_index(
+        "messages_by_thread_subject", "messages", ["grant_id", "thread_subject"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("messages_by_thread_subject", table_name="messages")
     op.drop_index("messages_by_source", table_name="messages")
     with op.batch_alter_table("messages") as batch:
+        batch.drop_column("thread_subject")
         batch.drop_column("source_key")
         batch.drop_column("defects")
     with op.batch_alter_table("grants") as batch:
