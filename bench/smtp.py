@@ -1,8 +1,9 @@
 """SMTP in and out, each against its bare baseline, and DKIM RSA signing against dkimpy.
 
-* **Inbound**: messages/s accepted by mailfleet's MX (aiosmtpd + ``Fleet.deliver``:
-  each ``250`` means the message and its queue entry are committed, on
-  SQLite) against a bare aiosmtpd sink that accepts and drops. Both servers
+* **Inbound**: messages/s accepted by mailfleet's MX running as a front end
+  (``run_worker=False``; aiosmtpd + ``Fleet.deliver``: each ``250`` means the
+  message and its queue entry are committed, on SQLite) against a bare
+  aiosmtpd sink that accepts and drops. Both servers
   run in a subprocess; the same aiosmtplib client load (``CONNECTIONS``
   connections, reused) drives each from this process.
 * **Outbound**: messages/s through mailfleet's outbound path (build, DKIM-sign
@@ -79,8 +80,14 @@ class Desk(Agent):
 
 
 async def run_mx(database_url: str) -> None:
-    """mailfleet's MX on a durable SQLite store, with a trivial agent."""
-    async with Fleet(database_url=database_url, smtp_port=0, plugins="") as fleet:
+    """mailfleet's MX as a front end: each 250 means stored in the durable queue."""
+    async with Fleet(
+        database_url=database_url,
+        smtp_port=0,
+        plugins="",
+        run_worker=False,
+        queue_limit=1_000_000,  # nothing drains the queue while this measures
+    ) as fleet:
         await fleet.add_domain("example.com")
         fleet.bind(Desk)
         await fleet.provision("desk@example.com", agent=Desk)

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds running handlers get to finish at shutdown"
     )
     worker_id: str | None = Field(None, description="this worker's name (default: host-pid-tag)")
+    run_worker: bool = Field(
+        True,
+        description="false: a front end only (SMTP, IMAP) that stores mail for other workers",
+    )
     smtp_host: str = Field("127.0.0.1", description="address the SMTP server (MX) listens on")
     smtp_port: int | None = Field(
         None, ge=0, le=65535, description="SMTP port; unset: no SMTP server (`run` uses 2525)"

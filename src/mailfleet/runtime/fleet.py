@@ -562,6 +562,8 @@ class Fleet:
 
         async def run_shielded() -> None:
             with workers:
+                if not self.settings.run_worker:
+                    return  # a front end: it stores mail; workers elsewhere run it
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(sender.run)
                     await worker.run()

@@ -194,11 +194,15 @@ def by_source(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    # Two plain IN lists use the (grant_id, source_key) index on both backends;
+    # a row-value IN does not on SQLite. Pairs are matched exactly below.
     rows = conn.execute(
         sa.select(_messages).where(
-            sa.tuple_(_messages.c.grant_id, _messages.c.source_key).in_(wanted)
+            _messages.c.grant_id.in_(sorted({g for g, _ in wanted})),
+            _messages.c.source_key.in_(sorted({k for _, k in wanted})),
         )
     )
+    pairs = set(wanted)
     return {
         (row.grant_id, row.source_key): StoredMessage(
             id=row.id,
@@ -213,6 +217,7 @@ def by_source(
             thread_id=row.thread_id,
         )
         for row in rows
+        if (row.grant_id, row.source_key) in pairs
     }
 
 

@@ -59,13 +59,15 @@ def assign_threads(
         rows = conn.execute(
             sa.select(_messages.c.grant_id, _messages.c.thread_subject, _messages.c.thread_id)
             .where(
-                sa.tuple_(_messages.c.grant_id, _messages.c.thread_subject).in_(subjects),
+                _messages.c.grant_id.in_(sorted({g for g, _ in subjects})),
+                _messages.c.thread_subject.in_(sorted({t for _, t in subjects})),
                 _messages.c.thread_id.is_not(None),
                 _messages.c.created_at >= since,
             )
             .order_by(_messages.c.created_at)
         )
-        by_subject = {(g, s): t for g, s, t in rows.all()}  # the latest wins
+        wanted = set(subjects)
+        by_subject = {(g, s): t for g, s, t in rows.all() if (g, s) in wanted}  # latest wins
     threads: list[str] = []
     for hint in hints:
         thread = next(
