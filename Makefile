@@ -15,8 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+$(STAMP): pyproject.toml plugins/mailfleet-imap/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]' -e plugins/mailfleet-imap
 	@touch $@
 
 install: $(STAMP)
@@ -30,8 +30,8 @@ test: lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples plugins
+	$(BIN)/ruff format --check src tests bench examples plugins
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

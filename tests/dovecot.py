@@ -3,16 +3,17 @@
 Nothing is installed here: ``dovecot-imapd`` comes from Debian
 (``apt-get install -y -qq dovecot-imapd``, done by ``.ci/run``). Without it
 (or without root, which Dovecot's privilege separation needs) the tests that
-use :func:`dovecot_server` skip with the reason, except under CI (``CI=true``)
+use the ``dovecot_server`` fixture skip with the reason, except under CI (``CI=true``)
 where they fail.
 
 Each :class:`Dovecot` runs ``dovecot -c <config>`` with everything in a
 world-readable temporary folder: base_dir, state, log, a passwd-file of
-users ``user1``...``userN`` (password ``secret-<n>``), maildirs owned by the
+users ``user1``...``userN`` (password ``se"cr\\et-<n>``), maildirs owned by the
 system user ``vmail`` (created if missing, as TEST-SERVERS.md says), and a
 self-signed certificate for 127.0.0.1 (``ca_file``). It listens on a free
 port for plain IMAP and STARTTLS (``port``) and another for implicit TLS
-(``tls_port``); :meth:`stop` is ``kill $(cat base_dir/master.pid)``.
+(``tls_port``); ``capabilities`` replaces what it announces (e.g. no IDLE).
+:meth:`stop` is ``kill $(cat base_dir/master.pid)``.
 Tests put mail in with IMAP APPEND through the stdlib's ``imaplib``.
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Dovecot", "dovecot_available", "dovecot_server"]
+__all__ = ["Dovecot", "dovecot_available", "dovecot_fixture"]
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 HOST = "127.0.0.1"
@@ -82,16 +83,41 @@ def _mail_user() -> pwd.struct_passwd:
         return pwd.getpwnam(MAIL_USER)
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its reaper does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Dovecot:
     """One private Dovecot instance; a context manager that starts and stops it."""
 
-    def __init__(self, *, users: int = 100) -> None:
+    def __init__(self, *, users: int = 100, capabilities: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailfleet-dovecot-"))
         self.root.chmod(0o755)  # login and mail processes run as other users
         self.port = _free_port()
         self.tls_port = _free_port()
         self.ca_file = self.root / "cert.pem"
-        self._users = [(f"user{n}", f"secret-{n}") for n in range(1, users + 1)]
+        # Quotes and backslashes: passwords must survive IMAP quoting and SASL.
+        self._users = [(f"user{n}", f'se"cr\\et-{n}') for n in range(1, users + 1)]
+        self._capabilities = capabilities
         self._next_user = 0
         self._write_config()
 
@@ -106,10 +132,10 @@ class Dovecot:
         (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self._users))
         subprocess.run(
             [
-                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}",
-                "-keyout", str(root / "key.pem"), "-out", str(self.ca_file),
-            ],  # fmt: skip
+                *"openssl req -x509 -newkey rsa:2048 -nodes -days 2".split(),
+                *("-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}"),
+                *("-keyout", str(root / "key.pem"), "-out", str(self.ca_file)),
+            ],
             check=True,
             capture_output=True,
         )
@@ -149,8 +175,14 @@ service imap-login {{
     ssl = yes
   }}
 }}
+# Failed logins are answered at once (tests fail logins on purpose, all from 127.0.0.1).
+auth_failure_delay = 0
+{f"imap_capability = {self._capabilities}" if self._capabilities else ""}
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 """
         )
@@ -165,43 +197,66 @@ service anvil {{
         """Start the server and wait until it answers on both ports."""
         binary = _binary()
         assert binary is not None
-        result = subprocess.run(
-            [binary, "-c", str(self.root / "dovecot.conf")], capture_output=True, text=True
-        )
+        # The daemon keeps the descriptors it inherits: no pipes, or run() waits for it.
+        errors = self.root / "startup.err"
+        with errors.open("wb") as sink:
+            result = subprocess.run(
+                [binary, "-c", str(self.root / "dovecot.conf")],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=sink,
+            )
         if result.returncode != 0:
-            raise RuntimeError(f"dovecot did not start: {result.stderr}\n{self.log()}")
+            raise RuntimeError(f"dovecot did not start: {errors.read_text()}\n{self.log()}")
         deadline = time.monotonic() + 10
         while True:
             try:
                 for port in (self.port, self.tls_port):
                     socket.create_connection((HOST, port), timeout=1).close()
-                return
+                if self._pid_file.exists():  # written a moment after the ports open
+                    return
+                time.sleep(0.02)
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"dovecot does not answer:\n{self.log()}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:
-        """``kill $(cat base_dir/master.pid)`` and wait until the ports are closed."""
+        """``kill $(cat base_dir/master.pid)``, then end the client processes it leaves.
+
+        Dovecot's master exits in about a second, but an ``imap`` process in
+        IDLE outlives it by some ten seconds before it says BYE. The master's
+        children are noted while it shuts down, and those still running when
+        it is gone get their SIGTERM too: the server is really gone on return.
+        """
         try:
-            pid = int(self._pid_file.read_text().strip())
+            master = int(self._pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
+        children = set(_children(master))
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+            os.kill(master, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(master):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot (pid {master}) did not stop")
+            children.update(_children(master))
             time.sleep(0.02)
-        else:
-            raise RuntimeError(f"dovecot (pid {pid}) did not stop")
         self._pid_file.unlink(missing_ok=True)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        while any(_alive(pid) for pid in children):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot processes {sorted(children)} did not stop")
+            time.sleep(0.02)
 
     def __enter__(self) -> Dovecot:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -233,9 +288,10 @@ service anvil {{
             client.login(*user)
             yield client
         finally:
-            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            try:
                 client.logout()
-            client.shutdown() if client.sock.fileno() != -1 else None
+            except (imaplib.IMAP4.error, OSError):
+                client.shutdown()
 
     def append(self, user: tuple[str, str], *messages: bytes, mailbox: str = "INBOX") -> None:
         """APPEND ``messages`` to the user's ``mailbox``."""
@@ -266,9 +322,12 @@ service anvil {{
             return int(found.group(1))
 
 
-@pytest.fixture(scope="session")
-def dovecot_server() -> Iterator[Dovecot]:
-    """The session's private Dovecot; each test takes its own user with ``.user()``."""
+@pytest.fixture(scope="session", name="dovecot_server")
+def dovecot_fixture() -> Iterator[Dovecot]:
+    """``dovecot_server``: the session's private Dovecot; each test takes a user with ``.user()``.
+
+    Import it into the test module (``from dovecot import dovecot_fixture``).
+    """
     dovecot_available()
     with Dovecot() as server:
         yield server
