@@ -204,21 +204,27 @@ def by_source(
     )
     pairs = set(wanted)
     return {
-        (row.grant_id, row.source_key): StoredMessage(
-            id=row.id,
-            grant_id=row.grant_id,
-            raw=row.raw or b"",
-            sender=row.sender,
-            recipients=tuple(row.recipients),
-            subject=row.subject,
-            message_id=row.message_id,
-            received_at=aware(row.created_at),
-            headers=tuple((name, value) for name, value in row.headers),
-            thread_id=row.thread_id,
-        )
+        (row.grant_id, row.source_key): _stored(row, row.id, row.message_id)
         for row in rows
         if (row.grant_id, row.source_key) in pairs
     }
+
+
+def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) -> StoredMessage:
+    """A stored message from a row holding the ``messages`` columns."""
+    return StoredMessage(
+        id=message_id,
+        grant_id=row.grant_id,
+        raw=row.raw or b"",
+        sender=row.sender,
+        recipients=tuple(row.recipients),
+        subject=row.subject,
+        message_id=header_id,
+        received_at=aware(row.created_at),
+        attempt=attempt,
+        headers=tuple((name, value) for name, value in row.headers),
+        thread_id=row.thread_id,
+    )
 
 
 def backlog(conn: Connection, grant_ids: Iterable[str]) -> dict[str, int]:
@@ -309,19 +315,7 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
             grant_id=row.grant_id,
             attempts=row.attempts,
             not_before=row.not_before,
-            message=StoredMessage(
-                id=row.message_id,
-                grant_id=row.grant_id,
-                raw=row.raw or b"",
-                sender=row.sender,
-                recipients=tuple(row.recipients),
-                subject=row.subject,
-                message_id=row.header_message_id,
-                received_at=aware(row.created_at),
-                attempt=row.attempts + 1,
-                headers=tuple((name, value) for name, value in row.headers),
-                thread_id=row.thread_id,
-            ),
+            message=_stored(row, row.message_id, row.header_message_id, row.attempts + 1),
         )
         for row in rows
     ]
