@@ -26,6 +26,7 @@ EXPECTED = {
     "InvalidPolicy",
     "MailfleetError",
     "NotFound",
+    "OutgoingAttachment",
     "PatternInUse",
     "Policy",
     "ProvisionOutcome",

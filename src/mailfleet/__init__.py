@@ -4,6 +4,7 @@ Everything a user may import is re-exported here; nothing else is public.
 """
 
 from .agent import Agent
+from .mail.build import OutgoingAttachment
 from .mail.inbound import InboundMessage
 from .model.errors import (
     ApplicationNotFound,
@@ -64,6 +65,7 @@ __all__ = [
     "InvalidPolicy",
     "MailfleetError",
     "NotFound",
+    "OutgoingAttachment",
     "PatternInUse",
     "Policy",
     "ProvisionOutcome",

@@ -26,6 +26,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
+from .mail.build import OutgoingAttachment
 from .mail.inbound import InboundMessage
 from .model.addresses import parse_address
 from .model.errors import InvalidAgent
@@ -58,6 +59,7 @@ class AgentContext(Protocol):
         text: str,
         html: str | None,
         in_reply_to: InboundMessage | None,
+        attachments: Sequence[OutgoingAttachment] = (),
     ) -> SendResult:
         """Pass a message through the outbound gates and into the outbox."""
         ...
@@ -151,31 +153,45 @@ class Agent:
         subject: str,
         text: str,
         html: str | None = None,
+        attachments: Sequence[OutgoingAttachment] = (),
     ) -> SendResult:
-        """Send a new message; the result says whether it was accepted or why not."""
+        """Send a new message; the result says whether it was accepted or why not.
+
+        Expected refusals (paused, restricted, a bad recipient...) come back as
+        the result's ``status`` and ``detail``, never as exceptions.
+        """
         recipients = [to] if isinstance(to, str) else list(to)
         return await self._context.send(
-            self._grant, recipients, subject=subject, text=text, html=html, in_reply_to=None
+            self._grant,
+            recipients,
+            subject=subject,
+            text=text,
+            html=html,
+            in_reply_to=None,
+            attachments=attachments,
         )
 
     async def reply(
-        self, message: InboundMessage, *, text: str, html: str | None = None
+        self,
+        message: InboundMessage,
+        *,
+        text: str,
+        html: str | None = None,
+        attachments: Sequence[OutgoingAttachment] = (),
     ) -> SendResult:
-        """Answer ``message`` in its thread, to its sender."""
+        """Answer ``message`` in its thread, to its sender (``Re:`` added once)."""
         if not message.sender:
             return SendResult(
                 SendStatus.REJECTED, detail="the message has no sender address to reply to"
             )
-        subject = message.subject or ""
-        if not subject.lower().startswith("re:"):
-            subject = f"Re: {subject}".strip()
         return await self._context.send(
             self._grant,
             [message.sender],
-            subject=subject,
+            subject=message.subject or "",
             text=text,
             html=html,
             in_reply_to=message,
+            attachments=attachments,
         )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from ..agent import AgentContext
 from ..auth.dkim import DkimKey, DkimSigner
-from ..mail.build import build_message
+from ..mail.build import OutgoingAttachment, build_message
 from ..mail.inbound import InboundMessage
 from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
@@ -85,6 +85,7 @@ class Outbox(AgentContext):
         text: str,
         html: str | None,
         in_reply_to: InboundMessage | None,
+        attachments: Sequence[OutgoingAttachment] = (),
     ) -> SendResult:
         """Pass the gates, build, sign and queue the message."""
         if not to:
@@ -101,6 +102,7 @@ class Outbox(AgentContext):
                 text=text,
                 html=html,
                 in_reply_to=None if in_reply_to is None else in_reply_to.parsed,
+                attachments=attachments,
                 message_id_domain=grant.domain,
             )
         except InvalidInput as exc:  # a line break in the subject, a bad header...

@@ -1,0 +1,159 @@
+"""End to end over real sockets: smtplib -> the MX -> an agent -> the relay peer.
+
+DNS is the only stand-in (a later issue serves DKIM records from a real DNS
+server on loopback): dkimpy reads the published keys from ``dns_for``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import smtplib
+import ssl
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import anyio.to_thread
+import dkim
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailfleet import Agent, Domain, Fleet, InboundMessage, OutgoingAttachment
+from mailfleet.mail import parse_message
+from relay import relay_peer
+from support import wait_until
+
+pytestmark = pytest.mark.anyio
+
+QUESTION = (
+    b"From: Ada <ada@example.org>\r\nTo: help@example.com\r\nSubject: Invoice 42\r\n"
+    b"Message-ID: <q42@example.org>\r\n\r\nCould you send the invoice again?\r\n"
+)
+
+
+class Accounts(Agent):
+    async def on_message(self, message: InboundMessage) -> None:
+        await self.reply(
+            message,
+            text=f"Here it is, {message.from_.name if message.from_ else 'there'}.",
+            attachments=[OutgoingAttachment("invoice-42.txt", b"Total: 42 EUR\n", "text/plain")],
+        )
+
+
+def dns_for(domain: Domain) -> Any:
+    records = {name.encode() + b".": value.encode() for name, value in domain.dkim_records}
+    return lambda name, timeout=5: records.get(name)
+
+
+async def test_smtp_in_agent_reply_relay_out(database_url: str) -> None:
+    async with (
+        relay_peer() as peer,
+        Fleet(
+            database_url=database_url,
+            smtp_port=0,
+            relay_host="127.0.0.1",
+            relay_port=peer.port,
+            relay_starttls=False,
+            poll_interval=0.05,
+        ) as fleet,
+    ):
+        fleet.bind(Accounts)
+        await fleet.add_domain("example.com")
+        await fleet.provision("help@example.com", agent=Accounts)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await fleet.wait_serving()
+
+            def mail_it() -> None:
+                with smtplib.SMTP("127.0.0.1", fleet.smtp_port or 0) as client:
+                    client.sendmail("ada@example.org", ["help@example.com"], QUESTION)
+
+            await anyio.to_thread.run_sync(mail_it)
+            await wait_until(lambda: len(peer.received) == 1, within=20)
+            tg.cancel_scope.cancel()
+
+        (sent,) = peer.received
+        assert sent.rcpt_tos == ["ada@example.org"]
+        (domain,) = await fleet.domains()
+        for index in range(sent.data.count(b"DKIM-Signature:")):
+            assert dkim.DKIM(sent.data).verify(idx=index, dnsfunc=dns_for(domain))
+        reply = parse_message(sent.data)
+        assert reply.subject == "Re: Invoice 42"
+        assert reply.in_reply_to == "<q42@example.org>"
+        assert reply.references == ("<q42@example.org>",)
+        assert reply.text is not None
+        assert "Here it is, Ada." in reply.text
+        (attachment,) = reply.attachments
+        assert attachment.filename == "invoice-42.txt"
+        assert attachment.content() == b"Total: 42 EUR\n"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "mx.pem", folder / "mx.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Inbox(Agent):
+    seen: ClassVar[list[str]] = []
+
+    async def on_message(self, message: InboundMessage) -> None:
+        self.seen.append(message.subject or "")
+
+
+async def test_the_mx_offers_starttls_when_given_a_certificate(
+    database_url: str, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    Inbox.seen = []
+    async with Fleet(
+        database_url=database_url,
+        smtp_port=0,
+        smtp_tls_cert=cert,
+        smtp_tls_key=key,
+        poll_interval=0.05,
+    ) as fleet:
+        fleet.bind(Inbox)
+        await fleet.add_domain("example.com")
+        await fleet.provision("help@example.com", agent=Inbox)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await fleet.wait_serving()
+
+            def over_tls() -> str:
+                context = ssl.create_default_context(cafile=str(cert))
+                context.check_hostname = False
+                with smtplib.SMTP("127.0.0.1", fleet.smtp_port or 0) as client:
+                    client.ehlo()
+                    assert client.has_extn("starttls")
+                    client.starttls(context=context)
+                    client.sendmail("ada@example.org", ["help@example.com"], QUESTION)
+                    return str(client.sock.version())  # type: ignore[union-attr]
+
+            version = await anyio.to_thread.run_sync(over_tls)
+            await wait_until(lambda: Inbox.seen == ["Invoice 42"])
+            tg.cancel_scope.cancel()
+        assert version.startswith("TLS")
