@@ -14,6 +14,8 @@ from .parse import Attachment, Mailbox, ParsedMessage, parse_message
 
 __all__ = ["InboundMessage"]
 
+_STORED_FIELDS = tuple(f.name for f in fields(StoredMessage))
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage(StoredMessage):
@@ -30,7 +32,7 @@ class InboundMessage(StoredMessage):
     @classmethod
     def from_stored(cls, stored: StoredMessage, **changes: object) -> InboundMessage:
         """The handler's view of a stored message (``changes`` override fields)."""
-        values = {f.name: getattr(stored, f.name) for f in fields(StoredMessage)}
+        values = {name: getattr(stored, name) for name in _STORED_FIELDS}
         values.update(changes)
         return cls(**values)
 
