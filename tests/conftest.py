@@ -59,7 +59,7 @@ def postgres_server() -> Iterator[sa.URL]:
         reason = f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}"
         if ON_CI:
             pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
     name = f"mailfleet_test_{secrets.token_hex(4)}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')

@@ -61,7 +61,7 @@ def dovecot_available() -> None:
     if reason is not None:
         if ON_CI:
             pytest.fail(f"{reason} (CI must run the IMAP tests)")
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 def _free_port() -> int:
