@@ -183,3 +183,12 @@ async def test_dev_mode_delivers_locally_and_captures_the_rest(database_url: str
         assert shown is not None
         assert shown.raw is not None
         assert b"DKIM-Signature:" in shown.raw
+
+
+async def test_a_fleet_can_serve_again_after_a_stop(database_url: str) -> None:
+    async with relay_peer() as peer, fleet_with_relay(database_url, peer) as fleet:
+        await fleet.deliver("desk@example.com", INBOUND)
+        await serve_until(fleet, lambda: len(peer.received) == 1)
+        await fleet.deliver("desk@example.com", INBOUND.replace(b"fire@", b"again@"))
+        await serve_until(fleet, lambda: len(peer.received) == 2)  # a fresh worker and sender
+        assert b"In-Reply-To: <again@example.org>" in peer.received[1].data

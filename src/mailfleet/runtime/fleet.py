@@ -586,9 +586,16 @@ class Fleet:
                     finally:
                         workers.cancel()
                         self._serving = anyio.Event()
-                        self._worker = self._new_worker()
-                        if self._intake is not None:
-                            self._intake.committed = self._worker.notify
+                        self._fresh_runtime()
+
+    def _fresh_runtime(self) -> None:
+        """A drained worker and sender are spent: make new ones for the next serve()."""
+        self._sender = self._new_sender()
+        self._worker = self._new_worker()
+        if self._outbox is not None:
+            self._outbox.queued = self._sender.notify
+        if self._intake is not None:
+            self._intake.committed = self._worker.notify
 
     async def wait_serving(self) -> None:
         """Wait until :meth:`serve` has started its listeners (``smtp_port`` is known)."""
