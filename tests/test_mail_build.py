@@ -424,3 +424,46 @@ def test_display_names_never_add_recipients(name: str) -> None:
     assert_wire_safe(built.raw)
     (box,) = parse_message(built.raw).to
     assert box.address == "bob@example.org"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello.\n", "Line one\nline two\r\nthree", "Grüße, 日本\n", "x" * 1200, "trailing =\n"],
+)
+@pytest.mark.parametrize("reply", [False, True])
+def test_the_plain_fast_path_writes_what_the_general_path_writes(text: str, reply: bool) -> None:
+    from mailfleet.mail import build as build_module
+
+    parent = parse_message(
+        b"From: a@example.org\r\nSubject: Hi\r\nMessage-ID: <p@example.org>\r\n"
+        b"References: <r@example.org>\r\n\r\nx\r\n"
+    )
+    args: dict[str, Any] = {
+        "sender": "desk@example.com",
+        "to": ["bob@example.org", "carol@example.net"],
+        "subject": "Status report",
+        "text": text,
+        "in_reply_to": parent if reply else None,
+        "message_id_domain": "example.com",
+    }
+    fast = build_module._build_plain(
+        args["sender"],
+        args["to"],
+        args["subject"],
+        text,
+        args["in_reply_to"],
+        "example.com",
+        None,
+        None,
+    )
+    assert fast is not None
+    general = build_message(**args, headers={"X-Path": "general"})  # forces the general path
+    one, two = parse_message(fast.raw), parse_message(general.raw)
+    for name in ("subject", "from_", "to", "text", "in_reply_to", "references", "html"):
+        assert getattr(one, name) == getattr(two, name), name
+    assert one.header("Auto-Submitted") == two.header("Auto-Submitted")
+    assert one.defects == ()
+    assert all(len(line) <= 998 for line in fast.raw.split(b"\r\n"))
+    assert b"\n" not in fast.raw.replace(b"\r\n", b"")
+    assert fast.raw.isascii()
+    assert fast.recipients == general.recipients

@@ -20,6 +20,7 @@ and written in their normal form.
 
 from __future__ import annotations
 
+import binascii
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -102,6 +103,12 @@ def build_message(
     extra headers (``List-Unsubscribe``...); it may not set the ones this
     function writes. ``date`` defaults to now.
     """
+    if html is None and not attachments and not headers and not cc and reply_to is None:
+        simple = _build_plain(
+            sender, to, subject, text, in_reply_to, message_id_domain, auto_submitted, date
+        )
+        if simple is not None:
+            return simple
     mailboxes = _Mailboxes.check(sender, to, cc, reply_to)
     domain = normalize_domain(message_id_domain, field="message_id_domain")
     _check_header_text("subject", subject)
@@ -129,6 +136,70 @@ def build_message(
     message["MIME-Version"] = "1.0"
     _set_body(message, _body(text, html, attachments))
     return BuiltMessage(message.as_bytes(), message_id, mailboxes.recipients)
+
+
+def _build_plain(
+    sender: str,
+    to: str | Sequence[str],
+    subject: str,
+    text: str,
+    in_reply_to: ParsedMessage | None,
+    message_id_domain: str,
+    auto_submitted: str | None,
+    date: datetime | None,
+) -> BuiltMessage | None:
+    """The common case written directly, about ten times cheaper than the email package:
+    bare ASCII addresses, an ASCII subject, a text body. None: take the general path.
+
+    It writes what the general path would, byte for byte in structure: the same
+    headers in the same order, a 7bit or quoted-printable text/plain body.
+    """
+    recipients = [to] if isinstance(to, str) else list(to)
+    if not recipients:
+        return None
+    for value in (sender, *recipients, subject):
+        if not isinstance(value, str) or not value.isascii() or len(value) > 900:
+            return None
+    if "<" in sender or any("<" in r or "," in r for r in recipients) or "\0" in text:
+        return None
+    _check_header_text("subject", subject)
+    _check_unicode("text", text)
+    sender_address = str(parse_address(_check_header_text("sender", sender), field="sender"))
+    addresses = [str(parse_address(_check_header_text("to", r), field="to")) for r in recipients]
+    domain = normalize_domain(message_id_domain, field="message_id_domain")
+    if in_reply_to is not None and not has_reply_prefix(subject):
+        subject = f"Re: {subject}"
+    if len(subject) > 900 or not _SIMPLE_SUBJECT.fullmatch(subject):
+        return None  # long or unusual subjects are folded and encoded by the general path
+    message_id = f"<{secrets.token_hex(16)}@{domain}>"
+    lines = [
+        f"From: {sender_address}",
+        f"To: {', '.join(addresses)}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(_aware(date))}",
+        f"Message-ID: {message_id}",
+    ]
+    lines += [f"{name}: {value}" for name, value in _threading_headers(in_reply_to, auto_submitted)]
+    body = _LINE_END.sub("\r\n", text)
+    if not body.endswith("\r\n"):
+        body += "\r\n"
+    if body.isascii() and all(len(line) <= 998 for line in body.split("\r\n")):
+        encoded, cte = body.encode("ascii"), "7bit"
+    else:
+        encoded = binascii.b2a_qp(body.encode("utf-8"), header=False).replace(b"\n", b"\r\n")
+        encoded = encoded.replace(b"\r\r\n", b"\r\n")
+        cte = "quoted-printable"
+    lines += [
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="utf-8"',
+        f"Content-Transfer-Encoding: {cte}",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return BuiltMessage(head + encoded, message_id, tuple(dict.fromkeys(addresses)))
+
+
+# A subject that needs neither encoding nor folding: printable ASCII words.
+_SIMPLE_SUBJECT = re.compile(r"[ -~]{0,900}")
 
 
 # -- checks -----------------------------------------------------------------------------
