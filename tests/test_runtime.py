@@ -410,3 +410,37 @@ async def test_messages_are_threaded_by_references_then_subject(database_url: st
         assert via_reference.thread_id == question.thread_id
         assert via_subject.thread_id == question.thread_id
         assert other.thread_id not in {None, question.thread_id}
+
+
+class Responder(Agent):
+    results: ClassVar[list[SendResult]] = []
+
+    async def on_message(self, message: InboundMessage) -> None:
+        self.results.append(await self.reply(message, text="Thanks!"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ("Auto-Submitted: auto-replied\r\n", "Auto-Submitted: auto-replied"),
+        ("Precedence: bulk\r\n", "Precedence: bulk"),
+        ("List-Id: <news.example.org>\r\n", "List-Id"),
+        ("Return-Path: <>\r\n", "bounce"),
+    ],
+)
+async def test_no_automatic_reply_to_automatic_mail(
+    database_url: str, extra: str, why: str
+) -> None:
+    Responder.results = []
+    async with await open_fleet(database_url, Responder) as fleet:
+        await fleet.add_domain("example.com")
+        grant = await fleet.provision("responder@example.com", agent=Responder)
+        async with serving(fleet):
+            await fleet.deliver(grant, mail("Out of office", extra=extra))
+            await fleet.deliver(grant, mail("A person writes", extra="Auto-Submitted: no\r\n"))
+            await wait_until(lambda: len(Responder.results) == 2)
+        suppressed, answered = Responder.results
+        assert suppressed.status is SendStatus.SUPPRESSED
+        assert why in (suppressed.detail or "")
+        assert answered.ok
+        assert len(await fleet.events(type="message.queued")) == 1

@@ -178,11 +178,22 @@ class Agent:
         text: str,
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
+        to_automatic: bool = False,
     ) -> SendResult:
-        """Answer ``message`` in its thread, to its sender (``Re:`` added once)."""
+        """Answer ``message`` in its thread, to its sender (``Re:`` added once).
+
+        Messages that must not get automatic replies (RFC 3834: auto-replies,
+        bulk and list mail, bounces) are answered ``suppressed`` unless
+        ``to_automatic`` is true: agents never start mail loops by themselves.
+        """
         if not message.sender:
             return SendResult(
                 SendStatus.REJECTED, detail="the message has no sender address to reply to"
+            )
+        reason = None if to_automatic else message.automatic
+        if reason is not None:
+            return SendResult(
+                SendStatus.SUPPRESSED, detail=f"no automatic reply to it (RFC 3834): {reason}"
             )
         return await self._context.send(
             self._grant,

@@ -50,6 +50,29 @@ class InboundMessage(StoredMessage):
         return self._parsed is not None
 
     @property
+    def automatic(self) -> str | None:
+        """Why this message must not get an automatic reply (RFC 3834), or None.
+
+        Auto-Submitted other than ``no``, Precedence bulk / junk / list, a
+        mailing list (List-Id), or a bounce (empty Return-Path). Read from the
+        headers stored on arrival: no parse needed.
+        """
+        first: dict[str, str] = {}
+        for name, value in self.headers:
+            first.setdefault(name.lower(), value.strip())
+        auto = first.get("auto-submitted", "no").split(";")[0].strip().lower()
+        if auto != "no":
+            return f"Auto-Submitted: {auto}"
+        precedence = first.get("precedence", "").lower()
+        if precedence in {"bulk", "junk", "list"}:
+            return f"Precedence: {precedence}"
+        if "list-id" in first:
+            return "a mailing list message (List-Id)"
+        if first.get("return-path") == "<>":
+            return "a bounce (empty Return-Path)"
+        return None
+
+    @property
     def text(self) -> str | None:
         """The plain-text body."""
         return self.parsed.text
