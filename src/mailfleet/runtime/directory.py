@@ -1,0 +1,339 @@
+"""The directory half of the Fleet: domains, workspaces, grants, API keys, events.
+
+:class:`Directory` is the administrative API every fleet has, whether or not
+it serves agents: each method is one unit of work on the store. The
+:class:`~mailfleet.Fleet` adds the runtime (agents, queues, transports).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..agent import Agent
+from ..auth.dkim import DkimKey, generate_key
+from ..model.addresses import parse_address
+from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
+from ..model.records import (
+    ApiKey,
+    Application,
+    Domain,
+    Event,
+    Grant,
+    GrantStatus,
+    ProvisionOutcome,
+    ProvisionResult,
+    Workspace,
+)
+from ..settings import Settings
+from ..store import applications, domains, events, grants, workspaces
+from ..store.database import Database
+from ..store.grants import GrantRequest
+
+__all__ = ["AgentRef", "Directory", "check_json"]
+
+AgentRef = type[Agent] | str | None
+
+
+class Directory(ABC):
+    """Domains, workspaces, grants, API keys and events of one application."""
+
+    database: Database
+    settings: Settings
+
+    @property
+    @abstractmethod
+    def application(self) -> Application:
+        """The application (tenant) this directory serves."""
+
+    @property
+    def _app_id(self) -> str:
+        return self.application.id
+
+    async def add_domain(
+        self,
+        name: str,
+        *,
+        selector: str = "mailfleet",
+        dkim_keys: Sequence[DkimKey] | None = None,
+    ) -> Domain:
+        """Register a sending and receiving domain (idempotent).
+
+        A new domain gets its DKIM keys: ``dkim_keys`` if given (from
+        configuration), else a fresh RSA-2048 key (selector ``selector``) and
+        Ed25519 key (``<selector>-ed25519``). ``Domain.dkim_records`` lists the
+        TXT records to publish.
+        """
+        known = await self.database.read(lambda c: domains.domain_ids(c, self._app_id, [name]))
+        keys: Sequence[DkimKey] = ()
+        if not known:
+            keys = dkim_keys if dkim_keys is not None else await _generate_keys(selector)
+        stored = [
+            {
+                "selector": k.selector,
+                "algorithm": k.algorithm,
+                "private_pem": k.private_pem,
+                "dns_txt": k.dns_txt_value,
+            }
+            for k in keys
+        ]
+        domain, _ = await self.database.write(
+            lambda c: domains.add_domain(c, self._app_id, name, selector=selector, dkim_keys=stored)
+        )
+        return domain
+
+    async def domains(self) -> list[Domain]:
+        """The application's registered domains."""
+        return await self.database.read(lambda c: domains.list_domains(c, self._app_id))
+
+    async def create_workspace(
+        self,
+        name: str,
+        *,
+        policy: dict[str, Any] | None = None,
+        patterns: Iterable[str] = (),
+    ) -> Workspace:
+        """Create a workspace with its policy (defaults where unset) and auto-group patterns."""
+        listed = list(patterns)
+        return await self.database.write(
+            lambda c: workspaces.create_workspace(
+                c, self._app_id, name, policy=policy, patterns=listed
+            )
+        )
+
+    async def workspace(self, name: str) -> Workspace:
+        """A workspace by name or id."""
+        return await self.database.read(lambda c: workspaces.get_workspace(c, self._app_id, name))
+
+    async def workspaces(self) -> list[Workspace]:
+        """Every workspace with its grant count, the default first."""
+        return await self.database.read(lambda c: workspaces.list_workspaces(c, self._app_id))
+
+    async def update_policy(self, workspace: str, changes: dict[str, Any]) -> Workspace:
+        """Change a workspace's policy: one write, effective for all its grants at once."""
+        return await self.database.write(
+            lambda c: workspaces.update_policy(c, self._app_id, workspace, changes)
+        )
+
+    async def set_patterns(self, workspace: str, patterns: Iterable[str]) -> Workspace:
+        """Replace a workspace's auto-group patterns; :meth:`regroup` applies them to old grants."""
+        listed = list(patterns)
+        return await self.database.write(
+            lambda c: workspaces.set_patterns(c, self._app_id, workspace, listed)
+        )
+
+    async def delete_workspace(self, workspace: str) -> None:
+        """Delete an empty workspace other than the default."""
+        await self.database.write(lambda c: workspaces.delete_workspace(c, self._app_id, workspace))
+
+    async def move_grants(self, grants_: Iterable[str], workspace: str) -> int:
+        """Move grants (ids or addresses) into ``workspace`` in bulk; return how many moved.
+
+        Moved grants are pinned: :meth:`regroup` leaves them where they were put.
+        """
+        keys = list(grants_)
+
+        def work(conn: Any) -> int:
+            ids = grants.grant_ids(conn, self._app_id, keys)
+            missing = [key for key in keys if key not in ids and key.strip().lower() not in ids]
+            if missing:
+                raise GrantNotFound(missing[0], field="grants")
+            return grants.move_grants(conn, self._app_id, sorted(set(ids.values())), workspace)
+
+        return await self.database.write(work)
+
+    async def regroup(self) -> int:
+        """Re-apply auto-group patterns to grants not pinned to a workspace."""
+        return await self.database.write(lambda c: grants.regroup(c, self._app_id))
+
+    async def provision(
+        self,
+        address: str,
+        *,
+        workspace: str | None = None,
+        agent: AgentRef = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Grant:
+        """Create (or return the existing) grant for ``address`` in one call.
+
+        The workspace is ``workspace`` if given, else the most specific
+        auto-group pattern of the domain, else the default. Raises
+        :class:`~mailfleet.InvalidAddress`, :class:`~mailfleet.DomainNotRegistered`
+        or :class:`~mailfleet.WorkspaceNotFound`; nothing is written then.
+        """
+        (result,) = await self.provision_many(
+            [address], workspace=workspace, agent=agent, metadata=metadata
+        )
+        if result.grant is None:
+            assert result.error is not None
+            raise result.error
+        return result.grant
+
+    async def provision_many(
+        self,
+        addresses: Iterable[str],
+        *,
+        workspace: str | None = None,
+        agent: AgentRef = None,
+        metadata: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[ProvisionResult]:
+        """Provision many addresses in batched transactions.
+
+        Returns one :class:`ProvisionResult` per given address, in order:
+        ``created``, ``existing`` or ``invalid`` with its reason. ``progress``
+        is called as ``progress(done, total)`` after each batch, counting
+        distinct valid addresses.
+        """
+        agent_name = _agent_name(agent)
+        check_json("metadata", metadata)
+        given = list(addresses)
+        requests: dict[str, GrantRequest] = {}
+        errors: dict[int, MailfleetError] = {}
+        normal: list[str | None] = []
+        for index, raw in enumerate(given):
+            try:
+                parsed = parse_address(raw)
+            except InvalidInput as exc:
+                errors[index] = exc
+                normal.append(None)
+                continue
+            key = str(parsed)
+            normal.append(key)
+            requests.setdefault(key, GrantRequest(parsed, agent_name, dict(metadata or {})))
+
+        outcome: dict[str, tuple[Grant, bool]] = {}
+        refused: dict[str, Exception] = {}
+        pending = list(requests.values())
+        size = self.settings.provision_batch_size
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            found, rejected = await self.database.write(
+                partial(
+                    grants.provision_batch,
+                    application_id=self._app_id,
+                    requests=batch,
+                    workspace=workspace,
+                )
+            )
+            outcome.update(found)
+            refused.update(rejected)
+            if progress is not None:
+                progress(min(start + size, len(pending)), len(pending))
+        if not pending and progress is not None:
+            progress(0, 0)
+        results = []
+        for index, raw in enumerate(given):
+            address = normal[index]
+            if address is None:
+                results.append(ProvisionResult(raw, ProvisionOutcome.INVALID, error=errors[index]))
+            elif address in refused:
+                results.append(
+                    ProvisionResult(raw, ProvisionOutcome.INVALID, error=refused[address])
+                )
+            else:
+                grant, created = outcome[address]
+                kind = ProvisionOutcome.CREATED if created else ProvisionOutcome.EXISTING
+                results.append(ProvisionResult(raw, kind, grant=grant))
+        return results
+
+    async def deprovision(self, grant: str) -> bool:
+        """Tear down a grant (id or address); True if it existed."""
+        return bool(await self.deprovision_many([grant]))
+
+    async def deprovision_many(self, keys: Iterable[str]) -> list[str]:
+        """Tear down many grants at once; return the ids removed."""
+        listed = list(keys)
+
+        def work(conn: Any) -> list[str]:
+            ids = grants.grant_ids(conn, self._app_id, listed)
+            return grants.delete_grants(conn, self._app_id, sorted(set(ids.values())))
+
+        return await self.database.write(work)
+
+    async def grant(self, key: str) -> Grant:
+        """A grant by id or address, with its effective policy."""
+        return await self.database.read(lambda c: grants.get_grant(c, self._app_id, key))
+
+    async def grants(
+        self,
+        *,
+        workspace: str | None = None,
+        status: GrantStatus | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Grant]:
+        """Grants by address, optionally filtered by workspace and status."""
+        return await self.database.read(
+            lambda c: grants.list_grants(
+                c, self._app_id, workspace=workspace, status=status, limit=limit, offset=offset
+            )
+        )
+
+    async def count_grants(self, *, workspace: str | None = None) -> int:
+        """How many grants the application, or one workspace, holds."""
+        return await self.database.read(
+            lambda c: grants.count_grants(c, self._app_id, workspace=workspace)
+        )
+
+    async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:
+        """An administrator's act: pause, restrict or reinstate a grant.
+
+        Paused grants answer every send with ``paused`` (400), restricted ones
+        with ``restricted`` (403), until set back to ``active``.
+        """
+        wanted = GrantStatus(status)
+        if wanted is GrantStatus.DELETED:
+            raise InvalidInput("status", "use deprovision() to delete a grant", value=status)
+        return await self.database.write(
+            lambda c: grants.set_status(c, self._app_id, grant, wanted)
+        )
+
+    async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
+        """A new API key for this application: its record and its secret (shown once)."""
+        return await self.database.write(
+            lambda c: applications.create_api_key(c, self._app_id, name)
+        )
+
+    async def events(
+        self,
+        *,
+        after: int = 0,
+        type: str | None = None,
+        grant: str | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Outbox events of the application after the event id ``after``."""
+        return await self.database.read(
+            lambda c: events.list_events(
+                c, self._app_id, after=after, type=type, grant_id=grant, limit=limit
+            )
+        )
+
+
+async def _generate_keys(selector: str) -> list[DkimKey]:
+    """An RSA-2048 and an Ed25519 key, generated off the event loop."""
+    rsa = await anyio.to_thread.run_sync(lambda: generate_key("rsa", selector=selector))
+    ed = generate_key("ed25519", selector=f"{selector}-ed25519")
+    return [rsa, ed]
+
+
+def _agent_name(agent: AgentRef) -> str | None:
+    if agent is None or isinstance(agent, str):
+        return agent
+    if isinstance(agent, type) and issubclass(agent, Agent):
+        return agent.agent_name()
+    raise InvalidInput("agent", "must be an Agent subclass or its 'module:Class' name", value=agent)
+
+
+def check_json(field: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"must be JSON-serialisable: {exc}", value=value) from None
