@@ -135,6 +135,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
