@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-import sqlalchemy as sa
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
@@ -24,9 +23,8 @@ from ..mail.parse import has_reply_prefix, normalize_subject
 from ..mail.threads import usable_id
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
-from ..store import queue
+from ..store import grants, queue
 from ..store.database import Database
-from ..store.tables import grants_table
 from .batching import GroupCommit
 
 __all__ = ["Intake"]
@@ -82,7 +80,8 @@ class Intake:
     def _store(
         self, conn: Connection, batch: Sequence[_Delivery]
     ) -> list[StoredMessage | Exception]:
-        grant_ids = _resolve(conn, self._app_id, {d.key for d in batch})
+        found = grants.grant_ids(conn, self._app_id, {d.key for d in batch})
+        grant_ids = {d.key: found[_normal(d.key)] for d in batch if _normal(d.key) in found}
         waiting = queue.backlog(conn, set(grant_ids.values()))
         seen = queue.by_source(
             conn,
@@ -125,6 +124,11 @@ class Intake:
         return [o if o is not None else RuntimeError("not stored") for o in outcomes]
 
 
+def _normal(key: str) -> str:
+    """A grant key as the store matches it: ids as they are, addresses lower-cased."""
+    return key.strip().lower() if "@" in key else key
+
+
 def thread_keys_of(headers: MessageHeaders) -> tuple[tuple[str, ...], str | None, bool]:
     """References (most recent first), normalised subject and reply flag, from the
     headers read on arrival (cheap: no full MIME parse on the delivery path)."""
@@ -137,26 +141,3 @@ def thread_keys_of(headers: MessageHeaders) -> tuple[tuple[str, ...], str | None
 
 
 _IDS = re.compile(r"<[^<>\s]+>")
-
-
-def _resolve(conn: Connection, application_id: str, keys: set[str]) -> dict[str, str]:
-    """Map grant ids and addresses to the ids of live grants of the application."""
-    addresses = {k.strip().lower(): k for k in keys if "@" in k}
-    ids = [k for k in keys if "@" not in k]
-    found: dict[str, str] = {}
-    table = grants_table
-    if ids:
-        rows = conn.execute(
-            sa.select(table.c.id).where(
-                table.c.application_id == application_id, table.c.id.in_(ids)
-            )
-        )
-        found.update((grant_id, grant_id) for grant_id in rows.scalars())
-    if addresses:
-        rows = conn.execute(
-            sa.select(table.c.address, table.c.id).where(
-                table.c.application_id == application_id, table.c.address.in_(list(addresses))
-            )
-        )
-        found.update((addresses[address], grant_id) for address, grant_id in rows.all())
-    return found

@@ -103,9 +103,12 @@ class FleetMx(MxContext):
                 stored.append(message.id)
                 self._grew(recipient.address, len(message.raw))
 
-        async with anyio.create_task_group() as tg:
-            for recipient in recipients:
-                tg.start_soon(one, recipient)
+        if len(recipients) == 1:  # the common case needs no task group
+            await one(recipients[0])
+        else:
+            async with anyio.create_task_group() as tg:
+                for recipient in recipients:
+                    tg.start_soon(one, recipient)
         if failures:
             if any(isinstance(f, QueueFull) for f in failures):
                 return Accepted("451 4.3.0 Mailbox busy, please try again later")
