@@ -27,10 +27,12 @@ from ..mail.inbound import InboundMessage
 from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress, InvalidInput
+from ..model.messages import MessageHeaders, parse_headers
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domains, grants, messages, outbound
+from ..store import domains, grants, outbound
 from ..store.database import Database
+from ..store.outbound import NewOutbound
 from .batching import GroupCommit
 
 __all__ = ["Outbox", "verp_address"]
@@ -43,14 +45,8 @@ def verp_address(token: str, domain: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Queued:
-    grant_id: str
-    raw: bytes
-    recipients: tuple[str, ...]
-    token: str
-    mail_from: str
+    message: NewOutbound
     message_id: str
-    thread_id: str
-    thread_subject: str
 
 
 class Outbox(AgentContext):
@@ -109,22 +105,21 @@ class Outbox(AgentContext):
             return SendResult(SendStatus.REJECTED, detail=str(exc))
         raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
-        if signer is not None:
-            raw = await anyio.to_thread.run_sync(signer.sign, raw)
+        # Signing (OpenSSL releases the GIL) and reading the headers back run in a thread.
+        raw, headers = await anyio.to_thread.run_sync(_sign_and_read, signer, raw)
         token = secrets.token_hex(10)
         thread = (in_reply_to.thread_id if in_reply_to else None) or str(uuid.uuid4())
-        return await self._batches.submit(
-            _Queued(
-                grant.id,
-                raw,
-                recipients,
-                token,
-                verp_address(token, grant.domain),
-                message_id,
-                thread,
-                normalize_subject(subject),
-            )
+        item = NewOutbound(
+            grant_id=grant.id,
+            raw=raw,
+            headers=headers,
+            recipients=tuple(recipients),
+            verp_token=token,
+            mail_from=verp_address(token, grant.domain),
+            thread_id=thread,
+            thread_subject=normalize_subject(subject) or None,
         )
+        return await self._batches.submit(_Queued(item, message_id))
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
         results = await self._db.write(lambda conn: self._store(conn, batch))
@@ -134,10 +129,11 @@ class Outbox(AgentContext):
 
     def _store(self, conn: Connection, batch: Sequence[_Queued]) -> list[SendResult]:
         # Statuses are read in the transaction: a pause takes effect at once.
-        statuses = grants.statuses(conn, {item.grant_id for item in batch})
+        statuses = grants.statuses(conn, {q.message.grant_id for q in batch})
         results: list[SendResult] = []
-        for item in batch:
-            status = statuses.get(item.grant_id)
+        accepted: list[NewOutbound] = []
+        for queued in batch:
+            status = statuses.get(queued.message.grant_id)
             if status is GrantStatus.PAUSED:
                 results.append(SendResult(SendStatus.PAUSED, detail="grant_paused"))
             elif status is GrantStatus.RESTRICTED:
@@ -145,29 +141,15 @@ class Outbox(AgentContext):
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
             else:
-                stored = messages.store_outbound(
-                    conn,
-                    self._app_id,
-                    item.grant_id,
-                    item.raw,
-                    recipients=item.recipients,
-                    thread_id=item.thread_id,
-                    thread_subject=item.thread_subject,
-                )
-                outbound.queue_outbound(
-                    conn,
-                    self._app_id,
-                    grant_id=item.grant_id,
-                    message_id=stored,
-                    verp_token=item.token,
-                    mail_from=item.mail_from,
-                    recipients=item.recipients,
-                )
+                accepted.append(queued.message)
                 results.append(
                     SendResult(
-                        SendStatus.QUEUED, message_id=item.message_id, thread_id=item.thread_id
+                        SendStatus.QUEUED,
+                        message_id=queued.message_id,
+                        thread_id=queued.message.thread_id,
                     )
                 )
+        outbound.queue_outbound(conn, self._app_id, accepted)
         return results
 
     async def _signer(self, domain: str) -> DkimSigner | None:
@@ -181,3 +163,8 @@ class Outbox(AgentContext):
                     ]
                     self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
         return self._signers[domain]
+
+
+def _sign_and_read(signer: DkimSigner | None, raw: bytes) -> tuple[bytes, MessageHeaders]:
+    signed = raw if signer is None else signer.sign(raw)
+    return signed, parse_headers(signed)

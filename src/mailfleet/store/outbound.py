@@ -9,10 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..model.messages import MessageHeaders
 from .events import record_many
-from .tables import messages_table, outbound_table, utcnow
+from .tables import messages_table, new_id, outbound_table, utcnow
 
 __all__ = [
+    "NewOutbound",
     "OutboundItem",
     "OutboundResult",
     "OutboundView",
@@ -78,34 +80,91 @@ class OutboundView:
     raw: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NewOutbound:
+    """A built, signed message to store and queue for sending."""
+
+    grant_id: str
+    raw: bytes
+    headers: MessageHeaders
+    recipients: tuple[str, ...]
+    verp_token: str
+    mail_from: str
+    thread_id: str
+    thread_subject: str | None
+
+
 def queue_outbound(
-    conn: Connection,
-    application_id: str,
-    *,
-    grant_id: str,
-    message_id: str,
-    verp_token: str,
-    mail_from: str,
-    recipients: Sequence[str],
-) -> None:
-    """Queue a stored message for sending."""
+    conn: Connection, application_id: str, items: Sequence[NewOutbound]
+) -> list[str]:
+    """Store each message in its grant's sent folder and queue it for sending, with
+    its ``message.queued`` event: three statements for the whole batch."""
+    if not items:
+        return []
     now = utcnow()
+    ids = [new_id() for _ in items]
+    conn.execute(
+        sa.insert(_messages),
+        [
+            {
+                "id": stored_id,
+                "application_id": application_id,
+                "grant_id": item.grant_id,
+                "direction": "out",
+                "folder": "sent",
+                "message_id": item.headers.message_id,
+                "thread_id": item.thread_id,
+                "thread_subject": (item.thread_subject or "")[:255] or None,
+                "subject": item.headers.subject,
+                "sender": item.headers.sender,
+                "recipients": list(item.recipients),
+                "size": len(item.raw),
+                "headers": [list(h) for h in item.headers.headers],
+                "raw": item.raw,
+                "created_at": now,
+            }
+            for stored_id, item in zip(ids, items, strict=True)
+        ],
+    )
     conn.execute(
         sa.insert(_out),
-        {
-            "application_id": application_id,
-            "grant_id": grant_id,
-            "message_id": message_id,
-            "verp_token": verp_token,
-            "mail_from": mail_from,
-            "recipients": list(recipients),
-            "status": "pending",
-            "attempts": 0,
-            "not_before": 0.0,
-            "created_at": now,
-            "updated_at": now,
-        },
+        [
+            {
+                "application_id": application_id,
+                "grant_id": item.grant_id,
+                "message_id": stored_id,
+                "verp_token": item.verp_token,
+                "mail_from": item.mail_from,
+                "recipients": list(item.recipients),
+                "status": "pending",
+                "attempts": 0,
+                "not_before": 0.0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for stored_id, item in zip(ids, items, strict=True)
+        ],
     )
+    record_many(
+        conn,
+        application_id,
+        "message.queued",
+        (
+            (
+                item.grant_id,
+                {
+                    "grant_id": item.grant_id,
+                    "message_id": stored_id,
+                    "header_message_id": item.headers.message_id,
+                    "to": list(item.recipients),
+                    "subject": item.headers.subject,
+                    "thread_id": item.thread_id,
+                },
+            )
+            for stored_id, item in zip(ids, items, strict=True)
+        ),
+    )
+    return ids
 
 
 def next_due(conn: Connection) -> float | None:
@@ -174,22 +233,37 @@ def claim_due(
 def record_results(
     conn: Connection, application_id: str, results: Sequence[OutboundResult]
 ) -> None:
-    """Store the outcome of each send and its events, in one transaction."""
+    """Store the outcome of each send and its events: one statement per kind."""
+    if not results:
+        return
     now = utcnow()
-    for result in results:
-        values: dict[str, Any] = {
-            "status": result.status,
-            "attempts": result.item.attempts + 1,
-            "not_before": result.not_before,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_code": result.code,
-            "last_response": (result.response or "")[:2000] or None,
-            "updated_at": now,
-        }
-        if result.recipients is not None:
-            values["recipients"] = list(result.recipients)
-        conn.execute(sa.update(_out).where(_out.c.id == result.item.id).values(**values))
+    conn.execute(
+        sa.update(_out)
+        .where(_out.c.id == sa.bindparam("oid"))
+        .values(
+            status=sa.bindparam("new_status"),
+            attempts=sa.bindparam("new_attempts"),
+            not_before=sa.bindparam("new_not_before"),
+            lease_owner=None,
+            lease_until=None,
+            last_code=sa.bindparam("code"),
+            last_response=sa.bindparam("response"),
+            recipients=sa.bindparam("new_recipients", type_=_out.c.recipients.type),
+            updated_at=now,
+        ),
+        [
+            {
+                "oid": result.item.id,
+                "new_status": result.status,
+                "new_attempts": result.item.attempts + 1,
+                "new_not_before": result.not_before,
+                "code": result.code,
+                "response": (result.response or "")[:2000] or None,
+                "new_recipients": list(result.recipients or result.item.recipients),
+            }
+            for result in results
+        ],
+    )
     by_type: dict[str, list[tuple[str | None, dict[str, Any]]]] = {}
     for result in results:
         for kind, payload in result.events:
