@@ -19,6 +19,7 @@ from mailfleet.mail import (
 )
 from mailfleet.mail.parse import MAX_DEFECTS, MAX_DEPTH, MAX_PARTS
 from mailfleet.mail.threads import reply_references
+from mailfleet.model.messages import MessageHeaders, parse_headers
 
 
 def crlf(text: str) -> bytes:
@@ -626,6 +627,49 @@ SAMPLES = [ALTERNATIVE, ATTACHMENTS, FORWARD, nested(4)]
 @given(st.binary(max_size=4000))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert_sane(parse_message(raw))
+    assert_sane_headers(parse_headers(raw))
+
+
+def assert_sane_headers(headers: MessageHeaders) -> None:
+    """What holds for every header read on arrival, whatever the input."""
+    for value in (headers.sender, headers.subject, headers.message_id, *headers.recipients):
+        if value is not None:
+            value.encode("utf-8")
+    for name, value in headers.headers:
+        (name + value).encode("utf-8")
+        assert not {"\r", "\n"} & set(value)
+
+
+@pytest.mark.parametrize("raw", SAMPLES)
+def test_the_arrival_header_read_agrees_with_the_full_parser(raw: bytes) -> None:
+    quick, full = parse_headers(raw), parse_message(raw)
+    assert quick.sender == (full.from_.address if full.from_ else None)
+    assert quick.recipients == tuple(box.address for box in (*full.to, *full.cc))
+    assert (quick.subject, quick.message_id) == (full.subject, full.message_id)
+    assert [name for name, _ in quick.headers] == [name for name, _ in full.headers]
+
+
+def test_the_arrival_header_read_of_awkward_headers() -> None:
+    raw = (
+        b"From nobody Wed Nov 25 12:00:00 2026\n"  # an mbox separator
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  and more\r\n"
+        b'To: "Doe, Jane" <jane@example.org>, k@example.org\r\n'
+        b"Cc: undisclosed-recipients:;\r\n"
+        b"From: Bad \xff\xfe <z@example.org>\r\n"
+        b"Message-ID:   <id@example.org>  \r\n"
+        b"not a field: the header block ends here\r\n"
+        b"X-After: never read\r\n\r\nbody"
+    )
+    headers = parse_headers(raw)
+    assert headers.subject == "café  and more"
+    assert headers.recipients == ("jane@example.org", "k@example.org")
+    assert headers.sender == "z@example.org"
+    assert headers.message_id == "<id@example.org>"
+    assert [name for name, _ in headers.headers] == ["Subject", "To", "Cc", "From", "Message-ID"]
+    assert dict(headers.headers)["From"] == "Bad \ufffd\ufffd <z@example.org>"
+    bare = parse_headers(b"Subject: no body, bare line feeds\nTo: a@example.org")
+    assert (bare.subject, bare.recipients) == ("no body, bare line feeds", ("a@example.org",))
+    assert parse_headers(b"") == MessageHeaders(None, (), None, None, ())
 
 
 # Header-ish and MIME-ish tokens, so that random input reaches the deeper code paths.
@@ -667,6 +711,7 @@ TOKENS = st.sampled_from(
 @given(st.lists(st.one_of(TOKENS, st.binary(max_size=8)), max_size=80))
 def test_mime_shaped_garbage_never_raises(chunks: list[bytes]) -> None:
     assert_sane(parse_message(b"".join(chunks)))
+    assert_sane_headers(parse_headers(b"".join(chunks)))
 
 
 @st.composite
@@ -694,6 +739,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated())
 def test_mutated_messages_never_raise(raw: bytes) -> None:
     assert_sane(parse_message(raw))
+    assert_sane_headers(parse_headers(raw))
 
 
 def test_defects_are_listed_once_and_capped() -> None:

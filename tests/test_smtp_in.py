@@ -11,8 +11,10 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 import anyio.to_thread
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from mailfleet import Agent, Fleet, InboundMessage
+from mailfleet.transports.smtp_in import MxSMTP
 from support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -138,6 +140,40 @@ async def test_a_full_queue_gets_451_and_a_retry_is_not_stored_twice(database_ur
         Desk.gate.set()
         await wait_until(lambda: len(Desk.seen) == 1)
         assert len(await fleet.events(type="message.received")) == 1
+        assert (await smtp(fleet, lambda c: send(c, other)))[1] == 250  # room again
+        await wait_until(lambda: len(Desk.seen) == 2)
+
+
+PATHS = [
+    "<ada@example.org>",
+    " <ada@example.org> SIZE=100 BODY=8BITMIME",
+    "<ada@example.org>\tSIZE=1",
+    "<a.b+c@x-y.example.org>",
+    "<>",
+    '<"quoted local"@example.org>',
+    "ada@example.org",
+    "<a..b@example.org>",
+    "<a@[127.0.0.1]>",
+    "<@relay.example:a@example.org>",
+    "<a@example.org> (a comment) SIZE=1",
+    "<a@example.org>>",
+    "<José@example.org>",
+    "<" + "a" * 70 + "@example.org>",
+    "<broken@",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("local_part_limit", [0, 64])
+async def test_the_mx_reads_paths_as_aiosmtpd_does(path: str, local_part_limit: int) -> None:
+    def read(server: SMTP) -> object:
+        server.local_part_limit = local_part_limit
+        try:
+            return server._getaddr(path)
+        except Exception as exc:  # the stdlib parser fails on some input; so must we
+            return type(exc)
+
+    assert read(MxSMTP(Desk())) == read(SMTP(Desk()))
 
 
 async def test_too_many_recipients_and_long_lines(database_url: str) -> None:

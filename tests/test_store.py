@@ -12,7 +12,9 @@ from mailfleet import Fleet, InvalidInput, StoreUnavailable
 from mailfleet.store import applications
 from mailfleet.store.database import Database, normalize_url
 from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
-from mailfleet.store.tables import api_keys_table, metadata
+from mailfleet.store.prepared import Prepared
+from mailfleet.store.tables import JSONType, Timestamp, api_keys_table, metadata, utcnow
+from mailfleet.store.timestamps import aware
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +111,31 @@ async def test_a_closed_fleet_says_so() -> None:
     fleet = Fleet(database_url="sqlite:///:memory:")
     with pytest.raises(RuntimeError, match="not open"):
         _ = fleet.application
+
+
+def test_prepared_statements_write_what_sqlalchemy_reads(database_url: str) -> None:
+    """The hot-path statements bypass SQLAlchemy's execution but not its types or errors."""
+    probe = sa.Table(
+        "prepared_probe",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("payload", JSONType, nullable=False),
+        sa.Column("at", Timestamp, nullable=False),
+        sa.Column("raw", sa.LargeBinary),
+    )
+    insert = Prepared(sa.insert(probe), columns=("id", "payload", "at", "raw"))
+    lookup = Prepared(sa.select(probe.c.id).where(probe.c.id == sa.bindparam("key")))
+    row = {"id": 1, "payload": {"to": ["a@example.org"]}, "at": utcnow(), "raw": b"\x00\xff"}
+    database = Database(database_url)
+    try:
+        database.write_sync(lambda c: probe.create(c))
+        database.write_sync(lambda c: insert.execute_many(c, [row]))
+        back = database.read_sync(lambda c: c.execute(sa.select(probe)).one())
+        assert (back.payload, back.raw) == (row["payload"], row["raw"])
+        assert aware(back.at) == row["at"]
+        assert database.read_sync(lambda c: lookup.fetch(c, {"key": 1})) == [(1,)]
+        with pytest.raises(sa.exc.IntegrityError):  # driver errors arrive as SQLAlchemy's
+            database.write_sync(lambda c: insert.execute_many(c, [row]))
+    finally:
+        database.write_sync(lambda c: probe.drop(c, checkfirst=True))
+        database.engine.dispose()

@@ -10,8 +10,8 @@ single SQLite writer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import anyio
@@ -21,13 +21,6 @@ __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(slots=True, eq=False)
-class _Waiting(Generic[T, R]):
-    item: T
-    done: anyio.Event = field(default_factory=anyio.Event)
-    outcome: R | Exception | None = None
 
 
 class GroupCommit(Generic[T, R]):
@@ -48,7 +41,7 @@ class GroupCommit(Generic[T, R]):
         self._commit = commit
         self._max_batch = max_batch
         self._closed_error = closed_error
-        self._pending: list[_Waiting[T, R]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = anyio.Event()
         self._running = False
 
@@ -61,13 +54,12 @@ class GroupCommit(Generic[T, R]):
         """Wait until ``item`` is committed; return its result or raise its error."""
         if not self._running:
             raise RuntimeError(self._closed_error)
-        waiting: _Waiting[T, R] = _Waiting(item)
-        self._pending.append(waiting)
+        # A bare future of the running loop: the runtime runs on asyncio (aiosmtpd
+        # and aiosmtplib need it), and this is the cheapest way to wait per item.
+        outcome: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, outcome))
         self._wakeup.set()
-        await waiting.done.wait()
-        if isinstance(waiting.outcome, Exception):
-            raise waiting.outcome
-        return waiting.outcome  # type: ignore[return-value]
+        return await outcome
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit submissions until cancelled."""
@@ -84,15 +76,19 @@ class GroupCommit(Generic[T, R]):
                         await self._run_batch(batch)
         finally:
             self._running = False
-            for waiting in self._pending:
-                waiting.outcome = RuntimeError(self._closed_error)
-                waiting.done.set()
+            for _, waiting in self._pending:
+                if not waiting.done():
+                    waiting.set_exception(RuntimeError(self._closed_error))
 
-    async def _run_batch(self, batch: list[_Waiting[T, R]]) -> None:
+    async def _run_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            outcomes = await self._commit([waiting.item for waiting in batch])
+            outcomes = await self._commit([item for item, _ in batch])
         except Exception as exc:  # nothing was committed
             outcomes = [exc] * len(batch)
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            waiting.outcome = outcome
-            waiting.done.set()
+        for (_, waiting), outcome in zip(batch, outcomes, strict=True):
+            if waiting.done():  # its caller was cancelled; the item is committed all the same
+                continue
+            if isinstance(outcome, Exception):
+                waiting.set_exception(outcome)
+            else:
+                waiting.set_result(outcome)

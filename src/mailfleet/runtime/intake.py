@@ -12,6 +12,7 @@ against the queue limit: a full queue refuses the message
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class Intake:
         self._app_id = application_id
         self._limit = queue_limit
         self.committed = committed
+        self._backlog = BacklogGauge(queue_limit)
         self._batches: GroupCommit[_Delivery, StoredMessage] = GroupCommit(
             self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
         )
@@ -82,7 +84,7 @@ class Intake:
     ) -> list[StoredMessage | Exception]:
         found = grants.grant_ids(conn, self._app_id, {d.key for d in batch})
         grant_ids = {d.key: found[_normal(d.key)] for d in batch if _normal(d.key) in found}
-        waiting = queue.backlog(conn, set(grant_ids.values()))
+        waiting = self._backlog.bounds(conn, set(grant_ids.values()), incoming=len(batch))
         seen = queue.by_source(
             conn,
             (
@@ -119,9 +121,51 @@ class Intake:
                 )
                 slot[index] = key
         stored = dict(zip(new, queue.enqueue(conn, self._app_id, list(new.values())), strict=True))
+        self._backlog.update(waiting)
         for index, key in slot.items():
             outcomes[index] = stored[key]
         return [o if o is not None else RuntimeError("not stored") for o in outcomes]
+
+
+class BacklogGauge:
+    """Upper bounds of grants' ready backlogs, so that a batch rarely counts them.
+
+    Counting a grant's ready entries costs time in proportion to its backlog.
+    Workers only shrink a backlog, so the last count plus what this intake
+    queued since is an upper bound; it is trusted for ``max_age`` seconds,
+    and recounted sooner only when it comes near ``limit``. Entries other
+    processes queue (or dead letters replayed) are seen at the next count.
+    Used from the intake's one writer at a time.
+    """
+
+    def __init__(self, limit: int, *, max_age: float = 1.0) -> None:
+        self._limit = limit
+        self._max_age = max_age
+        self._bounds: dict[str, tuple[float, int]] = {}  # grant id -> (counted at, bound)
+
+    def bounds(self, conn: Connection, grant_ids: set[str], *, incoming: int) -> dict[str, int]:
+        """Each grant's backlog bound, counting those whose bound is old or near the limit."""
+        now = time.monotonic()
+        known: dict[str, int] = {}
+        for grant_id in grant_ids:
+            hit = self._bounds.get(grant_id)
+            if hit and now - hit[0] < self._max_age and hit[1] + incoming < self._limit:
+                known[grant_id] = hit[1]
+        stale = grant_ids - known.keys()
+        if stale:
+            counted = queue.backlog(conn, stale)
+            for grant_id in stale:
+                known[grant_id] = counted.get(grant_id, 0)
+                self._bounds[grant_id] = (now, known[grant_id])
+        return known
+
+    def update(self, waiting: dict[str, int]) -> None:
+        """Record the backlogs after a commit: the counts of :meth:`bounds` plus what was queued."""
+        if len(self._bounds) > 100_000:
+            self._bounds.clear()
+        for grant_id, count in waiting.items():
+            counted_at = self._bounds.get(grant_id, (0.0, 0))[0]
+            self._bounds[grant_id] = (counted_at, count)
 
 
 def _normal(key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from email.utils import formatdate
@@ -36,7 +37,7 @@ class FleetMx(MxContext):
         self._cache: dict[str, tuple[float, Grant | None]] = {}
 
     async def _grant(self, address: str) -> Grant | None:
-        now = anyio.current_time()
+        now = time.monotonic()
         hit = self._cache.get(address)
         if hit is not None and now - hit[0] < self._cache_seconds:
             return hit[1]

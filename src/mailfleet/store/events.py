@@ -9,12 +9,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..model.records import Event
+from .prepared import Prepared
 from .tables import events_table, utcnow
 from .timestamps import aware
 
 __all__ = ["list_events", "record", "record_many"]
 
 _events = events_table
+_insert = Prepared(
+    sa.insert(_events), columns=("application_id", "grant_id", "type", "payload", "created_at")
+)
 
 
 def record(
@@ -47,8 +51,7 @@ def record_many(
         }
         for grant_id, payload in items
     ]
-    if rows:
-        conn.execute(sa.insert(_events), rows)
+    _insert.execute_many(conn, rows)
 
 
 def list_events(

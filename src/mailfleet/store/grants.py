@@ -22,6 +22,7 @@ from ..model.errors import Conflict, DomainNotRegistered, GrantNotFound
 from ..model.records import Grant, GrantStatus
 from .domains import domain_ids
 from .events import record_many
+from .prepared import Prepared
 from .tables import grants_table, new_id, utcnow, workspaces_table
 from .timestamps import aware
 from .workspaces import default_workspace_id, get_workspace, pattern_table, policy_of
@@ -276,6 +277,15 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
     by_address = [k.strip().lower() for k in keys if "@" in k]
     by_id = [k for k in keys if "@" not in k]
     found: dict[str, str] = {}
+    if len(by_address) + len(by_id) <= _FEW:  # the intake's case: a few keys per batch
+        for lookup, values in ((_by_address, by_address), (_by_id, by_id)):
+            for value in values:
+                found.update(
+                    (value, gid)
+                    for gid, app in lookup.fetch(conn, {"key": value})
+                    if app == application_id
+                )
+        return found
     for column, values in ((_grants.c.address, by_address), (_grants.c.id, by_id)):
         for chunk in _chunks(values, 1000):
             rows = conn.execute(
@@ -283,6 +293,13 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
             )
             found.update((key, gid) for key, gid, app in rows.all() if app == application_id)
     return found
+
+
+_FEW = 16
+_by_address, _by_id = (
+    Prepared(sa.select(_grants.c.id, _grants.c.application_id).where(column == sa.bindparam("key")))
+    for column in (_grants.c.address, _grants.c.id)
+)
 
 
 def delete_grants(conn: Connection, application_id: str, ids: Sequence[str]) -> list[str]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from .events import record, record_many
+from .prepared import Prepared
 from .tables import (
     grants_table,
     leases_table,
@@ -55,6 +56,36 @@ _queue = queue_table
 _leases = leases_table
 _messages = messages_table
 _grants = grants_table
+
+
+_MESSAGE_COLUMNS = (
+    "id",
+    "application_id",
+    "grant_id",
+    "direction",
+    "folder",
+    "message_id",
+    "thread_id",
+    "thread_subject",
+    "subject",
+    "sender",
+    "recipients",
+    "size",
+    "headers",
+    "source_key",
+    "raw",
+    "created_at",
+)
+_insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
+_insert_entries = Prepared(
+    sa.insert(_queue),
+    columns=("application_id", "grant_id", "message_id", "status", "attempts", "created_at"),
+)
+_grow_storage = Prepared(
+    sa.update(_grants)
+    .where(_grants.c.id == sa.bindparam("gid"))
+    .values(stored_bytes=_grants.c.stored_bytes + sa.bindparam("grown"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +182,13 @@ def enqueue(
         )
     if not messages:
         return messages
-    conn.execute(sa.insert(_messages), message_rows)
+    _insert_messages.execute_many(conn, message_rows)
     grown: dict[str, int] = {}
     for message in messages:
         grown[message.grant_id] = grown.get(message.grant_id, 0) + len(message.raw)
-    conn.execute(
-        sa.update(_grants)
-        .where(_grants.c.id == sa.bindparam("gid"))
-        .values(stored_bytes=_grants.c.stored_bytes + sa.bindparam("grown")),
-        [{"gid": g, "grown": n} for g, n in sorted(grown.items())],
-    )
-    conn.execute(
-        sa.insert(_queue),
+    _grow_storage.execute_many(conn, [{"gid": g, "grown": n} for g, n in sorted(grown.items())])
+    _insert_entries.execute_many(
+        conn,
         [
             {
                 "application_id": application_id,
@@ -191,23 +217,25 @@ def by_source(
     conn: Connection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], StoredMessage]:
     """Messages already stored under ``(grant_id, source_key)``."""
-    wanted = sorted(set(keys))
-    if not wanted:
+    # One indexed lookup per key; almost every key is new, and the rows of
+    # the few that are not are read in full afterwards.
+    found = [
+        row[0]
+        for grant_id, source_key in sorted(set(keys))
+        for row in _id_by_source.fetch(conn, {"grant_id": grant_id, "source_key": source_key})
+    ]
+    if not found:
         return {}
-    # Two plain IN lists use the (grant_id, source_key) index on both backends;
-    # a row-value IN does not on SQLite. Pairs are matched exactly below.
-    rows = conn.execute(
-        sa.select(_messages).where(
-            _messages.c.grant_id.in_(sorted({g for g, _ in wanted})),
-            _messages.c.source_key.in_(sorted({k for _, k in wanted})),
-        )
+    rows = conn.execute(sa.select(_messages).where(_messages.c.id.in_(found)))
+    return {(row.grant_id, row.source_key): _stored(row, row.id, row.message_id) for row in rows}
+
+
+_id_by_source = Prepared(
+    sa.select(_messages.c.id).where(
+        _messages.c.grant_id == sa.bindparam("grant_id"),
+        _messages.c.source_key == sa.bindparam("source_key"),
     )
-    pairs = set(wanted)
-    return {
-        (row.grant_id, row.source_key): _stored(row, row.id, row.message_id)
-        for row in rows
-        if (row.grant_id, row.source_key) in pairs
-    }
+)
 
 
 def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) -> StoredMessage:

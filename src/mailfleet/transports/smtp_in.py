@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,34 @@ class MxContext(Protocol):
     ) -> Accepted:
         """Commit the message for every recipient, or say why not (4xx/5xx)."""
         ...
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)", re.DOTALL
+)
+"""``<local@domain>`` with a dot-atom local part and a host name: nearly every path."""
+
+
+class MxSMTP(SMTP):
+    """aiosmtpd's protocol with a fast path for plain MAIL FROM / RCPT TO paths.
+
+    aiosmtpd parses every path with the stdlib's full RFC 5322 address parser
+    (and defines a class on each call), about a fifth of its cost per
+    message. A plain ``<local@domain>`` gives the same result as that parser
+    and is read with one regular expression; anything else (quoted local
+    parts, address literals, UTF-8, no angle brackets) still goes through it.
+    """
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_PATH.fullmatch(arg)
+        rest = plain[2].lstrip() if plain else ""
+        if plain is None or rest.startswith("("):  # comments: the full parser
+            return super()._getaddr(arg)
+        address = plain[1]
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
 
 class MxHandler:
@@ -151,7 +180,7 @@ async def serve_smtp(
     handler = MxHandler(context, max_recipients=max_recipients)
 
     def factory() -> Any:
-        return SMTP(
+        return MxSMTP(
             handler,
             data_size_limit=data_size_limit,
             enable_SMTPUTF8=True,

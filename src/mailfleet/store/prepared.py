@@ -1,0 +1,111 @@
+"""Hot-path statements: compiled once per dialect, run on the driver's cursor.
+
+SQLAlchemy's work around each execution (cache key, execution context,
+parameter and result processing) costs 50 to 200 µs here, more than SQLite
+needs to run most single statements. The intake, the outbox and the sender
+run a few fixed statements per batch, thousands of times a second. A
+:class:`Prepared` statement compiles its Core statement once per dialect,
+keeps the column types' bind processors (JSON, timestamps) and runs it on
+the DBAPI cursor of the caller's connection, inside the caller's
+transaction. Everything else keeps using SQLAlchemy Core directly.
+
+Rows come back as plain tuples: prepared queries select only columns the
+driver returns as they are (text, numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import Executable
+
+__all__ = ["Prepared"]
+
+_Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    """The parameters in the order the driver takes them (positional styles)."""
+    positional: bool
+    processors: tuple[tuple[str, _Processor], ...]
+    """Bind processors of the parameters that have one (JSON, timestamps)."""
+
+
+class Prepared:
+    """A Core statement run with the driver's ``execute`` / ``executemany``.
+
+    ``statement`` names its parameters with ``bindparam`` (or, for INSERT and
+    UPDATE, by the ``columns`` given, which become ``VALUES`` / ``SET``).
+    """
+
+    def __init__(self, statement: Executable, *, columns: Sequence[str] | None = None) -> None:
+        self._statement = statement
+        self._columns = list(columns) if columns is not None else None
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            form = self._statement.compile(dialect=dialect, column_keys=self._columns)  # type: ignore[attr-defined]
+            processors = []
+            for name, bind in form.binds.items():
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if processor is not None:
+                    processors.append((name, processor))
+            compiled = _Compiled(
+                sql=form.string,
+                names=tuple(form.positiontup or ()),
+                positional=bool(form.positional),
+                processors=tuple(processors),
+            )
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def _parameters(
+        self, compiled: _Compiled, row: Mapping[str, Any]
+    ) -> Mapping[str, Any] | tuple[Any, ...]:
+        if compiled.processors:
+            row = dict(row)
+            for name, processor in compiled.processors:
+                if name in row:
+                    row[name] = processor(row[name])
+        if compiled.positional:
+            return tuple(row[name] for name in compiled.names)
+        return row
+
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per row, in one driver call."""
+        if not rows:
+            return
+        compiled = self._for(conn.dialect)
+        with _cursor(conn, compiled.sql) as cursor:
+            cursor.executemany(compiled.sql, [self._parameters(compiled, row) for row in rows])
+
+    def fetch(self, conn: Connection, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the query once; its rows as plain tuples."""
+        compiled = self._for(conn.dialect)
+        with _cursor(conn, compiled.sql) as cursor:
+            cursor.execute(compiled.sql, self._parameters(compiled, parameters))
+            return [tuple(row) for row in cursor.fetchall()]
+
+
+@contextmanager
+def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """A driver cursor in the connection's transaction; driver errors become
+    SQLAlchemy's (``OperationalError``, ``IntegrityError``...), as callers expect."""
+    cursor = conn.connection.cursor()
+    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    try:
+        yield cursor
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
