@@ -90,7 +90,7 @@ def _addresses(first: dict[str, str], *names: str) -> list[str]:
             continue
         _, bracket, rest = value.rpartition("<")
         address = (rest.partition(">")[0] if bracket else value).strip()
-        if address and not any(c.isspace() for c in address):
+        if address and len(address.split()) == 1:
             found.append(address)
     return found
 

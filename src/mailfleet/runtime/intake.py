@@ -176,9 +176,15 @@ def _normal(key: str) -> str:
 def thread_keys_of(headers: MessageHeaders) -> tuple[tuple[str, ...], str | None, bool]:
     """References (most recent first), normalised subject and reply flag, from the
     headers read on arrival (cheap: no full MIME parse on the delivery path)."""
-    fields = dict((name.lower(), value) for name, value in reversed(headers.headers))
-    cited = _IDS.findall(fields.get("in-reply-to", ""))[:1]
-    cited += reversed(_IDS.findall(fields.get("references", "")))
+    in_reply_to = references_field = ""
+    for name, value in headers.headers:  # the first of each field counts
+        lowered = name.lower()
+        if lowered == "in-reply-to" and not in_reply_to:
+            in_reply_to = value
+        elif lowered == "references" and not references_field:
+            references_field = value
+    cited = _IDS.findall(in_reply_to)[:1]
+    cited += reversed(_IDS.findall(references_field))
     references = tuple(dict.fromkeys(ref for ref in cited if usable_id(ref)))
     subject = normalize_subject(headers.subject) or None
     return references, subject, has_reply_prefix(headers.subject) or bool(references)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from email.utils import formatdate
 
 import anyio
@@ -35,6 +34,9 @@ class FleetMx(MxContext):
         # address -> (looked up at, grant): RCPT lookups are mostly repeats; a
         # policy or status change is seen within ``cache_seconds``.
         self._cache: dict[str, tuple[float, Grant | None]] = {}
+        # address -> bytes stored since its grant was looked up
+        self._grown: dict[str, int] = {}
+        self._dated = (0, "")
 
     async def _grant(self, address: str) -> Grant | None:
         now = time.monotonic()
@@ -43,16 +45,18 @@ class FleetMx(MxContext):
             return hit[1]
         if len(self._cache) > 10_000:
             self._cache.clear()
+            self._grown.clear()
         grant = await self._lookup(address)
         self._cache[address] = (now, grant)
+        self._grown.pop(address, None)
         return grant
 
-    def _grew(self, address: str, size: int) -> None:
-        """Keep the cached storage use in step with what was just stored."""
-        hit = self._cache.get(address)
-        if hit is not None and hit[1] is not None:
-            grant = hit[1]
-            self._cache[address] = (hit[0], replace(grant, stored_bytes=grant.stored_bytes + size))
+    def _date(self) -> str:
+        """The RFC 5322 date for trace headers, formatted once a second."""
+        now = int(time.time())
+        if now != self._dated[0]:
+            self._dated = (now, formatdate(now, localtime=False))
+        return self._dated[1]
 
     async def recipient(self, address: str) -> Recipient | None:
         """The grant behind ``address``, with its workspace's limits."""
@@ -68,7 +72,9 @@ class FleetMx(MxContext):
             address=normal,
             grant_id=grant.id,
             max_message_bytes=policy.max_message_bytes,
-            storage_left=policy.storage_limit_bytes - grant.stored_bytes,
+            storage_left=policy.storage_limit_bytes
+            - grant.stored_bytes
+            - self._grown.get(normal, 0),
         )
 
     async def accept(
@@ -90,7 +96,7 @@ class FleetMx(MxContext):
             f"Return-Path: <{mail_from}>\r\n"
             f"Received: from {helo or 'unknown'} ([{peer}])\r\n"
             f"\tby {self._hostname} (mailfleet) with ESMTP;\r\n"
-            f"\t{formatdate(localtime=False)}\r\n"
+            f"\t{self._date()}\r\n"
         ).encode()
         stored: list[str] = []
         failures: list[Exception] = []
@@ -102,7 +108,10 @@ class FleetMx(MxContext):
                 failures.append(exc)
             else:
                 stored.append(message.id)
-                self._grew(recipient.address, len(message.raw))
+                # the cached storage use keeps step with what was just stored
+                self._grown[recipient.address] = self._grown.get(recipient.address, 0) + len(
+                    message.raw
+                )
 
         if len(recipients) == 1:  # the common case needs no task group
             await one(recipients[0])

@@ -11,7 +11,6 @@ for the :class:`~mailfleet.runtime.sender.Sender`.
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from ..model.records import Grant, GrantStatus
 from ..store import domains, grants, outbound
 from ..store.database import Database
 from ..store.outbound import NewOutbound
+from ..store.tables import new_id
 from .batching import GroupCommit
 
 __all__ = ["Outbox", "verp_address"]
@@ -108,7 +108,7 @@ class Outbox(AgentContext):
         # Signing (OpenSSL releases the GIL) and reading the headers back run in a thread.
         raw, headers = await anyio.to_thread.run_sync(_sign_and_read, signer, raw)
         token = secrets.token_hex(10)
-        thread = (in_reply_to.thread_id if in_reply_to else None) or str(uuid.uuid4())
+        thread = (in_reply_to.thread_id if in_reply_to else None) or new_id()
         item = NewOutbound(
             grant_id=grant.id,
             raw=raw,

@@ -122,9 +122,15 @@ class Database:
 
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
+    options: dict[str, Any] = {}
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # LIFO: a transaction takes the connection used last, whose page cache is
+        # current (a connection left idle re-reads every page written since).
+        options["pool_use_lifo"] = True
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, **options
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:

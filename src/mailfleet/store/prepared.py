@@ -32,11 +32,11 @@ _Processor = Callable[[Any], Any]
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    names: tuple[str, ...]
-    """The parameters in the order the driver takes them (positional styles)."""
     positional: bool
     processors: tuple[tuple[str, _Processor], ...]
     """Bind processors of the parameters that have one (JSON, timestamps)."""
+    plan: tuple[tuple[str, _Processor | None], ...]
+    """Positional styles: each parameter in order, with its processor if any."""
 
 
 class Prepared:
@@ -60,11 +60,12 @@ class Prepared:
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if processor is not None:
                     processors.append((name, processor))
+            by_name = dict(processors)
             compiled = _Compiled(
                 sql=form.string,
-                names=tuple(form.positiontup or ()),
                 positional=bool(form.positional),
                 processors=tuple(processors),
+                plan=tuple((name, by_name.get(name)) for name in form.positiontup or ()),
             )
             self._compiled[dialect.name] = compiled
         return compiled
@@ -72,13 +73,16 @@ class Prepared:
     def _parameters(
         self, compiled: _Compiled, row: Mapping[str, Any]
     ) -> Mapping[str, Any] | tuple[Any, ...]:
+        if compiled.positional:
+            return tuple(
+                row[name] if processor is None else processor(row[name])
+                for name, processor in compiled.plan
+            )
         if compiled.processors:
             row = dict(row)
             for name, processor in compiled.processors:
                 if name in row:
                     row[name] = processor(row[name])
-        if compiled.positional:
-            return tuple(row[name] for name in compiled.names)
         return row
 
     def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

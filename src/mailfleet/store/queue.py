@@ -217,12 +217,18 @@ def by_source(
     conn: Connection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], StoredMessage]:
     """Messages already stored under ``(grant_id, source_key)``."""
-    # One indexed lookup per key; almost every key is new, and the rows of
-    # the few that are not are read in full afterwards.
+    # Almost every key is new: ask for ids only, a grant and up to
+    # _KEYS_PER_LOOKUP keys at a time, and read the rows of the few found.
+    per_grant: dict[str, list[str]] = {}
+    for grant_id, source_key in sorted(set(keys)):
+        per_grant.setdefault(grant_id, []).append(source_key)
     found = [
         row[0]
-        for grant_id, source_key in sorted(set(keys))
-        for row in _id_by_source.fetch(conn, {"grant_id": grant_id, "source_key": source_key})
+        for grant_id, wanted in per_grant.items()
+        for start in range(0, len(wanted), _KEYS_PER_LOOKUP)
+        for row in _ids_by_source.fetch(
+            conn, {"grant_id": grant_id, **_padded(wanted[start : start + _KEYS_PER_LOOKUP])}
+        )
     ]
     if not found:
         return {}
@@ -230,12 +236,22 @@ def by_source(
     return {(row.grant_id, row.source_key): _stored(row, row.id, row.message_id) for row in rows}
 
 
-_id_by_source = Prepared(
+_KEYS_PER_LOOKUP = 32
+_ids_by_source = Prepared(
     sa.select(_messages.c.id).where(
         _messages.c.grant_id == sa.bindparam("grant_id"),
-        _messages.c.source_key == sa.bindparam("source_key"),
+        _messages.c.source_key.in_(
+            [sa.bindparam(f"key{n}", type_=sa.String) for n in range(_KEYS_PER_LOOKUP)]
+        ),
     )
 )
+
+
+def _padded(source_keys: Sequence[str]) -> dict[str, str | None]:
+    """The lookup's key parameters; unused ones are NULL, which matches nothing."""
+    return {
+        f"key{n}": source_keys[n] if n < len(source_keys) else None for n in range(_KEYS_PER_LOOKUP)
+    }
 
 
 def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) -> StoredMessage:

@@ -6,7 +6,8 @@ test compares the two.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +40,27 @@ Timestamp = sa.DateTime(timezone=True)
 
 
 def new_id() -> str:
-    """A fresh random identifier (UUID, canonical text form)."""
-    return str(uuid.uuid4())
+    """A fresh identifier: a time-ordered UUID (version 7, RFC 9562), as text.
+
+    Ids made later sort later, so the indexes they key grow at one end (a few
+    hot pages per batch) instead of touching a random page per row; 74
+    random bits keep ids made in the same millisecond apart.
+    """
+    millis = time.time_ns() // 1_000_000
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (millis & _MILLIS) << 80
+        | 0x7 << 76  # version 7
+        | (random >> 68) << 64  # 12 random bits
+        | 0b10 << 62  # the RFC 4122 variant
+        | random & _LOW_62
+    )
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_MILLIS = (1 << 48) - 1
+_LOW_62 = (1 << 62) - 1
 
 
 def utcnow() -> datetime:
