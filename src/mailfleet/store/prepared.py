@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
@@ -35,8 +36,10 @@ class _Compiled:
     positional: bool
     processors: tuple[tuple[str, _Processor], ...]
     """Bind processors of the parameters that have one (JSON, timestamps)."""
-    plan: tuple[tuple[str, _Processor | None], ...]
-    """Positional styles: each parameter in order, with its processor if any."""
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    """Positional styles: a row's parameters in the driver's order, unprocessed."""
+    processed: tuple[tuple[int, _Processor], ...]
+    """Positional styles: the positions that have a bind processor."""
 
 
 class Prepared:
@@ -61,29 +64,54 @@ class Prepared:
                 if processor is not None:
                     processors.append((name, processor))
             by_name = dict(processors)
+            order = tuple(form.positiontup or ())
             compiled = _Compiled(
                 sql=form.string,
                 positional=bool(form.positional),
                 processors=tuple(processors),
-                plan=tuple((name, by_name.get(name)) for name in form.positiontup or ()),
+                values=_getter(order),
+                processed=tuple(
+                    (index, by_name[name]) for index, name in enumerate(order) if name in by_name
+                ),
             )
             self._compiled[dialect.name] = compiled
         return compiled
 
-    def _parameters(
-        self, compiled: _Compiled, row: Mapping[str, Any]
-    ) -> Mapping[str, Any] | tuple[Any, ...]:
+    def _parameter_rows(
+        self, compiled: _Compiled, rows: Sequence[Mapping[str, Any]]
+    ) -> Sequence[Any]:
+        """The rows as the driver takes them, bind processors applied.
+
+        A value shared by many rows (the batch's timestamp) is processed once.
+        """
+        done: dict[tuple[int, int], Any] = {}
+
+        def process(index: int, processor: _Processor, value: Any) -> Any:
+            key = (index, id(value))  # the rows keep every value alive meanwhile
+            if key not in done:
+                done[key] = processor(value)
+            return done[key]
+
         if compiled.positional:
-            return tuple(
-                row[name] if processor is None else processor(row[name])
-                for name, processor in compiled.plan
-            )
-        if compiled.processors:
-            row = dict(row)
-            for name, processor in compiled.processors:
-                if name in row:
-                    row[name] = processor(row[name])
-        return row
+            if not compiled.processed:
+                return [compiled.values(row) for row in rows]
+            result = []
+            for row in rows:
+                values = list(compiled.values(row))
+                for index, processor in compiled.processed:
+                    values[index] = process(index, processor, values[index])
+                result.append(values)
+            return result
+        if not compiled.processors:
+            return list(rows)
+        named = []
+        for row in rows:
+            copy = dict(row)
+            for index, (name, processor) in enumerate(compiled.processors):
+                if name in copy:
+                    copy[name] = process(index, processor, copy[name])
+            named.append(copy)
+        return named
 
     def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once per row, in one driver call."""
@@ -91,14 +119,24 @@ class Prepared:
             return
         compiled = self._for(conn.dialect)
         with _cursor(conn, compiled.sql) as cursor:
-            cursor.executemany(compiled.sql, [self._parameters(compiled, row) for row in rows])
+            cursor.executemany(compiled.sql, self._parameter_rows(compiled, rows))
 
     def fetch(self, conn: Connection, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run the query once; its rows as plain tuples."""
         compiled = self._for(conn.dialect)
         with _cursor(conn, compiled.sql) as cursor:
-            cursor.execute(compiled.sql, self._parameters(compiled, parameters))
+            cursor.execute(compiled.sql, self._parameter_rows(compiled, [parameters])[0])
             return [tuple(row) for row in cursor.fetchall()]
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``row -> (row[name], ...)`` in C (``itemgetter``), always as a tuple."""
+    if not names:
+        return lambda row: ()
+    if len(names) == 1:
+        one = itemgetter(names[0])
+        return lambda row: (one(row),)
+    return itemgetter(*names)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from anyio.abc import TaskStatus
 
 __all__ = ["Accepted", "MxContext", "MxHandler", "Recipient", "serve_smtp"]
@@ -100,6 +100,96 @@ class MxSMTP(SMTP):
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, rest
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA with the message read in blocks rather than line by line.
+
+        aiosmtpd reads the content one line at a time (an await and a dozen
+        checks per line, about a quarter of its cost per message). This
+        reads up to the terminating ``CRLF.CRLF`` in blocks and applies the
+        same rules to the whole: dot-unstuffing (RFC 5321 4.5.2), ``500``
+        for a line longer than ``line_length_limit``, ``552`` above
+        ``data_size_limit`` (both once the message has been read, as RFC 5321
+        4.2.5 implies), at most one block held beyond the size limit.
+        """
+        if self._decode_data or "DATA" not in self._handle_hooks:
+            await super().smtp_DATA(arg)  # the stock path for other configurations
+            return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await self._read_content()
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if content is None:
+            reply = "552 Error: Too much mail data"
+        elif any(len(line) + 2 > self.line_length_limit for line in content.split(b"\r\n")):
+            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
+        else:
+            if content.startswith(b"."):  # dot-unstuffing, first line
+                content = content[1:]
+            content = content.replace(b"\r\n.", b"\r\n")
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            reply = "250 OK" if status is MISSING else status
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(reply)
+
+    async def _read_content(self) -> bytes | None:
+        """The content up to (not including) the lone dot, still dot-stuffed;
+        None if it exceeded ``data_size_limit`` (read and dropped all the same)."""
+        reader = self._reader
+        limit = self.data_size_limit
+        parts: list[bytes] = []
+        size = 0
+
+        def keep(block: bytes) -> None:
+            nonlocal size
+            size += len(block)
+            if limit and size > limit:
+                parts.clear()  # drop at once; only the size still counts
+            else:
+                parts.append(block)
+
+        # At the start of a line the terminator is ".\r\n"; inside a line it is
+        # the "\r\n.\r\n" that ends it. Read a byte at a time only until the
+        # line so far is neither empty, nor ".", nor ends with "\r" (which
+        # could begin the CRLF): from there the terminator lies wholly ahead.
+        head = b""
+        while True:
+            head += await reader.readexactly(1)
+            if head.endswith(b"\r\n"):
+                if head == b".\r\n":
+                    return None if limit and size > limit else b"".join(parts)
+                keep(head)
+                head = b""
+            elif head != b"." and not head.endswith(b"\r"):
+                break
+        keep(head)
+        while True:
+            try:
+                block = await reader.readuntil(_END_OF_DATA)
+            except asyncio.LimitOverrunError as exc:
+                # Past the stream's limit without the terminator: take what was
+                # scanned (a terminator starting in it would have been found).
+                keep(await reader.read(exc.consumed))
+                continue
+            keep(block[:-3])  # the last line's CRLF belongs to the content
+            return None if limit and size > limit else b"".join(parts)
+
+
+_END_OF_DATA = b"\r\n.\r\n"
 
 
 class MxHandler:
