@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -15,6 +17,7 @@ from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
 from mailfleet.store.prepared import Prepared
 from mailfleet.store.tables import JSONType, Timestamp, api_keys_table, metadata, utcnow
 from mailfleet.store.timestamps import aware
+from support import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +35,7 @@ def test_migrations_create_exactly_the_models(database_url: str) -> None:
         current = database.read_sync(lambda c: MigrationContext.configure(c).get_current_revision())
         assert current == head_revision()
     finally:
-        database.engine.dispose()
+        database.close()
 
 
 def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
@@ -46,7 +49,7 @@ def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
         migrate_sync(database)  # idempotent
         assert database.read_sync(_diff) == []
     finally:
-        database.engine.dispose()
+        database.close()
 
 
 def test_urls_map_to_the_shipped_drivers() -> None:
@@ -126,16 +129,40 @@ def test_prepared_statements_write_what_sqlalchemy_reads(database_url: str) -> N
     insert = Prepared(sa.insert(probe), columns=("id", "payload", "at", "raw"))
     lookup = Prepared(sa.select(probe.c.id).where(probe.c.id == sa.bindparam("key")))
     row = {"id": 1, "payload": {"to": ["a@example.org"]}, "at": utcnow(), "raw": b"\x00\xff"}
+    # more rows sharing the timestamp object (processed once) but not the payload
+    more = [{**row, "id": n, "payload": {"n": n}, "raw": None} for n in (2, 3)]
     database = Database(database_url)
     try:
         database.write_sync(lambda c: probe.create(c))
-        database.write_sync(lambda c: insert.execute_many(c, [row]))
-        back = database.read_sync(lambda c: c.execute(sa.select(probe)).one())
-        assert (back.payload, back.raw) == (row["payload"], row["raw"])
-        assert aware(back.at) == row["at"]
+        database.write_sync(lambda c: insert.execute_many(c, [row, *more]))
+        back = database.read_sync(lambda c: c.execute(sa.select(probe).order_by(probe.c.id)).all())
+        assert [(b.payload, b.raw) for b in back] == [
+            (row["payload"], row["raw"]),
+            ({"n": 2}, None),
+            ({"n": 3}, None),
+        ]
+        assert {aware(b.at) for b in back} == {row["at"]}
         assert database.read_sync(lambda c: lookup.fetch(c, {"key": 1})) == [(1,)]
         with pytest.raises(sa.exc.IntegrityError):  # driver errors arrive as SQLAlchemy's
             database.write_sync(lambda c: insert.execute_many(c, [row]))
     finally:
         database.write_sync(lambda c: probe.drop(c, checkfirst=True))
-        database.engine.dispose()
+        database.close()
+
+
+async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """Commits only append to the WAL (the automatic checkpoint is a far-off
+    backstop); the checkpointer thread copies the pages into the database file."""
+    path = tmp_path / "wal.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        database.write_sync(lambda c: c.exec_driver_sql("CREATE TABLE blobs (b BLOB)"))
+        for _ in range(8):  # 4 MiB, well below the backstop's 64 MiB
+            database.write_sync(
+                lambda c: c.exec_driver_sql(
+                    "INSERT INTO blobs VALUES (?)", [(b"x" * 4096,) for _ in range(128)]
+                )
+            )
+        await wait_until(lambda: path.stat().st_size >= 4 * 1024 * 1024)
+    finally:
+        await database.aclose()

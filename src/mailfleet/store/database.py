@@ -8,7 +8,8 @@ records why this beat the async drivers here).
 
 SQLite (the default) runs in WAL mode; its write transactions start with
 ``BEGIN IMMEDIATE`` so that concurrent writers, even in other processes, wait
-for each other instead of failing. PostgreSQL is reached with psycopg 3.
+for each other instead of failing, and the WAL is checkpointed in the
+background (:mod:`mailfleet.store.checkpoint`). PostgreSQL is reached with psycopg 3.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..model.errors import InvalidInput
+from .checkpoint import BACKSTOP_PAGES, Checkpointer
 
 __all__ = ["Database", "normalize_url"]
 
@@ -66,8 +68,13 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
+        self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
+            path = make_url(self.url).database
+            if path and path != ":memory:":
+                self._checkpointer = Checkpointer(str(Path(path).expanduser()))
+                self._checkpointer.start()
             # One writer per process; readers run side by side thanks to WAL.
             self._write_limiter = anyio.CapacityLimiter(1)
             self._read_limiter = anyio.CapacityLimiter(4)
@@ -116,8 +123,14 @@ class Database:
             return work(conn)
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
-        await anyio.to_thread.run_sync(self.engine.dispose)
+        """Stop the checkpointer and close every pooled connection."""
+        await anyio.to_thread.run_sync(self.close)
+
+    def close(self) -> None:
+        """Blocking form of :meth:`aclose`."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self.engine.dispose()
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -142,6 +155,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
+        # Checkpoints run in the background (store/checkpoint.py); this is the backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
