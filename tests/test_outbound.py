@@ -11,6 +11,9 @@ import dkim
 import pytest
 
 from mailfleet import Agent, Domain, Fleet, InboundMessage, SendResult
+from mailfleet.auth.dkim import DkimSigner, generate_key
+from mailfleet.model.messages import parse_headers
+from mailfleet.runtime.outbox import _sign_batch, _Unsigned
 from relay import RelayPeer, relay_peer
 from support import wait_for_events, wait_until
 
@@ -192,3 +195,23 @@ async def test_a_fleet_can_serve_again_after_a_stop(database_url: str) -> None:
         await fleet.deliver("desk@example.com", INBOUND.replace(b"fire@", b"again@"))
         await serve_until(fleet, lambda: len(peer.received) == 2)  # a fresh worker and sender
         assert b"In-Reply-To: <again@example.org>" in peer.received[1].data
+
+
+async def test_messages_are_signed_in_batches_and_a_failure_stays_with_its_message() -> None:
+    """The outbox signs a batch in one worker thread; one message that cannot be
+    signed gets its own error, the others their signatures."""
+
+    class BrokenSigner:
+        def sign(self, raw: bytes) -> bytes:
+            raise ValueError("no usable key")
+
+    signer = DkimSigner("example.com", [generate_key("ed25519", selector="s1")])
+    raw = b"From: desk@example.com\r\nTo: bob@example.org\r\nSubject: Hi\r\n\r\nHello.\r\n"
+    batch = [_Unsigned(signer, raw), _Unsigned(BrokenSigner(), raw), _Unsigned(None, raw)]  # type: ignore[arg-type]
+    signed, broken, unsigned = await _sign_batch(batch)
+    assert isinstance(signed, tuple)
+    assert signed[0].startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
+    assert signed[0].endswith(raw)
+    assert signed[1].subject == "Hi"
+    assert isinstance(broken, ValueError)
+    assert unsigned == (raw, parse_headers(raw))

@@ -63,14 +63,22 @@ class Outbox(AgentContext):
         self._app_id = application_id
         self.queued = queued
         self._signers: dict[str, DkimSigner | None] = {}
+        # Messages are signed in batches, one thread hop per batch: OpenSSL runs
+        # beside the event loop without the GIL, and the hops do not pile up.
+        self._signing: GroupCommit[_Unsigned, tuple[bytes, MessageHeaders]] = GroupCommit(
+            _sign_batch, closed_error="the fleet is not open: use `async with Fleet(...)`"
+        )
         self._signer_lock = anyio.Lock()
         self._batches: GroupCommit[_Queued, SendResult] = GroupCommit(
             self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit queued messages until cancelled."""
-        await self._batches.run(task_status=task_status)
+        """Sign and commit queued messages until cancelled."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._signing.run)
+            await tg.start(self._batches.run)
+            task_status.started()
 
     async def send(
         self,
@@ -105,8 +113,7 @@ class Outbox(AgentContext):
             return SendResult(SendStatus.REJECTED, detail=str(exc))
         raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
-        # Signing (OpenSSL releases the GIL) and reading the headers back run in a thread.
-        raw, headers = await anyio.to_thread.run_sync(_sign_and_read, signer, raw)
+        raw, headers = await self._signing.submit(_Unsigned(signer, raw))
         token = secrets.token_hex(10)
         thread = (in_reply_to.thread_id if in_reply_to else None) or new_id()
         item = NewOutbound(
@@ -165,6 +172,23 @@ class Outbox(AgentContext):
         return self._signers[domain]
 
 
-def _sign_and_read(signer: DkimSigner | None, raw: bytes) -> tuple[bytes, MessageHeaders]:
-    signed = raw if signer is None else signer.sign(raw)
-    return signed, parse_headers(signed)
+@dataclass(frozen=True, slots=True)
+class _Unsigned:
+    signer: DkimSigner | None
+    raw: bytes
+
+
+async def _sign_batch(
+    batch: Sequence[_Unsigned],
+) -> list[tuple[bytes, MessageHeaders] | Exception]:
+    """Sign each message and read its headers back, all in one worker thread;
+    a message that cannot be signed fails its own send, not the batch."""
+    return await anyio.to_thread.run_sync(lambda: [_sign_and_read(item) for item in batch])
+
+
+def _sign_and_read(item: _Unsigned) -> tuple[bytes, MessageHeaders] | Exception:
+    try:
+        signed = item.raw if item.signer is None else item.signer.sign(item.raw)
+        return signed, parse_headers(signed)
+    except Exception as exc:
+        return exc

@@ -31,7 +31,11 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_START = re.compile(rb"^\d+ FETCH \(")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_BODY = re.compile(rb"BODY\[\] \{\d+\}$")
-_EXISTS = re.compile(rb"^\d+ EXISTS")
+_NEWS = re.compile(rb"^\d+ (?:EXISTS|RECENT)")
+"""What a server pushes in IDLE when mail arrives. RECENT counts too: a message
+that arrived during the UID SEARCH before IDLE is announced by an EXISTS in
+that command's answer, which aioimaplib drops as an unsolicited response;
+Dovecot and other IMAP4rev1 servers then say only ``* 1 RECENT`` in IDLE."""
 
 
 @asynccontextmanager
@@ -257,7 +261,7 @@ class Session:
                     )
                     if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
                         break
-                    news = any(_EXISTS.match(bytes(line)) for line in pushed)
+                    news = any(_NEWS.match(bytes(line)) for line in pushed)
         finally:
             idling(False)
         client.idle_done()
