@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,14 @@ from mailfleet.store import applications
 from mailfleet.store.database import Database, normalize_url
 from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
 from mailfleet.store.prepared import Prepared
-from mailfleet.store.tables import JSONType, Timestamp, api_keys_table, metadata, utcnow
+from mailfleet.store.tables import (
+    JSONType,
+    Timestamp,
+    api_keys_table,
+    metadata,
+    new_id,
+    utcnow,
+)
 from mailfleet.store.timestamps import aware
 from support import wait_until
 
@@ -166,3 +175,16 @@ async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None
         await wait_until(lambda: path.stat().st_size >= 4 * 1024 * 1024)
     finally:
         await database.aclose()
+
+
+def test_ids_are_time_ordered_uuids() -> None:
+    """new_id makes RFC 9562 version-7 UUIDs: unique, and later ones sort later."""
+    first = [new_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_id()
+    parsed = [uuid.UUID(i) for i in [*first, later]]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == [*first, later]  # canonical text form
+    assert len(set(first)) == 1000
+    assert later > max(first)
+    assert abs((parsed[-1].int >> 80) - time.time() * 1000) < 5_000  # milliseconds since 1970
