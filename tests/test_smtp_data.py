@@ -128,6 +128,11 @@ def test_the_edges_of_data() -> None:
         b".hidden\r\n..two\r\nplain.\r\n...\r\n.\r\n",  # dot-stuffing on every kind of line
         b"\r\r\n.\r\n",  # a bare CR before the CRLF
         b"a\nb\r\n.\r\n",  # a bare LF is not a line end
+        b"a\n.\r\nb\r\n.\r\n",  # nor does it make the dot after it a terminator
+        b".\n.\r\n.\r\n",  # a dot line with a bare LF
+        b"\n.\r\n.\r\n",
+        b"\r" * 3000 + b"\r\n.\r\n",  # a long run of CRs: 500, read in bounded blocks
+        b"\r\n" * 50 + b".\r\n",  # many empty lines
         b"x" * 999 + b"\r\n.\r\n",  # the longest line aiosmtpd takes
         b"x" * 1000 + b"\r\n.\r\n",  # one more: 500
         (b"y" * 998 + b"\r\n") * 4 + b".\r\n",  # over the size limit: 552

@@ -82,13 +82,14 @@ _PLAIN_PATH = re.compile(
 
 
 class MxSMTP(SMTP):
-    """aiosmtpd's protocol with a fast path for plain MAIL FROM / RCPT TO paths.
+    """aiosmtpd's protocol with two fast paths: plain paths, and DATA in blocks.
 
     aiosmtpd parses every path with the stdlib's full RFC 5322 address parser
     (and defines a class on each call), about a fifth of its cost per
     message. A plain ``<local@domain>`` gives the same result as that parser
     and is read with one regular expression; anything else (quoted local
     parts, address literals, UTF-8, no angle brackets) still goes through it.
+    DATA: see :meth:`smtp_DATA`.
     """
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -162,34 +163,52 @@ class MxSMTP(SMTP):
             else:
                 parts.append(block)
 
-        # At the start of a line the terminator is ".\r\n"; inside a line it is
-        # the "\r\n.\r\n" that ends it. Read a byte at a time only until the
-        # line so far is neither empty, nor ".", nor ends with "\r" (which
-        # could begin the CRLF): from there the terminator lies wholly ahead.
-        head = b""
+        # Inside a line the terminator is the "\n.\r\n" of "\r\n.\r\n": searched for in
+        # blocks, and real when the byte before it (in the block or kept before)
+        # is "\r". Only at the start of a line, where the terminator is the
+        # ".\r\n" itself, is a byte read on its own: anything but "." puts the
+        # reader inside the line; a "." line is read to its LF and compared.
+        last = b""  # the last byte kept
+        at_line_start = True
         while True:
-            head += await reader.readexactly(1)
-            if head.endswith(b"\r\n"):
-                if head == b".\r\n":
-                    return None if limit and size > limit else b"".join(parts)
-                keep(head)
-                head = b""
-            elif head != b"." and not head.endswith(b"\r"):
-                break
-        keep(head)
-        while True:
-            try:
-                block = await reader.readuntil(_END_OF_DATA)
-            except asyncio.LimitOverrunError as exc:
-                # Past the stream's limit without the terminator: take what was
-                # scanned (a terminator starting in it would have been found).
-                keep(await reader.read(exc.consumed))
+            if at_line_start:
+                first = await reader.readexactly(1)
+                if first == b".":
+                    line = first + await _read_through(reader, b"\n")
+                    if line == b".\r\n":
+                        return None if limit and size > limit else b"".join(parts)
+                    at_line_start = line.endswith(b"\r\n")
+                else:
+                    line, at_line_start = first, False
+                keep(line)
+                last = line[-1:]
                 continue
-            keep(block[:-3])  # the last line's CRLF belongs to the content
-            return None if limit and size > limit else b"".join(parts)
+            try:
+                block = await reader.readuntil(_TERMINATOR_TAIL)
+            except asyncio.LimitOverrunError as exc:
+                # Past the stream's limit without the separator: take what was
+                # scanned (a separator starting in it would have been found whole).
+                block = await reader.read(exc.consumed)
+                keep(block)
+                last = block[-1:]
+                continue
+            before = block[-5:-4] if len(block) > 4 else last
+            if before == b"\r":
+                keep(block[:-3])  # the last line's CRLF belongs to the content
+                return None if limit and size > limit else b"".join(parts)
+            keep(block)  # a bare LF, then ".\r\n": a line that ends here
+            last, at_line_start = b"\n", True
 
 
-_END_OF_DATA = b"\r\n.\r\n"
+async def _read_through(reader: asyncio.StreamReader, separator: bytes) -> bytes:
+    """Up to and including ``separator``, or as much as the stream's limit allows."""
+    try:
+        return await reader.readuntil(separator)
+    except asyncio.LimitOverrunError as exc:
+        return await reader.read(exc.consumed)
+
+
+_TERMINATOR_TAIL = b"\n.\r\n"
 
 
 class MxHandler:
