@@ -17,7 +17,10 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-__all__ = ["GroupCommit"]
+__all__ = ["FLEET_CLOSED", "GroupCommit"]
+
+FLEET_CLOSED = "the fleet is not open: use `async with Fleet(...)`"
+"""What the fleet's batches answer once closed (or before they start)."""
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -26,7 +26,7 @@ from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from ..store import grants, queue
 from ..store.database import Database
-from .batching import GroupCommit
+from .batching import FLEET_CLOSED, GroupCommit
 
 __all__ = ["Intake"]
 
@@ -56,7 +56,7 @@ class Intake:
         self.committed = committed
         self._backlog = BacklogGauge(queue_limit)
         self._batches: GroupCommit[_Delivery, StoredMessage] = GroupCommit(
-            self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
+            self._commit, closed_error=FLEET_CLOSED
         )
 
     async def deliver(

@@ -33,7 +33,7 @@ from ..store import domains, grants, outbound
 from ..store.database import Database
 from ..store.outbound import NewOutbound
 from ..store.tables import new_id
-from .batching import GroupCommit
+from .batching import FLEET_CLOSED, GroupCommit
 
 __all__ = ["Outbox", "verp_address"]
 
@@ -66,11 +66,11 @@ class Outbox(AgentContext):
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
         self._signing: GroupCommit[_Unsigned, tuple[bytes, MessageHeaders]] = GroupCommit(
-            _sign_batch, closed_error="the fleet is not open: use `async with Fleet(...)`"
+            _sign_batch, closed_error=FLEET_CLOSED
         )
         self._signer_lock = anyio.Lock()
         self._batches: GroupCommit[_Queued, SendResult] = GroupCommit(
-            self._commit, closed_error="the fleet is not open: use `async with Fleet(...)`"
+            self._commit, closed_error=FLEET_CLOSED
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

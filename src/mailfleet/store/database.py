@@ -71,9 +71,9 @@ class Database:
         self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
-            path = make_url(self.url).database
-            if path and path != ":memory:":
-                self._checkpointer = Checkpointer(str(Path(path).expanduser()))
+            path = _sqlite_file(self.url)
+            if path is not None:
+                self._checkpointer = Checkpointer(str(path))
                 self._checkpointer.start()
             # One writer per process; readers run side by side thanks to WAL.
             self._write_limiter = anyio.CapacityLimiter(1)
@@ -133,11 +133,17 @@ class Database:
         self.engine.dispose()
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory database."""
     database = make_url(url).database
+    return Path(database).expanduser() if database and database != ":memory:" else None
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = _sqlite_file(url)
     options: dict[str, Any] = {}
-    if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # LIFO: a transaction takes the connection used last, whose page cache is
         # current (a connection left idle re-reads every page written since).
         options["pool_use_lifo"] = True

@@ -176,7 +176,7 @@ class MxSMTP(SMTP):
                 if first == b".":
                     line = first + await _read_through(reader, b"\n")
                     if line == b".\r\n":
-                        return None if limit and size > limit else b"".join(parts)
+                        break
                     at_line_start = line.endswith(b"\r\n")
                 else:
                     line, at_line_start = first, False
@@ -195,9 +195,10 @@ class MxSMTP(SMTP):
             before = block[-5:-4] if len(block) > 4 else last
             if before == b"\r":
                 keep(block[:-3])  # the last line's CRLF belongs to the content
-                return None if limit and size > limit else b"".join(parts)
+                break
             keep(block)  # a bare LF, then ".\r\n": a line that ends here
             last, at_line_start = b"\n", True
+        return None if limit and size > limit else b"".join(parts)
 
 
 async def _read_through(reader: asyncio.StreamReader, separator: bytes) -> bytes:
