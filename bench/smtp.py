@@ -101,8 +101,7 @@ async def run_mx(database_url: str) -> None:
         fleet.bind(Desk)
         await fleet.provision("desk@example.com", agent=Desk)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(fleet.serve)
-            await fleet.wait_serving()
+            await tg.start(fleet.serve)
             print(fleet.smtp_port, flush=True)
 
 
@@ -212,17 +211,17 @@ async def outbound() -> dict[str, float]:
             ) as fleet:
                 await fleet.add_domain("example.com")
                 grant = await fleet.provision("desk@example.com")
-                agent = Desk()
-                agent._grant, agent._context = grant, fleet._outbox  # type: ignore[assignment]
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(fleet.serve)
-                    await fleet.wait_serving()
+                    await tg.start(fleet.serve)
                     started = time.perf_counter()
 
                     async def produce(offset: int) -> None:
                         for n in range(offset, OUTBOUND_MESSAGES, SENDERS):
-                            result = await agent.send(
-                                "bob@example.org", subject=f"Message {n}", text="Hello.\n" * 20
+                            result = await fleet.send(
+                                grant,
+                                "bob@example.org",
+                                subject=f"Message {n}",
+                                text="Hello.\n" * 20,
                             )
                             assert result.ok, result
 

@@ -64,8 +64,7 @@ async def test_smtp_in_agent_reply_relay_out(database_url: str) -> None:
         await fleet.add_domain("example.com")
         await fleet.provision("help@example.com", agent=Accounts)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(fleet.serve)
-            await fleet.wait_serving()
+            await tg.start(fleet.serve)
 
             def mail_it() -> None:
                 with smtplib.SMTP("127.0.0.1", fleet.smtp_port or 0) as client:
@@ -140,8 +139,7 @@ async def test_the_mx_offers_starttls_when_given_a_certificate(
         await fleet.add_domain("example.com")
         await fleet.provision("help@example.com", agent=Inbox)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(fleet.serve)
-            await fleet.wait_serving()
+            await tg.start(fleet.serve)
 
             def over_tls() -> str:
                 context = ssl.create_default_context(cafile=str(cert))

@@ -10,7 +10,7 @@ import anyio
 import dkim
 import pytest
 
-from mailfleet import Agent, Domain, Fleet, InboundMessage, SendResult
+from mailfleet import Agent, Domain, Fleet, InboundMessage, SendResult, SigningFailed
 from mailfleet.auth.dkim import DkimSigner, generate_key
 from mailfleet.model.messages import parse_headers
 from mailfleet.runtime.outbox import _sign_batch, _Unsigned
@@ -137,10 +137,9 @@ async def test_a_spent_retry_schedule_is_a_soft_bounce(database_url: str) -> Non
 async def test_a_pending_outbox_is_delivered_once_after_a_restart(database_url: str) -> None:
     async with relay_peer() as peer:
         async with fleet_with_relay(database_url, peer) as fleet:
-            grant = await fleet.grant("desk@example.com")
-            agent = Desk()
-            agent._grant, agent._context = grant, fleet._outbox  # type: ignore[assignment]
-            result = await agent.send("bob@example.org", subject="Before the restart", text="x")
+            result = await fleet.send(
+                "desk@example.com", "bob@example.org", subject="Before the restart", text="x"
+            )
             assert result.ok
         assert peer.received == []  # nobody was serving
         async with fleet_with_relay(database_url, peer) as fleet:
@@ -202,6 +201,8 @@ async def test_messages_are_signed_in_batches_and_a_failure_stays_with_its_messa
     signed gets its own error, the others their signatures."""
 
     class BrokenSigner:
+        domain = "example.com"
+
         def sign(self, raw: bytes) -> bytes:
             raise ValueError("no usable key")
 
@@ -213,5 +214,7 @@ async def test_messages_are_signed_in_batches_and_a_failure_stays_with_its_messa
     assert signed[0].startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
     assert signed[0].endswith(raw)
     assert signed[1].subject == "Hi"
-    assert isinstance(broken, ValueError)
+    assert isinstance(broken, SigningFailed)
+    assert isinstance(broken.__cause__, ValueError)
+    assert str(broken) == "DKIM signing for example.com failed: ValueError: no usable key"
     assert unsigned == (raw, parse_headers(raw))

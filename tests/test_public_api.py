@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import collections.abc
+import inspect
+import typing
+
 import mailfleet
 
 EXPECTED = {
     "Agent",
+    "Attachment",
+    "DeadLetter",
+    "Directory",
+    "FleetNotOpen",
+    "FleetStatistics",
+    "Mailbox",
+    "Mailroom",
+    "OutboundView",
+    "ParsedMessage",
+    "Serving",
+    "SigningFailed",
+    "UnservedGrant",
+    "WorkspaceExists",
     "ApiKey",
     "Application",
     "ApplicationNotFound",
@@ -58,7 +75,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 17
+    assert len(errors) == 20
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)
@@ -68,3 +85,48 @@ def test_the_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("mailfleet").joinpath("py.typed").is_file()
+
+
+def _classes_in(hint: object) -> set[type]:
+    """The classes a type hint names, through unions and generics."""
+    found: set[type] = set()
+    origin = typing.get_origin(hint)
+    if origin is not None:
+        for arg in typing.get_args(hint):
+            found |= _classes_in(arg)
+        if isinstance(origin, type):
+            found.add(origin)
+    elif isinstance(hint, type):
+        found.add(hint)
+    return found
+
+
+def test_what_public_methods_return_is_public() -> None:
+    """Every mailfleet type a public method or property returns can be imported from
+    ``mailfleet``: users can annotate their code with it."""
+    owners = [
+        getattr(mailfleet, name)
+        for name in mailfleet.__all__
+        if isinstance(getattr(mailfleet, name), type)
+    ]
+    missing: set[str] = set()
+    for owner in owners:
+        for name, member in inspect.getmembers(owner):
+            if name.startswith("_") and name != "__aenter__":
+                continue
+            function = member.fget if isinstance(member, property) else member
+            if not callable(function) or isinstance(function, type):
+                continue
+            try:
+                hints = typing.get_type_hints(function)
+            except (NameError, TypeError):
+                continue
+            returned = hints.get("return")
+            if returned is None:
+                continue
+            if typing.get_origin(returned) is collections.abc.Coroutine:
+                returned = typing.get_args(returned)[-1]
+            for cls in _classes_in(returned):
+                if cls.__module__.startswith("mailfleet") and cls.__name__ not in mailfleet.__all__:
+                    missing.add(f"{owner.__name__}.{name} -> {cls.__module__}.{cls.__name__}")
+    assert missing == set()

@@ -16,15 +16,16 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     (example,) = [b for b in blocks if "anyio.run(main)" in b]
     script = tmp_path / "example.py"
     script.write_text(example)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MAILFLEET_")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "5000 grants in outreach"
+    for _ in range(2):  # a set-up script runs again on the state it left
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MAILFLEET_")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "5000 grants in outreach"
     assert (tmp_path / ".mailfleet" / "mailfleet.db").is_file()

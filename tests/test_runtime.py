@@ -23,6 +23,9 @@ from mailfleet import (
     SendResult,
     SendStatus,
 )
+from mailfleet.runtime.host import AgentHost
+from mailfleet.runtime.worker import Worker, WorkerSettings
+from mailfleet.store.scope import Scope, ServedAgents
 from support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -160,6 +163,13 @@ async def test_unfinished_work_resumes_in_order_after_a_restart(database_url: st
     assert Recorder.seen[grant.id] == [str(n) for n in range(30)]
 
 
+class NoSending:
+    """The context of an agent that never sends."""
+
+    async def send(self, *args: Any, **kwargs: Any) -> SendResult:
+        raise AssertionError("this agent does not send")
+
+
 class Stuck(Agent):
     """Hangs while ``blocked``: the worker running it can be killed mid-message."""
 
@@ -180,7 +190,10 @@ async def test_a_dead_workers_grants_are_taken_over_after_its_lease(database_url
         grant = await fleet.provision("orphan@example.com", agent=Stuck)
         for n in range(5):
             await fleet.deliver(grant, mail(f"{n}"))
-        doomed = fleet._new_worker()
+        # A worker of its own on the same store, run without its fleet's graceful stop.
+        scope = Scope(fleet.database, fleet.application.id, ServedAgents.of([Stuck.agent_name()]))
+        host = AgentHost(lambda grant: Stuck, NoSending(), handler_timeout=None)
+        doomed = Worker(scope, host, WorkerSettings(lease_ttl=0.5, poll_interval=0.05))
         async with anyio.create_task_group() as tg:
             tg.start_soon(doomed.run)
             await wait_until(lambda: doomed.dispatcher.statistics().running == 1)

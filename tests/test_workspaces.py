@@ -9,10 +9,10 @@ from mailfleet import (
     DefaultWorkspaceProtected,
     Fleet,
     GrantNotFound,
-    InvalidInput,
     InvalidPattern,
     InvalidPolicy,
     PatternInUse,
+    WorkspaceExists,
     WorkspaceNotEmpty,
     WorkspaceNotFound,
 )
@@ -49,8 +49,17 @@ async def test_create_and_delete_a_workspace(fleet: Fleet) -> None:
     )
     assert created.policy.daily_send_quota == 200
     assert created.patterns == ("*.example.org",)
-    with pytest.raises(InvalidInput, match="already exists"):
+    with pytest.raises(WorkspaceExists, match="already exists with another policy"):
         await fleet.create_workspace("outreach")
+    # Creating it again as it is, or with exist_ok whatever it holds now, returns it.
+    again = await fleet.create_workspace(
+        "outreach", policy={"daily_send_quota": 200}, patterns=["*.example.org"]
+    )
+    assert again == created
+    await fleet.update_policy("outreach", {"daily_send_quota": 100})
+    kept = await fleet.create_workspace("outreach", policy={"daily_send_quota": 200}, exist_ok=True)
+    assert (kept.id, kept.policy.daily_send_quota) == (created.id, 100)
+    assert len(await fleet.events(type="workspace.created")) == 2  # the default and it
     await fleet.delete_workspace("outreach")
     with pytest.raises(WorkspaceNotFound):
         await fleet.workspace("outreach")

@@ -6,11 +6,13 @@ Everything a user may import is re-exported here; nothing else is public.
 from .agent import Agent
 from .mail.build import OutgoingAttachment
 from .mail.inbound import InboundMessage
+from .mail.parse import Attachment, Mailbox, ParsedMessage
 from .model.errors import (
     ApplicationNotFound,
     Conflict,
     DefaultWorkspaceProtected,
     DomainNotRegistered,
+    FleetNotOpen,
     GrantNotFound,
     InvalidAddress,
     InvalidAgent,
@@ -21,7 +23,9 @@ from .model.errors import (
     NotFound,
     PatternInUse,
     QueueFull,
+    SigningFailed,
     StoreUnavailable,
+    WorkspaceExists,
     WorkspaceNotEmpty,
     WorkspaceNotFound,
 )
@@ -38,8 +42,14 @@ from .model.records import (
     ProvisionResult,
     Workspace,
 )
+from .runtime.directory import Directory
 from .runtime.fleet import Fleet
+from .runtime.mailroom import Mailroom
+from .runtime.status import FleetStatistics, Serving
 from .settings import Settings
+from .store.outbound import OutboundView
+from .store.queue import DeadLetter
+from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
 
@@ -48,12 +58,17 @@ __all__ = [
     "ApiKey",
     "Application",
     "ApplicationNotFound",
+    "Attachment",
     "Conflict",
+    "DeadLetter",
     "DefaultWorkspaceProtected",
+    "Directory",
     "Domain",
     "DomainNotRegistered",
     "Event",
     "Fleet",
+    "FleetNotOpen",
+    "FleetStatistics",
     "Grant",
     "GrantNotFound",
     "GrantStatus",
@@ -63,9 +78,13 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "Mailbox",
     "MailfleetError",
+    "Mailroom",
     "NotFound",
+    "OutboundView",
     "OutgoingAttachment",
+    "ParsedMessage",
     "PatternInUse",
     "Policy",
     "ProvisionOutcome",
@@ -74,10 +93,14 @@ __all__ = [
     "ReputationThresholds",
     "SendResult",
     "SendStatus",
+    "Serving",
     "Settings",
+    "SigningFailed",
     "SpamSensitivity",
     "StoreUnavailable",
+    "UnservedGrant",
     "Workspace",
+    "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
     "__version__",

@@ -408,8 +408,7 @@ async def _serve_until_signal(fleet: Fleet, announce: Callable[[], None]) -> Non
     """Serve until SIGINT or SIGTERM; ``announce`` runs once the fleet listens."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(fleet.serve)
-            await fleet.wait_serving()
+            await tasks.start(fleet.serve)
             announce()
             async for _ in signals:
                 tasks.cancel_scope.cancel()

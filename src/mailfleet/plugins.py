@@ -17,16 +17,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pluggy
 
+from .mail.inbound import InboundMessage
+from .model.records import Grant
 from .settings import Settings
 
-if TYPE_CHECKING:
-    from .runtime.fleet import Fleet
-
-__all__ = ["ENTRY_POINT_GROUP", "InboundSource", "hookimpl", "hookspec", "plugin_manager"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Deliverer",
+    "InboundSource",
+    "hookimpl",
+    "hookspec",
+    "plugin_manager",
+]
 
 log = logging.getLogger("mailfleet.plugins")
 ENTRY_POINT_GROUP = "mailfleet.plugins"
@@ -34,19 +40,46 @@ hookspec = pluggy.HookspecMarker("mailfleet")
 hookimpl = pluggy.HookimplMarker("mailfleet")
 
 
+class Deliverer(Protocol):
+    """What an inbound source gets of the fleet: delivery, grants, read positions.
+
+    The fleet hands sources its mailroom (``Fleet.mailroom``), never itself; a
+    ``Fleet`` has the same four methods, so a source can also be served by hand
+    with ``await source.serve(fleet)``.
+    """
+
+    async def deliver(
+        self, grant: str, raw: bytes, *, source_key: str | None = None
+    ) -> InboundMessage:
+        """Store a message for a grant and queue it; returns once committed."""
+        ...
+
+    async def grant(self, key: str) -> Grant:
+        """A grant of the application by id or address (``GrantNotFound`` otherwise)."""
+        ...
+
+    async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:
+        """How far ``source`` has been read for a grant."""
+        ...
+
+    async def set_cursor(self, grant: str, source: str, value: dict[str, Any]) -> None:
+        """Remember how far ``source`` has been read for a grant (a JSON value)."""
+        ...
+
+
 @runtime_checkable
 class InboundSource(Protocol):
     """Something that feeds mail into the fleet (an IMAP mailbox, a provider webhook...).
 
     ``serve`` runs until cancelled and hands every message to
-    ``fleet.deliver(grant, raw, source_key=...)``, the same pipeline as the
-    SMTP server; it may keep its read position with ``fleet.cursor`` /
-    ``fleet.set_cursor``.
+    ``deliverer.deliver(grant, raw, source_key=...)``, the same pipeline as the
+    SMTP server; it may keep its read position with ``deliverer.cursor`` /
+    ``deliverer.set_cursor``.
     """
 
     name: str
 
-    async def serve(self, fleet: Fleet) -> None:
+    async def serve(self, deliverer: Deliverer) -> None:
         """Feed messages until cancelled."""
         ...
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .model.errors import InvalidInput
 
 __all__ = ["Settings"]
 
@@ -81,6 +84,32 @@ class Settings(BaseSettings):
     plugins: str | None = Field(
         None, description="comma-separated plugin names to load (default: all installed)"
     )
+
+    @classmethod
+    def load(cls, base: Settings | None = None, /, **overrides: Any) -> Settings:
+        """Settings from ``base`` (default: the environment) with ``overrides``, validated.
+
+        A wrong value or an unknown name is an :class:`~mailfleet.InvalidInput`
+        whose ``field`` is ``settings.<name>``, as for the environment.
+        """
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise InvalidInput(
+                f"settings.{unknown[0]}", "no such setting (see `Settings` for the names)"
+            )
+        try:
+            if base is None:
+                return cls(**overrides)
+            if not overrides:
+                return base
+            return cls.model_validate({**base.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            name = field.split(".", 1)[0]
+            raise InvalidInput(
+                f"settings.{field}", first["msg"], value=overrides.get(name)
+            ) from None
 
     @property
     def plugin_allowlist(self) -> frozenset[str] | None:

@@ -17,9 +17,12 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
     │   ├── PatternInUse
+    │   ├── WorkspaceExists
     │   └── WorkspaceNotEmpty
     ├── QueueFull                            a grant's queue is at its limit (SMTP 451)
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
+    ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
+    ├── SigningFailed                        a message could not be DKIM-signed
     └── StoreUnavailable (ConnectionError)   the database cannot be reached
 
 Expected operational states of a grant (rate-limited, paused, restricted,
@@ -33,6 +36,7 @@ __all__ = [
     "Conflict",
     "DefaultWorkspaceProtected",
     "DomainNotRegistered",
+    "FleetNotOpen",
     "GrantNotFound",
     "InvalidAddress",
     "InvalidAgent",
@@ -43,7 +47,9 @@ __all__ = [
     "NotFound",
     "PatternInUse",
     "QueueFull",
+    "SigningFailed",
     "StoreUnavailable",
+    "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
 ]
@@ -144,6 +150,10 @@ class PatternInUse(Conflict):
     """An auto-group pattern already routes to another workspace."""
 
 
+class WorkspaceExists(Conflict):
+    """A workspace of that name exists already (``exist_ok=True`` accepts an identical one)."""
+
+
 class WorkspaceNotEmpty(Conflict):
     """A workspace that still holds grants cannot be deleted."""
 
@@ -156,7 +166,24 @@ class InvalidAgent(MailfleetError, TypeError):
 
 
 class StoreUnavailable(MailfleetError, ConnectionError):
-    """The database could not be reached or opened."""
+    """The database could not be reached or opened, or failed under a running fleet.
+
+    The driver's error is chained (``__cause__``).
+    """
+
+
+class FleetNotOpen(MailfleetError, RuntimeError):
+    """A fleet was used before it was opened (``async with Fleet() as fleet``) or after."""
+
+    def __init__(self, what: str = "the fleet") -> None:
+        super().__init__(
+            f"the fleet is not open ({what} needs it): use `async with Fleet(...) as fleet:` "
+            "and call it inside the block"
+        )
+
+
+class SigningFailed(MailfleetError):
+    """A message could not be DKIM-signed (a broken key...); nothing was queued."""
 
 
 class QueueFull(MailfleetError):

@@ -1,14 +1,14 @@
-"""The directory half of the Fleet: domains, workspaces, grants, API keys, events.
+"""The directory: domains, workspaces, grants, API keys and events of one application.
 
-:class:`Directory` is the administrative API every fleet has, whether or not
-it serves agents: each method is one unit of work on the store. The
-:class:`~mailfleet.Fleet` adds the runtime (agents, queues, transports).
+:class:`Directory` is the administrative service every fleet has, whether or
+not it serves agents: each method is one unit of work on the store, through
+the fleet's :class:`~mailfleet.store.scope.Scope`, so it sees and changes its
+own application only. The :class:`~mailfleet.Fleet` exposes these methods as
+its own (a façade) beside the runtime.
 """
 
 from __future__ import annotations
 
-import json
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -22,7 +22,6 @@ from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
 from ..model.records import (
     ApiKey,
-    Application,
     Domain,
     Event,
     Grant,
@@ -33,28 +32,21 @@ from ..model.records import (
 )
 from ..settings import Settings
 from ..store import applications, domains, events, grants, workspaces
-from ..store.database import Database
 from ..store.grants import GrantRequest
+from ..store.scope import Scope, Tx
+from .mailroom import check_json
 
-__all__ = ["AgentRef", "Directory", "check_json"]
+__all__ = ["AgentRef", "Directory"]
 
 AgentRef = type[Agent] | str | None
 
 
-class Directory(ABC):
+class Directory:
     """Domains, workspaces, grants, API keys and events of one application."""
 
-    database: Database
-    settings: Settings
-
-    @property
-    @abstractmethod
-    def application(self) -> Application:
-        """The application (tenant) this directory serves."""
-
-    @property
-    def _app_id(self) -> str:
-        return self.application.id
+    def __init__(self, scope: Scope, settings: Settings) -> None:
+        self._scope = scope
+        self._settings = settings
 
     async def add_domain(
         self,
@@ -70,7 +62,7 @@ class Directory(ABC):
         Ed25519 key (``<selector>-ed25519``). ``Domain.dkim_records`` lists the
         TXT records to publish.
         """
-        known = await self.database.read(lambda c: domains.domain_ids(c, self._app_id, [name]))
+        known = await self._scope.read(lambda tx: domains.domain_ids(tx, [name]))
         keys: Sequence[DkimKey] = ()
         if not known:
             keys = dkim_keys if dkim_keys is not None else await _generate_keys(selector)
@@ -83,14 +75,18 @@ class Directory(ABC):
             }
             for k in keys
         ]
-        domain, _ = await self.database.write(
-            lambda c: domains.add_domain(c, self._app_id, name, selector=selector, dkim_keys=stored)
+        domain, _ = await self._scope.write(
+            lambda tx: domains.add_domain(tx, name, selector=selector, dkim_keys=stored)
         )
         return domain
 
     async def domains(self) -> list[Domain]:
         """The application's registered domains."""
-        return await self.database.read(lambda c: domains.list_domains(c, self._app_id))
+        return await self._scope.read(
+            lambda tx: domains.list_domains(
+                tx,
+            )
+        )
 
     async def create_workspace(
         self,
@@ -98,39 +94,46 @@ class Directory(ABC):
         *,
         policy: dict[str, Any] | None = None,
         patterns: Iterable[str] = (),
+        exist_ok: bool = False,
     ) -> Workspace:
-        """Create a workspace with its policy (defaults where unset) and auto-group patterns."""
+        """Create a workspace with its policy (defaults where unset) and auto-group patterns.
+
+        Idempotent: a workspace of that name with this policy and these patterns
+        is returned as it is. One that differs is a :class:`~mailfleet.WorkspaceExists`,
+        unless ``exist_ok``: then it is returned unchanged, so a set-up script
+        can run again after the policy was changed.
+        """
         listed = list(patterns)
-        return await self.database.write(
-            lambda c: workspaces.create_workspace(
-                c, self._app_id, name, policy=policy, patterns=listed
+        return await self._scope.write(
+            lambda tx: workspaces.create_workspace(
+                tx, name, policy=policy, patterns=listed, exist_ok=exist_ok
             )
         )
 
     async def workspace(self, name: str) -> Workspace:
         """A workspace by name or id."""
-        return await self.database.read(lambda c: workspaces.get_workspace(c, self._app_id, name))
+        return await self._scope.read(lambda tx: workspaces.get_workspace(tx, name))
 
     async def workspaces(self) -> list[Workspace]:
         """Every workspace with its grant count, the default first."""
-        return await self.database.read(lambda c: workspaces.list_workspaces(c, self._app_id))
+        return await self._scope.read(
+            lambda tx: workspaces.list_workspaces(
+                tx,
+            )
+        )
 
     async def update_policy(self, workspace: str, changes: dict[str, Any]) -> Workspace:
         """Change a workspace's policy: one write, effective for all its grants at once."""
-        return await self.database.write(
-            lambda c: workspaces.update_policy(c, self._app_id, workspace, changes)
-        )
+        return await self._scope.write(lambda tx: workspaces.update_policy(tx, workspace, changes))
 
     async def set_patterns(self, workspace: str, patterns: Iterable[str]) -> Workspace:
         """Replace a workspace's auto-group patterns; :meth:`regroup` applies them to old grants."""
         listed = list(patterns)
-        return await self.database.write(
-            lambda c: workspaces.set_patterns(c, self._app_id, workspace, listed)
-        )
+        return await self._scope.write(lambda tx: workspaces.set_patterns(tx, workspace, listed))
 
     async def delete_workspace(self, workspace: str) -> None:
         """Delete an empty workspace other than the default."""
-        await self.database.write(lambda c: workspaces.delete_workspace(c, self._app_id, workspace))
+        await self._scope.write(lambda tx: workspaces.delete_workspace(tx, workspace))
 
     async def move_grants(self, grants_: Iterable[str], workspace: str) -> int:
         """Move grants (ids or addresses) into ``workspace`` in bulk; return how many moved.
@@ -139,18 +142,22 @@ class Directory(ABC):
         """
         keys = list(grants_)
 
-        def work(conn: Any) -> int:
-            ids = grants.grant_ids(conn, self._app_id, keys)
+        def work(tx: Tx) -> int:
+            ids = grants.grant_ids(tx, keys)
             missing = [key for key in keys if key not in ids and key.strip().lower() not in ids]
             if missing:
                 raise GrantNotFound(missing[0], field="grants")
-            return grants.move_grants(conn, self._app_id, sorted(set(ids.values())), workspace)
+            return grants.move_grants(tx, sorted(set(ids.values())), workspace)
 
-        return await self.database.write(work)
+        return await self._scope.write(work)
 
     async def regroup(self) -> int:
         """Re-apply auto-group patterns to grants not pinned to a workspace."""
-        return await self.database.write(lambda c: grants.regroup(c, self._app_id))
+        return await self._scope.write(
+            lambda tx: grants.regroup(
+                tx,
+            )
+        )
 
     async def provision(
         self,
@@ -211,16 +218,11 @@ class Directory(ABC):
         outcome: dict[str, tuple[Grant, bool]] = {}
         refused: dict[str, Exception] = {}
         pending = list(requests.values())
-        size = self.settings.provision_batch_size
+        size = self._settings.provision_batch_size
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
-            found, rejected = await self.database.write(
-                partial(
-                    grants.provision_batch,
-                    application_id=self._app_id,
-                    requests=batch,
-                    workspace=workspace,
-                )
+            found, rejected = await self._scope.write(
+                partial(grants.provision_batch, requests=batch, workspace=workspace)
             )
             outcome.update(found)
             refused.update(rejected)
@@ -251,15 +253,15 @@ class Directory(ABC):
         """Tear down many grants at once; return the ids removed."""
         listed = list(keys)
 
-        def work(conn: Any) -> list[str]:
-            ids = grants.grant_ids(conn, self._app_id, listed)
-            return grants.delete_grants(conn, self._app_id, sorted(set(ids.values())))
+        def work(tx: Tx) -> list[str]:
+            ids = grants.grant_ids(tx, listed)
+            return grants.delete_grants(tx, sorted(set(ids.values())))
 
-        return await self.database.write(work)
+        return await self._scope.write(work)
 
     async def grant(self, key: str) -> Grant:
         """A grant by id or address, with its effective policy."""
-        return await self.database.read(lambda c: grants.get_grant(c, self._app_id, key))
+        return await self._scope.read(lambda tx: grants.get_grant(tx, key))
 
     async def grants(
         self,
@@ -270,17 +272,15 @@ class Directory(ABC):
         offset: int = 0,
     ) -> list[Grant]:
         """Grants by address, optionally filtered by workspace and status."""
-        return await self.database.read(
-            lambda c: grants.list_grants(
-                c, self._app_id, workspace=workspace, status=status, limit=limit, offset=offset
+        return await self._scope.read(
+            lambda tx: grants.list_grants(
+                tx, workspace=workspace, status=status, limit=limit, offset=offset
             )
         )
 
     async def count_grants(self, *, workspace: str | None = None) -> int:
         """How many grants the application, or one workspace, holds."""
-        return await self.database.read(
-            lambda c: grants.count_grants(c, self._app_id, workspace=workspace)
-        )
+        return await self._scope.read(lambda tx: grants.count_grants(tx, workspace=workspace))
 
     async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:
         """An administrator's act: pause, restrict or reinstate a grant.
@@ -291,15 +291,11 @@ class Directory(ABC):
         wanted = GrantStatus(status)
         if wanted is GrantStatus.DELETED:
             raise InvalidInput("status", "use deprovision() to delete a grant", value=status)
-        return await self.database.write(
-            lambda c: grants.set_status(c, self._app_id, grant, wanted)
-        )
+        return await self._scope.write(lambda tx: grants.set_status(tx, grant, wanted))
 
     async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
         """A new API key for this application: its record and its secret (shown once)."""
-        return await self.database.write(
-            lambda c: applications.create_api_key(c, self._app_id, name)
-        )
+        return await self._scope.write(lambda tx: applications.create_api_key(tx, name))
 
     async def events(
         self,
@@ -310,10 +306,8 @@ class Directory(ABC):
         limit: int = 100,
     ) -> list[Event]:
         """Outbox events of the application after the event id ``after``."""
-        return await self.database.read(
-            lambda c: events.list_events(
-                c, self._app_id, after=after, type=type, grant_id=grant, limit=limit
-            )
+        return await self._scope.read(
+            lambda tx: events.list_events(tx, after=after, type=type, grant_id=grant, limit=limit)
         )
 
 
@@ -330,10 +324,3 @@ def _agent_name(agent: AgentRef) -> str | None:
     if isinstance(agent, type) and issubclass(agent, Agent):
         return agent.agent_name()
     raise InvalidInput("agent", "must be an Agent subclass or its 'module:Class' name", value=agent)
-
-
-def check_json(field: str, value: Any) -> None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(field, f"must be JSON-serialisable: {exc}", value=value) from None

@@ -1,66 +1,111 @@
-"""The Fleet: the supervisor that owns the store, every agent's identity, and their queues."""
+"""The Fleet: the composition root that opens the store and runs the agents of one scope.
+
+An open fleet owns the components that live as long as it does: the
+:class:`~mailfleet.store.scope.Scope` (its application and agent classes),
+the :class:`Directory` (administration), the :class:`Intake` (inbound
+group commit), the :class:`Outbox` (outbound gates and signing) and the
+:class:`Mailroom` (what inbound sources get). :meth:`Fleet.serve` builds the
+components that live as long as one serve (the worker, the sender, the MX,
+the plugin sources) and stops them when it ends; nothing is re-wired after.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import anyio
-import anyio.to_thread
-import sqlalchemy as sa
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..agent import Agent
+from ..mail.build import OutgoingAttachment
 from ..mail.inbound import InboundMessage
 from ..model.addresses import parse_address
-from ..model.errors import GrantNotFound, InvalidInput, StoreUnavailable
-from ..model.records import (
-    Application,
-    Grant,
-)
+from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
+from ..model.outbound import SendResult
+from ..model.records import Application, Grant
 from ..plugins import InboundSource, inbound_sources, plugin_manager
 from ..settings import Settings
-from ..store import (
-    applications,
-    cursors,
-    grants,
-    outbound,
-    queue,
-    workspaces,
-)
+from ..store import applications, grants, outbound, queue, workers, workspaces
 from ..store.database import Database
 from ..store.migrate import migrate
 from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
+from ..store.scope import Scope, Tx
+from ..store.workers import UnservedGrant
 from ..transports.smtp_in import serve_smtp
 from ..transports.smtp_out import RelayConfig, SmtpRelay
-from .directory import Directory, check_json
+from .directory import Directory
+from .doorbell import Doorbell
 from .host import AgentHost
 from .intake import Intake
+from .mailroom import Mailroom
 from .mx import FleetMx
 from .outbox import Outbox
+from .registry import AgentRegistry
 from .sender import Sender
+from .status import FleetStatistics, Serving
 from .worker import Worker, WorkerSettings, new_worker_id
 
 __all__ = ["Fleet"]
 
 log = logging.getLogger("mailfleet.fleet")
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-class Fleet(Directory):
-    """Supervisor of a fleet of agents: provisioning, workspaces, policies.
 
-    Use it as an async context manager::
+def _directory(
+    method: Callable[Concatenate[Directory, P], R],
+) -> Callable[Concatenate[Fleet, P], R]:
+    """Expose a :class:`Directory` method as the fleet's own (same signature and docs)."""
 
-        async with Fleet() as fleet:
+    @functools.wraps(method)
+    def call(fleet: Fleet, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(fleet.directory, *args, **kwargs)
+
+    return call
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """The components of an open fleet."""
+
+    application: Application
+    scope: Scope
+    directory: Directory
+    intake: Intake
+    outbox: Outbox
+    mailroom: Mailroom
+    tasks: TaskGroup
+
+
+class Fleet:
+    """Supervisor of a fleet of agents: provisioning, workspaces, policies, the runtime.
+
+    Use it as an async context manager, and serve it in a task group::
+
+        async with Fleet(agents=[Helpdesk]) as fleet:
             await fleet.add_domain("example.com")
-            grant = await fleet.provision("agent-1@example.com")
+            grant = await fleet.provision("help@example.com", agent=Helpdesk)
+            async with anyio.create_task_group() as tg:
+                serving = await tg.start(fleet.serve)   # ready: serving.smtp_port
+                ...
 
     Opening it applies pending schema migrations and makes sure the
-    application and its default workspace exist.
+    application and its default workspace exist. A fleet serves one
+    application (``settings.application``) and runs the agent classes given as
+    ``agents`` (or bound with :meth:`bind` / :meth:`register` before
+    :meth:`serve`): its worker claims only grants of that application whose
+    class it runs; grants provisioned with no class run ``default_agent``.
+    Keyword ``overrides`` are settings, validated like the environment.
     """
 
     def __init__(
@@ -71,45 +116,58 @@ class Fleet(Directory):
         default_agent: type[Agent] | None = None,
         **overrides: Any,
     ) -> None:
-        base = settings or Settings()
-        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.settings = Settings.load(settings, **overrides)
         self.database = Database(self.settings.effective_database_url)
-        self._application: Application | None = None
-        self._agents: dict[str, type[Agent]] = {a.agent_name(): a for a in agents}
-        self._default_agent = default_agent
-        self._intake: Intake | None = None
+        self._registry = AgentRegistry(agents, default_agent)
+        self._opened: _Opened | None = None
+        self._serving: Serving | None = None
         self._worker: Worker | None = None
-        self._sender: Sender | None = None
-        self._outbox: Outbox | None = None
-        self._task_group: TaskGroup | None = None
-        self._serving = anyio.Event()
-        self.smtp_port: int | None = None
-        """The port the SMTP server listens on, once ``serve()`` started it."""
+        self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
+        self._outbound_queued: Doorbell[[]] = Doorbell()
+
+    # -- opening and closing -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._opened is not None:
+            raise Conflict("fleet", "the fleet is open already")
+        database = self.database
         try:
-            await migrate(self.database)
-            self._application = await self.database.write(self._ensure_application)
-        except sa.exc.OperationalError as exc:
-            await self.database.aclose()
-            where = sa.make_url(self.database.url).render_as_string(hide_password=True)
-            raise StoreUnavailable(f"cannot open the database {where}: {exc.orig}") from exc
+            await migrate(database)
+            application = await database.write(self._ensure_application)
+        except StoreUnavailable as exc:
+            await database.aclose()
+            cause = exc.__cause__
+            detail = getattr(cause, "orig", None) or cause or exc
+            message = f"cannot open the database {database.display_url}: {detail}"
+            raise StoreUnavailable(message) from cause
         except BaseException:
-            await self.database.aclose()
+            await database.aclose()
             raise
-        self._sender = self._new_sender()
-        self._outbox = Outbox(self.database, self._app_id, queued=self._sender.notify)
-        self._worker = self._new_worker()
-        self._intake = Intake(
-            self.database,
-            self._app_id,
-            queue_limit=self.settings.queue_limit,
-            committed=self._worker.notify,
+        scope = Scope(database, application.id, self._registry.served)
+        intake = Intake(
+            scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        await self._task_group.start(self._intake.run)
-        await self._task_group.start(self._outbox.run)
+        outbox = Outbox(scope, queued=self._outbound_queued.ring)
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        try:
+            await tasks.start(intake.run)
+            await tasks.start(outbox.run)
+        except BaseException:
+            tasks.cancel_scope.cancel()
+            with _single_errors():
+                await tasks.__aexit__(None, None, None)
+            await database.aclose()
+            raise
+        self._opened = _Opened(
+            application=application,
+            scope=scope,
+            directory=Directory(scope, self.settings),
+            intake=intake,
+            outbox=outbox,
+            mailroom=Mailroom(scope, intake),
+            tasks=tasks,
+        )
         return self
 
     async def __aexit__(
@@ -118,94 +176,76 @@ class Fleet(Directory):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        opened, self._opened = self._opened, None
+        if opened is None:
+            return
         try:
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not handed to the task group: it comes
+            # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
+            opened.tasks.cancel_scope.cancel()
+            with _single_errors():
+                await opened.tasks.__aexit__(None, None, None)
         finally:
-            self._task_group = None
             await self.database.aclose()
-
-    def _new_sender(self) -> Sender:
-        s = self.settings
-        relay = None
-        if s.relay_host is not None:
-            relay = SmtpRelay(
-                RelayConfig(
-                    host=s.relay_host,
-                    port=s.relay_port,
-                    starttls=s.relay_starttls,
-                    implicit_tls=s.relay_tls,
-                    username=s.relay_username,
-                    password=(s.relay_password.get_secret_value() if s.relay_password else None),
-                    pool_size=s.relay_pool_size,
-                    validate_certs=s.relay_validate_certs,
-                )
-            )
-        return Sender(
-            self.database,
-            self._app_id,
-            relay=relay,
-            local_grant=self._local_grant_id,
-            deliver=self.deliver,
-            retry_schedule=s.retry_schedule,
-            worker_id=s.worker_id or new_worker_id(),
-            concurrency=max(s.relay_pool_size * 2, 4),
-            poll_interval=s.poll_interval,
-        )
-
-    async def _local_grant_id(self, address: str) -> str | None:
-        grant = await self._grant_or_none(address)
-        return None if grant is None else grant.id
-
-    def _new_worker(self) -> Worker:
-        s = self.settings
-        assert self._outbox is not None, "the outbox is made when the fleet opens"
-        host = AgentHost(self._agent_class, self._outbox, handler_timeout=s.handler_timeout)
-        return Worker(
-            self.database,
-            self._app_id,
-            host,
-            WorkerSettings(
-                concurrency=s.concurrency,
-                queue_limit=s.queue_limit,
-                handler_timeout=s.handler_timeout,
-                max_attempts=s.max_attempts,
-                retry_base=s.retry_base,
-                retry_max=s.retry_max,
-                idle_timeout=s.idle_timeout,
-                lease_ttl=s.lease_ttl,
-                poll_interval=s.poll_interval,
-            ),
-            worker_id=s.worker_id,
-        )
-
-    def _agent_class(self, grant: Grant) -> type[Agent] | None:
-        if grant.agent is not None and grant.agent in self._agents:
-            return self._agents[grant.agent]
-        return self._default_agent
 
     def _ensure_application(self, conn: Any) -> Application:
         application = applications.ensure_application(conn, self.settings.application)
-        workspaces.ensure_default_workspace(conn, application.id)
+        workspaces.ensure_default_workspace(Tx(conn, Scope(self.database, application.id)))
         return application
+
+    def _open(self, what: str) -> _Opened:
+        if self._opened is None:
+            raise FleetNotOpen(what)
+        return self._opened
 
     @property
     def application(self) -> Application:
         """The application (tenant) this fleet serves."""
-        if self._application is None:
-            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
-        return self._application
+        return self._open("Fleet.application").application
 
     @property
-    def worker_id(self) -> str:
-        """The id this fleet's worker holds leases under."""
-        assert self._worker is not None, "the fleet is not open"
-        return self._worker.id
+    def directory(self) -> Directory:
+        """The administrative side: domains, workspaces, grants, keys, events.
+
+        Its methods are also the fleet's own (``fleet.provision(...)`` is
+        ``fleet.directory.provision(...)``).
+        """
+        return self._open("the directory").directory
+
+    # -- the administrative side (a façade over the directory) ----------------------
+
+    add_domain = _directory(Directory.add_domain)
+    domains = _directory(Directory.domains)
+    create_workspace = _directory(Directory.create_workspace)
+    workspace = _directory(Directory.workspace)
+    workspaces = _directory(Directory.workspaces)
+    update_policy = _directory(Directory.update_policy)
+    set_patterns = _directory(Directory.set_patterns)
+    delete_workspace = _directory(Directory.delete_workspace)
+    move_grants = _directory(Directory.move_grants)
+    regroup = _directory(Directory.regroup)
+    provision = _directory(Directory.provision)
+    provision_many = _directory(Directory.provision_many)
+    deprovision = _directory(Directory.deprovision)
+    deprovision_many = _directory(Directory.deprovision_many)
+    grant = _directory(Directory.grant)
+    grants = _directory(Directory.grants)
+    count_grants = _directory(Directory.count_grants)
+    set_grant_status = _directory(Directory.set_grant_status)
+    create_api_key = _directory(Directory.create_api_key)
+    events = _directory(Directory.events)
+
+    # -- agents -----------------------------------------------------------------------
 
     def bind(self, agent: type[Agent]) -> None:
-        """Run ``agent``'s handlers for the grants provisioned with it (no provisioning)."""
-        self._agents[agent.agent_name()] = agent
+        """Run ``agent``'s handlers for the grants provisioned with it (no provisioning).
+
+        Bind before :meth:`serve`: a serving worker claims for the classes it
+        started with (a :class:`~mailfleet.Conflict` otherwise).
+        """
+        if self._serving is not None:
+            raise Conflict("agent", "bind agent classes before serve(), not while serving")
+        self._registry.add(agent)
 
     async def register(self, agent: type[Agent]) -> list[Grant]:
         """Run ``agent`` in this fleet: its grants' messages go to its handlers.
@@ -224,104 +264,173 @@ class Fleet(Directory):
                 raise result.error
         return [r.grant for r in results if r.grant is not None]
 
-    # -- the runtime --------------------------------------------------------------
+    # -- mail in and out --------------------------------------------------------------
+
+    @property
+    def mailroom(self) -> Mailroom:
+        """What inbound sources get: ``deliver``, ``grant``, ``cursor``, ``set_cursor``."""
+        return self._open("the mailroom").mailroom
 
     async def deliver(
         self, grant: str | Grant, raw: bytes, *, source_key: str | None = None
     ) -> InboundMessage:
         """Store a message for a grant (id, address or record) and queue it.
 
-        Returns once the message and its queue entry are committed: from then
-        on it is handled at least once, in order with the grant's other
-        messages, by whichever worker serves the grant. Raises
-        :class:`~mailfleet.GrantNotFound` for an unknown grant and
-        :class:`~mailfleet.QueueFull` when the grant's backlog is at
-        ``queue_limit``; nothing is stored then.
-
-        ``source_key`` makes the delivery idempotent (an IMAP source passes
-        its UIDVALIDITY and UID): a grant stores one message per key, and
-        delivering it again returns the stored message.
+        See :meth:`Mailroom.deliver <mailfleet.runtime.mailroom.Mailroom.deliver>`.
         """
-        if self._intake is None:
-            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
-        if not isinstance(raw, bytes | bytearray):
-            raise InvalidInput("message", "a message is given as raw RFC 5322 bytes")
-        key = grant.id if isinstance(grant, Grant) else grant
-        stored = await self._intake.deliver(key, bytes(raw), source_key=source_key)
-        return InboundMessage.from_stored(stored)
+        return await self.mailroom.deliver(grant, raw, source_key=source_key)
 
     async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:
         """How far ``source`` (e.g. an IMAP mailbox) has been read for a grant."""
-        return await self.database.read(lambda c: cursors.get_cursor(c, grant, source))
+        return await self.mailroom.cursor(grant, source)
 
     async def set_cursor(self, grant: str, source: str, value: dict[str, Any]) -> None:
-        """Remember how far ``source`` has been read for a grant (JSON value)."""
-        check_json("value", value)
-        await self.database.write(lambda c: cursors.set_cursor(c, grant, source, value))
+        """Remember how far ``source`` has been read for a grant (a JSON value)."""
+        await self.mailroom.set_cursor(grant, source, value)
 
-    async def serve(self) -> None:
+    async def send(
+        self,
+        grant: str | Grant,
+        to: str | Sequence[str],
+        *,
+        subject: str,
+        text: str,
+        html: str | None = None,
+        attachments: Sequence[OutgoingAttachment] = (),
+        in_reply_to: InboundMessage | None = None,
+    ) -> SendResult:
+        """Send as a grant (id, address or record) from outside an agent.
+
+        The same gates, building, signing and outbox as ``Agent.send`` (and, with
+        ``in_reply_to``, ``Agent.reply``'s threading); the result says whether the
+        message was queued or why not. An unknown grant is a
+        :class:`~mailfleet.GrantNotFound`.
+        """
+        opened = self._open("Fleet.send()")
+        record = await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
+        recipients = [to] if isinstance(to, str) else list(to)
+        return await opened.outbox.send(
+            record,
+            recipients,
+            subject=subject,
+            text=text,
+            html=html,
+            in_reply_to=in_reply_to,
+            attachments=attachments,
+        )
+
+    # -- serving ----------------------------------------------------------------------
+
+    async def serve(self, *, task_status: TaskStatus[Serving] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the agents until cancelled, then shut down gracefully.
 
-        At shutdown no new message is started; running handlers get
-        ``shutdown_grace`` seconds to finish, their completions are committed
-        and the grants' leases given back, so another worker (or the next
-        start) continues exactly where this one stopped.
+        Use it as ``serving = await tg.start(fleet.serve)``: it reports
+        :class:`~mailfleet.Serving` (the bound SMTP port, the worker id) once the
+        MX listens and the worker runs. A failure to start (the port is taken...)
+        is raised from ``tg.start`` as itself. At shutdown no new message is
+        started; running handlers get ``shutdown_grace`` seconds to finish, their
+        completions are committed and the grants' leases given back, so another
+        worker (or the next start) continues exactly where this one stopped.
         """
-        worker, sender = self._worker, self._sender
-        if worker is None or sender is None:
-            raise RuntimeError("the fleet is not open: use `async with Fleet(...) as fleet`")
-        # The worker runs shielded: cancelling serve() must not interrupt
-        # handlers mid-flight; the finally block drains it, then cancels it.
-        workers = anyio.CancelScope(shield=True)
+        opened = self._open("Fleet.serve()")
+        if self._serving is not None:
+            raise Conflict("serve", "the fleet is serving already")
+        with _single_errors():
+            await self._serve(opened, task_status)
 
-        async def run_shielded() -> None:
-            with workers:
-                if not self.settings.run_worker:
-                    return  # a front end: it stores mail; workers elsewhere run it
-                async with anyio.create_task_group() as inner:
-                    inner.start_soon(sender.run)
-                    await worker.run()
-
-        manager = plugin_manager(self.settings.plugin_allowlist)
+    async def _serve(self, opened: _Opened, task_status: TaskStatus[Serving]) -> None:
+        s = self.settings
+        scope = opened.scope.serving(self._registry.served)
+        sources = inbound_sources(plugin_manager(s.plugin_allowlist), s)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_shielded)
-            if self.settings.smtp_port is not None:
-                self.smtp_port = await tg.start(self._serve_smtp)
-            for source in inbound_sources(manager, self.settings):
-                tg.start_soon(self._run_source, source, name=f"source {source.name}")
-            self._serving.set()
-            try:
-                await anyio.sleep_forever()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await worker.drain(self.settings.shutdown_grace)
-                        await sender.drain(self.settings.shutdown_grace)
-                    finally:
-                        workers.cancel()
-                        self._serving = anyio.Event()
-                        self._fresh_runtime()
+            smtp_port = (
+                await tg.start(self._serve_smtp, opened) if s.smtp_port is not None else None
+            )
+            for source in sources:
+                tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
+            if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
+                self._serving = Serving(smtp_port, None)
+                try:
+                    task_status.started(self._serving)
+                    await anyio.sleep_forever()
+                finally:
+                    self._serving = None
+                return
+            worker, sender = self._new_worker(scope, opened), self._new_sender(scope, opened)
+            # The worker runs shielded: cancelling serve() must not interrupt handlers
+            # mid-flight; the finally block drains it, then cancels it.
+            shield = anyio.CancelScope(shield=True)
+            with ExitStack() as listening:
+                listening.enter_context(self._work_committed.listening(worker.notify))
+                listening.enter_context(self._outbound_queued.listening(sender.notify))
+                await tg.start(_run_shielded, shield, worker, sender)
+                self._serving, self._worker = Serving(smtp_port, worker.id), worker
+                try:
+                    task_status.started(self._serving)
+                    await anyio.sleep_forever()
+                finally:
+                    self._serving = self._worker = None
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await worker.drain(s.shutdown_grace)
+                            await sender.drain(s.shutdown_grace)
+                        finally:
+                            shield.cancel()
 
-    def _fresh_runtime(self) -> None:
-        """A drained worker and sender are spent: make new ones for the next serve()."""
-        self._sender = self._new_sender()
-        self._worker = self._new_worker()
-        if self._outbox is not None:
-            self._outbox.queued = self._sender.notify
-        if self._intake is not None:
-            self._intake.committed = self._worker.notify
+    def _new_worker(self, scope: Scope, opened: _Opened) -> Worker:
+        s = self.settings
+        host = AgentHost(self._registry.resolve, opened.outbox, handler_timeout=s.handler_timeout)
+        return Worker(
+            scope,
+            host,
+            WorkerSettings(
+                concurrency=s.concurrency,
+                queue_limit=s.queue_limit,
+                handler_timeout=s.handler_timeout,
+                max_attempts=s.max_attempts,
+                retry_base=s.retry_base,
+                retry_max=s.retry_max,
+                idle_timeout=s.idle_timeout,
+                lease_ttl=s.lease_ttl,
+                poll_interval=s.poll_interval,
+            ),
+            worker_id=s.worker_id,
+        )
 
-    async def wait_serving(self) -> None:
-        """Wait until :meth:`serve` has started its listeners (``smtp_port`` is known)."""
-        await self._serving.wait()
+    def _new_sender(self, scope: Scope, opened: _Opened) -> Sender:
+        s = self.settings
+        relay = None
+        if s.relay_host is not None:
+            relay = SmtpRelay(
+                RelayConfig(
+                    host=s.relay_host,
+                    port=s.relay_port,
+                    starttls=s.relay_starttls,
+                    implicit_tls=s.relay_tls,
+                    username=s.relay_username,
+                    password=(s.relay_password.get_secret_value() if s.relay_password else None),
+                    pool_size=s.relay_pool_size,
+                    validate_certs=s.relay_validate_certs,
+                )
+            )
+        return Sender(
+            scope,
+            relay=relay,
+            local_grant=opened.mailroom.grant_id,
+            deliver=opened.intake.deliver,
+            retry_schedule=s.retry_schedule,
+            worker_id=s.worker_id or new_worker_id(),
+            concurrency=max(s.relay_pool_size * 2, 4),
+            poll_interval=s.poll_interval,
+        )
 
-    async def _serve_smtp(self, *, task_status: TaskStatus[int]) -> None:
+    async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
         s = self.settings
         tls = None
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(s.smtp_tls_cert, s.smtp_tls_key)
-        mx = FleetMx(self._grant_or_none, self.deliver, hostname=s.smtp_hostname)
+        mx = FleetMx(opened.mailroom.grant_or_none, opened.intake.deliver, hostname=s.smtp_hostname)
         await serve_smtp(
             mx,
             host=s.smtp_host,
@@ -332,67 +441,152 @@ class Fleet(Directory):
             task_status=task_status,
         )
 
-    async def _grant_or_none(self, key: str) -> Grant | None:
-        try:
-            return await self.grant(key)
-        except GrantNotFound:
-            return None
+    @property
+    def smtp_port(self) -> int | None:
+        """The port the MX listens on while the fleet serves with an SMTP server."""
+        return None if self._serving is None else self._serving.smtp_port
 
-    async def _run_source(self, source: InboundSource) -> None:
-        """Run a plugin's source; a crash is logged and the source restarted with backoff."""
-        delay = 1.0
-        while True:
-            try:
-                await source.serve(self)
-                return
-            except Exception:
-                log.exception("inbound source %s failed; restarting in %.0fs", source.name, delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+    @property
+    def worker_id(self) -> str | None:
+        """The id this fleet's worker holds leases under, while it serves."""
+        return None if self._serving is None else self._serving.worker_id
+
+    # -- reading the runtime's state --------------------------------------------------
 
     async def wait_idle(self) -> None:
-        """Wait until every message committed so far has been handled (for tests, tools)."""
-        while True:
-            backlog = await self.database.read(lambda c: queue.ready_count(c, self._app_id))
-            if backlog == 0:
-                return
-            await anyio.sleep(0.02)
+        """Wait until every message committed so far for the grants this fleet serves
+        has been handled (for tests and tools)."""
+        scope = self._open("Fleet.wait_idle()").scope.serving(self._registry.served)
+        while await scope.read(lambda tx: queue.ready_count(tx, served_only=True)):  # noqa: ASYNC110
+            await anyio.sleep(0.02)  # other processes' work too: the store is the truth
+
+    async def statistics(self) -> FleetStatistics:
+        """A snapshot of this fleet's worker and of its application's queues."""
+        opened = self._open("Fleet.statistics()")
+
+        def read(tx: Tx) -> tuple[int, int, int, int, tuple[int, int]]:
+            now = time.time()
+            return (
+                queue.ready_count(tx),
+                queue.dead_letter_count(tx),
+                outbound.count_outbound(tx, status="pending"),
+                workers.live_workers(tx, now=now),
+                workers.count_unserved(tx, now=now),
+            )
+
+        waiting, dead, pending, live, (unserved, unserved_waiting) = await opened.scope.read(read)
+        worker = self._worker
+        dispatched = None if worker is None else worker.dispatcher.statistics()
+        return FleetStatistics(
+            serving=self._serving is not None,
+            worker_id=self.worker_id,
+            held_grants=0 if worker is None else len(worker.held),
+            active_agents=0 if worker is None else worker.active_agents,
+            running_handlers=0 if dispatched is None else dispatched.running,
+            queued_in_memory=0 if dispatched is None else dispatched.queued,
+            waiting=waiting,
+            dead_letters=dead,
+            outbound_pending=pending,
+            live_workers=live,
+            unserved_grants=unserved,
+            unserved_waiting=unserved_waiting,
+        )
+
+    async def unserved_grants(
+        self, *, limit: int | None = 100, after: str | None = None
+    ) -> list[UnservedGrant]:
+        """Grants whose agent class no live worker of the application serves, by address,
+        with the messages waiting for them (after the address ``after``)."""
+        scope = self._open("Fleet.unserved_grants()").scope
+        return await scope.read(
+            lambda tx: workers.unserved_grants(tx, now=time.time(), limit=limit, after=after)
+        )
 
     async def outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboundView]:
         """Outbound messages, newest first: pending, sent, bounced, or captured in dev mode."""
-        return await self.database.read(
-            lambda c: outbound.list_outbound(c, self._app_id, status=status, limit=limit)
-        )
+        scope = self._open("Fleet.outbox()").scope
+        return await scope.read(lambda tx: outbound.list_outbound(tx, status=status, limit=limit))
 
     async def outbox_count(self, status: str) -> int:
         """How many outbound messages are ``pending``, ``sent``, ``bounced`` or ``captured``."""
-        return await self.database.read(
-            lambda c: outbound.count_outbound(c, self._app_id, status=status)
-        )
+        scope = self._open("Fleet.outbox_count()").scope
+        return await scope.read(lambda tx: outbound.count_outbound(tx, status=status))
 
     async def outbox_message(self, outbound_id: int) -> OutboundView | None:
         """One outbound message with its raw bytes (as signed and sent)."""
-        return await self.database.read(
-            lambda c: outbound.get_outbound(c, self._app_id, outbound_id)
-        )
+        scope = self._open("Fleet.outbox_message()").scope
+        return await scope.read(lambda tx: outbound.get_outbound(tx, outbound_id))
 
     async def agent_state(self, grant: str) -> dict[str, Any]:
         """The saved ``state`` of a grant's agent (empty if it never saved one)."""
 
-        def read(conn: Any) -> dict[str, Any]:
-            found = grants.get_grant(conn, self._app_id, grant)
-            return queue.states(conn, [found.id]).get(found.id, {})
+        def read(tx: Tx) -> dict[str, Any]:
+            found = grants.get_grant(tx, grant)
+            return queue.states(tx, [found.id]).get(found.id, {})
 
-        return await self.database.read(read)
+        return await self._open("Fleet.agent_state()").scope.read(read)
 
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         """Messages whose handler failed on every attempt, oldest first."""
-        return await self.database.read(lambda c: queue.dead_letters(c, self._app_id, limit=limit))
+        scope = self._open("Fleet.dead_letters()").scope
+        return await scope.read(lambda tx: queue.dead_letters(tx, limit=limit))
 
     async def replay_dead_letters(self, entry_ids: Iterable[int] | None = None) -> int:
         """Queue dead letters again (all, or the given ones); return how many."""
         wanted = None if entry_ids is None else list(entry_ids)
-        count = await self.database.write(lambda c: queue.replay(c, self._app_id, wanted))
-        if self._worker is not None:
-            self._worker.notify()
+        scope = self._open("Fleet.replay_dead_letters()").scope
+        count = await scope.write(lambda tx: queue.replay(tx, wanted))
+        if count:
+            self._work_committed.ring(None)
         return count
+
+
+async def _run_shielded(
+    shield: anyio.CancelScope,
+    worker: Worker,
+    sender: Sender,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with shield:
+        async with anyio.create_task_group() as inner:
+            await inner.start(sender.run)
+            await inner.start(worker.run)
+            task_status.started()
+
+
+async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:
+    """Run a plugin's source; a crash is logged and the source restarted with backoff."""
+    delay = 1.0
+    while True:
+        try:
+            await source.serve(mailroom)
+            return
+        except Exception:
+            log.exception("inbound source %s failed; restarting in %.0fs", source.name, delay)
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 60.0)
+
+
+@contextmanager
+def _single_errors() -> Iterator[None]:
+    """Raise the one error inside an exception group (of task groups) as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if len(errors) != 1:
+            raise
+        error = errors[0]
+        error.__suppress_context__ = True
+        raise error from error.__cause__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found

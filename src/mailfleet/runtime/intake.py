@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskStatus
-from sqlalchemy.engine import Connection
 
 from ..mail.parse import has_reply_prefix, normalize_subject
 from ..mail.threads import usable_id
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from ..store import grants, queue
-from ..store.database import Database
+from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
 
 __all__ = ["Intake"]
@@ -44,14 +43,12 @@ class Intake:
 
     def __init__(
         self,
-        database: Database,
-        application_id: str,
+        scope: Scope,
         *,
         queue_limit: int,
         committed: Callable[[set[str]], None],
     ) -> None:
-        self._db = database
-        self._app_id = application_id
+        self._scope = scope
         self._limit = queue_limit
         self.committed = committed
         self._backlog = BacklogGauge(queue_limit)
@@ -75,18 +72,16 @@ class Intake:
         await self._batches.run(task_status=task_status)
 
     async def _commit(self, batch: Sequence[_Delivery]) -> Sequence[StoredMessage | Exception]:
-        outcomes = await self._db.write(lambda conn: self._store(conn, batch))
+        outcomes = await self._scope.write(lambda tx: self._store(tx, batch))
         self.committed({o.grant_id for o in outcomes if isinstance(o, StoredMessage)})
         return outcomes
 
-    def _store(
-        self, conn: Connection, batch: Sequence[_Delivery]
-    ) -> list[StoredMessage | Exception]:
-        found = grants.grant_ids(conn, self._app_id, {d.key for d in batch})
+    def _store(self, tx: Tx, batch: Sequence[_Delivery]) -> list[StoredMessage | Exception]:
+        found = grants.grant_ids(tx, {d.key for d in batch})
         grant_ids = {d.key: found[_normal(d.key)] for d in batch if _normal(d.key) in found}
-        waiting = self._backlog.bounds(conn, set(grant_ids.values()), incoming=len(batch))
+        waiting = self._backlog.bounds(tx, set(grant_ids.values()), incoming=len(batch))
         seen = queue.by_source(
-            conn,
+            tx,
             (
                 (grant_ids[d.key], d.source_key)
                 for d in batch
@@ -120,7 +115,7 @@ class Intake:
                     *thread_keys_of(delivery.headers),
                 )
                 slot[index] = key
-        stored = dict(zip(new, queue.enqueue(conn, self._app_id, list(new.values())), strict=True))
+        stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
         self._backlog.update(waiting)
         for index, key in slot.items():
             outcomes[index] = stored[key]
@@ -143,7 +138,7 @@ class BacklogGauge:
         self._max_age = max_age
         self._bounds: dict[str, tuple[float, int]] = {}  # grant id -> (counted at, bound)
 
-    def bounds(self, conn: Connection, grant_ids: set[str], *, incoming: int) -> dict[str, int]:
+    def bounds(self, tx: Tx, grant_ids: set[str], *, incoming: int) -> dict[str, int]:
         """Each grant's backlog bound, counting those whose bound is old or near the limit."""
         now = time.monotonic()
         known: dict[str, int] = {}
@@ -153,7 +148,7 @@ class BacklogGauge:
                 known[grant_id] = hit[1]
         stale = grant_ids - known.keys()
         if stale:
-            counted = queue.backlog(conn, stale)
+            counted = queue.backlog(tx, stale)
             for grant_id in stale:
                 known[grant_id] = counted.get(grant_id, 0)
                 self._bounds[grant_id] = (now, known[grant_id])

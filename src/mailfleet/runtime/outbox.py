@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
-from sqlalchemy.engine import Connection
 
 from ..agent import AgentContext
 from ..auth.dkim import DkimKey, DkimSigner
@@ -25,13 +24,13 @@ from ..mail.build import OutgoingAttachment, build_message
 from ..mail.inbound import InboundMessage
 from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
-from ..model.errors import InvalidAddress, InvalidInput
+from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders, parse_headers
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
 from ..store import domains, grants, outbound
-from ..store.database import Database
 from ..store.outbound import NewOutbound
+from ..store.scope import Scope, Tx
 from ..store.tables import new_id
 from .batching import FLEET_CLOSED, GroupCommit
 
@@ -56,12 +55,9 @@ class Outbox(AgentContext):
     is a group commit: many agents sending at once share one transaction.
     """
 
-    def __init__(
-        self, database: Database, application_id: str, *, queued: Callable[[], None]
-    ) -> None:
-        self._db = database
-        self._app_id = application_id
-        self.queued = queued
+    def __init__(self, scope: Scope, *, queued: Callable[[], None]) -> None:
+        self._scope = scope
+        self._queued = queued
         self._signers: dict[str, DkimSigner | None] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
@@ -129,14 +125,14 @@ class Outbox(AgentContext):
         return await self._batches.submit(_Queued(item, message_id))
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
-        results = await self._db.write(lambda conn: self._store(conn, batch))
+        results = await self._scope.write(lambda tx: self._store(tx, batch))
         if any(result.ok for result in results):
-            self.queued()
+            self._queued()
         return results
 
-    def _store(self, conn: Connection, batch: Sequence[_Queued]) -> list[SendResult]:
+    def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
         # Statuses are read in the transaction: a pause takes effect at once.
-        statuses = grants.statuses(conn, {q.message.grant_id for q in batch})
+        statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
         results: list[SendResult] = []
         accepted: list[NewOutbound] = []
         for queued in batch:
@@ -156,14 +152,14 @@ class Outbox(AgentContext):
                         thread_id=queued.message.thread_id,
                     )
                 )
-        outbound.queue_outbound(conn, self._app_id, accepted)
+        outbound.queue_outbound(tx, accepted)
         return results
 
     async def _signer(self, domain: str) -> DkimSigner | None:
         if domain not in self._signers:
             async with self._signer_lock:  # one load per domain, however many senders
                 if domain not in self._signers:
-                    keys = await self._db.read(lambda c: domains.dkim_keys(c, self._app_id, domain))
+                    keys = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
                     loaded = [
                         DkimKey.from_pem(key["private_pem"], selector=key["selector"])
                         for key in keys
@@ -191,4 +187,7 @@ def _sign_and_read(item: _Unsigned) -> tuple[bytes, MessageHeaders] | Exception:
         signed = item.raw if item.signer is None else item.signer.sign(item.raw)
         return signed, parse_headers(signed)
     except Exception as exc:
-        return exc
+        domain = "?" if item.signer is None else item.signer.domain
+        failure = SigningFailed(f"DKIM signing for {domain} failed: {type(exc).__name__}: {exc}")
+        failure.__cause__ = exc
+        return failure

@@ -29,8 +29,8 @@ from anyio.abc import TaskStatus
 
 from ..model.errors import GrantNotFound, QueueFull
 from ..store import outbound
-from ..store.database import Database
 from ..store.outbound import OutboundItem, OutboundResult
+from ..store.scope import Scope
 from ..transports.smtp_out import SmtpOutcome, SmtpRelay
 
 __all__ = ["Sender"]
@@ -46,8 +46,7 @@ class Sender:
 
     def __init__(
         self,
-        database: Database,
-        application_id: str,
+        scope: Scope,
         *,
         relay: SmtpRelay | None,
         local_grant: LocalLookup,
@@ -58,8 +57,7 @@ class Sender:
         poll_interval: float = 1.0,
         lease: float = 300.0,
     ) -> None:
-        self._db = database
-        self._app_id = application_id
+        self._scope = scope
         self._relay = relay
         self._local_grant = local_grant
         self._deliver = deliver
@@ -88,12 +86,12 @@ class Sender:
             task_status.started()
             while not self._closing:
                 # A read first: most polls find nothing, and need not take the writer.
-                due = await self._db.read(outbound.next_due)
+                due = await self._scope.read(outbound.next_due)
                 items: list[OutboundItem] = []
                 if due is not None and due <= time.time():
-                    items = await self._db.write(
-                        lambda c: outbound.claim_due(
-                            c,
+                    items = await self._scope.write(
+                        lambda tx: outbound.claim_due(
+                            tx,
                             self._worker,
                             now=time.time(),
                             lease=self._lease,
@@ -148,11 +146,7 @@ class Sender:
         if results:
             try:
                 with anyio.CancelScope(shield=True):  # taken results must not be dropped
-                    await self._db.write(
-                        partial(
-                            outbound.record_results, application_id=self._app_id, results=results
-                        )
-                    )
+                    await self._scope.write(partial(outbound.record_results, results=results))
             except Exception:
                 log.exception("recording send results failed; will retry")
                 self._results = results + self._results

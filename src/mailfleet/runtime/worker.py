@@ -21,21 +21,20 @@ import secrets
 import socket
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from sqlalchemy.engine import Connection
 
 from ..mail.inbound import InboundMessage
 from ..model.records import Grant
 from ..store import grants as grant_store
-from ..store import queue
-from ..store.database import Database
+from ..store import queue, workers
 from ..store.queue import QueuedMessage
+from ..store.scope import Scope, Tx
 from .dispatcher import Dispatcher
 from .host import AgentHost, HandlerFailure
 
@@ -72,21 +71,51 @@ class WorkerSettings:
         return float(min(self.retry_base * 2.0 ** (attempt - 1), self.retry_max))
 
 
+@dataclass(slots=True, eq=False)
+class _GrantRun:
+    """Everything the worker knows of one grant it holds, or still has an agent for.
+
+    The invariants live here: a grant is *held* while ``generation`` is set (this
+    worker has its lease); ``inflight`` counts its entries handed to the dispatcher
+    and not finished; ``idle_since`` is set while it is held with nothing in
+    flight; ``drained`` and ``dirty`` say what the next flush must do for it.
+    """
+
+    generation: int | None = None
+    """The claim generation while this worker holds the lease; None once let go."""
+    grant: Grant | None = None
+    """The grant record, read with its work."""
+    saved_state: dict[str, Any] | None = None
+    """The agent state read from the store, for the next activation."""
+    inflight: int = 0
+    idle_since: float | None = None
+    """Monotonic time since which it is held with nothing in flight."""
+    drained: bool = False
+    """Everything in flight finished: the next flush refills it (or it idles)."""
+    dirty: dict[str, Any] | None = None
+    """An agent state to commit with the next flush."""
+    attempts: dict[int, int] = field(default_factory=dict)
+    """Attempts made here, per queue entry id, beyond those recorded in the store."""
+
+    @property
+    def held(self) -> bool:
+        return self.generation is not None
+
+
 class Worker:
-    """Runs the durable queues of the grants it can claim."""
+    """Runs the durable queues of the grants it can claim: its scope's application and
+    agent classes only."""
 
     def __init__(
         self,
-        database: Database,
-        application_id: str,
+        scope: Scope,
         host: AgentHost,
         settings: WorkerSettings,
         *,
         worker_id: str | None = None,
     ) -> None:
         self.id = worker_id or new_worker_id()
-        self._db = database
-        self._app_id = application_id
+        self._scope = scope
         self._host = host
         self._settings = settings
         self.dispatcher: Dispatcher[str, QueuedMessage] = Dispatcher(
@@ -96,17 +125,11 @@ class Worker:
             idle_timeout=settings.idle_timeout,
             deactivate=self._deactivate,
         )
-        self._grants: dict[str, Grant] = {}
-        self._states: dict[str, dict[str, Any]] = {}
-        self._held: dict[str, int] = {}  # grant id -> claim generation
-        self._idle_since: dict[str, float] = {}  # held grants with nothing in flight
+        self._runs: dict[str, _GrantRun] = {}
+        self._pending: set[str] = set()  # grants whose run has something to flush
         self._generation = 0
-        self._inflight: dict[str, int] = {}
-        self._attempts: dict[int, int] = {}
         self._done: list[int] = []
-        self._dirty: dict[str, dict[str, Any]] = {}
         self._defects: dict[str, list[str]] = {}  # message id -> MIME defects found
-        self._drained: set[str] = set()
         self._claim_wakeup = anyio.Event()
         self._want_claim = True
         self._flush_wakeup = anyio.Event()
@@ -121,19 +144,34 @@ class Worker:
         Grants this worker is running already get their new work when their
         loaded batch is done; only others (or held grants gone idle) need a look.
         """
-        if grant_ids is None or any(g not in self._held for g in grant_ids):
+        runs = self._runs
+        if grant_ids is None or any(
+            (run := runs.get(g)) is None or not run.held for g in grant_ids
+        ):
             self._want_claim = True
             self._claim_wakeup.set()
-        elif any(g in self._idle_since for g in grant_ids):
+        elif any(runs[g].idle_since is not None for g in grant_ids):
             self._claim_wakeup.set()  # a refill of held grants is enough
+
+    @property
+    def active_agents(self) -> int:
+        """How many agent instances this worker has activated now."""
+        return self._host.active
 
     @property
     def held(self) -> frozenset[str]:
         """The grants whose leases this worker holds."""
-        return frozenset(self._held)
+        return frozenset(g for g, run in self._runs.items() if run.held)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Claim and run work until cancelled."""
+        """Announce this worker, then claim and run work until cancelled."""
+        await self._scope.write(self._announce)
+        if not self._scope.agents:
+            log.warning(
+                "worker %s serves no agent class: it claims nothing (bind an Agent, or "
+                "give the fleet a default_agent)",
+                self.id,
+            )
         async with anyio.create_task_group() as tg:
             await tg.start(self.dispatcher.serve)
             tg.start_soon(self._host.watch)
@@ -141,6 +179,9 @@ class Worker:
             tg.start_soon(self._flusher)
             tg.start_soon(self._heartbeat)
             task_status.started()
+
+    def _announce(self, tx: Tx) -> None:
+        workers.announce(tx, self.id, expires_at=time.time() + self._settings.lease_ttl)
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let running handlers finish (up to ``grace`` seconds),
@@ -150,24 +191,23 @@ class Worker:
         with anyio.move_on_after(grace):
             await self.dispatcher.wait_stopped()
         await self._flush()
-        for grant_id in list(self._host_grants()):
-            state = await self._host.deactivate(grant_id)
-            if state is not None:
-                self._dirty[grant_id] = state
+        for grant_id in list(self._runs):
+            self._keep_state(grant_id, await self._host.deactivate(grant_id))
         await self._flush()
-        if self._held:
-            held = sorted(self._held)
-            await self._db.write(lambda c: queue.release(c, self.id, held))
-            self._held.clear()
+        held = sorted(g for g, run in self._runs.items() if run.held)
 
-    def _host_grants(self) -> list[str]:
-        return [g for g in self._grants if self._host.get(g) is not None]
+        def work(tx: Tx) -> None:
+            queue.release(tx, self.id, held)
+            workers.withdraw(tx, self.id)
+
+        await self._scope.write(work)
+        self._runs.clear()
 
     # -- claiming --------------------------------------------------------------------
 
     async def _claimer(self) -> None:
         while not self._closing:
-            room = self._settings.max_grants - len(self._held)
+            room = self._settings.max_grants - sum(run.held for run in self._runs.values())
             want_claim, self._want_claim = self._want_claim, False
             claimed = await self._claim(room if want_claim else 0)
             if claimed and claimed >= min(room, 500):
@@ -188,56 +228,91 @@ class Worker:
         async with self._leases:
             # Only grants whose completions are all committed: their ready entries
             # in the store are exactly the ones not run yet.
-            idle = [g for g in self._held if g in self._idle_since]
+            idle = {
+                g: run.idle_since
+                for g, run in self._runs.items()
+                if run.held and run.idle_since is not None
+            }
             if not idle and room <= 0:
                 return 0
             now = time.monotonic()
 
-            def work(conn: Connection) -> tuple[list[str], list[str], list[QueuedMessage]]:
-                refilled = queue.load(conn, idle, per_grant=settings.per_grant) if idle else []
+            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage]]:
+                refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
                 busy = {entry.grant_id for entry in refilled}
                 expired = [
-                    g
-                    for g in idle
-                    if g not in busy and now - self._idle_since.get(g, now) >= linger
+                    g for g, since in idle.items() if g not in busy and now - since >= linger
                 ]
-                queue.release(conn, self.id, expired)
+                queue.release(tx, self.id, expired)
                 claimed = (
                     queue.claim(
-                        conn, self.id, now=time.time(), ttl=settings.lease_ttl, limit=min(room, 500)
+                        tx, self.id, now=time.time(), ttl=settings.lease_ttl, limit=min(room, 500)
                     )
                     if room > 0
                     else []
                 )
-                fresh = queue.load(conn, claimed, per_grant=settings.per_grant) if claimed else []
+                fresh = queue.load(tx, claimed, per_grant=settings.per_grant) if claimed else []
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
-                    self._load_grants(conn, wanted)
+                    self._load_grants(tx, wanted)
                 return claimed, expired, refilled + fresh
 
-            claimed, expired, entries = await self._db.write(work)
+            claimed, expired, entries = await self._scope.write(work)
             for grant_id in expired:
-                self._held.pop(grant_id, None)
-                self._idle_since.pop(grant_id, None)
+                self._let_go(grant_id)
             self._generation += 1
-            self._held.update(dict.fromkeys(claimed, self._generation))
+            for grant_id in claimed:
+                self._run(grant_id).generation = self._generation
             self._accept(entries)
             for grant_id in claimed:
-                if not self._inflight.get(grant_id):
-                    self._idle_since.setdefault(grant_id, now)
+                run = self._runs[grant_id]
+                if not run.inflight and run.idle_since is None:
+                    run.idle_since = now
         return len(claimed)
 
-    def _load_grants(self, conn: Connection, grant_ids: list[str]) -> None:
-        self._grants.update(grant_store.grants_by_ids(conn, self._app_id, grant_ids))
+    def _run(self, grant_id: str) -> _GrantRun:
+        run = self._runs.get(grant_id)
+        if run is None:
+            run = self._runs[grant_id] = _GrantRun()
+        return run
+
+    def _load_grants(self, tx: Tx, grant_ids: list[str]) -> None:
+        found = grant_store.grants_by_ids(tx, grant_ids)
         fresh = [g for g in grant_ids if self._host.get(g) is None]
-        self._states.update(queue.states(conn, fresh))
+        saved = queue.states(tx, fresh)
+        for grant_id in grant_ids:
+            run = self._run(grant_id)
+            run.grant = found.get(grant_id)
+            if grant_id in saved:
+                run.saved_state = saved[grant_id]
 
     def _accept(self, entries: list[QueuedMessage]) -> None:
         for entry in entries:
-            self._inflight[entry.grant_id] = self._inflight.get(entry.grant_id, 0) + 1
-            self._drained.discard(entry.grant_id)
-            self._idle_since.pop(entry.grant_id, None)
+            run = self._run(entry.grant_id)
+            run.inflight += 1
+            run.drained = False
+            run.idle_since = None
             self.dispatcher.put_nowait(entry.grant_id, entry)
+
+    def _let_go(self, grant_id: str) -> None:
+        """The lease is given back: keep the record only while its agent is active."""
+        run = self._runs.get(grant_id)
+        if run is None:
+            return
+        run.generation = None
+        run.idle_since = None
+        self._forget_if_done(grant_id)
+
+    def _forget_if_done(self, grant_id: str) -> None:
+        run = self._runs.get(grant_id)
+        if (
+            run is not None
+            and not run.held
+            and not run.inflight
+            and run.dirty is None
+            and self._host.get(grant_id) is None
+        ):
+            del self._runs[grant_id]
 
     # -- running ---------------------------------------------------------------------
 
@@ -246,14 +321,20 @@ class Worker:
             wait = entry.not_before - time.time()
             if wait > 0:
                 return wait
+        run = self._runs[grant_id]
         agent = self._host.get(grant_id)
-        grant = self._grants.get(grant_id)
-        if agent is None and grant is not None:
-            agent = await self._host.activate(grant, self._states.pop(grant_id, None))
-        if agent is None or "on_message" not in agent.handlers:
-            self._finished(grant_id, entry)  # no handler: the message stays in the inbox
+        if agent is None:
+            if run.grant is not None:
+                state, run.saved_state = run.saved_state, None
+                agent = await self._host.activate(run.grant, state)
+            if agent is None:  # not a grant this worker serves (or no longer a grant)
+                await self._give_back(grant_id, run)
+                return None
+        if "on_message" not in agent.handlers:
+            # The class handles no messages: the message stays in the grant's inbox.
+            self._finished(grant_id, entry)
             return None
-        attempt = self._attempts.get(entry.entry_id, entry.attempts) + 1
+        attempt = run.attempts.get(entry.entry_id, entry.attempts) + 1
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
         try:
             await self._host.call(agent, "on_message", message, message_id=message.id)
@@ -262,60 +343,79 @@ class Worker:
         finally:
             if message.was_parsed and message.defects:
                 self._defects[message.id] = list(message.defects)
-        state = self._host.changed_state(grant_id, agent)
-        if state is not None:
-            self._dirty[grant_id] = state
+        self._keep_state(grant_id, self._host.changed_state(grant_id, agent))
         self._finished(grant_id, entry)
         return None
+
+    async def _give_back(self, grant_id: str, run: _GrantRun) -> None:
+        """Leave the entries of a grant this worker does not serve untouched, for a
+        process that serves it, and release its lease. Claims take only served grants;
+        this is the guard for a grant changed (or deleted) after its claim."""
+        log.warning(
+            "worker %s does not serve grant %s (agent %s); leaving its queue untouched",
+            self.id,
+            grant_id,
+            "(deleted grant)" if run.grant is None else run.grant.agent or "(none)",
+        )
+        self.dispatcher.discard(grant_id)
+        run.inflight = 0
+        run.attempts.clear()
+        async with self._leases:
+            await self._scope.write(lambda tx: queue.release(tx, self.id, [grant_id]))
+        self._let_go(grant_id)
 
     async def _failed(
         self, grant_id: str, entry: QueuedMessage, attempt: int, error: str
     ) -> float | None:
+        run = self._runs[grant_id]
         if attempt >= self._settings.max_attempts:
-            await self._db.write(
-                lambda c: queue.to_dead_letter(
-                    c, self._app_id, _with_attempts(entry, attempt - 1), error=error
-                )
+            await self._scope.write(
+                lambda tx: queue.to_dead_letter(tx, _with_attempts(entry, attempt - 1), error=error)
             )
-            self._attempts.pop(entry.entry_id, None)
-            self._release_inflight(grant_id)
+            run.attempts.pop(entry.entry_id, None)
+            self._release_inflight(grant_id, run)
             return None
         delay = self._settings.backoff(attempt)
-        await self._db.write(
-            lambda c: queue.retry_later(
-                c,
-                self._app_id,
+        await self._scope.write(
+            lambda tx: queue.retry_later(
+                tx,
                 _with_attempts(entry, attempt - 1),
                 not_before=time.time() + delay,
                 error=error,
             )
         )
-        self._attempts[entry.entry_id] = attempt
+        run.attempts[entry.entry_id] = attempt
         return delay
 
     def _finished(self, grant_id: str, entry: QueuedMessage) -> None:
-        self._attempts.pop(entry.entry_id, None)
+        run = self._runs[grant_id]
+        run.attempts.pop(entry.entry_id, None)
         self._done.append(entry.entry_id)
-        self._release_inflight(grant_id)
+        self._release_inflight(grant_id, run)
         if len(self._done) >= self._settings.flush_batch:
             self._flush_wakeup.set()
 
-    def _release_inflight(self, grant_id: str) -> None:
-        left = self._inflight.get(grant_id, 1) - 1
-        if left <= 0:
-            self._inflight.pop(grant_id, None)
-            self._drained.add(grant_id)
+    def _release_inflight(self, grant_id: str, run: _GrantRun) -> None:
+        run.inflight -= 1
+        if run.inflight <= 0:
+            run.inflight = 0
+            run.drained = True
+            self._pending.add(grant_id)
             self._flush_wakeup.set()
-        else:
-            self._inflight[grant_id] = left
+
+    def _keep_state(self, grant_id: str, state: dict[str, Any] | None) -> None:
+        """Commit ``state`` with the next flush (None: nothing changed)."""
+        if state is not None:
+            self._run(grant_id).dirty = state
+            self._pending.add(grant_id)
 
     async def _deactivate(self, grant_id: str) -> None:
         state = await self._host.deactivate(grant_id)
         if state is not None:
-            self._dirty[grant_id] = state
+            self._keep_state(grant_id, state)
             self._flush_wakeup.set()
-        if grant_id not in self._held:
-            self._grants.pop(grant_id, None)
+        else:
+            self._forget_if_done(grant_id)
 
     # -- committing ------------------------------------------------------------------
 
@@ -327,75 +427,84 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not (self._done or self._dirty or self._drained or self._defects):
+        if not (self._done or self._pending or self._defects):
             return
         done, self._done = self._done, []
-        dirty, self._dirty = self._dirty, {}
         defects, self._defects = self._defects, {}
-        drained = sorted(g for g in self._drained if g in self._held)
-        self._drained.clear()
+        pending, self._pending = self._pending, set()
+        runs = {g: self._runs[g] for g in pending if g in self._runs}
+        dirty = {g: run.dirty for g, run in runs.items() if run.dirty is not None}
+        drained = sorted(g for g, run in runs.items() if run.drained and run.held)
+        for run in runs.values():
+            run.dirty = None
+            run.drained = False
         refill = not self._closing
 
-        def work(conn: Connection) -> list[QueuedMessage]:
-            queue.complete(conn, done, dirty, defects)
+        def work(tx: Tx) -> list[QueuedMessage]:
+            queue.complete(tx, done, dirty, defects)
             if not (drained and refill):
                 return []
-            loaded = queue.load(conn, drained, per_grant=self._settings.per_grant)
+            loaded = queue.load(tx, drained, per_grant=self._settings.per_grant)
             if loaded:
-                self._load_grants(conn, sorted({entry.grant_id for entry in loaded}))
+                self._load_grants(tx, sorted({entry.grant_id for entry in loaded}))
             return loaded
 
         try:
             # Shielded: what was taken from the pending lists must be committed.
             with anyio.CancelScope(shield=True):
                 async with self._leases:
-                    loaded = await self._db.write(work)
+                    loaded = await self._scope.write(work)
                     self._accept(loaded)
                     now = time.monotonic()
                     for grant_id in drained:
-                        if not self._inflight.get(grant_id):
+                        kept = self._runs.get(grant_id)
+                        if kept is not None and not kept.inflight and kept.idle_since is None:
                             # Kept for a while: more mail is likely; the claimer lets it go.
-                            self._idle_since.setdefault(grant_id, now)
+                            kept.idle_since = now
         except Exception:
             # Nothing was committed: keep the work to try again with the next flush.
             self._done = done + self._done
-            self._dirty = {**dirty, **self._dirty}
             self._defects = {**defects, **self._defects}
-            self._drained.update(drained)
+            for grant_id, run in runs.items():
+                if run.dirty is None and grant_id in dirty:
+                    run.dirty = dirty[grant_id]
+                if grant_id in drained and not run.inflight:
+                    run.drained = True
+            self._pending |= pending
             log.exception("committing completions failed; will retry")
             await anyio.sleep(0.5)
             self._flush_wakeup.set()
             return
+        for grant_id in runs:
+            self._forget_if_done(grant_id)
 
     # -- leases ----------------------------------------------------------------------
+
+    def _renew(self, held: list[str], expires: float, tx: Tx) -> set[str]:
+        workers.announce(tx, self.id, expires_at=expires)
+        return queue.renew(tx, self.id, held, expires_at=expires)
 
     async def _heartbeat(self) -> None:
         period = self._settings.lease_ttl / 3
         while True:
             await anyio.sleep(period)
-            if not self._held:
-                continue
-            held = dict(self._held)
+            held = {g: run.generation for g, run in self._runs.items() if run.held}
             expires = time.time() + self._settings.lease_ttl
+
             try:
                 async with self._leases:
-                    kept = await self._db.write(
-                        partial(
-                            queue.renew, worker=self.id, grant_ids=sorted(held), expires_at=expires
-                        )
-                    )
+                    kept = await self._scope.write(partial(self._renew, sorted(held), expires))
             except Exception:
                 log.exception("renewing leases failed")
                 continue
             for grant_id, generation in held.items():
-                if grant_id in kept or self._held.get(grant_id) != generation:
+                run = self._runs.get(grant_id)
+                if grant_id in kept or run is None or run.generation != generation:
                     continue  # renewed, or released (and maybe claimed again) meanwhile
                 log.warning("lost the lease of grant %s; dropping its local work", grant_id)
-                self._held.pop(grant_id, None)
                 self.dispatcher.discard(grant_id)
-                self._inflight.pop(grant_id, None)
                 self._host.forget(grant_id)
-                self._idle_since.pop(grant_id, None)
+                del self._runs[grant_id]
 
 
 def _with_attempts(entry: QueuedMessage, attempts: int) -> QueuedMessage:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from ..model.errors import ApplicationNotFound, InvalidInput
 from ..model.records import ApiKey, Application
+from .scope import Tx
 from .tables import api_keys_table, applications_table, new_id, utcnow
 from .timestamps import aware
 
@@ -50,15 +51,16 @@ def ensure_application(conn: Connection, name: str) -> Application:
         return get_application(conn, name)
 
 
-def create_api_key(conn: Connection, application_id: str, name: str) -> tuple[ApiKey, str]:
+def create_api_key(tx: Tx, name: str) -> tuple[ApiKey, str]:
     """A new key for the application: its record and the secret, shown only now."""
+    conn = tx.conn
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(id=new_id(), application_id=application_id, name=name, created_at=utcnow())
+    key = ApiKey(id=new_id(), application_id=tx.application_id, name=name, created_at=utcnow())
     conn.execute(
         sa.insert(_keys),
         {
             "id": key.id,
-            "application_id": application_id,
+            "application_id": tx.application_id,
             "name": name,
             "secret_hash": _hash(secret),
             "created_at": key.created_at,

@@ -23,7 +23,7 @@ import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..model.errors import InvalidInput
+from ..model.errors import InvalidInput, StoreUnavailable
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 
 __all__ = ["Database", "normalize_url"]
@@ -36,8 +36,19 @@ _ATTEMPTS = 3
 _TRANSIENT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
-def _is_transient(exc: sa.exc.OperationalError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+def _is_transient(exc: sa.exc.DBAPIError) -> bool:
+    return isinstance(exc, sa.exc.OperationalError) and (
+        getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+    )
+
+
+def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database, not the query, is at fault: unreachable, gone, shut down,
+    locked past the busy timeout, out of space, not a database file. Constraint
+    violations and programming errors are not (they propagate as they are)."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return type(exc) is sa.exc.DatabaseError  # e.g. "file is not a database"
 
 
 def normalize_url(url: str) -> str:
@@ -104,7 +115,9 @@ class Database:
 
         A transaction PostgreSQL aborts as a deadlock victim or serialization
         failure is run again, up to three times: ``work`` must not keep state
-        between attempts.
+        between attempts. A database that cannot be reached or used (gone,
+        down, locked for too long, its file damaged) raises
+        :class:`~mailfleet.StoreUnavailable` with the driver's error chained.
         """
         for attempt in range(_ATTEMPTS):
             try:
@@ -112,15 +125,32 @@ class Database:
                     conn.execution_options(**{_BEGIN: "IMMEDIATE"})
                     with conn.begin():
                         return work(conn)
-            except sa.exc.OperationalError as exc:
-                if attempt + 1 == _ATTEMPTS or not _is_transient(exc):
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 < _ATTEMPTS and _is_transient(exc):
+                    continue
+                if not _is_unavailable(exc):
                     raise
+                raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")
 
     def read_sync(self, work: Callable[[Connection], T]) -> T:
         """Blocking form of :meth:`read`."""
-        with self.engine.connect() as conn, conn.begin():
-            return work(conn)
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                return work(conn)
+        except sa.exc.DBAPIError as exc:
+            if not _is_unavailable(exc):
+                raise
+            raise self._unavailable(exc) from exc
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password hidden, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        return StoreUnavailable(f"the database {self.display_url} is unavailable: {cause}")
 
     async def aclose(self) -> None:
         """Stop the checkpointer and close every pooled connection."""

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from ..model.records import Event
 from .prepared import Prepared
+from .scope import Tx
 from .tables import events_table, utcnow
 from .timestamps import aware
 
@@ -22,28 +22,27 @@ _insert = Prepared(
 
 
 def record(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     type: str,
     payload: dict[str, Any],
     *,
     grant_id: str | None = None,
 ) -> None:
     """Append one event to the outbox in the caller's transaction."""
-    record_many(conn, application_id, type, [(grant_id, payload)])
+    record_many(tx, type, [(grant_id, payload)])
 
 
 def record_many(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     type: str,
     items: Iterable[tuple[str | None, dict[str, Any]]],
 ) -> None:
     """Append one event of ``type`` per ``(grant_id, payload)`` in one statement."""
+    conn = tx.conn
     now = utcnow()
     rows = [
         {
-            "application_id": application_id,
+            "application_id": tx.application_id,
             "grant_id": grant_id,
             "type": type,
             "payload": payload,
@@ -55,8 +54,7 @@ def record_many(
 
 
 def list_events(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     *,
     after: int = 0,
     type: str | None = None,
@@ -64,9 +62,10 @@ def list_events(
     limit: int = 100,
 ) -> list[Event]:
     """Events of the application in outbox order, after the id ``after``."""
+    conn = tx.conn
     query = (
         sa.select(_events)
-        .where(_events.c.application_id == application_id, _events.c.id > after)
+        .where(_events.c.application_id == tx.application_id, _events.c.id > after)
         .order_by(_events.c.id)
         .limit(limit)
     )

@@ -23,6 +23,7 @@ from ..model.records import Grant, GrantStatus
 from .domains import domain_ids
 from .events import record_many
 from .prepared import Prepared
+from .scope import Tx
 from .tables import grants_table, new_id, utcnow, workspaces_table
 from .timestamps import aware
 from .workspaces import default_workspace_id, get_workspace, pattern_table, policy_of
@@ -33,6 +34,7 @@ __all__ = [
     "delete_grants",
     "get_grant",
     "grant_ids",
+    "grant_rows",
     "list_grants",
     "move_grants",
     "provision_batch",
@@ -60,8 +62,7 @@ def _insert_ignoring_duplicates(conn: Connection) -> Any:
 
 
 def provision_batch(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     requests: Sequence[GrantRequest],
     *,
     workspace: str | None = None,
@@ -71,8 +72,9 @@ def provision_batch(
     Returns ``(found, refused)``: by address, the grant and whether this call
     created it; and the refused addresses with why.
     """
-    explicit = get_workspace(conn, application_id, workspace).id if workspace else None
-    domains = domain_ids(conn, application_id, (r.address.domain for r in requests))
+    conn = tx.conn
+    explicit = get_workspace(tx, workspace).id if workspace else None
+    domains = domain_ids(tx, (r.address.domain for r in requests))
     refused: dict[str, Exception] = {}
     accepted: list[GrantRequest] = []
     for request in requests:
@@ -83,8 +85,8 @@ def provision_batch(
     if not accepted:
         return {}, refused
 
-    routes = pattern_table(conn, application_id) if explicit is None else None
-    fallback = default_workspace_id(conn, application_id)
+    routes = pattern_table(tx) if explicit is None else None
+    fallback = default_workspace_id(tx)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     # Sorted, so that concurrent batches lock index entries in the same order.
@@ -94,7 +96,7 @@ def provision_batch(
         rows.append(
             {
                 "id": new_id(),
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "workspace_id": target,
                 "domain_id": domains[domain],
                 "address": str(request.address),
@@ -120,7 +122,7 @@ def provision_batch(
     created = []
     for row in rows:
         match = stored.get(row["address"])
-        if match is None or match.application_id != application_id:
+        if match is None or match.application_id != tx.application_id:
             refused[row["address"]] = Conflict(
                 "address", f"{row['address']!r} is provisioned by another application"
             )
@@ -130,8 +132,7 @@ def provision_batch(
         if is_new:
             created.append(row)
     record_many(
-        conn,
-        application_id,
+        tx,
         "grant.created",
         (
             (
@@ -190,19 +191,23 @@ def _by_id_or_address(key: str) -> sa.ColumnElement[bool]:
     return _grants.c.id == key
 
 
-def get_grant(conn: Connection, application_id: str, key: str) -> Grant:
+def get_grant(tx: Tx, key: str) -> Grant:
     """A grant by id or address; :class:`GrantNotFound` otherwise."""
+    conn = tx.conn
     row = conn.execute(
-        _select_grants().where(_grants.c.application_id == application_id, _by_id_or_address(key))
+        _select_grants().where(
+            _grants.c.application_id == tx.application_id, _by_id_or_address(key)
+        )
     ).first()
     if row is None:
         raise GrantNotFound(key)
     return _grant(row)
 
 
-def set_status(conn: Connection, application_id: str, key: str, status: GrantStatus) -> Grant:
+def set_status(tx: Tx, key: str, status: GrantStatus) -> Grant:
     """Change a grant's status, with a ``grant.status_changed`` event."""
-    grant = get_grant(conn, application_id, key)
+    conn = tx.conn
+    grant = get_grant(tx, key)
     if grant.status is not status:
         conn.execute(
             sa.update(_grants)
@@ -210,8 +215,7 @@ def set_status(conn: Connection, application_id: str, key: str, status: GrantSta
             .values(status=status.value, updated_at=utcnow())
         )
         record_many(
-            conn,
-            application_id,
+            tx,
             "grant.status_changed",
             [
                 (
@@ -220,30 +224,34 @@ def set_status(conn: Connection, application_id: str, key: str, status: GrantSta
                 )
             ],
         )
-    return get_grant(conn, application_id, grant.id)
+    return get_grant(tx, grant.id)
 
 
-def statuses(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantStatus]:
-    """The current status of each existing grant among ``grant_ids``."""
+def statuses(tx: Tx, grant_ids: Iterable[str]) -> dict[str, GrantStatus]:
+    """The current status of each existing grant of the application among ``grant_ids``."""
     wanted = sorted(set(grant_ids))
-    rows = conn.execute(
-        sa.select(_grants.c.id, _grants.c.status).where(_grants.c.id.in_(wanted))
+    rows = tx.conn.execute(
+        sa.select(_grants.c.id, _grants.c.status).where(
+            _grants.c.id.in_(wanted), _grants.c.application_id == tx.application_id
+        )
     ).all()
     return {grant_id: GrantStatus(status) for grant_id, status in rows}
 
 
-def grants_by_ids(conn: Connection, application_id: str, ids: Sequence[str]) -> dict[str, Grant]:
+def grants_by_ids(tx: Tx, ids: Sequence[str]) -> dict[str, Grant]:
     """The grants with the given ids, by id."""
+    conn = tx.conn
     found: dict[str, Grant] = {}
     for chunk in _chunks(ids, 1000):
         rows = conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
-        found.update((row.id, _grant(row)) for row in rows if row.application_id == application_id)
+        found.update(
+            (row.id, _grant(row)) for row in rows if row.application_id == tx.application_id
+        )
     return found
 
 
 def list_grants(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     *,
     workspace: str | None = None,
     status: GrantStatus | None = None,
@@ -251,29 +259,41 @@ def list_grants(
     offset: int = 0,
 ) -> list[Grant]:
     """Grants of the application by address, optionally of one workspace or status."""
-    query = _select_grants().where(_grants.c.application_id == application_id)
+    conn = tx.conn
+    query = _select_grants().where(_grants.c.application_id == tx.application_id)
     if workspace is not None:
-        query = query.where(
-            _grants.c.workspace_id == get_workspace(conn, application_id, workspace).id
-        )
+        query = query.where(_grants.c.workspace_id == get_workspace(tx, workspace).id)
     if status is not None:
         query = query.where(_grants.c.status == GrantStatus(status).value)
     query = query.order_by(_grants.c.address).offset(offset).limit(limit)
     return [_grant(row) for row in conn.execute(query)]
 
 
-def count_grants(conn: Connection, application_id: str, *, workspace: str | None = None) -> int:
+def grant_rows(
+    tx: Tx, condition: sa.ColumnElement[bool], *, limit: int | None = None
+) -> list[Grant]:
+    """The application's grants matching ``condition``, by address."""
+    query = (
+        _select_grants()
+        .where(_grants.c.application_id == tx.application_id, condition)
+        .order_by(_grants.c.address)
+        .limit(limit)
+    )
+    return [_grant(row) for row in tx.conn.execute(query)]
+
+
+def count_grants(tx: Tx, *, workspace: str | None = None) -> int:
     """How many grants the application (or one of its workspaces) holds."""
-    query = sa.select(sa.func.count()).where(_grants.c.application_id == application_id)
+    conn = tx.conn
+    query = sa.select(sa.func.count()).where(_grants.c.application_id == tx.application_id)
     if workspace is not None:
-        query = query.where(
-            _grants.c.workspace_id == get_workspace(conn, application_id, workspace).id
-        )
+        query = query.where(_grants.c.workspace_id == get_workspace(tx, workspace).id)
     return int(conn.execute(query).scalar_one())
 
 
-def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dict[str, str]:
+def grant_ids(tx: Tx, keys: Iterable[str]) -> dict[str, str]:
     """Map each key (grant id or address) that names a grant of the application to its id."""
+    conn = tx.conn
     by_address = [k.strip().lower() for k in keys if "@" in k]
     by_id = [k for k in keys if "@" not in k]
     found: dict[str, str] = {}
@@ -283,7 +303,7 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
                 found.update(
                     (value, gid)
                     for gid, app in lookup.fetch(conn, {"key": value})
-                    if app == application_id
+                    if app == tx.application_id
                 )
         return found
     for column, values in ((_grants.c.address, by_address), (_grants.c.id, by_id)):
@@ -291,7 +311,7 @@ def grant_ids(conn: Connection, application_id: str, keys: Iterable[str]) -> dic
             rows = conn.execute(
                 sa.select(column, _grants.c.id, _grants.c.application_id).where(column.in_(chunk))
             )
-            found.update((key, gid) for key, gid, app in rows.all() if app == application_id)
+            found.update((key, gid) for key, gid, app in rows.all() if app == tx.application_id)
     return found
 
 
@@ -302,20 +322,20 @@ _by_address, _by_id = (
 )
 
 
-def delete_grants(conn: Connection, application_id: str, ids: Sequence[str]) -> list[str]:
+def delete_grants(tx: Tx, ids: Sequence[str]) -> list[str]:
     """Delete grants (their messages and queued work go with them); return those removed."""
+    conn = tx.conn
     removed: list[tuple[str, str]] = []
     for chunk in _chunks(ids, 1000):
         removed.extend(
             conn.execute(
                 sa.delete(_grants)
-                .where(_grants.c.application_id == application_id, _grants.c.id.in_(chunk))
+                .where(_grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk))
                 .returning(_grants.c.id, _grants.c.address)
             ).all()
         )
     record_many(
-        conn,
-        application_id,
+        tx,
         "grant.deleted",
         (
             (grant_id, {"grant_id": grant_id, "address": address, "status": "deleted"})
@@ -325,12 +345,13 @@ def delete_grants(conn: Connection, application_id: str, ids: Sequence[str]) -> 
     return [grant_id for grant_id, _ in removed]
 
 
-def move_grants(conn: Connection, application_id: str, ids: Sequence[str], workspace: str) -> int:
+def move_grants(tx: Tx, ids: Sequence[str], workspace: str) -> int:
     """Move grants into ``workspace`` and pin them there; return how many moved."""
-    target = get_workspace(conn, application_id, workspace)
+    conn = tx.conn
+    target = get_workspace(tx, workspace)
     moved: list[tuple[str, str]] = []
     for chunk in _chunks(ids, 1000):
-        owned = sa.and_(_grants.c.application_id == application_id, _grants.c.id.in_(chunk))
+        owned = sa.and_(_grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk))
         moved.extend(
             conn.execute(
                 sa.select(_grants.c.id, _grants.c.address).where(
@@ -343,20 +364,21 @@ def move_grants(conn: Connection, application_id: str, ids: Sequence[str], works
             .where(owned)
             .values(workspace_id=target.id, workspace_pinned=True, updated_at=utcnow())
         )
-    _record_moves(conn, application_id, moved, target.id, target.name)
+    _record_moves(tx, moved, target.id, target.name)
     return len(moved)
 
 
-def regroup(conn: Connection, application_id: str) -> int:
+def regroup(tx: Tx) -> int:
     """Re-apply the auto-group patterns to every grant not pinned to a workspace.
 
     Returns how many grants changed workspace.
     """
-    routes = pattern_table(conn, application_id)
-    fallback = default_workspace_id(conn, application_id)
+    conn = tx.conn
+    routes = pattern_table(tx)
+    fallback = default_workspace_id(tx)
     rows = conn.execute(
         sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id).where(
-            _grants.c.application_id == application_id, sa.not_(_grants.c.workspace_pinned)
+            _grants.c.application_id == tx.application_id, sa.not_(_grants.c.workspace_pinned)
         )
     ).all()
     targets: dict[str, list[tuple[str, str]]] = {}
@@ -367,7 +389,7 @@ def regroup(conn: Connection, application_id: str) -> int:
     names: dict[str, str] = dict(
         conn.execute(
             sa.select(_workspaces.c.id, _workspaces.c.name).where(
-                _workspaces.c.application_id == application_id
+                _workspaces.c.application_id == tx.application_id
             )
         ).all()
     )
@@ -378,20 +400,18 @@ def regroup(conn: Connection, application_id: str) -> int:
                 .where(_grants.c.id.in_(chunk))
                 .values(workspace_id=target, updated_at=utcnow())
             )
-        _record_moves(conn, application_id, moved, target, names[target])
+        _record_moves(tx, moved, target, names[target])
     return sum(len(moved) for moved in targets.values())
 
 
 def _record_moves(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     moved: Iterable[tuple[str, str]],
     workspace_id: str,
     workspace: str,
 ) -> None:
     record_many(
-        conn,
-        application_id,
+        tx,
         "grant.workspace_changed",
         (
             (

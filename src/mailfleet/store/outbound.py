@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from ..model.messages import MessageHeaders
 from .events import record_many
+from .scope import Tx
 from .tables import messages_table, new_id, outbound_table, utcnow
 
 __all__ = [
@@ -94,11 +94,10 @@ class NewOutbound:
     thread_subject: str | None
 
 
-def queue_outbound(
-    conn: Connection, application_id: str, items: Sequence[NewOutbound]
-) -> list[str]:
+def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
     """Store each message in its grant's sent folder and queue it for sending, with
     its ``message.queued`` event: three statements for the whole batch."""
+    conn = tx.conn
     if not items:
         return []
     now = utcnow()
@@ -108,7 +107,7 @@ def queue_outbound(
         [
             {
                 "id": stored_id,
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "grant_id": item.grant_id,
                 "direction": "out",
                 "folder": "sent",
@@ -130,7 +129,7 @@ def queue_outbound(
         sa.insert(_out),
         [
             {
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "grant_id": item.grant_id,
                 "message_id": stored_id,
                 "verp_token": item.verp_token,
@@ -146,8 +145,7 @@ def queue_outbound(
         ],
     )
     record_many(
-        conn,
-        application_id,
+        tx,
         "message.queued",
         (
             (
@@ -167,21 +165,23 @@ def queue_outbound(
     return ids
 
 
-def next_due(conn: Connection) -> float | None:
-    """When the earliest pending message falls due (epoch seconds), if any is pending."""
-    due: float | None = conn.execute(
-        sa.select(sa.func.min(_out.c.not_before)).where(_out.c.status == "pending")
+def next_due(tx: Tx) -> float | None:
+    """When the application's earliest pending message falls due (epoch seconds), if any."""
+    due: float | None = tx.conn.execute(
+        sa.select(sa.func.min(_out.c.not_before)).where(
+            _out.c.application_id == tx.application_id, _out.c.status == "pending"
+        )
     ).scalar()
     return due
 
 
-def claim_due(
-    conn: Connection, worker: str, *, now: float, lease: float, limit: int
-) -> list[OutboundItem]:
-    """Lease up to ``limit`` due messages to this worker (others skip them)."""
+def claim_due(tx: Tx, worker: str, *, now: float, lease: float, limit: int) -> list[OutboundItem]:
+    """Lease up to ``limit`` due messages of the application to this worker (others skip them)."""
+    conn = tx.conn
     due = (
         sa.select(_out.c.id)
         .where(
+            _out.c.application_id == tx.application_id,
             _out.c.status == "pending",
             _out.c.not_before <= now,
             sa.or_(_out.c.lease_until.is_(None), _out.c.lease_until < now),
@@ -230,10 +230,9 @@ def claim_due(
     ]
 
 
-def record_results(
-    conn: Connection, application_id: str, results: Sequence[OutboundResult]
-) -> None:
+def record_results(tx: Tx, results: Sequence[OutboundResult]) -> None:
     """Store the outcome of each send and its events: one statement per kind."""
+    conn = tx.conn
     if not results:
         return
     now = utcnow()
@@ -269,7 +268,7 @@ def record_results(
         for kind, payload in result.events:
             by_type.setdefault(kind, []).append((result.item.grant_id, payload))
     for kind, items in by_type.items():
-        record_many(conn, application_id, kind, items)
+        record_many(tx, kind, items)
 
 
 def _view(row: Any, *, with_raw: bool) -> OutboundView:
@@ -302,31 +301,32 @@ def _select_views() -> sa.Select[Any]:
     ).join(_messages, _messages.c.id == _out.c.message_id)
 
 
-def count_outbound(conn: Connection, application_id: str, *, status: str) -> int:
+def count_outbound(tx: Tx, *, status: str) -> int:
     """How many outbound messages of the application are in ``status``."""
+    conn = tx.conn
     return int(
         conn.execute(
             sa.select(sa.func.count()).where(
-                _out.c.application_id == application_id, _out.c.status == status
+                _out.c.application_id == tx.application_id, _out.c.status == status
             )
         ).scalar_one()
     )
 
 
-def list_outbound(
-    conn: Connection, application_id: str, *, status: str | None = None, limit: int = 100
-) -> list[OutboundView]:
+def list_outbound(tx: Tx, *, status: str | None = None, limit: int = 100) -> list[OutboundView]:
     """Outbound messages of the application, newest first."""
-    query = _select_views().where(_out.c.application_id == application_id)
+    conn = tx.conn
+    query = _select_views().where(_out.c.application_id == tx.application_id)
     if status is not None:
         query = query.where(_out.c.status == status)
     rows = conn.execute(query.order_by(_out.c.id.desc()).limit(limit))
     return [_view(row, with_raw=False) for row in rows]
 
 
-def get_outbound(conn: Connection, application_id: str, outbound_id: int) -> OutboundView | None:
+def get_outbound(tx: Tx, outbound_id: int) -> OutboundView | None:
     """One outbound message with its raw bytes."""
+    conn = tx.conn
     row = conn.execute(
-        _select_views().where(_out.c.application_id == application_id, _out.c.id == outbound_id)
+        _select_views().where(_out.c.application_id == tx.application_id, _out.c.id == outbound_id)
     ).first()
     return None if row is None else _view(row, with_raw=True)

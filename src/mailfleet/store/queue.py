@@ -17,11 +17,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from ..model.messages import MessageHeaders, StoredMessage, parse_headers
 from .events import record, record_many
 from .prepared import Prepared
+from .scope import ServedAgents, Tx
 from .tables import (
     grants_table,
     leases_table,
@@ -41,6 +41,7 @@ __all__ = [
     "by_source",
     "claim",
     "complete",
+    "dead_letter_count",
     "dead_letters",
     "enqueue",
     "load",
@@ -131,10 +132,9 @@ class DeadLetter:
     subject: str | None
 
 
-def enqueue(
-    conn: Connection, application_id: str, deliveries: Sequence[Delivery]
-) -> list[StoredMessage]:
+def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
     """Store each message and its queue entry; return the messages as handlers will see them."""
+    conn = tx.conn
     now = utcnow()
     messages: list[StoredMessage] = []
     message_rows: list[dict[str, Any]] = []
@@ -163,7 +163,7 @@ def enqueue(
         message_rows.append(
             {
                 "id": message.id,
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "grant_id": message.grant_id,
                 "direction": "in",
                 "folder": "inbox",
@@ -191,7 +191,7 @@ def enqueue(
         conn,
         [
             {
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "grant_id": m.grant_id,
                 "message_id": m.id,
                 "status": "ready",
@@ -202,8 +202,7 @@ def enqueue(
         ],
     )
     record_many(
-        conn,
-        application_id,
+        tx,
         "message.received",
         (
             (m.grant_id, {"grant_id": m.grant_id, "message_id": m.id, "subject": m.subject})
@@ -213,10 +212,9 @@ def enqueue(
     return messages
 
 
-def by_source(
-    conn: Connection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], StoredMessage]:
-    """Messages already stored under ``(grant_id, source_key)``."""
+def by_source(tx: Tx, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredMessage]:
+    """Messages of the application already stored under ``(grant_id, source_key)``."""
+    conn = tx.conn
     # Almost every key is new: ask for ids only, a grant and up to
     # _KEYS_PER_LOOKUP keys at a time, and read the rows of the few found.
     per_grant: dict[str, list[str]] = {}
@@ -232,7 +230,11 @@ def by_source(
     ]
     if not found:
         return {}
-    rows = conn.execute(sa.select(_messages).where(_messages.c.id.in_(found)))
+    rows = conn.execute(
+        sa.select(_messages).where(
+            _messages.c.id.in_(found), _messages.c.application_id == tx.application_id
+        )
+    )
     return {(row.grant_id, row.source_key): _stored(row, row.id, row.message_id) for row in rows}
 
 
@@ -271,24 +273,39 @@ def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) 
     )
 
 
-def backlog(conn: Connection, grant_ids: Iterable[str]) -> dict[str, int]:
-    """Ready entries waiting, per grant, for the given grants."""
+def backlog(tx: Tx, grant_ids: Iterable[str]) -> dict[str, int]:
+    """Ready entries waiting, per grant, for the given grants of the application."""
     wanted = sorted(set(grant_ids))
-    rows = conn.execute(
+    rows = tx.conn.execute(
         sa.select(_queue.c.grant_id, sa.func.count())
-        .where(_queue.c.grant_id.in_(wanted), _queue.c.status == "ready")
+        .where(
+            _queue.c.grant_id.in_(wanted),
+            _queue.c.status == "ready",
+            _queue.c.application_id == tx.application_id,
+        )
         .group_by(_queue.c.grant_id)
     )
     return {grant_id: count for grant_id, count in rows.all()}
 
 
-def claim(conn: Connection, worker: str, *, now: float, ttl: float, limit: int) -> list[str]:
-    """Take the lease of up to ``limit`` grants with ready work and no live lease."""
+def claim(tx: Tx, worker: str, *, now: float, ttl: float, limit: int) -> list[str]:
+    """Take the lease of up to ``limit`` grants with ready work and no live lease.
+
+    Only grants of the scope's application whose agent class the scope serves
+    are taken; the others' queues stay untouched for the processes that serve them.
+    """
+    served = served_condition(tx.agents)
+    if served is None:
+        return []
+    conn = tx.conn
     candidates = (
         sa.select(_queue.c.grant_id)
+        .join(_grants, _grants.c.id == _queue.c.grant_id)
         .outerjoin(_leases, _leases.c.grant_id == _queue.c.grant_id)
         .where(
+            _queue.c.application_id == tx.application_id,
             _queue.c.status == "ready",
+            served,
             sa.or_(_leases.c.grant_id.is_(None), _leases.c.expires_at <= now),
         )
         .group_by(_queue.c.grant_id)
@@ -310,13 +327,14 @@ def claim(conn: Connection, worker: str, *, now: float, ttl: float, limit: int) 
     return list(conn.execute(statement).scalars())
 
 
-def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMessage]:
+def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMessage]:
     """Ready entries of the grants, oldest first, at most ``per_grant`` each.
 
     The caller holds the grants' leases and has nothing of theirs in flight.
     """
     if not grant_ids:
         return []
+    conn = tx.conn
     rank = (
         sa.func.row_number()
         .over(partition_by=_queue.c.grant_id, order_by=_queue.c.id)
@@ -334,6 +352,7 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
         .where(
             _queue.c.grant_id.in_(grant_ids),
             _queue.c.status == "ready",
+            _queue.c.application_id == tx.application_id,
         )
         .subquery()
     )
@@ -366,47 +385,56 @@ def load(conn: Connection, grant_ids: Sequence[str], *, per_grant: int) -> list[
 
 
 def complete(
-    conn: Connection,
+    tx: Tx,
     entry_ids: Sequence[int],
     states: dict[str, dict[str, Any]],
     defects: dict[str, list[str]] | None = None,
 ) -> None:
     """Delete handled entries, save the agents' states and the MIME defects found."""
+    conn, application_id = tx.conn, tx.application_id
     for start in range(0, len(entry_ids), 1000):
-        conn.execute(sa.delete(_queue).where(_queue.c.id.in_(entry_ids[start : start + 1000])))
+        conn.execute(
+            sa.delete(_queue).where(
+                _queue.c.id.in_(entry_ids[start : start + 1000]),
+                _queue.c.application_id == application_id,
+            )
+        )
     if defects:
         conn.execute(
             sa.update(_messages)
-            .where(_messages.c.id == sa.bindparam("mid"))
+            .where(
+                _messages.c.id == sa.bindparam("mid"), _messages.c.application_id == application_id
+            )
             .values(defects=sa.bindparam("found")),
             [{"mid": m, "found": d} for m, d in defects.items()],
         )
     if states:
         conn.execute(
             sa.update(_grants)
-            .where(_grants.c.id == sa.bindparam("grant_id"))
+            .where(
+                _grants.c.id == sa.bindparam("grant_id"), _grants.c.application_id == application_id
+            )
             .values(state=sa.bindparam("state")),
             [{"grant_id": g, "state": s} for g, s in states.items()],
         )
 
 
 def retry_later(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     entry: QueuedMessage,
     *,
     not_before: float,
     error: str,
 ) -> None:
     """Record a failed attempt; the entry runs again after ``not_before``."""
+    conn = tx.conn
     conn.execute(
         sa.update(_queue)
-        .where(_queue.c.id == entry.entry_id)
+        .where(_queue.c.id == entry.entry_id, _queue.c.application_id == tx.application_id)
         .values(attempts=entry.attempts + 1, not_before=not_before, last_error=error)
     )
     record(
-        conn,
-        application_id,
+        tx,
         "message.handler_failed",
         {
             "grant_id": entry.grant_id,
@@ -419,18 +447,16 @@ def retry_later(
     )
 
 
-def to_dead_letter(
-    conn: Connection, application_id: str, entry: QueuedMessage, *, error: str
-) -> None:
+def to_dead_letter(tx: Tx, entry: QueuedMessage, *, error: str) -> None:
     """Set a message aside after its last failed attempt; the grant's queue moves on."""
+    conn = tx.conn
     conn.execute(
         sa.update(_queue)
-        .where(_queue.c.id == entry.entry_id)
+        .where(_queue.c.id == entry.entry_id, _queue.c.application_id == tx.application_id)
         .values(status="dead", attempts=entry.attempts + 1, last_error=error, not_before=None)
     )
     record(
-        conn,
-        application_id,
+        tx,
         "message.dead_lettered",
         {
             "grant_id": entry.grant_id,
@@ -442,8 +468,9 @@ def to_dead_letter(
     )
 
 
-def dead_letters(conn: Connection, application_id: str, *, limit: int = 100) -> list[DeadLetter]:
+def dead_letters(tx: Tx, *, limit: int = 100) -> list[DeadLetter]:
     """Dead letters of the application, oldest first."""
+    conn = tx.conn
     rows = conn.execute(
         sa.select(
             _queue.c.id,
@@ -454,7 +481,7 @@ def dead_letters(conn: Connection, application_id: str, *, limit: int = 100) -> 
             _messages.c.subject,
         )
         .join(_messages, _messages.c.id == _queue.c.message_id)
-        .where(_queue.c.application_id == application_id, _queue.c.status == "dead")
+        .where(_queue.c.application_id == tx.application_id, _queue.c.status == "dead")
         .order_by(_queue.c.id)
         .limit(limit)
     )
@@ -471,11 +498,12 @@ def dead_letters(conn: Connection, application_id: str, *, limit: int = 100) -> 
     ]
 
 
-def replay(conn: Connection, application_id: str, entry_ids: Sequence[int] | None) -> int:
+def replay(tx: Tx, entry_ids: Sequence[int] | None) -> int:
     """Queue dead letters again (all of them if ``entry_ids`` is None), behind the
     grant's current work, with fresh attempts; return how many."""
+    conn = tx.conn
     query = sa.select(_queue.c.id, _queue.c.grant_id, _queue.c.message_id).where(
-        _queue.c.application_id == application_id, _queue.c.status == "dead"
+        _queue.c.application_id == tx.application_id, _queue.c.status == "dead"
     )
     if entry_ids is not None:
         query = query.where(_queue.c.id.in_(list(entry_ids)))
@@ -488,7 +516,7 @@ def replay(conn: Connection, application_id: str, entry_ids: Sequence[int] | Non
         sa.insert(_queue),
         [
             {
-                "application_id": application_id,
+                "application_id": tx.application_id,
                 "grant_id": row.grant_id,
                 "message_id": row.message_id,
                 "status": "ready",
@@ -499,18 +527,16 @@ def replay(conn: Connection, application_id: str, entry_ids: Sequence[int] | Non
         ],
     )
     record_many(
-        conn,
-        application_id,
+        tx,
         "message.replayed",
         ((row.grant_id, {"grant_id": row.grant_id, "message_id": row.message_id}) for row in dead),
     )
     return len(dead)
 
 
-def renew(
-    conn: Connection, worker: str, grant_ids: Sequence[str], *, expires_at: float
-) -> set[str]:
+def renew(tx: Tx, worker: str, grant_ids: Sequence[str], *, expires_at: float) -> set[str]:
     """Extend this worker's leases; return the grants it still holds."""
+    conn = tx.conn
     held: set[str] = set()
     for start in range(0, len(grant_ids), 1000):
         chunk = grant_ids[start : start + 1000]
@@ -525,32 +551,60 @@ def renew(
     return held
 
 
-def release(conn: Connection, worker: str, grant_ids: Sequence[str]) -> None:
+def release(tx: Tx, worker: str, grant_ids: Sequence[str]) -> None:
     """Give up this worker's leases of the grants."""
     for start in range(0, len(grant_ids), 1000):
-        conn.execute(
+        tx.conn.execute(
             sa.delete(_leases).where(
                 _leases.c.worker == worker, _leases.c.grant_id.in_(grant_ids[start : start + 1000])
             )
         )
 
 
-def ready_count(conn: Connection, application_id: str) -> int:
-    """Entries of the application still waiting to be handled (dead letters excluded)."""
+def ready_count(tx: Tx, *, served_only: bool = False) -> int:
+    """Entries of the application still waiting to be handled (dead letters excluded);
+    with ``served_only``, only those of grants whose agent class the scope serves."""
+    query = sa.select(sa.func.count()).where(
+        _queue.c.application_id == tx.application_id, _queue.c.status == "ready"
+    )
+    if served_only:
+        served = served_condition(tx.agents)
+        if served is None:
+            return 0
+        query = query.select_from(_queue.join(_grants, _grants.c.id == _queue.c.grant_id)).where(
+            served
+        )
+    return int(tx.conn.execute(query).scalar_one())
+
+
+def dead_letter_count(tx: Tx) -> int:
+    """How many dead letters the application has."""
     return int(
-        conn.execute(
+        tx.conn.execute(
             sa.select(sa.func.count()).where(
-                _queue.c.application_id == application_id, _queue.c.status == "ready"
+                _queue.c.application_id == tx.application_id, _queue.c.status == "dead"
             )
         ).scalar_one()
     )
 
 
-def states(conn: Connection, grant_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The saved agent state of each grant that has one."""
-    rows = conn.execute(
+def states(tx: Tx, grant_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The saved agent state of each grant of the application that has one."""
+    rows = tx.conn.execute(
         sa.select(_grants.c.id, _grants.c.state).where(
-            _grants.c.id.in_(list(grant_ids)), _grants.c.state.is_not(None)
+            _grants.c.id.in_(list(grant_ids)),
+            _grants.c.application_id == tx.application_id,
+            _grants.c.state.is_not(None),
         )
     )
     return {row.id: row.state for row in rows}
+
+
+def served_condition(agents: ServedAgents) -> sa.ColumnElement[bool] | None:
+    """Grants whose agent class is in ``agents`` (None: no grant is served)."""
+    conditions = []
+    if agents.names:
+        conditions.append(_grants.c.agent.in_(sorted(agents.names)))
+    if agents.unnamed:
+        conditions.append(_grants.c.agent.is_(None))
+    return sa.or_(*conditions) if conditions else None

@@ -262,6 +262,25 @@ class GrantLeaseRow(SQLModel, table=True):
     expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
 
 
+class WorkerRow(SQLModel, table=True):
+    """A live worker process: the application and agent classes it serves, until when.
+
+    Each worker renews its row with its leases and deletes it when it stops;
+    a row past ``expires_at`` is a worker that died. The rows say which
+    grants no running process serves (``mailfleet grants list --unserved``).
+    """
+
+    __tablename__ = "workers"
+    __table_args__ = (sa.Index("workers_by_application", "application_id", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
+    agents: list[str] = _json(nullable=False)
+    serves_unnamed: bool = False
+    started_at: datetime = _created()
+    expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+
+
 class SourceCursorRow(SQLModel, table=True):
     """How far an inbound source (an IMAP mailbox...) has been read for a grant."""
 
@@ -284,7 +303,7 @@ class OutboundRow(SQLModel, table=True):
     """
 
     __tablename__ = "outbound"
-    __table_args__ = (sa.Index("outbound_due", "status", "not_before"),)
+    __table_args__ = (sa.Index("outbound_due", "application_id", "status", "not_before"),)
 
     id: int | None = Field(
         default=None,
@@ -325,3 +344,4 @@ queue_table = table_of(QueueEntryRow)
 cursors_table = table_of(SourceCursorRow)
 outbound_table = table_of(OutboundRow)
 leases_table = table_of(GrantLeaseRow)
+workers_table = table_of(WorkerRow)

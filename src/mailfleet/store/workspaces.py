@@ -6,12 +6,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from ..model.errors import (
     DefaultWorkspaceProtected,
     InvalidInput,
     PatternInUse,
+    WorkspaceExists,
     WorkspaceNotEmpty,
     WorkspaceNotFound,
 )
@@ -19,6 +19,7 @@ from ..model.grouping import Pattern, PatternTable
 from ..model.policy import Policy
 from ..model.records import Workspace
 from .events import record
+from .scope import Tx
 from .tables import grants_table, new_id, patterns_table, utcnow, workspaces_table
 
 __all__ = [
@@ -80,11 +81,12 @@ def _workspace(
     )
 
 
-def _patterns_by_workspace(conn: Connection, application_id: str) -> dict[str, list[str]]:
+def _patterns_by_workspace(tx: Tx) -> dict[str, list[str]]:
+    conn = tx.conn
     found: dict[str, list[str]] = {}
     rows = conn.execute(
         sa.select(_patterns.c.workspace_id, _patterns.c.pattern).where(
-            _patterns.c.application_id == application_id
+            _patterns.c.application_id == tx.application_id
         )
     )
     for row in rows:
@@ -92,27 +94,27 @@ def _patterns_by_workspace(conn: Connection, application_id: str) -> dict[str, l
     return found
 
 
-def ensure_default_workspace(conn: Connection, application_id: str) -> None:
+def ensure_default_workspace(tx: Tx) -> None:
     """Create the application's default workspace if it does not exist yet."""
+    conn = tx.conn
     exists = conn.execute(
         sa.select(_workspaces.c.id).where(
-            _workspaces.c.application_id == application_id, _workspaces.c.is_default
+            _workspaces.c.application_id == tx.application_id, _workspaces.c.is_default
         )
     ).first()
     if exists is None:
-        _insert(conn, application_id, DEFAULT_WORKSPACE, Policy(), is_default=True)
+        _insert(tx, DEFAULT_WORKSPACE, Policy(), is_default=True)
 
 
-def _insert(
-    conn: Connection, application_id: str, name: str, policy: Policy, *, is_default: bool
-) -> str:
+def _insert(tx: Tx, name: str, policy: Policy, *, is_default: bool) -> str:
+    conn = tx.conn
     now = utcnow()
     workspace_id = new_id()
     conn.execute(
         sa.insert(_workspaces),
         {
             "id": workspace_id,
-            "application_id": application_id,
+            "application_id": tx.application_id,
             "name": name,
             "is_default": is_default,
             "policy": policy.to_json(),
@@ -122,19 +124,19 @@ def _insert(
         },
     )
     record(
-        conn,
-        application_id,
+        tx,
         "workspace.created",
         {"workspace_id": workspace_id, "workspace": name, "policy": policy.to_json()},
     )
     return workspace_id
 
 
-def _row(conn: Connection, application_id: str, workspace: str) -> sa.Row[tuple[object, ...]]:
+def _row(tx: Tx, workspace: str) -> sa.Row[tuple[object, ...]]:
     """A workspace row by name or id."""
+    conn = tx.conn
     row = conn.execute(
         sa.select(_workspaces).where(
-            _workspaces.c.application_id == application_id,
+            _workspaces.c.application_id == tx.application_id,
             sa.or_(_workspaces.c.name == workspace, _workspaces.c.id == workspace),
         )
     ).first()
@@ -143,61 +145,79 @@ def _row(conn: Connection, application_id: str, workspace: str) -> sa.Row[tuple[
     return row
 
 
-def get_workspace(conn: Connection, application_id: str, workspace: str) -> Workspace:
+def get_workspace(tx: Tx, workspace: str) -> Workspace:
     """A workspace by name or id; :class:`WorkspaceNotFound` otherwise."""
-    row = _row(conn, application_id, workspace)
+    conn = tx.conn
+    row = _row(tx, workspace)
     patterns = conn.execute(
         sa.select(_patterns.c.pattern).where(_patterns.c.workspace_id == row.id)
     ).scalars()
     return _workspace(row, list(patterns))
 
 
-def list_workspaces(conn: Connection, application_id: str) -> list[Workspace]:
+def list_workspaces(tx: Tx) -> list[Workspace]:
     """Every workspace of the application with its grant count, default first."""
+    conn = tx.conn
     counts: dict[str, int] = dict(
         conn.execute(
             sa.select(_grants.c.workspace_id, sa.func.count())
-            .where(_grants.c.application_id == application_id)
+            .where(_grants.c.application_id == tx.application_id)
             .group_by(_grants.c.workspace_id)
         ).all()
     )
-    patterns = _patterns_by_workspace(conn, application_id)
+    patterns = _patterns_by_workspace(tx)
     rows = conn.execute(
         sa.select(_workspaces)
-        .where(_workspaces.c.application_id == application_id)
+        .where(_workspaces.c.application_id == tx.application_id)
         .order_by(_workspaces.c.is_default.desc(), _workspaces.c.name)
     )
     return [_workspace(row, patterns.get(row.id, []), counts.get(row.id, 0)) for row in rows]
 
 
 def create_workspace(
-    conn: Connection,
-    application_id: str,
+    tx: Tx,
     name: str,
     *,
     policy: Policy | dict[str, Any] | None = None,
     patterns: Iterable[str] = (),
+    exist_ok: bool = False,
 ) -> Workspace:
-    """Create a workspace; its name must be new in the application."""
+    """Create a workspace, or return the one of that name when it is the same.
+
+    A workspace of that name with the policy and patterns given is returned
+    as it is (creating is idempotent); one that differs is a
+    :class:`~mailfleet.WorkspaceExists`, unless ``exist_ok``: then the existing
+    workspace is returned unchanged (like ``os.makedirs``).
+    """
+    conn = tx.conn
     clean = _validate_name(name)
     parsed = policy if isinstance(policy, Policy) else Policy.parse(policy)
+    listed = list(patterns)
     taken = conn.execute(
         sa.select(_workspaces.c.id).where(
-            _workspaces.c.application_id == application_id, _workspaces.c.name == clean
+            _workspaces.c.application_id == tx.application_id, _workspaces.c.name == clean
         )
     ).first()
     if taken is not None:
-        raise InvalidInput("workspace", f"a workspace named {clean!r} already exists", value=clean)
-    workspace_id = _insert(conn, application_id, clean, parsed, is_default=False)
-    _replace_patterns(conn, application_id, workspace_id, patterns)
-    return get_workspace(conn, application_id, workspace_id)
+        existing = get_workspace(tx, taken.id)
+        same = existing.policy == parsed and sorted(existing.patterns) == _normal_patterns(listed)
+        if not (same or exist_ok):
+            raise WorkspaceExists(
+                "workspace",
+                f"a workspace named {clean!r} already exists with another policy or other "
+                "patterns (exist_ok=True returns it as it is; update_policy and set_patterns "
+                "change it)",
+            )
+        return existing
+    workspace_id = _insert(tx, clean, parsed, is_default=False)
+    _replace_patterns(tx, workspace_id, listed)
+    return get_workspace(tx, workspace_id)
 
 
-def update_policy(
-    conn: Connection, application_id: str, workspace: str, changes: dict[str, Any]
-) -> Workspace:
+def update_policy(tx: Tx, workspace: str, changes: dict[str, Any]) -> Workspace:
     """Apply ``changes`` to a workspace's policy: one row written, whatever its size."""
-    row = _row(conn, application_id, workspace)
+    conn = tx.conn
+    row = _row(tx, workspace)
     policy = policy_of(row.id, row.policy_version, row.policy).updated(changes)
     conn.execute(
         sa.update(_workspaces)
@@ -209,33 +229,29 @@ def update_policy(
         )
     )
     record(
-        conn,
-        application_id,
+        tx,
         "workspace.policy_updated",
         {"workspace_id": row.id, "workspace": row.name, "changes": changes},
     )
-    return get_workspace(conn, application_id, row.id)
+    return get_workspace(tx, row.id)
 
 
-def set_patterns(
-    conn: Connection, application_id: str, workspace: str, patterns: Iterable[str]
-) -> Workspace:
+def set_patterns(tx: Tx, workspace: str, patterns: Iterable[str]) -> Workspace:
     """Replace a workspace's auto-group patterns (existing grants stay until regrouped)."""
-    row = _row(conn, application_id, workspace)
-    _replace_patterns(conn, application_id, row.id, patterns)
-    return get_workspace(conn, application_id, row.id)
+    row = _row(tx, workspace)
+    _replace_patterns(tx, row.id, patterns)
+    return get_workspace(tx, row.id)
 
 
-def _replace_patterns(
-    conn: Connection, application_id: str, workspace_id: str, patterns: Iterable[str]
-) -> None:
-    parsed = sorted({str(Pattern.parse(raw)) for raw in patterns})
+def _replace_patterns(tx: Tx, workspace_id: str, patterns: Iterable[str]) -> None:
+    conn = tx.conn
+    parsed = _normal_patterns(patterns)
     if parsed:
         owners = conn.execute(
             sa.select(_patterns.c.pattern, _workspaces.c.name)
             .join(_workspaces, _workspaces.c.id == _patterns.c.workspace_id)
             .where(
-                _patterns.c.application_id == application_id,
+                _patterns.c.application_id == tx.application_id,
                 _patterns.c.pattern.in_(parsed),
                 _patterns.c.workspace_id != workspace_id,
             )
@@ -249,15 +265,21 @@ def _replace_patterns(
         conn.execute(
             sa.insert(_patterns),
             [
-                {"application_id": application_id, "pattern": p, "workspace_id": workspace_id}
+                {"application_id": tx.application_id, "pattern": p, "workspace_id": workspace_id}
                 for p in parsed
             ],
         )
 
 
-def delete_workspace(conn: Connection, application_id: str, workspace: str) -> None:
+def _normal_patterns(patterns: Iterable[str]) -> list[str]:
+    """Validated patterns in their normal form, sorted, without repeats."""
+    return sorted({str(Pattern.parse(raw)) for raw in patterns})
+
+
+def delete_workspace(tx: Tx, workspace: str) -> None:
     """Delete an empty, non-default workspace."""
-    row = _row(conn, application_id, workspace)
+    conn = tx.conn
+    row = _row(tx, workspace)
     if row.is_default:
         raise DefaultWorkspaceProtected("workspace", "the default workspace cannot be deleted")
     held = conn.execute(
@@ -268,27 +290,27 @@ def delete_workspace(conn: Connection, application_id: str, workspace: str) -> N
             "workspace", f"{row.name!r} still holds {held} grants: move them first"
         )
     conn.execute(sa.delete(_workspaces).where(_workspaces.c.id == row.id))
-    record(
-        conn, application_id, "workspace.deleted", {"workspace_id": row.id, "workspace": row.name}
-    )
+    record(tx, "workspace.deleted", {"workspace_id": row.id, "workspace": row.name})
 
 
-def pattern_table(conn: Connection, application_id: str) -> PatternTable:
+def pattern_table(tx: Tx) -> PatternTable:
     """The application's auto-group patterns, ready to resolve domains."""
+    conn = tx.conn
     rows = conn.execute(
         sa.select(_patterns.c.pattern, _patterns.c.workspace_id).where(
-            _patterns.c.application_id == application_id
+            _patterns.c.application_id == tx.application_id
         )
     )
     return PatternTable(rows.all())
 
 
-def default_workspace_id(conn: Connection, application_id: str) -> str:
+def default_workspace_id(tx: Tx) -> str:
     """The id of the application's default workspace."""
+    conn = tx.conn
     return str(
         conn.execute(
             sa.select(_workspaces.c.id).where(
-                _workspaces.c.application_id == application_id, _workspaces.c.is_default
+                _workspaces.c.application_id == tx.application_id, _workspaces.c.is_default
             )
         ).scalar_one()
     )

@@ -23,7 +23,7 @@ from email.policy import compat32
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mailfleet import Fleet
+    from mailfleet.plugins import Deliverer
 
 __all__ = ["CHUNK", "FingerprintRing", "fingerprint", "message_id"]
 
@@ -66,7 +66,7 @@ class FingerprintRing:
     past that position, which are ignored and overwritten.
     """
 
-    def __init__(self, fleet: Fleet, grant_id: str, source: str, *, window: int) -> None:
+    def __init__(self, fleet: Deliverer, grant_id: str, source: str, *, window: int) -> None:
         self._fleet = fleet
         self._grant_id = grant_id
         self._source = source

@@ -19,7 +19,7 @@ from .fingerprints import FingerprintRing, fingerprint
 from .session import Session, open_session, secret_forms
 
 if TYPE_CHECKING:
-    from mailfleet import Fleet
+    from mailfleet.plugins import Deliverer
 
 __all__ = ["ImapMailbox", "ImapStatistics"]
 
@@ -108,7 +108,7 @@ class ImapMailbox:
             last_error=self._last_error,
         )
 
-    async def serve(self, fleet: Fleet) -> None:
+    async def serve(self, fleet: Deliverer) -> None:
         """Deliver the mailbox's messages to the grant until cancelled; never raises otherwise."""
         config = self.config
         delay = config.backoff_initial
@@ -155,7 +155,7 @@ class ImapMailbox:
             text = text.replace(secret, "********")
         return text
 
-    async def _serve_session(self, fleet: Fleet, grant_id: str) -> None:
+    async def _serve_session(self, fleet: Deliverer, grant_id: str) -> None:
         config = self.config
         async with open_session(config) as session:
             self._connected = True
@@ -188,7 +188,7 @@ class ImapMailbox:
     def _set_idling(self, idling: bool) -> None:
         self._idling = idling
 
-    async def _position(self, fleet: Fleet, grant_id: str, session: Session) -> _Position:
+    async def _position(self, fleet: Deliverer, grant_id: str, session: Session) -> _Position:
         """Where to resume: the cursor, unless the mailbox's UIDVALIDITY changed."""
         config = self.config
         validity = session.uidvalidity
@@ -224,7 +224,7 @@ class ImapMailbox:
         return position
 
     async def _sync(
-        self, fleet: Fleet, grant_id: str, session: Session, position: _Position
+        self, fleet: Deliverer, grant_id: str, session: Session, position: _Position
     ) -> None:
         """Deliver every message newer than the cursor, in UID order, batch by batch."""
         uids = await session.uids_after(position.uid)
@@ -240,7 +240,7 @@ class ImapMailbox:
             await self._save(fleet, grant_id, position)
 
     async def _take(
-        self, fleet: Fleet, grant_id: str, position: _Position, uid: int, raw: bytes
+        self, fleet: Deliverer, grant_id: str, position: _Position, uid: int, raw: bytes
     ) -> None:
         print_ = fingerprint(raw)
         if position.ring.seen_before(print_):
@@ -257,7 +257,7 @@ class ImapMailbox:
             self._delivered += 1
         position.ring.add(print_, position.uidvalidity)
 
-    async def _deliver(self, fleet: Fleet, grant_id: str, raw: bytes, key: str) -> None:
+    async def _deliver(self, fleet: Deliverer, grant_id: str, raw: bytes, key: str) -> None:
         """``fleet.deliver``, waiting while the grant's queue is full (backpressure)."""
         wait = min(0.5, self.config.poll_interval)
         while True:
@@ -274,7 +274,7 @@ class ImapMailbox:
             await anyio.sleep(wait)
             wait = min(wait * 2, max(self.config.poll_interval, 0.5), 30.0)
 
-    async def _save(self, fleet: Fleet, grant_id: str, position: _Position) -> None:
+    async def _save(self, fleet: Deliverer, grant_id: str, position: _Position) -> None:
         await position.ring.save()
         await fleet.set_cursor(
             grant_id,
