@@ -219,6 +219,30 @@ def test_deprovision_and_events(mailfleet: Invoke, state) -> None:
     assert "no events" in ok(mailfleet("events", "--after", "1000"))
 
 
+def test_grants_list_unserved(mailfleet: Invoke, state) -> None:
+    ok(mailfleet("domains", "add", "example.com"))
+    ok(mailfleet("grants", "provision", "a@example.com", "--agent", "test_cli:Triage"))
+    ok(mailfleet("grants", "provision", "b@example.com"))
+
+    async def deliver(fleet: Fleet) -> None:
+        raw = b"From: x@example.org\r\nSubject: waiting\r\n\r\nHi.\r\n"
+        for _ in range(3):
+            await fleet.deliver("a@example.com", raw)
+
+    state(deliver)
+    rows = [
+        line for line in ok(mailfleet("grants", "list", "--unserved")).splitlines() if "@" in line
+    ]
+    assert len(rows) == 2  # no worker runs: nobody serves either
+    (a,) = [row for row in rows if "a@example.com" in row]
+    assert "test_cli:Triage" in a
+    assert re.search(r"\b3\b", a)  # its three messages wait
+    (b,) = [row for row in rows if "b@example.com" in row]
+    assert "(none)" in b
+    bad = mailfleet("grants", "list", "--unserved", "--status", "active")
+    assert bad.exit_code == 2
+
+
 def test_workspace_delete(mailfleet: Invoke, state) -> None:
     ok(mailfleet("workspaces", "create", "spare"))
     assert "spare deleted" in ok(mailfleet("workspaces", "delete", "spare"))

@@ -660,9 +660,37 @@ def list_grants(
     ctx: typer.Context,
     workspace: WorkspaceOption = None,
     status: Annotated[GrantStatus | None, typer.Option(help="Only grants in this state.")] = None,
+    unserved: Annotated[
+        bool,
+        typer.Option(
+            "--unserved",
+            help="Only grants whose agent class no live worker serves (their mail waits).",
+        ),
+    ] = False,
     limit: Limit = 100,
 ) -> None:
-    """List grants by address, optionally of one workspace or status."""
+    """List grants by address, optionally of one workspace or status, or the unserved ones."""
+    if unserved:
+        if workspace is not None or status is not None:
+            raise typer.BadParameter("--unserved takes no --workspace or --status")
+        waiting = _call(ctx, lambda fleet: fleet.unserved_grants(limit=limit))
+        _print_table(
+            "unserved grants",
+            ("address", "id", "agent", "waiting", "workspace"),
+            (
+                (
+                    u.grant.address,
+                    u.grant.id,
+                    u.grant.agent or "(none)",
+                    u.waiting,
+                    u.grant.workspace,
+                )
+                for u in waiting
+            ),
+        )
+        if len(waiting) == limit:
+            _say(f"first {limit} shown; raise --limit for more", style="dim")
+        return
     found = _call(ctx, lambda fleet: fleet.grants(workspace=workspace, status=status, limit=limit))
     _print_table(
         "grants",

@@ -454,11 +454,20 @@ class Fleet:
     # -- reading the runtime's state --------------------------------------------------
 
     async def wait_idle(self) -> None:
-        """Wait until every message committed so far for the grants this fleet serves
-        has been handled (for tests and tools)."""
-        scope = self._open("Fleet.wait_idle()").scope.serving(self._registry.served)
-        while await scope.read(lambda tx: queue.ready_count(tx, served_only=True)):  # noqa: ASYNC110
-            await anyio.sleep(0.02)  # other processes' work too: the store is the truth
+        """Wait until every message committed so far has been handled, by this fleet's
+        worker or any other live one (for tests and tools).
+
+        Messages of grants whose class neither this fleet nor a live worker
+        serves are not waited for: nothing would handle them.
+        """
+        scope = self._open("Fleet.wait_idle()").scope
+        own = self._registry.served
+
+        def waiting(tx: Tx) -> int:
+            return queue.ready_count(tx, agents=own | workers.live_agents(tx, now=time.time()))
+
+        while await scope.read(waiting):  # noqa: ASYNC110 - the store is the truth
+            await anyio.sleep(0.02)
 
     async def statistics(self) -> FleetStatistics:
         """A snapshot of this fleet's worker and of its application's queues."""

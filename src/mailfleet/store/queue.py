@@ -561,14 +561,14 @@ def release(tx: Tx, worker: str, grant_ids: Sequence[str]) -> None:
         )
 
 
-def ready_count(tx: Tx, *, served_only: bool = False) -> int:
+def ready_count(tx: Tx, *, agents: ServedAgents | None = None) -> int:
     """Entries of the application still waiting to be handled (dead letters excluded);
-    with ``served_only``, only those of grants whose agent class the scope serves."""
+    with ``agents``, only those of grants whose class is among them."""
     query = sa.select(sa.func.count()).where(
         _queue.c.application_id == tx.application_id, _queue.c.status == "ready"
     )
-    if served_only:
-        served = served_condition(tx.agents)
+    if agents is not None:
+        served = served_condition(agents)
         if served is None:
             return 0
         query = query.select_from(_queue.join(_grants, _grants.c.id == _queue.c.grant_id)).where(

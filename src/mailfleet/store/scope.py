@@ -47,9 +47,8 @@ class ServedAgents:
     def __bool__(self) -> bool:
         return bool(self.names) or self.unnamed
 
-    def serves(self, agent: str | None) -> bool:
-        """Whether a grant recorded with ``agent`` (None: no class) is served."""
-        return self.unnamed if agent is None else agent in self.names
+    def __or__(self, other: ServedAgents) -> ServedAgents:
+        return ServedAgents(self.names | other.names, self.unnamed or other.unnamed)
 
 
 @dataclass(frozen=True, slots=True)
