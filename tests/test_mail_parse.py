@@ -14,12 +14,13 @@ from mailfleet.mail import (
     ParsedMessage,
     has_reply_prefix,
     normalize_subject,
+    parse_headers,
     parse_message,
     thread_keys,
 )
 from mailfleet.mail.parse import MAX_DEFECTS, MAX_DEPTH, MAX_PARTS
 from mailfleet.mail.threads import reply_references
-from mailfleet.model.messages import MessageHeaders, parse_headers
+from mailfleet.model.messages import MessageHeaders
 
 
 def crlf(text: str) -> bytes:

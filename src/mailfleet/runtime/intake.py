@@ -20,10 +20,11 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection
 
+from ..mail.headers import parse_headers
 from ..mail.parse import has_reply_prefix, normalize_subject
 from ..mail.threads import usable_id
 from ..model.errors import GrantNotFound, QueueFull
-from ..model.messages import MessageHeaders, StoredMessage, parse_headers
+from ..model.messages import MessageHeaders, StoredMessage
 from ..store import grants, queue
 from ..store.database import Database
 from .batching import FLEET_CLOSED, GroupCommit
