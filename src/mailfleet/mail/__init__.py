@@ -6,7 +6,7 @@ of mailfleet but :mod:`mailfleet.model`.
 - :func:`parse_headers` reads the header block on arrival, fast, and never raises.
 - :func:`parse_message` reads any bytes into a :class:`ParsedMessage` and never
   raises: what was wrong is listed in its ``defects``.
-- :func:`thread_keys` gives the keys the store threads a message by.
+- :func:`thread_keys` gives, from those headers, the keys the store threads a message by.
 - :func:`build_message` makes a 7-bit clean, CRLF message with its Message-ID.
 """
 
