@@ -27,8 +27,9 @@
    commit, worker claim, worker flush, sender poll...) with its count, time
    awaited (waiting for the writer, thread hop, transaction) and time inside
    its thread; the store calls inside them with their batch sizes; and the
-   time spent parsing headers. All threads share the GIL, so on PostgreSQL,
-   where transactions overlap, a thread's time includes waits for the GIL.
+   time spent reading headers on arrival (in ``Intake.deliver``, outside the
+   transactions). All threads share the GIL, so on PostgreSQL, where
+   transactions overlap, a thread's time includes waits for the GIL.
 3. Idle agents: fresh subprocesses open a ``Fleet`` on SQLite and start
    ``serve()``: one on a database with no grant, one on a database holding
    100,000 provisioned grants (provisioned by another process beforehand), and
@@ -45,8 +46,6 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/dispatch.py             # all three parts
     .venv/bin/python bench/dispatch.py --profile   # also cProfile a durable SQLite run
-    .venv/bin/python bench/dispatch.py --what-if   # also durable runs with a faster
-                                                   # header parser patched in (diagnostic)
     .venv/bin/python bench/dispatch.py --parts idle   # only some parts (memory,durable,idle)
 
 The last line printed is one JSON object with the figures.
@@ -69,10 +68,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from email.utils import getaddresses, parseaddr
 from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar
@@ -82,9 +77,9 @@ from _common import emit, scratch_database, stopwatch
 from provision import run_inline
 
 from mailfleet import Agent, Fleet, InboundMessage, QueueFull
-from mailfleet.model.messages import MessageHeaders
 from mailfleet.model.policy import Policy
 from mailfleet.model.records import Grant, GrantStatus, ProvisionOutcome
+from mailfleet.runtime import intake
 from mailfleet.runtime.dispatcher import Dispatcher
 from mailfleet.runtime.host import AgentHost, HandlerFailure
 from mailfleet.runtime.worker import WorkerSettings
@@ -373,28 +368,30 @@ def _label(work: Any) -> str:
     return name
 
 
-# store calls to time inside transactions, with how to count their batch
-_STORE_CALLS: dict[str, Callable[[tuple[Any, ...], Any], int]] = {
-    "enqueue": lambda args, result: len(result),
-    "backlog": lambda args, result: sum(result.values()),
-    "claim": lambda args, result: len(result),
-    "load": lambda args, result: len(result),
-    "complete": lambda args, result: len(args[1]),
-    "release": lambda args, result: len(args[2]),
-    "states": lambda args, result: len(args[1]),
-    "parse_headers": lambda args, result: 1,
+# calls to time, with how to count their batch: the store's, inside transactions,
+# and the header read of the intake, before them
+_TIMED_CALLS: dict[tuple[Any, str], Callable[[tuple[Any, ...], Any], int]] = {
+    (queue_store, "enqueue"): lambda args, result: len(result),
+    (queue_store, "backlog"): lambda args, result: sum(result.values()),
+    (queue_store, "claim"): lambda args, result: len(result),
+    (queue_store, "load"): lambda args, result: len(result),
+    (queue_store, "complete"): lambda args, result: len(args[1]),
+    (queue_store, "release"): lambda args, result: len(args[2]),
+    (queue_store, "states"): lambda args, result: len(args[1]),
+    (intake, "parse_headers"): lambda args, result: 1,
 }
 
 
 @contextmanager
 def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
-    """Time the fleet's transactions and the store calls inside them.
+    """Time the fleet's transactions, the store calls inside them and the header read.
 
     Yields three tallies: each ``Database.write`` as awaited (waiting for the
     writer, the thread hop and the transaction), the same transactions inside
-    their thread (work plus commit), and the store calls. The runtime looks up
-    ``queue.<function>`` at call time, so wrapping the module's functions
-    covers the intake and the worker; everything is restored on exit.
+    their thread (work plus commit), and the calls of ``_TIMED_CALLS``. The
+    runtime looks up ``queue.<function>`` and the intake's ``parse_headers``
+    at call time, so wrapping the modules' functions covers the intake and
+    the worker; everything is restored on exit.
     """
     awaited, inside, calls = Tally(), Tally(), Tally()
     database = fleet.database
@@ -414,8 +411,8 @@ def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
         finally:
             inside.add(_label(work), time.perf_counter() - start)
 
-    def wrap(name: str, size: Callable[[tuple[Any, ...], Any], int]) -> Any:
-        original = getattr(queue_store, name)
+    def wrap(module: Any, name: str, size: Callable[[tuple[Any, ...], Any], int]) -> Any:
+        original = getattr(module, name)
 
         @wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -427,16 +424,16 @@ def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
         return original, timed
 
     originals = {}
-    for name, size in _STORE_CALLS.items():
-        originals[name], timed = wrap(name, size)
-        setattr(queue_store, name, timed)
+    for (module, name), size in _TIMED_CALLS.items():
+        originals[module, name], timed = wrap(module, name, size)
+        setattr(module, name, timed)
     database.write = timed_write  # type: ignore[method-assign]
     database.write_sync = timed_write_sync  # type: ignore[method-assign]
     try:
         yield awaited, inside, calls
     finally:
-        for name, original in originals.items():
-            setattr(queue_store, name, original)
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
         database.write, database.write_sync = write, write_sync  # type: ignore[method-assign]
 
 
@@ -583,49 +580,6 @@ async def profile_durable() -> None:
         print(report.getvalue())
 
 
-def fast_parse_headers(raw: bytes) -> MessageHeaders:
-    """A what-if stand-in for ``parse_headers``: compat32 plus on-demand RFC 2047 decoding.
-
-    Not a drop-in replacement (defects and folding are handled less carefully);
-    it shows how much of the durable path the header parse costs.
-    """
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    headers: list[tuple[str, str]] = []
-    first: dict[str, str | None] = {}
-    for name, value in parsed.raw_items():
-        text = re.sub(r"\r?\n(?=[ \t])", "", value)
-        if "=?" in text:
-            text = str(make_header(decode_header(text)))
-        headers.append((name, text))
-        first.setdefault(name.lower(), text.strip() or None)
-    sender = first.get("from")
-    recipients = [a for _, a in getaddresses([first.get(n) or "" for n in ("to", "cc")]) if a]
-    return MessageHeaders(
-        sender=parseaddr(sender)[1] or None if sender else None,
-        recipients=tuple(recipients),
-        subject=first.get("subject"),
-        message_id=first.get("message-id"),
-        headers=tuple(headers),
-    )
-
-
-async def what_if() -> dict[str, Any]:
-    """Durable runs with ``fast_parse_headers`` patched into the store (diagnostic only)."""
-    original = queue_store.parse_headers
-    sample = raw_message(1, 2)
-    assert fast_parse_headers(sample) == original(sample)
-    queue_store.parse_headers = fast_parse_headers
-    figures = {}
-    try:
-        for backend in ("sqlite", "postgres"):
-            print(f"[{backend}] what-if: header parsing with compat32")
-            run = await durable_run(backend, DURABLE_MESSAGES[backend], PRODUCERS[0])
-            figures[f"whatif_fast_headers_durable_{backend}_msgs_per_s"] = run["msgs_per_s"]
-    finally:
-        queue_store.parse_headers = original
-    return figures
-
-
 # -- 3. RSS of idle provisioned agents -------------------------------------------------
 
 
@@ -738,15 +692,13 @@ def idle_agents() -> dict[str, Any]:
 # -- main --------------------------------------------------------------------------------
 
 
-async def main(parts: set[str], profile: bool, whatif: bool) -> None:
+async def main(parts: set[str], profile: bool) -> None:
     figures: dict[str, Any] = {}
     if "memory" in parts:
         figures.update(await in_memory())
     if "durable" in parts:
         for backend in ("sqlite", "postgres"):
             figures.update(await durable(backend))
-    if whatif:
-        figures.update(await what_if())
     if "idle" in parts:
         figures.update(idle_agents())
     if profile:
@@ -758,9 +710,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="cProfile a durable SQLite run")
     parser.add_argument(
-        "--what-if", action="store_true", help="also run durably with a faster header parser"
-    )
-    parser.add_argument(
         "--parts",
         default="memory,durable,idle",
         help="comma-separated parts to run (default: memory,durable,idle)",
@@ -771,4 +720,4 @@ if __name__ == "__main__":
     if args.rss_probe:
         print(json.dumps(asyncio.run(rss_probe(args.rss_probe, args.provision))))
     else:
-        asyncio.run(main(set(args.parts.split(",")), args.profile, args.what_if))
+        asyncio.run(main(set(args.parts.split(",")), args.profile))

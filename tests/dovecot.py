@@ -1,4 +1,4 @@
-"""A private Dovecot (IMAP) on loopback for the tests, as TEST-SERVERS.md describes.
+"""A private Dovecot (IMAP) on loopback for the tests, started once per test session.
 
 Nothing is installed here: ``dovecot-imapd`` comes from Debian
 (``apt-get install -y -qq dovecot-imapd``, done by ``.ci/run``). Without it
@@ -9,7 +9,7 @@ where they fail.
 Each :class:`Dovecot` runs ``dovecot -c <config>`` with everything in a
 world-readable temporary folder: base_dir, state, log, a passwd-file of
 users ``user1``...``userN`` (password ``se"cr\\et-<n>``), maildirs owned by the
-system user ``vmail`` (created if missing, as TEST-SERVERS.md says), and a
+system user ``vmail`` (created with ``useradd`` if missing), and a
 self-signed certificate for 127.0.0.1 (``ca_file``). It listens on a free
 port for plain IMAP and STARTTLS (``port``) and another for implicit TLS
 (``tls_port``); ``capabilities`` replaces what it announces (e.g. no IDLE).
@@ -57,7 +57,7 @@ def dovecot_available() -> None:
     elif shutil.which("openssl") is None:
         reason = "openssl is not installed (needed for the test certificate)"
     elif os.geteuid() != 0:
-        reason = "the private Dovecot needs root (privilege separation; see TEST-SERVERS.md)"
+        reason = "the private Dovecot needs root (for its privilege separation)"
     if reason is not None:
         if ON_CI:
             pytest.fail(f"{reason} (CI must run the IMAP tests)")

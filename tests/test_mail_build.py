@@ -17,6 +17,7 @@ from mailfleet.mail import (
     OutgoingAttachment,
     ParsedMessage,
     build_message,
+    parse_headers,
     parse_message,
     thread_keys,
 )
@@ -258,7 +259,7 @@ def test_reply_has_threading_headers() -> None:
     assert reply.in_reply_to == "<q1@example.org>"
     assert reply.references == ("<root@example.org>", "<middle@example.org>", "<q1@example.org>")
     assert dict(reply.headers)["Auto-Submitted"] == "auto-replied"
-    assert thread_keys(reply).references[0] == "<q1@example.org>"
+    assert thread_keys(parse_headers(raw)).references[0] == "<q1@example.org>"
 
 
 @pytest.mark.parametrize(

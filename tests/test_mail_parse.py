@@ -14,12 +14,13 @@ from mailfleet.mail import (
     ParsedMessage,
     has_reply_prefix,
     normalize_subject,
+    parse_headers,
     parse_message,
     thread_keys,
 )
 from mailfleet.mail.parse import MAX_DEFECTS, MAX_DEPTH, MAX_PARTS
-from mailfleet.mail.threads import reply_references
-from mailfleet.model.messages import MessageHeaders, parse_headers
+from mailfleet.mail.threads import MAX_ID_LENGTH, reply_references
+from mailfleet.model.messages import MessageHeaders
 
 
 def crlf(text: str) -> bytes:
@@ -51,7 +52,6 @@ def assert_sane(parsed: ParsedMessage) -> None:
             assert "\x00" not in value
     assert parsed.date is None or parsed.date.tzinfo is not None
     assert not any(d.startswith("parser failure") for d in parsed.defects), parsed.defects
-    thread_keys(parsed)
     reply_references(parsed)
 
 
@@ -122,18 +122,10 @@ def test_multipart_alternative_from_a_webmail() -> None:
 
 
 def test_threading_keys_of_a_reply() -> None:
-    keys = thread_keys(parse_message(ALTERNATIVE))
-    assert keys.message_id == "<CAF=abc123@mail.example.org>"
+    keys = thread_keys(parse_headers(ALTERNATIVE))
     assert keys.references == ("<parent-1@example.com>", "<root@example.com>")
     assert keys.subject == "café meeting ☕ tomorrow"
     assert keys.is_reply
-    assert keys.participants == {
-        "ana.lopez@example.org",
-        "support@example.com",
-        "bob@example.com",
-        "jerome@example.net",
-        "replies@example.org",
-    }
 
 
 LOGO = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR fake image bytes \xff\xfe"
@@ -638,6 +630,9 @@ def assert_sane_headers(headers: MessageHeaders) -> None:
     for name, value in headers.headers:
         (name + value).encode("utf-8")
         assert not {"\r", "\n"} & set(value)
+    keys = thread_keys(headers)
+    assert headers.message_id not in keys.references
+    assert keys.subject != ""
 
 
 @pytest.mark.parametrize("raw", SAMPLES)
@@ -647,6 +642,10 @@ def test_the_arrival_header_read_agrees_with_the_full_parser(raw: bytes) -> None
     assert quick.recipients == tuple(box.address for box in (*full.to, *full.cc))
     assert (quick.subject, quick.message_id) == (full.subject, full.message_id)
     assert [name for name, _ in quick.headers] == [name for name, _ in full.headers]
+    cited = [full.in_reply_to] if full.in_reply_to else []
+    cited += reversed(full.references)
+    expected = tuple(i for i in dict.fromkeys(cited) if i != full.message_id)
+    assert thread_keys(quick).references == expected
 
 
 def test_the_arrival_header_read_of_awkward_headers() -> None:
@@ -759,14 +758,26 @@ def test_header_lookup_is_case_insensitive() -> None:
 def test_thread_keys_order_and_subject_fallback() -> None:
     raw = crlf(
         "From: Bob <BOB@example.org>\nTo: agent@example.com\nSubject: AW: [ops] Disk full\n"
-        "Message-ID: <self@x>\nIn-Reply-To: <c@x>\nReferences: <a@x> <b@x>\n <c@x> <self@x>\n\nhi\n"
+        "Message-ID: <self@x>\nIn-Reply-To: <c@x> <z@x>\n"
+        "References: <a@x> <b@x>\n <c@x> <self@x>\nReferences: <late@x>\n\nhi\n"
     )
-    keys = thread_keys(parse_message(raw))
-    assert keys.references == ("<c@x>", "<b@x>", "<a@x>")  # most recent first, no repeats
+    keys = thread_keys(parse_headers(raw))
+    # most recent first (In-Reply-To's first id only), no repeats, not its own id,
+    # the first References field only
+    assert keys.references == ("<c@x>", "<b@x>", "<a@x>")
     assert (keys.subject, keys.is_reply) == ("disk full", True)
-    assert keys.participants == {"bob@example.org", "agent@example.com"}
 
-    stripped = thread_keys(parse_message(crlf("From: b@example.org\nSubject: RE: Disk full\n\n")))
-    assert (stripped.references, stripped.is_reply, stripped.subject) == ((), True, "disk full")
-    fresh = thread_keys(parse_message(crlf("From: b@example.org\nSubject: Disk full\n\n")))
-    assert (fresh.message_id, fresh.is_reply) == (None, False)
+    stripped = thread_keys(parse_headers(crlf("From: b@example.org\nSubject: RE: Disk full\n\n")))
+    assert stripped == ((), "disk full", True)
+    fresh = thread_keys(parse_headers(crlf("From: b@example.org\nSubject: Disk full\n\n")))
+    assert fresh == ((), "disk full", False)
+    assert thread_keys(parse_headers(b"")) == ((), None, False)
+
+
+def test_thread_keys_cite_only_ids_a_header_can_repeat() -> None:
+    long_id = "<" + "x" * MAX_ID_LENGTH + "@x>"
+    raw = crlf(
+        f"Subject: news\nIn-Reply-To: not an id\nReferences: <ok@x> {long_id} <caf\u00e9@x>\n\n"
+    )
+    keys = thread_keys(parse_headers(raw))
+    assert keys == (("<ok@x>",), "news", True)  # a reply: it cites an id

@@ -12,7 +12,7 @@ import pytest
 
 from mailfleet import Agent, Domain, Fleet, InboundMessage, SendResult, SigningFailed
 from mailfleet.auth.dkim import DkimSigner, generate_key
-from mailfleet.model.messages import parse_headers
+from mailfleet.mail.headers import parse_headers
 from mailfleet.runtime.outbox import _sign_batch, _Unsigned
 from relay import RelayPeer, relay_peer
 from support import wait_for_events, wait_until

@@ -9,6 +9,7 @@ are compared, and the connection must still answer the next command.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from typing import Any
 
@@ -16,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailfleet.transports.smtp_in import MxSMTP
+from mailfleet.transports.smtp_in import AIOSMTPD_OVERRIDDEN, AIOSMTPD_USED, MxSMTP
 
 SIZE_LIMIT = 3000
 
@@ -141,3 +142,35 @@ def test_the_edges_of_data() -> None:
     for data in cases:
         for cuts in ([], [1], [1, 2, 3], [len(data) - 3], [len(data) - 4, len(data) - 1]):
             _compare(data, cuts)
+
+
+def test_the_aiosmtpd_members_the_mx_relies_on_are_there() -> None:
+    """Why aiosmtpd is pinned: an upgrade that drops or reshapes one fails here, by name."""
+
+    async def connected_stock_server() -> SMTP:
+        made: list[SMTP] = []
+
+        def factory() -> SMTP:
+            made.append(SMTP(Capture(), decode_data=False))
+            return made[-1]
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _reply(reader)  # the greeting: the connection is set up
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+        return made[0]
+
+    stock = asyncio.run(connected_stock_server())
+    missing = [name for name in (*AIOSMTPD_OVERRIDDEN, *AIOSMTPD_USED) if not hasattr(stock, name)]
+    assert not missing, f"aiosmtpd.smtp.SMTP no longer has {missing}: see the pin in smtp_in.py"
+    for name in AIOSMTPD_OVERRIDDEN:
+        assert name in vars(MxSMTP), f"MxSMTP overrides {name} no more: update the list"
+        theirs = inspect.signature(getattr(SMTP, name)).parameters
+        ours = inspect.signature(getattr(MxSMTP, name)).parameters
+        assert list(ours) == list(theirs), f"aiosmtpd's SMTP.{name} takes {list(theirs)} now"

@@ -1,38 +1,37 @@
 """Threading keys: what the store needs to put a message in its conversation.
 
-Pure functions; the lookups are the store's. The intended algorithm, run in
-the transaction that stores an inbound or outbound message, and always scoped
-to one grant's mailbox (never across grants: a Message-ID is chosen by the
-sender, so anyone can cite one, and must not be able to join someone else's
-thread by doing so):
+:func:`thread_keys` derives them from the headers read on arrival
+(:func:`~mailfleet.mail.headers.parse_headers`; no MIME parse on the delivery
+path). The runtime hands them to the store, which assigns the thread in the
+transaction that stores the message (``store/threads.py``), always within one
+grant's mailbox (never across grants: a Message-ID is chosen by the sender, so
+anyone can cite one, and must not be able to join someone else's thread by
+doing so):
 
 1. **By reference.** For each id of :attr:`ThreadKeys.references`, most
    recent first (In-Reply-To, then References from last to first), look for a
    stored message of the grant with that Message-ID; the first hit gives the
    thread. Thanks to the most-recent-first order, a missing parent is skipped
    and an older ancestor still matches.
-2. **Adoption.** Else, if :attr:`ThreadKeys.message_id` is cited by stored
-   messages of the grant (a reply that arrived before its parent), join their
-   thread.
-3. **By subject.** Else, only when :attr:`ThreadKeys.is_reply` (the message
-   cites ids that were not found, or its subject has a reply prefix): the
-   most recently active thread of the grant whose normalised subject equals
-   :attr:`ThreadKeys.subject` (non-empty), that shares at least one
-   participant other than the grant itself, and whose last message is within
-   a window (30 days suggested). This catches replies from clients and
-   gateways that drop the threading headers. A fresh message with a common
-   subject ("Hello") never joins an old thread this way.
-4. Else a new thread.
+2. **By subject.** Else, only when :attr:`ThreadKeys.is_reply` (the message
+   cites ids, or its subject has a reply prefix): the most recent thread of
+   the grant with the same :attr:`ThreadKeys.subject` (normalised, non-empty)
+   among the messages of the last 30 days. This catches replies from clients
+   and gateways that drop the threading headers; a fresh message with a
+   common subject ("Hello") never joins an old thread this way.
+3. Else a new thread.
 
-The store indexes Message-ID per grant, the cited ids per message (for 2), and
-(grant, normalised subject, last activity) per thread (for 3).
+Replies mailfleet sends carry :func:`reply_references` and join their
+parent's thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from typing import NamedTuple
 
 from ..model.errors import InvalidInput
+from ..model.messages import MessageHeaders
 from .parse import ParsedMessage, has_reply_prefix, normalize_subject
 
 __all__ = [
@@ -51,38 +50,43 @@ MAX_ID_LENGTH = 250
 """Longer ids are not repeated in a reply's threading headers."""
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadKeys:
+class ThreadKeys(NamedTuple):
     """The keys that place a message in a thread (see the module's algorithm).
 
-    ``references``: the ids the message cites, most recent first (In-Reply-To,
-    then References from last to first), without repeats nor its own id.
-    ``subject``: :func:`~mailfleet.mail.parse.normalize_subject` of its subject.
-    ``participants``: the normal form of its From, To, Cc and Reply-To
-    addresses (invalid ones left out).
+    ``references``: the ids the message cites, most recent first (the first id
+    of In-Reply-To, then References from last to first), without repeats, its
+    own Message-ID, or ids :func:`usable_id` refuses.
+    ``subject``: :func:`~mailfleet.mail.parse.normalize_subject` of its
+    subject, None when that is empty.
+    ``is_reply``: it cites ids, or its subject has a reply prefix.
     """
 
-    message_id: str | None
     references: tuple[str, ...]
-    subject: str
+    subject: str | None
     is_reply: bool
-    participants: frozenset[str]
 
 
-def thread_keys(message: ParsedMessage) -> ThreadKeys:
-    """The threading keys of a parsed message."""
-    cited = [message.in_reply_to] if message.in_reply_to else []
-    cited.extend(reversed(message.references))
-    references = tuple(i for i in dict.fromkeys(cited) if i != message.message_id)
-    mailboxes = [message.from_, *message.to, *message.cc, *message.reply_to]
-    participants = {box.normalized() for box in mailboxes if box is not None}
+def thread_keys(headers: MessageHeaders) -> ThreadKeys:
+    """The threading keys of a message, from the headers read on arrival."""
+    in_reply_to = references = ""
+    for name, value in headers.headers:  # the first of each field counts
+        lowered = name.lower()
+        if lowered == "in-reply-to" and not in_reply_to:
+            in_reply_to = value
+        elif lowered == "references" and not references:
+            references = value
+    cited = _IDS.findall(in_reply_to)[:1]
+    cited += reversed(_IDS.findall(references))
+    own = headers.message_id
+    kept = tuple(i for i in dict.fromkeys(cited) if i != own and usable_id(i))
     return ThreadKeys(
-        message_id=message.message_id,
-        references=references,
-        subject=normalize_subject(message.subject),
-        is_reply=bool(references) or has_reply_prefix(message.subject),
-        participants=frozenset(p for p in participants if p is not None),
+        references=kept,
+        subject=normalize_subject(headers.subject) or None,
+        is_reply=bool(kept) or has_reply_prefix(headers.subject),
     )
+
+
+_IDS = re.compile(r"<[^<>\s]+>")
 
 
 def reply_references(parent: ParsedMessage, *, limit: int = MAX_REFERENCES) -> tuple[str, ...]:

@@ -2,8 +2,11 @@
 
 The host keeps at most one activated :class:`~mailfleet.Agent` instance per
 grant. Calls into user code go through :meth:`AgentHost.call`, which applies
-the per-handler timeout and turns any exception into a value: a handler can
-fail, hang or be slow without touching another grant or the fleet.
+the per-handler timeout (a watchdog task, :meth:`AgentHost.watch`) and turns
+whatever goes wrong, an exception or a timeout, into one
+:class:`HandlerFailure`, logged there with the grant and message ids: a
+handler can fail, hang or be slow without touching another grant or the
+fleet. What a failure leads to (retry, dead letter) is the worker's decision.
 """
 
 from __future__ import annotations
@@ -146,16 +149,6 @@ class AgentHost:
             for scope, deadline in list(self._deadlines.items()):
                 if deadline <= now:
                     scope.cancel()
-
-
-def _failure(
-    agent: Agent, message_id: str | None, error: str, exc: Exception | None = None
-) -> HandlerFailure:
-    """Log a handler failure with its grant and message ids; the exception to raise."""
-    log.warning(
-        "handler failed: grant=%s message=%s: %s", agent.grant.id, message_id, error, exc_info=exc
-    )
-    return HandlerFailure(error)
 
 
 def _dump(state: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ against the queue limit: a full queue refuses the message
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskStatus
 
-from ..mail.parse import has_reply_prefix, normalize_subject
-from ..mail.threads import usable_id
+from ..mail.headers import parse_headers
+from ..mail.threads import thread_keys
 from ..model.errors import GrantNotFound, QueueFull
-from ..model.messages import MessageHeaders, StoredMessage, parse_headers
+from ..model.messages import MessageHeaders, StoredMessage
 from ..store import grants, queue
 from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
@@ -112,7 +111,7 @@ class Intake:
                     delivery.raw,
                     delivery.source_key,
                     delivery.headers,
-                    *thread_keys_of(delivery.headers),
+                    *thread_keys(delivery.headers),
                 )
                 slot[index] = key
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
@@ -166,23 +165,3 @@ class BacklogGauge:
 def _normal(key: str) -> str:
     """A grant key as the store matches it: ids as they are, addresses lower-cased."""
     return key.strip().lower() if "@" in key else key
-
-
-def thread_keys_of(headers: MessageHeaders) -> tuple[tuple[str, ...], str | None, bool]:
-    """References (most recent first), normalised subject and reply flag, from the
-    headers read on arrival (cheap: no full MIME parse on the delivery path)."""
-    in_reply_to = references_field = ""
-    for name, value in headers.headers:  # the first of each field counts
-        lowered = name.lower()
-        if lowered == "in-reply-to" and not in_reply_to:
-            in_reply_to = value
-        elif lowered == "references" and not references_field:
-            references_field = value
-    cited = _IDS.findall(in_reply_to)[:1]
-    cited += reversed(_IDS.findall(references_field))
-    references = tuple(dict.fromkeys(ref for ref in cited if usable_id(ref)))
-    subject = normalize_subject(headers.subject) or None
-    return references, subject, has_reply_prefix(headers.subject) or bool(references)
-
-
-_IDS = re.compile(r"<[^<>\s]+>")

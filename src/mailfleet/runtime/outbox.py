@@ -21,11 +21,12 @@ from anyio.abc import TaskStatus
 from ..agent import AgentContext
 from ..auth.dkim import DkimKey, DkimSigner
 from ..mail.build import OutgoingAttachment, build_message
+from ..mail.headers import parse_headers
 from ..mail.inbound import InboundMessage
 from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
-from ..model.messages import MessageHeaders, parse_headers
+from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
 from ..store import domains, grants, outbound

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model.messages import MessageHeaders, StoredMessage, parse_headers
+from ..model.messages import MessageHeaders, StoredMessage
 from .events import record, record_many
 from .prepared import Prepared
 from .scope import ServedAgents, Tx
@@ -99,9 +99,9 @@ class Delivery:
 
     grant_id: str
     raw: bytes
-    source_key: str | None = None
-    headers: MessageHeaders | None = None
-    """Parsed beforehand (outside the transaction) when given."""
+    source_key: str | None
+    headers: MessageHeaders
+    """Read by the runtime beforehand, outside the transaction: the store parses nothing."""
     references: tuple[str, ...] = ()
     """Message-IDs it refers to, most recent first (for threading)."""
     subject: str | None = None
@@ -138,7 +138,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
     now = utcnow()
     messages: list[StoredMessage] = []
     message_rows: list[dict[str, Any]] = []
-    parsed = [d.headers or parse_headers(d.raw) for d in deliveries]
+    parsed = [d.headers for d in deliveries]
     threads = assign_threads(
         conn,
         [
