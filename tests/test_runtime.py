@@ -220,6 +220,48 @@ class Flaky(Agent):
             raise ValueError("not yet")
 
 
+class ShakyStart(Agent):
+    """``on_start`` fails the first time; a message's handler leaves a state JSON cannot hold."""
+
+    starts: ClassVar[int] = 0
+    seen: ClassVar[list[tuple[str, int]]] = []
+
+    async def on_start(self) -> None:
+        type(self).starts += 1
+        if type(self).starts == 1:
+            raise RuntimeError("not ready yet")
+
+    async def on_message(self, message: InboundMessage) -> None:
+        self.seen.append((message.subject or "", message.attempt))
+        if message.subject == "unsaveable":
+            self.state["when"] = object()  # not JSON
+        else:
+            self.state.pop("when", None)
+            self.state["count"] = self.state.get("count", 0) + 1
+
+
+async def test_a_failing_on_start_and_an_unsaveable_state_are_retried_then_dead(
+    database_url: str,
+) -> None:
+    ShakyStart.starts, ShakyStart.seen = 0, []
+    async with await open_fleet(database_url, ShakyStart, max_attempts=2) as fleet:
+        await fleet.add_domain("example.com")
+        grant = await fleet.provision("shaky@example.com", agent=ShakyStart)
+        async with serving(fleet):
+            for subject in ["first", "unsaveable", "last"]:
+                await fleet.deliver(grant, mail(subject))
+            with anyio.fail_after(20):
+                await fleet.wait_idle()
+        assert ShakyStart.starts == 2  # on_start ran again after it failed
+        assert ShakyStart.seen == [("first", 2), ("unsaveable", 1), ("unsaveable", 2), ("last", 1)]
+        (dead,) = await fleet.dead_letters()
+        assert dead.subject == "unsaveable"
+        assert "not JSON-serialisable" in (dead.error or "")
+        failed = [e.payload["error"] for e in await fleet.events(type="message.handler_failed")]
+        assert "on_start raised RuntimeError: not ready yet" in failed[0]
+        assert await fleet.agent_state(grant.id) == {"count": 2}
+
+
 async def test_retry_dead_letter_and_replay(database_url: str) -> None:
     Flaky.calls = []
     async with await open_fleet(database_url, Flaky, max_attempts=3) as fleet:

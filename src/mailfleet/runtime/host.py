@@ -59,7 +59,9 @@ class AgentHost:
     async def activate(self, grant: Grant, state: dict[str, Any] | None) -> Agent | None:
         """Instantiate the grant's agent with its saved state and run ``on_start``.
 
-        Returns None when no agent class is bound to the grant.
+        Returns None when no agent class is bound to the grant. Raises
+        :class:`HandlerFailure` when ``on_start`` fails: the agent is not kept, and
+        the next activation runs ``on_start`` again.
         """
         cls = self._resolve(grant)
         if cls is None:
@@ -71,7 +73,11 @@ class AgentHost:
         self._saved[grant.id] = _dump(agent.state)
         self._agents[grant.id] = agent
         if "on_start" in cls.handlers:
-            await self.call(agent, "on_start", message_id=None)
+            try:
+                await self.call(agent, "on_start", message_id=None)
+            except HandlerFailure:
+                self.forget(grant.id)
+                raise
         return agent
 
     async def deactivate(self, grant_id: str) -> dict[str, Any] | None:
@@ -84,7 +90,11 @@ class AgentHost:
                 await self.call(agent, "on_stop", message_id=None)
             except HandlerFailure:
                 pass  # logged by call(); the agent goes away regardless
-        return self.changed_state(grant_id, agent, forget=True)
+        try:
+            return self.changed_state(grant_id, agent, forget=True)
+        except HandlerFailure as failure:
+            log.warning("agent of grant %s stopped; its state is not saved: %s", grant_id, failure)
+            return None
 
     def changed_state(
         self, grant_id: str, agent: Agent, *, forget: bool = False

@@ -322,11 +322,16 @@ class Worker:
             if wait > 0:
                 return wait
         run = self._runs[grant_id]
+        attempt = run.attempts.get(entry.entry_id, entry.attempts) + 1
         agent = self._host.get(grant_id)
         if agent is None:
             if run.grant is not None:
                 state, run.saved_state = run.saved_state, None
-                agent = await self._host.activate(run.grant, state)
+                try:
+                    agent = await self._host.activate(run.grant, state)
+                except HandlerFailure as failure:  # on_start failed: it runs again next time
+                    run.saved_state = state
+                    return await self._failed(grant_id, entry, attempt, str(failure))
             if agent is None:  # not a grant this worker serves (or no longer a grant)
                 await self._give_back(grant_id, run)
                 return None
@@ -334,16 +339,16 @@ class Worker:
             # The class handles no messages: the message stays in the grant's inbox.
             self._finished(grant_id, entry)
             return None
-        attempt = run.attempts.get(entry.entry_id, entry.attempts) + 1
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
         try:
             await self._host.call(agent, "on_message", message, message_id=message.id)
-        except HandlerFailure as failure:
+            state = self._host.changed_state(grant_id, agent)
+        except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
             return await self._failed(grant_id, entry, attempt, str(failure))
         finally:
             if message.was_parsed and message.defects:
                 self._defects[message.id] = list(message.defects)
-        self._keep_state(grant_id, self._host.changed_state(grant_id, agent))
+        self._keep_state(grant_id, state)
         self._finished(grant_id, entry)
         return None
 
