@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .model.errors import InvalidInput
@@ -81,9 +81,20 @@ class Settings(BaseSettings):
         [60.0, 300.0, 1800.0, 7200.0, 21600.0],
         description="seconds between tries after a 4xx; a soft bounce when spent (JSON list)",
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="what the command line logs: debug, info, warning or error"
+    )
+    log_format: Literal["auto", "rich", "json", "text"] = Field(
+        "auto", description="log lines: rich (terminal), json (one object a line), text; auto"
+    )
     plugins: str | None = Field(
         None, description="comma-separated plugin names to load (default: all installed)"
     )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def load(cls, base: Settings | None = None, /, **overrides: Any) -> Settings:

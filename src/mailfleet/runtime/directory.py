@@ -9,6 +9,7 @@ its own (a façade) beside the runtime.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -37,6 +38,8 @@ from ..store.scope import Scope, Tx
 from .mailroom import check_json
 
 __all__ = ["AgentRef", "Directory"]
+
+log = logging.getLogger("mailfleet.directory")
 
 AgentRef = type[Agent] | str | None
 
@@ -231,6 +234,7 @@ class Directory:
         if not pending and progress is not None:
             progress(0, 0)
         results = []
+        counts = {kind: 0 for kind in ProvisionOutcome}
         for index, raw in enumerate(given):
             address = normal[index]
             if address is None:
@@ -243,6 +247,16 @@ class Directory:
                 grant, created = outcome[address]
                 kind = ProvisionOutcome.CREATED if created else ProvisionOutcome.EXISTING
                 results.append(ProvisionResult(raw, kind, grant=grant))
+        for result in results:
+            counts[result.outcome] += 1
+        if given:
+            log.info(
+                "provisioned %d addresses: %d created, %d existing, %d invalid",
+                len(given),
+                counts[ProvisionOutcome.CREATED],
+                counts[ProvisionOutcome.EXISTING],
+                counts[ProvisionOutcome.INVALID],
+            )
         return results
 
     async def deprovision(self, grant: str) -> bool:
@@ -257,7 +271,10 @@ class Directory:
             ids = grants.grant_ids(tx, listed)
             return grants.delete_grants(tx, sorted(set(ids.values())))
 
-        return await self._scope.write(work)
+        removed = await self._scope.write(work)
+        if removed:
+            log.info("deprovisioned %d grants", len(removed))
+        return removed
 
     async def grant(self, key: str) -> Grant:
         """A grant by id or address, with its effective policy."""
@@ -291,7 +308,15 @@ class Directory:
         wanted = GrantStatus(status)
         if wanted is GrantStatus.DELETED:
             raise InvalidInput("status", "use deprovision() to delete a grant", value=status)
-        return await self._scope.write(lambda tx: grants.set_status(tx, grant, wanted))
+        changed = await self._scope.write(lambda tx: grants.set_status(tx, grant, wanted))
+        log.info(
+            "grant %s (%s) is %s",
+            changed.id,
+            changed.address,
+            changed.status.value,
+            extra={"grant_id": changed.id, "status": changed.status.value},
+        )
+        return changed
 
     async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
         """A new API key for this application: its record and its secret (shown once)."""

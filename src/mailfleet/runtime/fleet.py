@@ -350,6 +350,7 @@ class Fleet:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
             if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
                 self._serving = Serving(smtp_port, None)
+                self._log_serving(opened, scope)
                 try:
                     task_status.started(self._serving)
                     await anyio.sleep_forever()
@@ -365,17 +366,34 @@ class Fleet:
                 listening.enter_context(self._outbound_queued.listening(sender.notify))
                 await tg.start(_run_shielded, shield, worker, sender)
                 self._serving, self._worker = Serving(smtp_port, worker.id), worker
+                self._log_serving(opened, scope)
                 try:
                     task_status.started(self._serving)
                     await anyio.sleep_forever()
                 finally:
                     self._serving = self._worker = None
+                    log.info("stopping: running handlers get %gs to finish", s.shutdown_grace)
                     with anyio.CancelScope(shield=True):
                         try:
                             await worker.drain(s.shutdown_grace)
                             await sender.drain(s.shutdown_grace)
                         finally:
                             shield.cancel()
+                    log.info("stopped; leases given back")
+
+    def _log_serving(self, opened: _Opened, scope: Scope) -> None:
+        s, serving = self.settings, self._serving
+        assert serving is not None
+        agents = sorted(scope.agents.names) + (["(default agent)"] if scope.agents.unnamed else [])
+        log.info(
+            "serving application %s from %s: SMTP %s, %s, agents %s",
+            opened.application.name,
+            self.database.display_url,
+            "off" if serving.smtp_port is None else f"{s.smtp_host}:{serving.smtp_port}",
+            "front end only" if serving.worker_id is None else f"worker {serving.worker_id}",
+            ", ".join(agents) or "none",
+            extra={"application": opened.application.name, "worker_id": serving.worker_id},
+        )
 
     def _new_worker(self, scope: Scope, opened: _Opened) -> Worker:
         s = self.settings

@@ -11,6 +11,7 @@ against the queue limit: a full queue refuses the message
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
 
 __all__ = ["Intake"]
+
+log = logging.getLogger("mailfleet.intake")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +74,29 @@ class Intake:
         await self._batches.run(task_status=task_status)
 
     async def _commit(self, batch: Sequence[_Delivery]) -> Sequence[StoredMessage | Exception]:
-        outcomes = await self._scope.write(lambda tx: self._store(tx, batch))
+        outcomes, fresh = await self._scope.write(lambda tx: self._store(tx, batch))
         self.committed({o.grant_id for o in outcomes if isinstance(o, StoredMessage)})
+        if log.isEnabledFor(logging.INFO):
+            for message in fresh:
+                log.info(
+                    "received message %s for grant %s: %d bytes, Message-ID %s",
+                    message.id,
+                    message.grant_id,
+                    len(message.raw),
+                    message.message_id or "(none)",
+                    extra={
+                        "grant_id": message.grant_id,
+                        "message_id": message.id,
+                        "size": len(message.raw),
+                        "header_message_id": message.message_id,
+                    },
+                )
         return outcomes
 
-    def _store(self, tx: Tx, batch: Sequence[_Delivery]) -> list[StoredMessage | Exception]:
+    def _store(
+        self, tx: Tx, batch: Sequence[_Delivery]
+    ) -> tuple[list[StoredMessage | Exception], list[StoredMessage]]:
+        """Each delivery's outcome, and the messages stored new (not repeats)."""
         found = grants.grant_ids(tx, {d.key for d in batch})
         grant_ids = {d.key: found[_normal(d.key)] for d in batch if _normal(d.key) in found}
         waiting = self._backlog.bounds(tx, set(grant_ids.values()), incoming=len(batch))
@@ -118,7 +139,8 @@ class Intake:
         self._backlog.update(waiting)
         for index, key in slot.items():
             outcomes[index] = stored[key]
-        return [o if o is not None else RuntimeError("not stored") for o in outcomes]
+        done = [o if o is not None else RuntimeError("not stored") for o in outcomes]
+        return done, list(stored.values())
 
 
 class BacklogGauge:

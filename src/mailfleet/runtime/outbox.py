@@ -10,6 +10,7 @@ for the :class:`~mailfleet.runtime.sender.Sender`.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from ..store.tables import new_id
 from .batching import FLEET_CLOSED, GroupCommit
 
 __all__ = ["Outbox", "verp_address"]
+
+log = logging.getLogger("mailfleet.outbox")
 
 
 def verp_address(token: str, domain: str) -> str:
@@ -90,11 +93,13 @@ class Outbox(AgentContext):
     ) -> SendResult:
         """Pass the gates, build, sign and queue the message."""
         if not to:
-            return SendResult(SendStatus.REJECTED, detail="to: at least one recipient is needed")
+            return _refused(
+                grant.id, SendResult(SendStatus.REJECTED, detail="to: at least one recipient")
+            )
         try:
             recipients = tuple(str(parse_address(a, field="to")) for a in to)
         except InvalidAddress as exc:
-            return SendResult(SendStatus.REJECTED, detail=str(exc))
+            return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=str(exc)))
         try:
             built = build_message(
                 sender=grant.address,
@@ -107,7 +112,7 @@ class Outbox(AgentContext):
                 message_id_domain=grant.domain,
             )
         except InvalidInput as exc:  # a line break in the subject, a bad header...
-            return SendResult(SendStatus.REJECTED, detail=str(exc))
+            return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=str(exc)))
         raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
         raw, headers = await self._signing.submit(_Unsigned(signer, raw))
@@ -129,6 +134,9 @@ class Outbox(AgentContext):
         results = await self._scope.write(lambda tx: self._store(tx, batch))
         if any(result.ok for result in results):
             self._queued()
+        for queued, result in zip(batch, results, strict=True):
+            if not result.ok:
+                _refused(queued.message.grant_id, result)
         return results
 
     def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
@@ -167,6 +175,18 @@ class Outbox(AgentContext):
                     ]
                     self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
         return self._signers[domain]
+
+
+def _refused(grant_id: str, result: SendResult) -> SendResult:
+    """Log a send the gates refused (INFO: an expected state, not an error); return it."""
+    log.info(
+        "send by grant %s refused: %s (%s)",
+        grant_id,
+        result.status.value,
+        result.detail,
+        extra={"grant_id": grant_id, "status": result.status.value},
+    )
+    return result
 
 
 @dataclass(frozen=True, slots=True)

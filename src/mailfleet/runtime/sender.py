@@ -152,6 +152,8 @@ class Sender:
                 self._results = results + self._results
                 self._flush_wakeup.set()
                 return
+            if log.isEnabledFor(logging.INFO):
+                _log_outcomes(results)
             if any(r.status == "pending" for r in results):
                 self.notify()
 
@@ -261,6 +263,40 @@ class Sender:
             **extra,
         }
         return kind, payload
+
+
+_OUTCOMES = {
+    "message.sent": ("sent", logging.INFO),
+    "message.captured": ("captured", logging.INFO),
+    "message.deferred": ("deferred", logging.INFO),
+    "message.bounced": ("bounced", logging.WARNING),
+}
+
+
+def _log_outcomes(results: Sequence[OutboundResult]) -> None:
+    """One line per send outcome: the message, its grant, the recipients and the reply."""
+    for result in results:
+        for kind, payload in result.events:
+            outcome, level = _OUTCOMES.get(kind, (kind, logging.INFO))
+            if payload.get("bounce"):
+                outcome = f"{outcome} ({payload['bounce']})"
+            log.log(
+                level,
+                "message %s of grant %s %s to %s: %s %s",
+                payload["message_id"],
+                payload["grant_id"],
+                outcome,
+                ", ".join(payload["recipients"]),
+                payload["code"],
+                payload["response"],
+                extra={
+                    "grant_id": payload["grant_id"],
+                    "message_id": payload["message_id"],
+                    "outcome": kind,
+                    "recipients": payload["recipients"],
+                    "code": payload["code"],
+                },
+            )
 
 
 def _with_events(

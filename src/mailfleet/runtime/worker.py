@@ -377,6 +377,14 @@ class Worker:
             await self._scope.write(
                 lambda tx: queue.to_dead_letter(tx, _with_attempts(entry, attempt - 1), error=error)
             )
+            log.warning(
+                "message %s of grant %s dead-lettered after %d attempts: %s",
+                entry.message.id,
+                grant_id,
+                attempt,
+                error,
+                extra={"grant_id": grant_id, "message_id": entry.message.id, "attempts": attempt},
+            )
             run.attempts.pop(entry.entry_id, None)
             self._release_inflight(grant_id, run)
             return None
