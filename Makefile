@@ -1,7 +1,10 @@
 # The two commands of the README, and what they need. Nothing but Python 3.11+ and make.
 
+# The first interpreter that runs and is 3.11+ (a pyenv shim may exist for one
+# that is not installed: it fails quietly here).
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	command -v $$p >/dev/null 2>&1 \
+	&& $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
 	&& { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
