@@ -23,7 +23,8 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
     ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
     ├── SigningFailed                        a message could not be DKIM-signed
-    └── StoreUnavailable (ConnectionError)   the database cannot be reached
+    ├── StoreUnavailable (ConnectionError)   the database cannot be reached
+    └── ListenFailed (OSError)               a server cannot listen on its address
 
 Expected operational states of a grant (rate-limited, paused, restricted,
 suppressed) are *values* a caller inspects, never exceptions.
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "ListenFailed",
     "MailfleetError",
     "NotFound",
     "PatternInUse",
@@ -184,6 +186,25 @@ class FleetNotOpen(MailfleetError, RuntimeError):
 
 class SigningFailed(MailfleetError):
     """A message could not be DKIM-signed (a broken key...); nothing was queued."""
+
+
+class ListenFailed(MailfleetError, OSError):
+    """A server cannot listen on its address: the port is taken, needs privileges...
+
+    ``address`` is ``host:port``; ``errno`` and ``strerror`` are the operating
+    system's, as on the ``OSError`` it comes from. The message names both::
+
+        cannot listen for SMTP on 127.0.0.1:2525: address already in use ([Errno 98])
+    """
+
+    def __init__(self, service: str, address: str, errno: int | None, reason: str) -> None:
+        super().__init__(errno, reason)
+        self.service = service
+        self.address = address
+
+    def __str__(self) -> str:
+        number = "" if self.errno is None else f" ([Errno {self.errno}])"
+        return f"cannot listen for {self.service} on {self.address}: {self.strerror}{number}"
 
 
 class QueueFull(MailfleetError):

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from typing import Any, Protocol
 import anyio
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from anyio.abc import TaskStatus
+
+from ..model.errors import ListenFailed
 
 __all__ = [
     "AIOSMTPD_OVERRIDDEN",
@@ -319,7 +323,10 @@ async def serve_smtp(
 
     ``data_size_limit`` is the hard cap for any message (aiosmtpd answers 552
     itself past it); per-workspace limits are applied in DATA. With a
-    ``tls_context`` the server offers STARTTLS.
+    ``tls_context`` the server offers STARTTLS. Raises
+    :class:`~mailfleet.model.errors.ListenFailed` at once when the address
+    cannot be listened on (the port is taken or needs privileges, the host
+    does not resolve).
     """
     handler = MxHandler(context, max_recipients=max_recipients)
 
@@ -335,7 +342,10 @@ async def serve_smtp(
         )
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host=host, port=port)
+    try:
+        server = await loop.create_server(factory, host=host, port=port)
+    except OSError as exc:
+        raise _listen_failed(host, port, exc) from exc
     bound = server.sockets[0].getsockname()[1]
     log.info("SMTP listening on %s:%s", host, bound)
     task_status.started(bound)
@@ -345,3 +355,14 @@ async def serve_smtp(
         server.close()
         with anyio.CancelScope(shield=True):
             await server.wait_closed()
+
+
+def _listen_failed(host: str, port: int, exc: OSError) -> ListenFailed:
+    """``exc`` of ``create_server`` as a :class:`ListenFailed` with the system's reason
+    (asyncio puts its own words around it: "error while attempting to bind...")."""
+    if exc.errno and not isinstance(exc, socket.gaierror):  # resolver codes are not errnos
+        reason = os.strerror(exc.errno)
+    else:
+        reason = exc.strerror or str(exc)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ListenFailed("SMTP", address, exc.errno, reason[:1].lower() + reason[1:])
