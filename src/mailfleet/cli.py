@@ -11,7 +11,12 @@ The global options (``--database-url``, ``--application``) come before the
 command and default to the ``MAILFLEET_*`` settings. Every command is a client
 of the public API: it opens a :class:`~mailfleet.Fleet`, awaits one call and
 closes it. A :class:`~mailfleet.MailfleetError` ends any command with one red
-``error:`` line on stderr and exit code 1, never a traceback.
+``error:`` line on stderr and exit code 1, never a traceback; bad usage exits 2.
+
+``run`` and ``worker`` stop gracefully on SIGINT (Ctrl-C) or SIGTERM alike,
+whatever they are doing, from importing the agent to serving, and exit 0 with
+a goodbye line. Failing to start (an SMTP port already in use...) is an
+``error:`` line and exit 1 at once.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -344,29 +349,25 @@ def run(
     The SMTP server (the MX) listens on 127.0.0.1:2525 unless MAILFLEET_SMTP_PORT
     or --smtp-port says otherwise.
     """
-    agent = _load_agent(reference)
     settings = ctx.ensure_object(Settings)
     port = smtp_port if smtp_port is not None else settings.smtp_port
     ctx.obj = settings.model_copy(update={"smtp_port": 2525 if port is None else port})
-    try:
-        _call(ctx, lambda fleet: _serve(fleet, agent))
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
-        pass
+    _serve_until_signal(ctx, reference, _run_agent)
     _say("mailfleet stopped. Goodbye.")
 
 
-async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
+async def _run_agent(fleet: Fleet, agent: type[Agent]) -> None:
     grants = await fleet.register(agent)
-
-    def announce() -> None:
+    async with anyio.create_task_group() as tasks:
+        serving = await tasks.start(fleet.serve)
         _print_table(
             f"grants of {agent.__qualname__} ({agent.agent_name()})",
             ("address", "grant", "workspace"),
             ((grant.address, grant.id, grant.workspace) for grant in grants),
         )
         _say(f"database: {_display_url(fleet.settings.effective_database_url)}")
-        if fleet.smtp_port is not None:
-            _say(f"SMTP: {fleet.settings.smtp_host}:{fleet.smtp_port} (mail the addresses above)")
+        if serving.smtp_port is not None:
+            _say(f"SMTP: {fleet.settings.smtp_host}:{serving.smtp_port} (mail the addresses above)")
         relay = fleet.settings.relay_host
         _say(
             f"outbound: relay {relay}:{fleet.settings.relay_port}"
@@ -375,8 +376,6 @@ async def _serve(fleet: Fleet, agent: type[Agent]) -> None:
             "`mailfleet outbox list`)"
         )
         _say(f"application: {fleet.application.name}; serving, press Ctrl-C to stop")
-
-    await _serve_until_signal(fleet, announce)
 
 
 @app.command()
@@ -387,32 +386,65 @@ def worker(
     """Serve the queues of APP's grants alongside other workers (PostgreSQL), until SIGTERM.
 
     Unlike ``run`` it provisions nothing: it takes whatever grants have work and
-    no live worker, and gives them back when it stops.
+    no live worker, and gives them back when it stops. With MAILFLEET_SMTP_PORT
+    set it also runs the SMTP server (the MX).
     """
-    agent = _load_agent(reference)
-
-    async def serve(fleet: Fleet) -> None:
-        fleet.bind(agent)
-        await _serve_until_signal(
-            fleet, lambda: _say(f"worker {fleet.worker_id}: serving {agent.agent_name()}")
-        )
-
-    try:
-        _call(ctx, serve)
-    except KeyboardInterrupt:
-        pass
+    _serve_until_signal(ctx, reference, _run_worker)
     _say("worker stopped.")
 
 
-async def _serve_until_signal(fleet: Fleet, announce: Callable[[], None]) -> None:
-    """Serve until SIGINT or SIGTERM; ``announce`` runs once the fleet listens."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(fleet.serve)
-            announce()
-            async for _ in signals:
-                tasks.cancel_scope.cancel()
-                break
+async def _run_worker(fleet: Fleet, agent: type[Agent]) -> None:
+    fleet.bind(agent)
+    async with anyio.create_task_group() as tasks:
+        serving = await tasks.start(fleet.serve)
+        who = f"worker {serving.worker_id}" if serving.worker_id else "front end"
+        port = serving.smtp_port
+        smtp = "" if port is None else f" (SMTP: {fleet.settings.smtp_host}:{port})"
+        _say(f"{who}: serving {agent.agent_name()}{smtp}")
+
+
+def _serve_until_signal(
+    ctx: typer.Context, reference: str, serve: Callable[[Fleet, type[Agent]], Awaitable[None]]
+) -> None:
+    """Load the agent ``reference`` names, open the fleet and await ``serve`` until
+    SIGINT or SIGTERM.
+
+    Either signal stops the command gracefully wherever it is: importing the
+    agent's module, opening the fleet, provisioning, starting the listeners,
+    serving. A failure propagates, to end the command with an ``error:`` line.
+    """
+    settings = ctx.ensure_object(Settings)
+
+    async def session(agent: type[Agent]) -> None:
+        try:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tasks:
+                    stop = anyio.CancelScope()
+                    tasks.start_soon(_cancel_on_signal, signals, stop)
+                    # Opening the fleet (threads, uninterruptible) is not cancelled, nor
+                    # closing it: a signal while it opens cancels `stop` as it is entered.
+                    async with Fleet(settings) as fleet:
+                        with stop:
+                            await serve(fleet, agent)
+                    tasks.cancel_scope.cancel()
+        finally:
+            # Closing the receiver gave SIGTERM its default action (death) back.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C
+    try:
+        anyio.run(session, _load_agent(reference))
+    except KeyboardInterrupt:  # a signal outside the event loop (importing the agent...)
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` at the first signal; later ones are ignored while it stops."""
+    async for _ in signals:
+        scope.cancel()
+        return
 
 
 # -- dead letters ------------------------------------------------------------------------------
