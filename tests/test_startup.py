@@ -3,6 +3,12 @@
 A port that cannot be listened on ends ``serve_smtp`` at once with
 :class:`ListenFailed`; ``mailfleet run`` and ``mailfleet worker`` then print one
 ``error:`` line naming the address and exit 1.
+
+Signals come at points the tests hold the command at: while the agent's module
+imports (it sleeps there), while the fleet opens (the test holds the SQLite
+write lock) and while a handler runs (it sleeps). Each time the command exits
+0 with its goodbye line; the running handler finishes within the grace and
+its completion is committed.
 """
 
 from __future__ import annotations
