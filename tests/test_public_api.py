@@ -41,6 +41,7 @@ EXPECTED = {
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "ListenFailed",
     "MailfleetError",
     "NotFound",
     "OutgoingAttachment",
@@ -75,7 +76,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 20
+    assert len(errors) == 21
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

@@ -135,13 +135,15 @@ class Fleet:
             await migrate(database)
             application = await database.write(self._ensure_application)
         except StoreUnavailable as exc:
-            await database.aclose()
+            with anyio.CancelScope(shield=True):
+                await database.aclose()
             cause = exc.__cause__
             detail = getattr(cause, "orig", None) or cause or exc
             message = f"cannot open the database {database.display_url}: {detail}"
             raise StoreUnavailable(message) from cause
         except BaseException:
-            await database.aclose()
+            with anyio.CancelScope(shield=True):
+                await database.aclose()
             raise
         scope = Scope(database, application.id, self._registry.served)
         intake = Intake(
@@ -157,7 +159,8 @@ class Fleet:
             tasks.cancel_scope.cancel()
             with _single_errors():
                 await tasks.__aexit__(None, None, None)
-            await database.aclose()
+            with anyio.CancelScope(shield=True):
+                await database.aclose()
             raise
         self._opened = _Opened(
             application=application,
@@ -186,7 +189,8 @@ class Fleet:
             with _single_errors():
                 await opened.tasks.__aexit__(None, None, None)
         finally:
-            await self.database.aclose()
+            with anyio.CancelScope(shield=True):  # closed even when the caller is cancelled
+                await self.database.aclose()
 
     def _ensure_application(self, conn: Any) -> Application:
         application = applications.ensure_application(conn, self.settings.application)
