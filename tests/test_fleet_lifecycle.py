@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import sqlalchemy as sa
 
@@ -53,6 +54,21 @@ async def test_serve_reports_readiness_and_a_start_failure_as_itself(database_ur
                 assert other.worker_id is None  # nothing was left running
             tg.cancel_scope.cancel()
         assert fleet.smtp_port is None
+
+
+async def test_serve_cancelled_while_it_starts_stops_at_once(database_url: str) -> None:
+    """A cancel at any point of start-up (here: after 0 to 40 loop turns) ends serve(),
+    the shielded worker included: never a hang."""
+    async with Fleet(database_url=database_url, plugins="", shutdown_grace=1) as fleet:
+        for turns in range(0, 40, 3):
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(fleet.serve)
+                    for _ in range(turns):
+                        await anyio.lowlevel.checkpoint()
+                    tg.cancel_scope.cancel()
+            assert fleet.worker_id is None
+        assert (await fleet.statistics()).live_workers == 0
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ Run it from the repository root::
     mailfleet run examples/helpdesk/helpdesk.py
 
 In dev mode ``mailfleet run`` registers example.com, provisions a grant (a
-mailbox identity) for each address below, prints them, and serves until
-Ctrl-C. Every message delivered to one of them reaches ``on_message`` through
-that grant's ordered queue; the answer goes into the grant's outbox, in the
-thread of the message it answers (the SMTP sender that delivers the outbox is
-the next milestone; ``mailfleet events --type message.queued`` shows the
-replies meanwhile).
+mailbox identity) for each address below, prints them, listens for SMTP on
+127.0.0.1:2525 and serves until Ctrl-C or SIGTERM. Every message delivered to
+one of them reaches ``on_message`` through that grant's ordered queue; the
+answer, in the thread of the message it answers (In-Reply-To, References,
+``Re:``), is DKIM-signed and sent. With no relay configured (dev mode), mail
+to the fleet's own addresses is delivered to them and the rest is captured:
+``mailfleet outbox list`` and ``mailfleet outbox show ID`` show it.
 """
 
 from mailfleet import Agent, InboundMessage

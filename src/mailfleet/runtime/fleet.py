@@ -368,10 +368,14 @@ class Fleet:
             with ExitStack() as listening:
                 listening.enter_context(self._work_committed.listening(worker.notify))
                 listening.enter_context(self._outbound_queued.listening(sender.notify))
-                await tg.start(_run_shielded, shield, worker, sender)
-                self._serving, self._worker = Serving(smtp_port, worker.id), worker
-                self._log_serving(opened, scope)
+                started = anyio.Event()
+                # Not tg.start(): a cancel while it starts would wait for the shielded
+                # task to end, forever. Here the finally block stops it in any case.
+                tg.start_soon(_run_shielded, shield, worker, sender, started)
                 try:
+                    await started.wait()
+                    self._serving, self._worker = Serving(smtp_port, worker.id), worker
+                    self._log_serving(opened, scope)
                     task_status.started(self._serving)
                     await anyio.sleep_forever()
                 finally:
@@ -573,17 +577,14 @@ class Fleet:
 
 
 async def _run_shielded(
-    shield: anyio.CancelScope,
-    worker: Worker,
-    sender: Sender,
-    *,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    shield: anyio.CancelScope, worker: Worker, sender: Sender, started: anyio.Event
 ) -> None:
+    """Run the sender and the worker inside ``shield``; set ``started`` once both run."""
     with shield:
         async with anyio.create_task_group() as inner:
             await inner.start(sender.run)
             await inner.start(worker.run)
-            task_status.started()
+            started.set()
 
 
 async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:

@@ -164,21 +164,26 @@ class Worker:
         return frozenset(g for g, run in self._runs.items() if run.held)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Announce this worker, then claim and run work until cancelled."""
-        await self._scope.write(self._announce)
+        """Announce this worker, then claim and run work until cancelled; the
+        announcement is withdrawn when it ends."""
         if not self._scope.agents:
             log.warning(
                 "worker %s serves no agent class: it claims nothing (bind an Agent, or "
                 "give the fleet a default_agent)",
                 self.id,
             )
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.dispatcher.serve)
-            tg.start_soon(self._host.watch)
-            tg.start_soon(self._claimer)
-            tg.start_soon(self._flusher)
-            tg.start_soon(self._heartbeat)
-            task_status.started()
+        try:
+            await self._scope.write(self._announce)
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.dispatcher.serve)
+                tg.start_soon(self._host.watch)
+                tg.start_soon(self._claimer)
+                tg.start_soon(self._flusher)
+                tg.start_soon(self._heartbeat)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._scope.write(lambda tx: workers.withdraw(tx, self.id))
 
     def _announce(self, tx: Tx) -> None:
         workers.announce(tx, self.id, expires_at=time.time() + self._settings.lease_ttl)
@@ -195,12 +200,7 @@ class Worker:
             self._keep_state(grant_id, await self._host.deactivate(grant_id))
         await self._flush()
         held = sorted(g for g, run in self._runs.items() if run.held)
-
-        def work(tx: Tx) -> None:
-            queue.release(tx, self.id, held)
-            workers.withdraw(tx, self.id)
-
-        await self._scope.write(work)
+        await self._scope.write(lambda tx: queue.release(tx, self.id, held))
         self._runs.clear()
 
     # -- claiming --------------------------------------------------------------------
