@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from mailfleet import Agent, Fleet, InboundMessage
+from mailfleet.model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from mailfleet.transports.smtp_in import MxSMTP
 from support import wait_until
 
@@ -225,3 +226,55 @@ async def test_malformed_mime_is_stored_and_its_defects_recorded(database_url: s
                 await anyio.sleep(0.02)
         stored = json.loads(stored) if isinstance(stored, str) else stored
         assert stored == list(message.defects)
+
+
+async def test_ehlo_advertises_the_size_limit_and_mail_refuses_more(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def probe(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            limit = PLATFORM_MAX_MESSAGE_BYTES
+            return [
+                client.mail("ada@example.org", [f"SIZE={limit + 1}"]),
+                client.rcpt("desk@example.com"),  # no transaction was opened
+                client.mail("ada@example.org", [f"SIZE={limit}"]),
+                client.rcpt("desk@example.com"),
+            ]
+
+        features, replies = await smtp(fleet, lambda c: (c.esmtp_features, probe(c)))
+        assert features["size"] == str(25 * 1024 * 1024) == str(PLATFORM_MAX_MESSAGE_BYTES)
+        assert replies[0][0] == 552
+        assert replies[1][0] == 503
+        assert [code for code, _ in replies[2:]] == [250, 250]
+
+
+async def test_a_declared_size_is_held_to_each_grants_limits_at_rcpt(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+        await fleet.create_workspace(
+            "small",
+            policy={
+                "max_message_bytes": 10_000,
+                "max_attachment_bytes": 5_000,
+                "storage_limit_bytes": 50_000,
+            },
+        )
+        await fleet.provision("small@example.com", workspace="small", agent=Desk)
+
+        def rcpts(client: smtplib.SMTP, size: int | None) -> list[tuple[int, bytes]]:
+            client.rset()
+            client.mail("ada@example.org", [] if size is None else [f"SIZE={size}"])
+            return [client.rcpt("desk@example.com"), client.rcpt("small@example.com")]
+
+        def probe(client: smtplib.SMTP) -> list[list[tuple[int, bytes]]]:
+            return [rcpts(client, size) for size in (20_000, 10_000, None, 60_000)]
+
+        too_big, fits, undeclared, too_much = await smtp(fleet, probe)
+        assert too_big[0][0] == 250  # the default workspace takes up to 25 MiB
+        assert too_big[1] == (552, b"5.3.4 <small@example.com>: message too big for this mailbox")
+        assert [code for code, _ in fits + undeclared] == [250, 250, 250, 250]
+        await fleet.update_policy(
+            "small", {"max_message_bytes": 100_000, "max_attachment_bytes": 5_000}
+        )
+        await anyio.sleep(1.1)  # the MX's lookup cache
+        too_much = (await smtp(fleet, probe))[3]
+        assert too_much[0][0] == 250
+        assert too_much[1] == (452, b"4.2.2 <small@example.com>: mailbox full")

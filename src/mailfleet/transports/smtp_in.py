@@ -5,14 +5,22 @@ one context object, :class:`MxContext`, that the runtime implements. It never
 relays: a recipient the context does not accept gets ``550 5.1.1`` at RCPT.
 Each message is answered ``250`` only after the context has committed it.
 
+Size: the context's :meth:`~MxContext.size_limit` is the largest message any
+of its recipients can take. EHLO advertises it (``SIZE``), a ``MAIL ...
+SIZE=`` above it is refused at MAIL, and no more is read in DATA. Each
+recipient's own limit is applied at RCPT to a declared size and in DATA to
+the message itself (RFC 1870 6).
+
 Replies used (RFC 5321 / RFC 3463):
 
 ==============  =====================================================
 550 5.1.1       no such mailbox (unknown or deleted grant)
 501 5.1.3       recipient address syntax
 452 4.5.3       too many recipients for one message
-452 4.2.2       the grant's storage is full
-552 5.3.4       message larger than the workspace allows
+452 4.2.2       the grant's storage is full, or has less left than the
+                SIZE declared at MAIL (at RCPT) or than the message (DATA)
+552 5.3.4       message (or the SIZE declared at MAIL, at RCPT) larger
+                than the workspace allows
 451 4.3.0       the grant's queue is full (try again later)
 451 4.3.5       the store failed; nothing was accepted
 ==============  =====================================================
@@ -90,6 +98,14 @@ class Accepted:
 
 class MxContext(Protocol):
     """What the MX asks of the runtime: one object, passed to every hook."""
+
+    def size_limit(self) -> int:
+        """The largest message, in bytes, that any recipient can take.
+
+        Asked for each connection, so it must be cheap (a constant or a cached
+        value): EHLO advertises it and MAIL refuses a larger declared SIZE.
+        """
+        ...
 
     async def recipient(self, address: str) -> Recipient | None:
         """The mailbox for ``address``, or None if the fleet has none (550)."""
@@ -261,7 +277,7 @@ class MxHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        """Accept only addresses of the fleet's grants with room left."""
+        """Accept only addresses of the fleet's grants with room left (for a declared SIZE)."""
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
         if "@" not in address:
@@ -269,7 +285,10 @@ class MxHandler:
         recipient = await self.context.recipient(address)
         if recipient is None:
             return f"550 5.1.1 <{address}>: no such mailbox here"
-        if recipient.storage_left <= 0:
+        size = _declared_size(envelope.mail_options)
+        if size > recipient.max_message_bytes:
+            return f"552 5.3.4 <{address}>: message too big for this mailbox"
+        if recipient.storage_left <= 0 or recipient.storage_left < size:
             return f"452 4.2.2 <{address}>: mailbox full"
         recipients: list[Recipient] = envelope.__dict__.setdefault("mailfleet_recipients", [])
         recipients.append(recipient)
@@ -304,20 +323,29 @@ class MxHandler:
         return accepted.reply
 
 
+def _declared_size(mail_options: list[str]) -> int:
+    """The ``SIZE=`` of MAIL (RFC 1870; the last one, as MAIL checked it), or 0."""
+    for option in reversed(mail_options):
+        if option.startswith("SIZE="):
+            return int(option[5:])
+    return 0
+
+
 async def serve_smtp(
     context: MxContext,
     *,
     host: str = "127.0.0.1",
     port: int = 2525,
     hostname: str | None = None,
-    data_size_limit: int = 50 * 1024 * 1024,
+    data_size_limit: int | None = None,
     max_recipients: int = 100,
     tls_context: ssl.SSLContext | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for SMTP until cancelled; ``task_status.started(port)`` gives the bound port.
 
-    ``data_size_limit`` is the hard cap for any message (aiosmtpd answers 552
+    ``data_size_limit`` (default: the context's ``size_limit()``, asked for each
+    connection) is the hard cap for any message (aiosmtpd answers 552
     itself past it); per-workspace limits are applied in DATA. With a
     ``tls_context`` the server offers STARTTLS.
     """
@@ -326,7 +354,7 @@ async def serve_smtp(
     def factory() -> Any:
         return MxSMTP(
             handler,
-            data_size_limit=data_size_limit,
+            data_size_limit=context.size_limit() if data_size_limit is None else data_size_limit,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
