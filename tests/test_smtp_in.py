@@ -189,10 +189,16 @@ async def test_too_many_recipients_and_long_lines(database_url: str) -> None:
 
         assert await smtp(fleet, many) == [250, 250, 452]
 
-        def long_line(client: smtplib.SMTP) -> int:
-            return client.docmd("NOOP " + "x" * 2000)[0]
+        def long_lines(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            command = client.docmd("NOOP " + "x" * 2000)
+            data = send(client, MESSAGE + b"y" * 1200 + b"\r\n")[1:]
+            return [command, data, client.noop()]
 
-        assert await smtp(fleet, long_line) == 500
+        command, data, after = await smtp(fleet, long_lines)
+        assert command == (500, b"5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)")
+        assert data == (500, b"5.5.2 Line too long (see RFC 5321 4.5.3.1.6)")
+        assert after[0] == 250
+        assert await fleet.events(type="message.received") == []
 
 
 BROKEN = (
@@ -328,7 +334,7 @@ async def test_a_malformed_sender_is_refused_and_the_session_goes_on(database_ur
         assert after[0][0] == 250
 
 
-async def test_mail_errors_have_enhanced_codes(database_url: str) -> None:
+async def test_mail_and_data_errors_have_enhanced_codes(database_url: str) -> None:
     async with mx(database_url) as fleet:
 
         def probe(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
@@ -338,6 +344,9 @@ async def test_mail_errors_have_enhanced_codes(database_url: str) -> None:
                 replies.append(client.docmd("MAIL", f"FROM:<ada@example.org> {options}"))
             replies.append(client.mail("ada@example.org"))
             replies.append(client.mail("ada@example.org"))  # nested
+            replies.append(client.docmd("DATA"))  # no recipient yet
+            client.rcpt("desk@example.com")
+            replies.append(client.docmd("DATA", "now"))
             return replies
 
         replies = await smtp(fleet, probe)
@@ -352,6 +361,8 @@ async def test_mail_errors_have_enhanced_codes(database_url: str) -> None:
             (501, b"5.5.4 Error: SMTPUTF8 takes no arguments"),
             (250, b"2.1.0 OK"),
             (503, b"5.5.1 Error: nested MAIL command"),
+            (503, b"5.5.1 Error: need RCPT command"),
+            (501, b"5.5.4 Syntax: DATA"),
         ]
 
 

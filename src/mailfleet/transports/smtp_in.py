@@ -18,15 +18,16 @@ Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
 501 5.1.7       MAIL: the reverse-path is not ``<>`` or ``<mailbox>``
 501 5.5.4       MAIL: other syntax (parameters, SIZE, BODY, SMTPUTF8)
 555 5.5.4       MAIL: a parameter the MX does not know
-503 5.5.1       MAIL: nested MAIL
+503 5.5.1       nested MAIL; DATA before RCPT
 552 5.3.4       MAIL: declared SIZE above the size limit;
                 RCPT: declared SIZE above the grant's ``max_message_bytes``;
-                DATA: message above a grant's limit
+                DATA: message above the size limit or a grant's limit
 550 5.1.1       RCPT: no such mailbox (unknown or deleted grant)
 501 5.1.3       RCPT: recipient address syntax
 452 4.5.3       RCPT: too many recipients for one message
 452 4.2.2       RCPT: the grant's storage is full, or has less left than
                 the declared SIZE; DATA: less than the message
+500 5.5.2       a command line or a line of DATA too long
 451 4.3.0       DATA: the grant's queue is full (try again later)
 451 4.3.5       DATA: the store failed; nothing was accepted
 ==============  =====================================================
@@ -40,7 +41,7 @@ import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 import anyio
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
@@ -64,7 +65,7 @@ log = logging.getLogger("mailfleet.smtp")
 # any release may change them. tests/test_smtp_data.py holds MxSMTP to stock
 # aiosmtpd's replies and content for the pinned range, and fails by name when
 # one of the members below is gone. Moving the pin means running those tests.
-AIOSMTPD_OVERRIDDEN = ("_getaddr", "smtp_DATA", "smtp_MAIL")
+AIOSMTPD_OVERRIDDEN = ("_getaddr", "push", "smtp_DATA", "smtp_MAIL")
 """The methods of ``aiosmtpd.smtp.SMTP`` that :class:`MxSMTP` replaces (same parameters)."""
 
 AIOSMTPD_USED = (
@@ -157,6 +158,9 @@ _REVERSE_PATH = re.compile(rf"<(?:(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?{_MAILBOX})?>"
 """``<>`` or ``<mailbox>`` (a source route allowed and ignored), then the parameters."""
 
 _MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address>"
+_COMMAND_TOO_LONG = "500 5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)"
+_STOCK_COMMAND_TOO_LONG = "500 Command line too long"
+"""aiosmtpd's reply to an over-long command line, from a method the MX does not replace."""
 
 
 class MxSMTP(SMTP):
@@ -185,6 +189,13 @@ class MxSMTP(SMTP):
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None, True
         return address, rest, True
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply; aiosmtpd's over-long command line gets its enhanced code here."""
+        if status == _STOCK_COMMAND_TOO_LONG:
+            await super().push(_COMMAND_TOO_LONG)
+        else:
+            await super().push(status)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -261,7 +272,8 @@ class MxSMTP(SMTP):
         same rules to the whole: dot-unstuffing (RFC 5321 4.5.2), ``500``
         for a line longer than ``line_length_limit``, ``552`` above
         ``data_size_limit`` (both once the message has been read, as RFC 5321
-        4.2.5 implies), at most one block held beyond the size limit.
+        4.2.5 implies), at most one block held beyond the size limit. Its
+        replies carry enhanced status codes; aiosmtpd's have none.
         """
         if self._decode_data or "DATA" not in self._handle_hooks:
             await super().smtp_DATA(arg)  # the stock path for other configurations
@@ -270,10 +282,10 @@ class MxSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push("503 5.5.1 Error: need RCPT command")
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
@@ -283,9 +295,9 @@ class MxSMTP(SMTP):
             self._writer.close()
             raise
         if content is None:
-            reply = "552 Error: Too much mail data"
+            reply = "552 5.3.4 Error: Too much mail data"
         elif any(len(line) + 2 > self.line_length_limit for line in content.split(b"\r\n")):
-            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
+            reply = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
         else:
             if content.startswith(b"."):  # dot-unstuffing, first line
                 content = content[1:]
