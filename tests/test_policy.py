@@ -17,6 +17,7 @@ def test_defaults_follow_the_platform_bounds() -> None:
     assert policy.thresholds.complaint_pause == 0.005
     assert policy.inbox_retention_days > policy.spam_retention_days
     assert policy.spam_sensitivity is SpamSensitivity.MEDIUM
+    assert policy.max_message_bytes == 25 * 1024 * 1024  # the most a workspace may take
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,7 @@ def test_defaults_follow_the_platform_bounds() -> None:
         ({"daily_send_quota": -1}, "policy.daily_send_quota"),
         ({"send_rate_per_minute": 0}, "policy.send_rate_per_minute"),
         ({"max_message_bytes": 0}, "policy.max_message_bytes"),
+        ({"max_message_bytes": 25 * 1024 * 1024 + 1}, "policy.max_message_bytes"),
         ({"spam_sensitivity": "paranoid"}, "policy.spam_sensitivity"),
         ({"inbox_retention_days": 30, "spam_retention_days": 30}, "policy.inbox_retention_days"),
         ({"inbox_retention_days": 7}, "policy.inbox_retention_days"),

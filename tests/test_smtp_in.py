@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from mailfleet import Agent, Fleet, InboundMessage
+from mailfleet.model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from mailfleet.transports.smtp_in import MxSMTP
 from support import wait_until
 
@@ -160,6 +161,8 @@ PATHS = [
     "<José@example.org>",
     "<" + "a" * 70 + "@example.org>",
     "<broken@",
+    "<a@-x.example.org>",
+    "<a@x-.example.org>",
 ]
 
 
@@ -186,10 +189,16 @@ async def test_too_many_recipients_and_long_lines(database_url: str) -> None:
 
         assert await smtp(fleet, many) == [250, 250, 452]
 
-        def long_line(client: smtplib.SMTP) -> int:
-            return client.docmd("NOOP " + "x" * 2000)[0]
+        def long_lines(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            command = client.docmd("NOOP " + "x" * 2000)
+            data = send(client, MESSAGE + b"y" * 1200 + b"\r\n")[1:]
+            return [command, data, client.noop()]
 
-        assert await smtp(fleet, long_line) == 500
+        command, data, after = await smtp(fleet, long_lines)
+        assert command == (500, b"5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)")
+        assert data == (500, b"5.5.2 Line too long (see RFC 5321 4.5.3.1.6)")
+        assert after[0] == 250
+        assert await fleet.events(type="message.received") == []
 
 
 BROKEN = (
@@ -225,3 +234,146 @@ async def test_malformed_mime_is_stored_and_its_defects_recorded(database_url: s
                 await anyio.sleep(0.02)
         stored = json.loads(stored) if isinstance(stored, str) else stored
         assert stored == list(message.defects)
+
+
+async def test_ehlo_advertises_the_size_limit_and_mail_refuses_more(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def probe(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            limit = PLATFORM_MAX_MESSAGE_BYTES
+            return [
+                client.mail("ada@example.org", [f"SIZE={limit + 1}"]),
+                client.rcpt("desk@example.com"),  # no transaction was opened
+                client.mail("ada@example.org", [f"SIZE={limit}"]),
+                client.rcpt("desk@example.com"),
+            ]
+
+        features, replies = await smtp(fleet, lambda c: (c.esmtp_features, probe(c)))
+        assert features["size"] == str(25 * 1024 * 1024) == str(PLATFORM_MAX_MESSAGE_BYTES)
+        assert replies[0] == (552, b"5.3.4 Message size exceeds fixed maximum message size")
+        assert replies[1][0] == 503
+        assert [code for code, _ in replies[2:]] == [250, 250]
+
+
+async def test_a_declared_size_is_held_to_each_grants_limits_at_rcpt(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+        await fleet.create_workspace(
+            "small",
+            policy={
+                "max_message_bytes": 10_000,
+                "max_attachment_bytes": 5_000,
+                "storage_limit_bytes": 50_000,
+            },
+        )
+        await fleet.provision("small@example.com", workspace="small", agent=Desk)
+
+        def rcpts(client: smtplib.SMTP, size: int | None) -> list[tuple[int, bytes]]:
+            client.rset()
+            client.mail("ada@example.org", [] if size is None else [f"SIZE={size}"])
+            return [client.rcpt("desk@example.com"), client.rcpt("small@example.com")]
+
+        def probe(client: smtplib.SMTP) -> list[list[tuple[int, bytes]]]:
+            return [rcpts(client, size) for size in (20_000, 10_000, None, 60_000)]
+
+        too_big, fits, undeclared, too_much = await smtp(fleet, probe)
+        assert too_big[0][0] == 250  # the default workspace takes up to 25 MiB
+        assert too_big[1] == (552, b"5.3.4 <small@example.com>: message too big for this mailbox")
+        assert [code for code, _ in fits + undeclared] == [250, 250, 250, 250]
+        await fleet.update_policy(
+            "small", {"max_message_bytes": 100_000, "max_attachment_bytes": 5_000}
+        )
+        await anyio.sleep(1.1)  # the MX's lookup cache
+        too_much = (await smtp(fleet, probe))[3]
+        assert too_much[0][0] == 250
+        assert too_much[1] == (452, b"4.2.2 <small@example.com>: mailbox full")
+
+
+BAD_SENDERS = [
+    "not-an-address",
+    "ada@example.org",  # no angle brackets
+    "<ada@example.org",
+    "<a@b@c>",
+    "<a b@example.org>",
+    "<a(comment)@example.org>",
+    "<.ada@example.org>",
+    "<ada@-example.org>",
+    "<ada@exa_mple.org>",
+    "<ada@>",
+    "<@example.org>",
+    "< >",
+    "<a@[bogus]>",
+]
+GOOD_SENDERS = [
+    "<>",
+    "<ada@example.org> SIZE=100 BODY=8BITMIME",
+    '<"quoted local"@example.org>',
+    '<"a\\"b"@example.org>',
+    "<a@[127.0.0.1]>",
+    "<a@[IPv6:2001:db8::1]>",
+    "<@relay.example,@other.example:ada@example.org>",
+    "<José@exämple.org> SMTPUTF8",
+    "<ada@localhost>",
+]
+
+
+async def test_a_malformed_sender_is_refused_and_the_session_goes_on(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def probe(client: smtplib.SMTP) -> tuple[list[tuple[int, bytes]], ...]:
+            bad = [client.docmd("MAIL", f"FROM:{path}") for path in BAD_SENDERS]
+            good = []
+            for path in GOOD_SENDERS:
+                client.command_encoding = "utf-8"  # reset to ASCII by RSET
+                good.append(client.docmd("MAIL", f"FROM:{path}"))
+                client.rset()
+            return bad, good, [send(client)[1:]]
+
+        bad, good, after = await smtp(fleet, probe)
+        assert bad == [(501, b"5.1.7 Bad sender address syntax")] * len(BAD_SENDERS)
+        assert good == [(250, b"2.1.0 OK")] * len(GOOD_SENDERS)
+        assert after[0][0] == 250
+
+
+async def test_mail_and_data_errors_have_enhanced_codes(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def probe(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+            replies = [client.docmd("MAIL", "FROM:"), client.docmd("MAIL", "TO:<a@b.org>")]
+            client.command_encoding = "utf-8"
+            for options in ("FOO=1", "SIZE=many", "SIZE=\u00b2", "BODY=9BIT", "SMTPUTF8=yes"):
+                replies.append(client.docmd("MAIL", f"FROM:<ada@example.org> {options}"))
+            replies.append(client.mail("ada@example.org"))
+            replies.append(client.mail("ada@example.org"))  # nested
+            replies.append(client.docmd("DATA"))  # no recipient yet
+            client.rcpt("desk@example.com")
+            replies.append(client.docmd("DATA", "now"))
+            return replies
+
+        replies = await smtp(fleet, probe)
+        syntax = (501, b"5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+        assert replies == [
+            syntax,
+            syntax,
+            (555, b"5.5.4 MAIL FROM parameters not recognized or not implemented"),
+            syntax,
+            syntax,
+            (501, b"5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"),
+            (501, b"5.5.4 Error: SMTPUTF8 takes no arguments"),
+            (250, b"2.1.0 OK"),
+            (503, b"5.5.1 Error: nested MAIL command"),
+            (503, b"5.5.1 Error: need RCPT command"),
+            (501, b"5.5.4 Syntax: DATA"),
+        ]
+
+
+async def test_a_bounce_keeps_its_null_reverse_path(database_url: str) -> None:
+    async with mx(database_url) as fleet:
+
+        def bounce(client: smtplib.SMTP) -> tuple[int, bytes]:
+            client.docmd("MAIL", "FROM:<>")
+            client.rcpt("desk@example.com")
+            return client.data(MESSAGE)
+
+        assert (await smtp(fleet, bounce))[0] == 250
+        await wait_until(lambda: len(Desk.seen) == 1)
+        assert Desk.seen[0].raw.startswith(b"Return-Path: <>\r\nReceived: from ")

@@ -13,9 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import InvalidPolicy
 
-__all__ = ["PLATFORM_THRESHOLDS", "Policy", "ReputationThresholds", "SpamSensitivity"]
+__all__ = [
+    "PLATFORM_MAX_MESSAGE_BYTES",
+    "PLATFORM_THRESHOLDS",
+    "Policy",
+    "ReputationThresholds",
+    "SpamSensitivity",
+]
 
 MiB = 1024 * 1024
+
+PLATFORM_MAX_MESSAGE_BYTES = 25 * MiB
+"""The largest message any workspace may accept: the default, and its bound.
+
+As with the reputation thresholds, a workspace may be stricter, never looser.
+The MX advertises it (EHLO ``SIZE``) and refuses a larger declared size at MAIL.
+"""
 
 
 class _FieldProblem(ValueError):
@@ -87,7 +100,12 @@ class Policy(BaseModel):
     send_burst: int = Field(10, ge=1, description="messages that may leave at once")
     daily_receive_limit: int = Field(10_000, ge=0, description="messages accepted per day")
     storage_limit_bytes: int = Field(1024 * MiB, ge=0, description="stored mail per grant")
-    max_message_bytes: int = Field(25 * MiB, gt=0, description="largest message accepted")
+    max_message_bytes: int = Field(
+        PLATFORM_MAX_MESSAGE_BYTES,
+        gt=0,
+        le=PLATFORM_MAX_MESSAGE_BYTES,
+        description="largest message accepted (at most the platform's)",
+    )
     max_attachments: int = Field(20, ge=0, description="attachments per message")
     max_attachment_bytes: int = Field(20 * MiB, ge=0, description="largest attachment")
     inbox_retention_days: int = Field(365, ge=1, description="days inbox mail is kept")

@@ -12,6 +12,7 @@ import anyio
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import StoredMessage
+from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
 from ..transports.smtp_in import Accepted, MxContext, Recipient
 
@@ -57,6 +58,10 @@ class FleetMx(MxContext):
         if now != self._dated[0]:
             self._dated = (now, formatdate(now, localtime=False))
         return self._dated[1]
+
+    def size_limit(self) -> int:
+        """The platform's bound on ``max_message_bytes``: no workspace takes more."""
+        return PLATFORM_MAX_MESSAGE_BYTES
 
     async def recipient(self, address: str) -> Recipient | None:
         """The grant behind ``address``, with its workspace's limits."""

@@ -5,16 +5,31 @@ one context object, :class:`MxContext`, that the runtime implements. It never
 relays: a recipient the context does not accept gets ``550 5.1.1`` at RCPT.
 Each message is answered ``250`` only after the context has committed it.
 
-Replies used (RFC 5321 / RFC 3463):
+Size: the context's :meth:`~MxContext.size_limit` is the largest message any
+of its recipients can take. EHLO advertises it (``SIZE``), a ``MAIL ...
+SIZE=`` above it is refused at MAIL, and no more is read in DATA. Each
+recipient's own limit is applied at RCPT to a declared size and in DATA to
+the message itself (RFC 1870 6).
+
+Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
 
 ==============  =====================================================
-550 5.1.1       no such mailbox (unknown or deleted grant)
-501 5.1.3       recipient address syntax
-452 4.5.3       too many recipients for one message
-452 4.2.2       the grant's storage is full
-552 5.3.4       message larger than the workspace allows
-451 4.3.0       the grant's queue is full (try again later)
-451 4.3.5       the store failed; nothing was accepted
+250 2.1.0       MAIL: sender accepted (the null path ``<>`` too)
+501 5.1.7       MAIL: the reverse-path is not ``<>`` or ``<mailbox>``
+501 5.5.4       MAIL: other syntax (parameters, SIZE, BODY, SMTPUTF8)
+555 5.5.4       MAIL: a parameter the MX does not know
+503 5.5.1       nested MAIL; DATA before RCPT
+552 5.3.4       MAIL: declared SIZE above the size limit;
+                RCPT: declared SIZE above the grant's ``max_message_bytes``;
+                DATA: message above the size limit or a grant's limit
+550 5.1.1       RCPT: no such mailbox (unknown or deleted grant)
+501 5.1.3       RCPT: recipient address syntax
+452 4.5.3       RCPT: too many recipients for one message
+452 4.2.2       RCPT: the grant's storage is full, or has less left than
+                the declared SIZE; DATA: less than the message
+500 5.5.2       a command line or a line of DATA too long
+451 4.3.0       DATA: the grant's queue is full (try again later)
+451 4.3.5       DATA: the store failed; nothing was accepted
 ==============  =====================================================
 """
 
@@ -28,7 +43,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 import anyio
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
@@ -54,23 +69,26 @@ log = logging.getLogger("mailfleet.smtp")
 # any release may change them. tests/test_smtp_data.py holds MxSMTP to stock
 # aiosmtpd's replies and content for the pinned range, and fails by name when
 # one of the members below is gone. Moving the pin means running those tests.
-AIOSMTPD_OVERRIDDEN = ("_getaddr", "smtp_DATA")
+AIOSMTPD_OVERRIDDEN = ("_getaddr", "push", "smtp_DATA", "smtp_MAIL")
 """The methods of ``aiosmtpd.smtp.SMTP`` that :class:`MxSMTP` replaces (same parameters)."""
 
 AIOSMTPD_USED = (
     "_call_handler_hook",
     "_decode_data",
+    "_getparams",
     "_handle_hooks",
     "_reader",
     "_set_post_data_state",
+    "_strip_command_keyword",
     "_writer",
     "check_auth_needed",
     "check_helo_needed",
     "data_size_limit",
+    "enable_SMTPUTF8",
     "envelope",
     "line_length_limit",
     "local_part_limit",
-    "push",
+    "session",
 )
 """The members of a connected ``aiosmtpd.smtp.SMTP`` that :class:`MxSMTP` reads or calls."""
 
@@ -95,6 +113,14 @@ class Accepted:
 class MxContext(Protocol):
     """What the MX asks of the runtime: one object, passed to every hook."""
 
+    def size_limit(self) -> int:
+        """The largest message, in bytes, that any recipient can take.
+
+        Asked for each connection, so it must be cheap (a constant or a cached
+        value): EHLO advertises it and MAIL refuses a larger declared SIZE.
+        """
+        ...
+
     async def recipient(self, address: str) -> Recipient | None:
         """The mailbox for ``address``, or None if the fleet has none (550)."""
         ...
@@ -108,37 +134,137 @@ class MxContext(Protocol):
         peer: str,
         helo: str | None,
     ) -> Accepted:
-        """Commit the message for every recipient, or say why not (4xx/5xx)."""
+        """Commit the message for every recipient, or say why not (4xx/5xx).
+
+        ``mail_from`` is the reverse-path, ``""`` for the null path ``<>``.
+        """
         ...
 
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_LABEL = r"(?!-)[A-Za-z0-9-]+(?<!-)"
 _PLAIN_PATH = re.compile(
-    rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)", re.DOTALL
+    rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@{_PLAIN_LABEL}(?:\.{_PLAIN_LABEL})*)>(.*)", re.DOTALL
 )
 """``<local@domain>`` with a dot-atom local part and a host name: nearly every path."""
 
+# RFC 5321 4.1.2 Reverse-path, with RFC 6531's UTF-8 in atoms, quoted strings
+# and labels (not the lone surrogates that stand for bytes that are not UTF-8).
+# _PLAIN_PATH is a part of it: a path that matches that one is valid already.
+_UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"
+_ATOM = rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~{_UTF8}-]+"
+_LABEL = rf"[A-Za-z0-9{_UTF8}](?:[A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_QUOTED = rf'"(?:[ !#-\[\]-~{_UTF8}]|\\[ -~])*"'
+_LITERAL = r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9-]*[A-Za-z0-9]:[!-Z^-~]+)\]"
+_MAILBOX = rf"(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
+_REVERSE_PATH = re.compile(rf"<(?:(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?{_MAILBOX})?>")
+"""``<>`` or ``<mailbox>`` (a source route allowed and ignored), then the parameters."""
+
+_MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address>"
+_COMMAND_TOO_LONG = "500 5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)"
+_STOCK_COMMAND_TOO_LONG = "500 Command line too long"
+"""aiosmtpd's reply to an over-long command line, from a method the MX does not replace."""
+
 
 class MxSMTP(SMTP):
-    """aiosmtpd's protocol with two fast paths: plain paths, and DATA in blocks.
+    """aiosmtpd's protocol with the MX's MAIL, and two fast paths: plain paths, DATA in blocks.
 
     aiosmtpd parses every path with the stdlib's full RFC 5322 address parser
     (and defines a class on each call), about a fifth of its cost per
     message. A plain ``<local@domain>`` gives the same result as that parser
     and is read with one regular expression; anything else (quoted local
     parts, address literals, UTF-8, no angle brackets) still goes through it.
-    DATA: see :meth:`smtp_DATA`.
+    MAIL: see :meth:`smtp_MAIL`; DATA: see :meth:`smtp_DATA`.
     """
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        address, rest, _ = self._read_path(arg)
+        return address, rest
+
+    def _read_path(self, arg: str) -> tuple[str | None, str | None, bool]:
+        """``_getaddr``'s address and rest, and whether the path was a plain one."""
         plain = _PLAIN_PATH.fullmatch(arg)
-        rest = plain[2].lstrip() if plain else ""
-        if plain is None or rest.startswith("("):  # comments: the full parser
-            return super()._getaddr(arg)
+        # not plain, or with comments: the full parser
+        if plain is None or (rest := plain[2].lstrip()).startswith("("):
+            address, params = super()._getaddr(arg)
+            return address, params, False
         address = plain[1]
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
-        return address, rest
+            return None, None, True
+        return address, rest, True
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply; aiosmtpd's over-long command line gets its enhanced code here."""
+        if status == _STOCK_COMMAND_TOO_LONG:
+            await super().push(_COMMAND_TOO_LONG)
+        else:
+            await super().push(status)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, with a checked reverse-path and enhanced status codes.
+
+        The path must be ``<>`` or an RFC 5321 ``<mailbox>`` (RFC 6531 UTF-8
+        allowed): anything else, which the stdlib's lenient parser would take
+        (no angle brackets, no domain, spaces, comments), is ``501 5.1.7``. A
+        plain path needs no second look. A ``SIZE=`` above
+        ``data_size_limit`` is ``552 5.3.4`` here, before any data is sent.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.session is not None
+        assert self.envelope is not None
+        syntax_error = _MAIL_SYNTAX
+        if self.session.extended_smtp:
+            syntax_error += " [SP <mail-parameters>]"
+        arg = None if arg is None else self._strip_command_keyword("FROM:", arg)
+        if not arg:
+            await self.push(syntax_error)
+            return
+        address, rest, plain = self._read_path(arg)
+        if address is None or not (plain or _REVERSE_PATH.match(arg)):
+            await self.push("501 5.1.7 Bad sender address syntax")
+            return
+        if rest and not self.session.extended_smtp:
+            await self.push(syntax_error)
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        mail_options = (rest or "").upper().split()
+        params = self._getparams(mail_options)
+        if params is None:
+            await self.push(syntax_error)
+            return
+        if not self._decode_data and params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
+            await self.push("501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME")
+            return
+        smtputf8 = params.pop("SMTPUTF8", False)
+        if not isinstance(smtputf8, bool):
+            await self.push("501 5.5.4 Error: SMTPUTF8 takes no arguments")
+            return
+        if smtputf8 and not self.enable_SMTPUTF8:
+            await self.push("501 5.5.4 Error: SMTPUTF8 disabled")
+            return
+        self.envelope.smtp_utf8 = smtputf8
+        size = params.pop("SIZE", None)
+        if size:
+            if isinstance(size, bool) or not (size.isascii() and size.isdigit()):
+                await self.push(syntax_error)
+                return
+            if self.data_size_limit and int(size) > self.data_size_limit:
+                await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+                return
+        if params:
+            await self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
+            return
+        status = await self._call_handler_hook("MAIL", address, mail_options)
+        if status is MISSING:
+            self.envelope.mail_from = address
+            self.envelope.mail_options.extend(mail_options)
+            status = "250 2.1.0 OK"
+        await self.push(status)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -150,7 +276,8 @@ class MxSMTP(SMTP):
         same rules to the whole: dot-unstuffing (RFC 5321 4.5.2), ``500``
         for a line longer than ``line_length_limit``, ``552`` above
         ``data_size_limit`` (both once the message has been read, as RFC 5321
-        4.2.5 implies), at most one block held beyond the size limit.
+        4.2.5 implies), at most one block held beyond the size limit. Its
+        replies carry enhanced status codes; aiosmtpd's have none.
         """
         if self._decode_data or "DATA" not in self._handle_hooks:
             await super().smtp_DATA(arg)  # the stock path for other configurations
@@ -159,10 +286,10 @@ class MxSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push("503 5.5.1 Error: need RCPT command")
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
@@ -172,9 +299,9 @@ class MxSMTP(SMTP):
             self._writer.close()
             raise
         if content is None:
-            reply = "552 Error: Too much mail data"
+            reply = "552 5.3.4 Error: Too much mail data"
         elif any(len(line) + 2 > self.line_length_limit for line in content.split(b"\r\n")):
-            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
+            reply = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
         else:
             if content.startswith(b"."):  # dot-unstuffing, first line
                 content = content[1:]
@@ -265,7 +392,7 @@ class MxHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        """Accept only addresses of the fleet's grants with room left."""
+        """Accept only addresses of the fleet's grants with room left (for a declared SIZE)."""
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
         if "@" not in address:
@@ -273,7 +400,10 @@ class MxHandler:
         recipient = await self.context.recipient(address)
         if recipient is None:
             return f"550 5.1.1 <{address}>: no such mailbox here"
-        if recipient.storage_left <= 0:
+        size = _declared_size(envelope.mail_options)
+        if size > recipient.max_message_bytes:
+            return f"552 5.3.4 <{address}>: message too big for this mailbox"
+        if recipient.storage_left <= 0 or recipient.storage_left < size:
             return f"452 4.2.2 <{address}>: mailbox full"
         recipients: list[Recipient] = envelope.__dict__.setdefault("mailfleet_recipients", [])
         recipients.append(recipient)
@@ -294,11 +424,12 @@ class MxHandler:
         if any(len(data) > r.storage_left for r in recipients):
             return "452 4.2.2 Mailbox full"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        mail_from = envelope.mail_from or ""
         try:
             accepted = await self.context.accept(
                 recipients,
                 data,
-                mail_from=envelope.mail_from or "",
+                mail_from="" if mail_from == "<>" else mail_from,
                 peer=peer,
                 helo=session.host_name,
             )
@@ -308,20 +439,29 @@ class MxHandler:
         return accepted.reply
 
 
+def _declared_size(mail_options: list[str]) -> int:
+    """The ``SIZE=`` of MAIL (RFC 1870; the last one, as MAIL checked it), or 0."""
+    for option in reversed(mail_options):
+        if option.startswith("SIZE="):
+            return int(option[5:])
+    return 0
+
+
 async def serve_smtp(
     context: MxContext,
     *,
     host: str = "127.0.0.1",
     port: int = 2525,
     hostname: str | None = None,
-    data_size_limit: int = 50 * 1024 * 1024,
+    data_size_limit: int | None = None,
     max_recipients: int = 100,
     tls_context: ssl.SSLContext | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for SMTP until cancelled; ``task_status.started(port)`` gives the bound port.
 
-    ``data_size_limit`` is the hard cap for any message (aiosmtpd answers 552
+    ``data_size_limit`` (default: the context's ``size_limit()``, asked for each
+    connection) is the hard cap for any message (aiosmtpd answers 552
     itself past it); per-workspace limits are applied in DATA. With a
     ``tls_context`` the server offers STARTTLS. Raises
     :class:`~mailfleet.model.errors.ListenFailed` at once when the address
@@ -333,7 +473,7 @@ async def serve_smtp(
     def factory() -> Any:
         return MxSMTP(
             handler,
-            data_size_limit=data_size_limit,
+            data_size_limit=context.size_limit() if data_size_limit is None else data_size_limit,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
