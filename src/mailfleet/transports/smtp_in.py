@@ -61,7 +61,7 @@ __all__ = [
     "serve_smtp",
 ]
 
-log = logging.getLogger("mailfleet.smtp")
+log = logging.getLogger("mailfleet.mx")
 
 # Why aiosmtpd is pinned (``aiosmtpd>=1.4.6,<1.5`` in pyproject.toml): MxSMTP
 # replaces and calls members of aiosmtpd.smtp.SMTP that are not its public API
@@ -462,7 +462,8 @@ async def serve_smtp(
 
     ``data_size_limit`` (default: the context's ``size_limit()``, asked for each
     connection) is the hard cap for any message (aiosmtpd answers 552
-    itself past it); per-workspace limits are applied in DATA. With a
+    itself past it); a grant's own limit is applied at RCPT to a declared
+    ``SIZE=``, and in DATA to what arrives. With a
     ``tls_context`` the server offers STARTTLS. Raises
     :class:`~mailfleet.model.errors.ListenFailed` at once when the address
     cannot be listened on (the port is taken or needs privileges, the host

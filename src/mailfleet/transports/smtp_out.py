@@ -18,7 +18,7 @@ import anyio
 
 __all__ = ["RelayConfig", "SmtpOutcome", "SmtpRelay"]
 
-log = logging.getLogger("mailfleet.smtp.out")
+log = logging.getLogger("mailfleet.relay")
 
 
 @dataclass(frozen=True, slots=True)
