@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import anyio
 import pytest
 import sqlalchemy as sa
+from typer.testing import Result
 
 from mailfleet import Fleet
 from mailfleet.store.database import normalize_url
 from mailfleet.store.tables import metadata
+from support import Invoke, create_database
+
+T = TypeVar("T")
 
 POSTGRES_URL = os.environ.get(
     "MAILFLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -106,3 +112,36 @@ async def fleet(database_url: str) -> AsyncIterator[Fleet]:
     async with Fleet(database_url=database_url, application="test") as opened:
         await opened.add_domain("example.com")
         yield opened
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def mailfleet(database_url: str) -> Invoke:
+    """Run ``mailfleet --database-url URL ARGS...``, in-process, on a database that exists."""
+    from typer.testing import CliRunner
+
+    from mailfleet.cli import app
+
+    create_database(database_url)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(app, ["--database-url", database_url, *args], input=input, env=env)
+
+    return invoke
+
+
+@pytest.fixture
+def state(database_url: str) -> Callable[[Callable[[Fleet], Awaitable[T]]], T]:
+    """Await ``work(fleet)`` on a fleet opened on the database the commands use."""
+
+    def call(work: Callable[[Fleet], Awaitable[T]]) -> T:
+        async def session() -> T:
+            async with Fleet(database_url=database_url) as fleet:
+                return await work(fleet)
+
+        return anyio.run(session)
+
+    return call

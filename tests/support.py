@@ -6,6 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from typer.testing import Result
+
+from mailfleet import Fleet
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
@@ -20,3 +23,35 @@ async def wait_for_events(fleet: Any, kind: str, *, count: int = 1, within: floa
     with anyio.fail_after(within):
         while len(await fleet.events(type=kind, limit=10_000)) < count:  # noqa: ASYNC110
             await anyio.sleep(0.02)
+
+
+# -- the command line ------------------------------------------------------------------
+
+Invoke = Callable[..., Result]
+"""``invoke(*args, input=None, env=None)``: run ``mailfleet ARGS...`` in-process."""
+
+
+def create_database(url: str) -> None:
+    """Open a fleet once on ``url``: the database exists from then on."""
+
+    async def open_once() -> None:
+        async with Fleet(database_url=url):
+            pass
+
+    anyio.run(open_once)
+
+
+def ok(result: Result) -> str:
+    """The stdout of a command that succeeded."""
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def one_error_line(result: Result) -> str:
+    """The single ``error:`` line of a failed command (and no traceback anywhere)."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    return line

@@ -13,76 +13,31 @@ import signal
 import smtplib
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 import pytest
 from anyio.streams.text import TextReceiveStream
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from mailfleet import Agent, Fleet
 from mailfleet.cli import app
-from support import wait_for_events
-
-T = TypeVar("T")
+from support import Invoke, ok, one_error_line, wait_for_events
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPDESK = Path("examples", "helpdesk", "helpdesk.py")
-
-Invoke = Callable[..., Result]
 
 
 class Triage(Agent):
     """An agent for ``--agent``, importable as ``test_cli:Triage``."""
 
 
-@pytest.fixture
-def mailfleet(database_url: str) -> Invoke:
-    """Run ``mailfleet --database-url URL ARGS...``, in-process."""
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(app, ["--database-url", database_url, *args], input=input)
-
-    return invoke
-
-
-@pytest.fixture
-def state(database_url: str) -> Callable[[Callable[[Fleet], Awaitable[T]]], T]:
-    """Await ``work(fleet)`` on a fleet opened on the database the commands use."""
-
-    def call(work: Callable[[Fleet], Awaitable[T]]) -> T:
-        async def session() -> T:
-            async with Fleet(database_url=database_url) as fleet:
-                return await work(fleet)
-
-        return anyio.run(session)
-
-    return call
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def one_error_line(result: Result) -> str:
-    """The single ``error:`` line of a failed command (and no traceback anywhere)."""
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: ")
-    return line
-
-
 def test_domains_add_and_list(mailfleet: Invoke) -> None:
     assert "example.com registered" in ok(mailfleet("domains", "add", "Example.COM"))
     ok(mailfleet("domains", "add", "example.org", "--selector", "s2024"))
-    ok(mailfleet("domains", "add", "example.org"))  # idempotent
+    assert "example.org already registered" in ok(mailfleet("domains", "add", "example.org"))
 
     listed = ok(mailfleet("domains", "list")).splitlines()
     assert any("example.com" in line and "mailfleet" in line for line in listed)
@@ -355,6 +310,7 @@ async def test_run_serves_the_helpdesk_until_sigint(tmp_path: Path) -> None:
         ("support@example.com", "helpdesk:Helpdesk"),
     }
     assert reply.status == "captured"
+    assert reply.last_response == "captured in dev mode (no relay)"
     assert reply.recipients == ("ada@example.org",)
     assert reply.subject == "Re: My printer is on fire"
 

@@ -12,6 +12,7 @@ EXPECTED = {
     "Agent",
     "Attachment",
     "DeadLetter",
+    "DnsRecord",
     "Directory",
     "FleetNotOpen",
     "FleetStatistics",
@@ -27,6 +28,7 @@ EXPECTED = {
     "Application",
     "ApplicationNotFound",
     "Conflict",
+    "DatabaseNotFound",
     "DefaultWorkspaceProtected",
     "Domain",
     "DomainNotRegistered",
@@ -69,6 +71,12 @@ def test_all_is_locked() -> None:
         assert hasattr(mailfleet, name), name
 
 
+def test_every_public_name_is_imported_on_first_use() -> None:
+    """``mailfleet/__init__`` maps each name to its module (PEP 562 ``__getattr__``)."""
+    assert set(mailfleet._EXPORTS) | {"__version__"} == set(mailfleet.__all__)
+    assert set(mailfleet.__all__) <= set(dir(mailfleet))
+
+
 def test_every_error_derives_from_the_root() -> None:
     errors = [
         getattr(mailfleet, name)
@@ -76,7 +84,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 21
+    assert len(errors) == 22
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)
@@ -111,6 +119,7 @@ def test_what_public_methods_return_is_public() -> None:
         if isinstance(getattr(mailfleet, name), type)
     ]
     missing: set[str] = set()
+    public = {name: getattr(mailfleet, name) for name in mailfleet.__all__}
     for owner in owners:
         for name, member in inspect.getmembers(owner):
             if name.startswith("_") and name != "__aenter__":
@@ -119,7 +128,8 @@ def test_what_public_methods_return_is_public() -> None:
             if not callable(function) or isinstance(function, type):
                 continue
             try:
-                hints = typing.get_type_hints(function)
+                # Names imported for type checking only resolve as the public API.
+                hints = typing.get_type_hints(function, localns=public)
             except (NameError, TypeError):
                 continue
             returned = hints.get("return")

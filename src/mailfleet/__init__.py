@@ -1,58 +1,124 @@
 """mailfleet: fleets of AI agents with real email mailboxes.
 
 Everything a user may import is re-exported here; nothing else is public.
+Each name is imported on first use (PEP 562), so that importing one part of
+mailfleet (the command line, the settings) does not import all of it.
 """
 
-from .agent import Agent
-from .mail.build import OutgoingAttachment
-from .mail.inbound import InboundMessage
-from .mail.parse import Attachment, Mailbox, ParsedMessage
-from .model.errors import (
-    ApplicationNotFound,
-    Conflict,
-    DefaultWorkspaceProtected,
-    DomainNotRegistered,
-    FleetNotOpen,
-    GrantNotFound,
-    InvalidAddress,
-    InvalidAgent,
-    InvalidInput,
-    InvalidPattern,
-    InvalidPolicy,
-    ListenFailed,
-    MailfleetError,
-    NotFound,
-    PatternInUse,
-    QueueFull,
-    SigningFailed,
-    StoreUnavailable,
-    WorkspaceExists,
-    WorkspaceNotEmpty,
-    WorkspaceNotFound,
-)
-from .model.outbound import SendResult, SendStatus
-from .model.policy import Policy, ReputationThresholds, SpamSensitivity
-from .model.records import (
-    ApiKey,
-    Application,
-    Domain,
-    Event,
-    Grant,
-    GrantStatus,
-    ProvisionOutcome,
-    ProvisionResult,
-    Workspace,
-)
-from .runtime.directory import Directory
-from .runtime.fleet import Fleet
-from .runtime.mailroom import Mailroom
-from .runtime.status import FleetStatistics, Serving
-from .settings import Settings
-from .store.outbound import OutboundView
-from .store.queue import DeadLetter
-from .store.workers import UnservedGrant
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .mail.build import OutgoingAttachment
+    from .mail.inbound import InboundMessage
+    from .mail.parse import Attachment, Mailbox, ParsedMessage
+    from .model.errors import (
+        ApplicationNotFound,
+        Conflict,
+        DatabaseNotFound,
+        DefaultWorkspaceProtected,
+        DomainNotRegistered,
+        FleetNotOpen,
+        GrantNotFound,
+        InvalidAddress,
+        InvalidAgent,
+        InvalidInput,
+        InvalidPattern,
+        InvalidPolicy,
+        ListenFailed,
+        MailfleetError,
+        NotFound,
+        PatternInUse,
+        QueueFull,
+        SigningFailed,
+        StoreUnavailable,
+        WorkspaceExists,
+        WorkspaceNotEmpty,
+        WorkspaceNotFound,
+    )
+    from .model.outbound import SendResult, SendStatus
+    from .model.policy import Policy, ReputationThresholds, SpamSensitivity
+    from .model.records import (
+        ApiKey,
+        Application,
+        DnsRecord,
+        Domain,
+        Event,
+        Grant,
+        GrantStatus,
+        ProvisionOutcome,
+        ProvisionResult,
+        Workspace,
+    )
+    from .runtime.directory import Directory
+    from .runtime.fleet import Fleet
+    from .runtime.mailroom import Mailroom
+    from .runtime.status import FleetStatistics, Serving
+    from .settings import Settings
+    from .store.outbound import OutboundView
+    from .store.queue import DeadLetter
+    from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Agent": ".agent",
+    "OutgoingAttachment": ".mail.build",
+    "InboundMessage": ".mail.inbound",
+    "Attachment": ".mail.parse",
+    "Mailbox": ".mail.parse",
+    "ParsedMessage": ".mail.parse",
+    "ApplicationNotFound": ".model.errors",
+    "Conflict": ".model.errors",
+    "DatabaseNotFound": ".model.errors",
+    "DefaultWorkspaceProtected": ".model.errors",
+    "DomainNotRegistered": ".model.errors",
+    "FleetNotOpen": ".model.errors",
+    "GrantNotFound": ".model.errors",
+    "InvalidAddress": ".model.errors",
+    "InvalidAgent": ".model.errors",
+    "InvalidInput": ".model.errors",
+    "InvalidPattern": ".model.errors",
+    "InvalidPolicy": ".model.errors",
+    "ListenFailed": ".model.errors",
+    "MailfleetError": ".model.errors",
+    "NotFound": ".model.errors",
+    "PatternInUse": ".model.errors",
+    "QueueFull": ".model.errors",
+    "SigningFailed": ".model.errors",
+    "StoreUnavailable": ".model.errors",
+    "WorkspaceExists": ".model.errors",
+    "WorkspaceNotEmpty": ".model.errors",
+    "WorkspaceNotFound": ".model.errors",
+    "SendResult": ".model.outbound",
+    "SendStatus": ".model.outbound",
+    "Policy": ".model.policy",
+    "ReputationThresholds": ".model.policy",
+    "SpamSensitivity": ".model.policy",
+    "ApiKey": ".model.records",
+    "Application": ".model.records",
+    "DnsRecord": ".model.records",
+    "Domain": ".model.records",
+    "Event": ".model.records",
+    "Grant": ".model.records",
+    "GrantStatus": ".model.records",
+    "ProvisionOutcome": ".model.records",
+    "ProvisionResult": ".model.records",
+    "Workspace": ".model.records",
+    "Directory": ".runtime.directory",
+    "Fleet": ".runtime.fleet",
+    "Mailroom": ".runtime.mailroom",
+    "FleetStatistics": ".runtime.status",
+    "Serving": ".runtime.status",
+    "Settings": ".settings",
+    "OutboundView": ".store.outbound",
+    "DeadLetter": ".store.queue",
+    "UnservedGrant": ".store.workers",
+}
 
 __all__ = [
     "Agent",
@@ -61,9 +127,11 @@ __all__ = [
     "ApplicationNotFound",
     "Attachment",
     "Conflict",
+    "DatabaseNotFound",
     "DeadLetter",
     "DefaultWorkspaceProtected",
     "Directory",
+    "DnsRecord",
     "Domain",
     "DomainNotRegistered",
     "Event",
@@ -107,3 +175,16 @@ __all__ = [
     "WorkspaceNotFound",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

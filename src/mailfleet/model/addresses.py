@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from email_validator import EmailNotValidError, validate_email
-
 from .errors import InvalidAddress, InvalidInput
 
 __all__ = ["Address", "normalize_domain", "parse_address"]
@@ -43,6 +41,8 @@ def parse_address(raw: str, *, field: str = "address") -> Address:
         ascii_domain = _valid_domain(domain)
         if ascii_domain is not None:
             return Address(local.lower(), ascii_domain)
+    from email_validator import EmailNotValidError, validate_email  # imported when first needed
+
     try:
         valid = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -53,6 +53,8 @@ def parse_address(raw: str, *, field: str = "address") -> Address:
 @lru_cache(maxsize=4096)
 def _valid_domain(domain: str) -> str | None:
     """The ASCII form of a valid mail domain, or None (let the full path explain)."""
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return validate_email(f"x@{domain}", check_deliverability=False).ascii_domain.lower()
     except EmailNotValidError:

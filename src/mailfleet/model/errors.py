@@ -10,6 +10,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── InvalidPolicy
     │   └── InvalidPattern
     ├── NotFound (LookupError)
+    │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
@@ -35,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "ApplicationNotFound",
     "Conflict",
+    "DatabaseNotFound",
     "DefaultWorkspaceProtected",
     "DomainNotRegistered",
     "FleetNotOpen",
@@ -97,6 +99,23 @@ class InvalidPattern(InvalidInput):
 
 class NotFound(_FieldError, LookupError):
     """Something named by the caller does not exist (``field`` names what was looked up)."""
+
+
+class DatabaseNotFound(NotFound):
+    """A fleet opened with ``create=False`` found no mailfleet database to open.
+
+    Either the SQLite file does not exist (``path``, resolved; nothing is
+    created, not even its folder), or the database has no mailfleet schema
+    (an empty SQLite file, a PostgreSQL database never set up); ``url`` is
+    the database URL with its password hidden. An older schema is not this:
+    it is migrated.
+    """
+
+    def __init__(self, url: str, *, path: str | None = None) -> None:
+        where = f"no mailfleet database at {path}" if path else f"{url} has no mailfleet schema"
+        super().__init__("database_url", where, value=url)
+        self.url = url
+        self.path = path
 
 
 class DomainNotRegistered(NotFound):

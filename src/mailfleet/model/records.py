@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .policy import Policy
 
 __all__ = [
     "ApiKey",
     "Application",
+    "DnsRecord",
     "Domain",
     "Event",
     "Grant",
@@ -19,7 +20,48 @@ __all__ = [
     "ProvisionOutcome",
     "ProvisionResult",
     "Workspace",
+    "txt_strings",
 ]
+
+TXT_STRING_BYTES = 255
+"""The most a DNS character-string holds (RFC 1035 3.3)."""
+
+
+def txt_strings(value: str) -> tuple[str, ...]:
+    """A TXT value as the character-strings DNS carries it, each at most 255 bytes.
+
+    A longer value (an RSA-2048 DKIM key is about 410 characters) is published
+    as several strings, which receivers join without a separator (RFC 6376
+    3.6.2.2, RFC 7208 3.3): their concatenation is ``value``. Splits fall
+    between characters, so a non-ASCII value stays valid UTF-8 in each string.
+    """
+    strings: list[str] = []
+    start = size = 0
+    for index, char in enumerate(value):
+        width = len(char.encode())
+        if size + width > TXT_STRING_BYTES:
+            strings.append(value[start:index])
+            start, size = index, 0
+        size += width
+    strings.append(value[start:])
+    return tuple(strings)
+
+
+class DnsRecord(NamedTuple):
+    """A DNS TXT record to publish: its ``name`` (no trailing dot) and ``value``."""
+
+    name: str
+    value: str
+
+    @property
+    def strings(self) -> tuple[str, ...]:
+        """The value split into the character-strings DNS carries (:func:`txt_strings`)."""
+        return txt_strings(self.value)
+
+    def zone_line(self) -> str:
+        """The record as a zone file line: ``NAME. IN TXT "..." "..."``."""
+        quoted = (s.replace("\\", "\\\\").replace('"', '\\"') for s in self.strings)
+        return f"{self.name}. IN TXT " + " ".join(f'"{s}"' for s in quoted)
 
 
 class GrantStatus(StrEnum):
@@ -51,8 +93,8 @@ class Domain:
     dkim_selector: str
     authenticated: bool
     created_at: datetime
-    dkim_records: tuple[tuple[str, str], ...] = ()
-    """The DNS TXT records to publish: ``(name, value)``, one per DKIM key."""
+    dkim_records: tuple[DnsRecord, ...] = ()
+    """The DNS TXT records to publish, one per DKIM key (``(name, value)`` pairs)."""
 
 
 @dataclass(frozen=True, slots=True)

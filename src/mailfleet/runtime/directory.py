@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import anyio.to_thread
 
-from ..agent import Agent
-from ..auth.dkim import DkimKey, generate_key
 from ..model.addresses import parse_address
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
 from ..model.records import (
@@ -37,11 +35,15 @@ from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
 from .mailroom import check_json
 
+if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
+    from ..agent import Agent
+    from ..auth.dkim import DkimKey
+
 __all__ = ["AgentRef", "Directory"]
 
 log = logging.getLogger("mailfleet.directory")
 
-AgentRef = type[Agent] | str | None
+AgentRef: TypeAlias = "type[Agent] | str | None"
 
 
 class Directory:
@@ -287,17 +289,25 @@ class Directory:
         status: GrantStatus | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Grant]:
-        """Grants by address, optionally filtered by workspace and status."""
+        """Grants by address, optionally filtered by workspace and status.
+
+        ``after`` is a cursor: the last address of the previous page.
+        """
         return await self._scope.read(
             lambda tx: grants.list_grants(
-                tx, workspace=workspace, status=status, limit=limit, offset=offset
+                tx, workspace=workspace, status=status, limit=limit, offset=offset, after=after
             )
         )
 
-    async def count_grants(self, *, workspace: str | None = None) -> int:
-        """How many grants the application, or one workspace, holds."""
-        return await self._scope.read(lambda tx: grants.count_grants(tx, workspace=workspace))
+    async def count_grants(
+        self, *, workspace: str | None = None, status: GrantStatus | None = None
+    ) -> int:
+        """How many grants the application, or one workspace, holds (of ``status``)."""
+        return await self._scope.read(
+            lambda tx: grants.count_grants(tx, workspace=workspace, status=status)
+        )
 
     async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:
         """An administrator's act: pause, restrict or reinstate a grant.
@@ -335,9 +345,15 @@ class Directory:
             lambda tx: events.list_events(tx, after=after, type=type, grant_id=grant, limit=limit)
         )
 
+    async def count_events(self, *, type: str | None = None, grant: str | None = None) -> int:
+        """How many events the application has (of ``type``, of the grant id ``grant``)."""
+        return await self._scope.read(lambda tx: events.count_events(tx, type=type, grant_id=grant))
+
 
 async def _generate_keys(selector: str) -> list[DkimKey]:
     """An RSA-2048 and an Ed25519 key, generated off the event loop."""
+    from ..auth.dkim import generate_key
+
     rsa = await anyio.to_thread.run_sync(lambda: generate_key("rsa", selector=selector))
     ed = generate_key("ed25519", selector=f"{selector}-ed25519")
     return [rsa, ed]
@@ -346,6 +362,8 @@ async def _generate_keys(selector: str) -> list[DkimKey]:
 def _agent_name(agent: AgentRef) -> str | None:
     if agent is None or isinstance(agent, str):
         return agent
+    from ..agent import Agent
+
     if isinstance(agent, type) and issubclass(agent, Agent):
         return agent.agent_name()
     raise InvalidInput("agent", "must be an Agent subclass or its 'module:Class' name", value=agent)

@@ -13,46 +13,47 @@ from __future__ import annotations
 
 import functools
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..agent import Agent
-from ..mail.build import OutgoingAttachment
-from ..mail.inbound import InboundMessage
 from ..model.addresses import parse_address
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
 from ..model.outbound import SendResult
 from ..model.records import Application, Grant
-from ..plugins import InboundSource, inbound_sources, plugin_manager
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
-from ..store.database import Database
+from ..store.database import Database, normalize_url
 from ..store.migrate import migrate
 from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
-from ..transports.smtp_in import serve_smtp
-from ..transports.smtp_out import RelayConfig, SmtpRelay
 from .directory import Directory
 from .doorbell import Doorbell
-from .host import AgentHost
 from .intake import Intake
 from .mailroom import Mailroom
-from .mx import FleetMx
 from .outbox import Outbox
 from .registry import AgentRegistry
-from .sender import Sender
 from .status import FleetStatistics, Serving
-from .worker import Worker, WorkerSettings, new_worker_id
+
+# What only serving needs (the SMTP server and client, plugins, the worker and
+# the sender, mail building and parsing) is imported by serve(), so that a
+# command that opens a fleet to read or change the directory starts fast.
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from ..mail.build import OutgoingAttachment
+    from ..mail.inbound import InboundMessage
+    from ..plugins import InboundSource
+    from .sender import Sender
+    from .worker import Worker
 
 __all__ = ["Fleet"]
 
@@ -79,6 +80,7 @@ class _Opened:
     """The components of an open fleet."""
 
     application: Application
+    created: bool
     scope: Scope
     directory: Directory
     intake: Intake
@@ -100,7 +102,12 @@ class Fleet:
                 ...
 
     Opening it applies pending schema migrations and makes sure the
-    application and its default workspace exist. A fleet serves one
+    application and its default workspace exist. A new database (the SQLite
+    file, or mailfleet's schema in an empty PostgreSQL database) is created
+    then, unless ``create=False``: opening raises
+    :class:`~mailfleet.DatabaseNotFound` instead and creates nothing, not
+    even the SQLite file's folder (a database with an older schema is still
+    upgraded). A fleet serves one
     application (``settings.application``) and runs the agent classes given as
     ``agents`` (or bound with :meth:`bind` / :meth:`register` before
     :meth:`serve`): its worker claims only grants of that application whose
@@ -108,16 +115,21 @@ class Fleet:
     Keyword ``overrides`` are settings, validated like the environment.
     """
 
+    database: Database
+    """The database handle, made when the fleet opens."""
+
     def __init__(
         self,
         settings: Settings | None = None,
         *,
         agents: Iterable[type[Agent]] = (),
         default_agent: type[Agent] | None = None,
+        create: bool = True,
         **overrides: Any,
     ) -> None:
         self.settings = Settings.load(settings, **overrides)
-        self.database = Database(self.settings.effective_database_url)
+        normalize_url(self.settings.effective_database_url)  # a bad URL fails here, not later
+        self._create = create
         self._registry = AgentRegistry(agents, default_agent)
         self._opened: _Opened | None = None
         self._serving: Serving | None = None
@@ -130,16 +142,19 @@ class Fleet:
     async def __aenter__(self) -> Self:
         if self._opened is not None:
             raise Conflict("fleet", "the fleet is open already")
-        database = self.database
+        self.database = database = Database(
+            self.settings.effective_database_url, create=self._create
+        )
         try:
-            await migrate(database)
-            application = await database.write(self._ensure_application)
+            created = await migrate(database, create=self._create)
+            application = await database.write(partial(self._ensure_application, database))
         except StoreUnavailable as exc:
             with anyio.CancelScope(shield=True):
                 await database.aclose()
             cause = exc.__cause__
             detail = getattr(cause, "orig", None) or cause or exc
-            message = f"cannot open the database {database.display_url}: {detail}"
+            one_line = " ".join(str(detail).split())  # the driver's may span lines
+            message = f"cannot open the database {database.display_url}: {one_line}"
             raise StoreUnavailable(message) from cause
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -164,6 +179,7 @@ class Fleet:
             raise
         self._opened = _Opened(
             application=application,
+            created=created,
             scope=scope,
             directory=Directory(scope, self.settings),
             intake=intake,
@@ -192,9 +208,9 @@ class Fleet:
             with anyio.CancelScope(shield=True):  # closed even when the caller is cancelled
                 await self.database.aclose()
 
-    def _ensure_application(self, conn: Any) -> Application:
+    def _ensure_application(self, database: Database, conn: Any) -> Application:
         application = applications.ensure_application(conn, self.settings.application)
-        workspaces.ensure_default_workspace(Tx(conn, Scope(self.database, application.id)))
+        workspaces.ensure_default_workspace(Tx(conn, Scope(database, application.id)))
         return application
 
     def _open(self, what: str) -> _Opened:
@@ -206,6 +222,12 @@ class Fleet:
     def application(self) -> Application:
         """The application (tenant) this fleet serves."""
         return self._open("Fleet.application").application
+
+    @property
+    def database_created(self) -> bool:
+        """Whether opening this fleet created its database: the SQLite file, or
+        mailfleet's schema in a database that had none."""
+        return self._open("Fleet.database_created").created
 
     @property
     def directory(self) -> Directory:
@@ -235,6 +257,7 @@ class Fleet:
     grant = _directory(Directory.grant)
     grants = _directory(Directory.grants)
     count_grants = _directory(Directory.count_grants)
+    count_events = _directory(Directory.count_events)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
     events = _directory(Directory.events)
@@ -343,6 +366,8 @@ class Fleet:
             await self._serve(opened, task_status)
 
     async def _serve(self, opened: _Opened, task_status: TaskStatus[Serving]) -> None:
+        from ..plugins import inbound_sources, plugin_manager
+
         s = self.settings
         scope = opened.scope.serving(self._registry.served)
         sources = inbound_sources(plugin_manager(s.plugin_allowlist), s)
@@ -404,6 +429,9 @@ class Fleet:
         )
 
     def _new_worker(self, scope: Scope, opened: _Opened) -> Worker:
+        from .host import AgentHost
+        from .worker import Worker, WorkerSettings
+
         s = self.settings
         host = AgentHost(self._registry.resolve, opened.outbox, handler_timeout=s.handler_timeout)
         return Worker(
@@ -424,6 +452,10 @@ class Fleet:
         )
 
     def _new_sender(self, scope: Scope, opened: _Opened) -> Sender:
+        from ..transports.smtp_out import RelayConfig, SmtpRelay
+        from .sender import Sender
+        from .worker import new_worker_id
+
         s = self.settings
         relay = None
         if s.relay_host is not None:
@@ -451,6 +483,11 @@ class Fleet:
         )
 
     async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
+        import ssl
+
+        from ..transports.smtp_in import serve_smtp
+        from .mx import FleetMx
+
         s = self.settings
         tls = None
         if s.smtp_tls_cert is not None:
@@ -537,13 +574,21 @@ class Fleet:
             lambda tx: workers.unserved_grants(tx, now=time.time(), limit=limit, after=after)
         )
 
-    async def outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboundView]:
-        """Outbound messages, newest first: pending, sent, bounced, or captured in dev mode."""
-        scope = self._open("Fleet.outbox()").scope
-        return await scope.read(lambda tx: outbound.list_outbound(tx, status=status, limit=limit))
+    async def outbox(
+        self, *, status: str | None = None, limit: int = 100, after: int | None = None
+    ) -> list[OutboundView]:
+        """Outbound messages, newest first: pending, sent, bounced, or captured in dev mode.
 
-    async def outbox_count(self, status: str) -> int:
-        """How many outbound messages are ``pending``, ``sent``, ``bounced`` or ``captured``."""
+        ``after`` is a cursor: the last (oldest) id of the previous page.
+        """
+        scope = self._open("Fleet.outbox()").scope
+        return await scope.read(
+            lambda tx: outbound.list_outbound(tx, status=status, limit=limit, before=after)
+        )
+
+    async def outbox_count(self, status: str | None = None) -> int:
+        """How many outbound messages are ``pending``, ``sent``, ``bounced`` or
+        ``captured`` (all of them without ``status``)."""
         scope = self._open("Fleet.outbox_count()").scope
         return await scope.read(lambda tx: outbound.count_outbound(tx, status=status))
 
@@ -561,10 +606,11 @@ class Fleet:
 
         return await self._open("Fleet.agent_state()").scope.read(read)
 
-    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        """Messages whose handler failed on every attempt, oldest first."""
+    async def dead_letters(self, *, limit: int = 100, after: int = 0) -> list[DeadLetter]:
+        """Messages whose handler failed on every attempt, oldest first (after the
+        entry id ``after``)."""
         scope = self._open("Fleet.dead_letters()").scope
-        return await scope.read(lambda tx: queue.dead_letters(tx, limit=limit))
+        return await scope.read(lambda tx: queue.dead_letters(tx, limit=limit, after=after))
 
     async def replay_dead_letters(self, entry_ids: Iterable[int] | None = None) -> int:
         """Queue dead letters again (all, or the given ones); return how many."""

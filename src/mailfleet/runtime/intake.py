@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskStatus
 
-from ..mail.headers import parse_headers
-from ..mail.threads import thread_keys
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
 from ..store import grants, queue
@@ -66,6 +64,8 @@ class Intake:
         With a ``source_key``, a message the grant already has under that key
         is returned as it is, and nothing new is queued.
         """
+        from ..mail.headers import parse_headers  # imported by the first delivery
+
         # Parsed here, not in the transaction: the store's writer is not held for it.
         return await self._batches.submit(_Delivery(grant, raw, source_key, parse_headers(raw)))
 
@@ -97,6 +97,8 @@ class Intake:
         self, tx: Tx, batch: Sequence[_Delivery]
     ) -> tuple[list[StoredMessage | Exception], list[StoredMessage]]:
         """Each delivery's outcome, and the messages stored new (not repeats)."""
+        from ..mail.threads import thread_keys
+
         found = grants.grant_ids(tx, {d.key for d in batch})
         grant_ids = {d.key: found[_normal(d.key)] for d in batch if _normal(d.key) in found}
         waiting = self._backlog.bounds(tx, set(grant_ids.values()), incoming=len(batch))

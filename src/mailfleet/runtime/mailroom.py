@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..mail.inbound import InboundMessage
 from ..model.errors import GrantNotFound, InvalidInput
 from ..model.records import Grant
 from ..store import cursors, grants
 from ..store.scope import Scope
 from .intake import Intake
+
+if TYPE_CHECKING:
+    from ..mail.inbound import InboundMessage
 
 __all__ = ["Mailroom", "check_json"]
 
@@ -44,6 +46,8 @@ class Mailroom:
         """
         if not isinstance(raw, bytes | bytearray):
             raise InvalidInput("message", "a message is given as raw RFC 5322 bytes")
+        from ..mail.inbound import InboundMessage  # parsing is imported by the first delivery
+
         key = grant.id if isinstance(grant, Grant) else grant
         stored = await self._intake.deliver(key, bytes(raw), source_key=source_key)
         return InboundMessage.from_stored(stored)

@@ -14,17 +14,12 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from ..agent import AgentContext
-from ..auth.dkim import DkimKey, DkimSigner
-from ..mail.build import OutgoingAttachment, build_message
-from ..mail.headers import parse_headers
-from ..mail.inbound import InboundMessage
-from ..mail.parse import normalize_subject
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
@@ -35,6 +30,13 @@ from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
 from .batching import FLEET_CLOSED, GroupCommit
+
+# Building, signing and parsing mail are imported by the first send: a fleet
+# opened to read or change the directory never needs them.
+if TYPE_CHECKING:
+    from ..auth.dkim import DkimSigner
+    from ..mail.build import OutgoingAttachment
+    from ..mail.inbound import InboundMessage
 
 __all__ = ["Outbox", "verp_address"]
 
@@ -52,8 +54,9 @@ class _Queued:
     message_id: str
 
 
-class Outbox(AgentContext):
-    """Gates, builds, signs and queues outbound mail for agents.
+class Outbox:
+    """Gates, builds, signs and queues outbound mail for agents: the
+    :class:`~mailfleet.agent.AgentContext` they are lent.
 
     Signing runs in a worker thread (OpenSSL releases the GIL) and storing
     is a group commit: many agents sending at once share one transaction.
@@ -92,6 +95,9 @@ class Outbox(AgentContext):
         attachments: Sequence[OutgoingAttachment] = (),
     ) -> SendResult:
         """Pass the gates, build, sign and queue the message."""
+        from ..mail.build import build_message
+        from ..mail.parse import normalize_subject
+
         if not to:
             return _refused(
                 grant.id, SendResult(SendStatus.REJECTED, detail="to: at least one recipient")
@@ -168,6 +174,8 @@ class Outbox(AgentContext):
         if domain not in self._signers:
             async with self._signer_lock:  # one load per domain, however many senders
                 if domain not in self._signers:
+                    from ..auth.dkim import DkimKey, DkimSigner
+
                     keys = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
                     loaded = [
                         DkimKey.from_pem(key["private_pem"], selector=key["selector"])
@@ -204,6 +212,8 @@ async def _sign_batch(
 
 
 def _sign_and_read(item: _Unsigned) -> tuple[bytes, MessageHeaders] | Exception:
+    from ..mail.headers import parse_headers
+
     try:
         signed = item.raw if item.signer is None else item.signer.sign(item.raw)
         return signed, parse_headers(signed)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ..agent import Agent
 from ..model.records import Grant
 from ..store.scope import ServedAgents
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 __all__ = ["AgentRegistry"]
 

@@ -37,6 +37,8 @@ __all__ = ["Sender"]
 
 log = logging.getLogger("mailfleet.sender")
 
+_CAPTURED = "captured in dev mode (no relay)"
+
 LocalLookup = Callable[[str], Awaitable[str | None]]
 LocalDeliver = Callable[..., Awaitable[Any]]
 
@@ -206,14 +208,13 @@ class Sender:
             else:
                 events.append(self._event(item, "message.sent", (rcpt,), 250, "delivered locally"))
         if captured:
-            events.append(
-                self._event(item, "message.captured", tuple(captured), 250, "captured (dev mode)")
-            )
+            events.append(self._event(item, "message.captured", tuple(captured), 250, _CAPTURED))
         if retry:
             deferred = self._temporary(item, tuple(retry), 451, "local queue full")
             return _with_events(deferred, events)
-        status = "captured" if captured else "sent"
-        return OutboundResult(item, status, 250, "delivered in dev mode", events=events)
+        if captured:
+            return OutboundResult(item, "captured", 250, _CAPTURED, events=events)
+        return OutboundResult(item, "sent", 250, "delivered locally", events=events)
 
     def _temporary(
         self, item: OutboundItem, recipients: Sequence[str], code: int, text: str

@@ -1,1 +1,1 @@
-"""Persistence: SQLModel tables, repositories (plain functions of a connection), migrations."""
+"""Persistence: Core tables, repositories (plain functions of a connection), migrations."""

@@ -23,10 +23,10 @@ import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..model.errors import InvalidInput, StoreUnavailable
+from ..model.errors import DatabaseNotFound, InvalidInput, StoreUnavailable
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 
-__all__ = ["Database", "normalize_url"]
+__all__ = ["Database", "normalize_url", "sqlite_path"]
 
 T = TypeVar("T")
 
@@ -76,13 +76,17 @@ def normalize_url(url: str) -> str:
 class Database:
     """An engine plus the rules for running transactions off the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, create: bool = True) -> None:
+        """``create=False``: a SQLite file that does not exist is a
+        :class:`~mailfleet.DatabaseNotFound`, and neither it nor its folder is made."""
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
+            path = sqlite_path(self.url)
+            if path is not None and not create and not path.is_file():
+                raise DatabaseNotFound(self.display_url, path=str(path.resolve()))
             self.engine = _sqlite_engine(self.url)
-            path = _sqlite_file(self.url)
             if path is not None:
                 self._checkpointer = Checkpointer(str(path))
                 self._checkpointer.start()
@@ -163,14 +167,17 @@ class Database:
         self.engine.dispose()
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for an in-memory database."""
-    database = make_url(url).database
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory database or another backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
     return Path(database).expanduser() if database and database != ":memory:" else None
 
 
 def _sqlite_engine(url: str) -> Engine:
-    path = _sqlite_file(url)
+    path = sqlite_path(url)
     options: dict[str, Any] = {}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

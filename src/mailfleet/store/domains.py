@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from ..model.addresses import normalize_domain
 from ..model.errors import Conflict, DomainNotRegistered, InvalidInput
-from ..model.records import Domain
+from ..model.records import DnsRecord, Domain
 from .events import record
 from .scope import Tx
 from .tables import domains_table, new_id, utcnow
@@ -28,7 +28,7 @@ def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
         authenticated=row.authenticated,
         created_at=aware(row.created_at),
         dkim_records=tuple(
-            (f"{key['selector']}._domainkey.{row.name}", key["dns_txt"])
+            DnsRecord(f"{key['selector']}._domainkey.{row.name}", key["dns_txt"])
             for key in row.dkim_keys or ()
             if "dns_txt" in key
         ),

@@ -13,7 +13,7 @@ from .scope import Tx
 from .tables import events_table, utcnow
 from .timestamps import aware
 
-__all__ = ["list_events", "record", "record_many"]
+__all__ = ["count_events", "list_events", "record", "record_many"]
 
 _events = events_table
 _insert = Prepared(
@@ -65,14 +65,10 @@ def list_events(
     conn = tx.conn
     query = (
         sa.select(_events)
-        .where(_events.c.application_id == tx.application_id, _events.c.id > after)
+        .where(_events.c.id > after, *_filters(tx, type, grant_id))
         .order_by(_events.c.id)
         .limit(limit)
     )
-    if type is not None:
-        query = query.where(_events.c.type == type)
-    if grant_id is not None:
-        query = query.where(_events.c.grant_id == grant_id)
     return [
         Event(
             id=row.id,
@@ -84,3 +80,18 @@ def list_events(
         )
         for row in conn.execute(query)
     ]
+
+
+def count_events(tx: Tx, *, type: str | None = None, grant_id: str | None = None) -> int:
+    """How many events of the application there are (of ``type``, of ``grant_id``)."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, type, grant_id))
+    return int(tx.conn.execute(query).scalar_one())
+
+
+def _filters(tx: Tx, type: str | None, grant_id: str | None) -> list[sa.ColumnElement[bool]]:
+    conditions = [_events.c.application_id == tx.application_id]
+    if type is not None:
+        conditions.append(_events.c.type == type)
+    if grant_id is not None:
+        conditions.append(_events.c.grant_id == grant_id)
+    return conditions

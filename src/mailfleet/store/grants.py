@@ -257,16 +257,27 @@ def list_grants(
     status: GrantStatus | None = None,
     limit: int | None = 100,
     offset: int = 0,
+    after: str | None = None,
 ) -> list[Grant]:
-    """Grants of the application by address, optionally of one workspace or status."""
+    """Grants of the application by address, optionally of one workspace or status,
+    after the address ``after`` (a keyset cursor: the last address of a page)."""
     conn = tx.conn
-    query = _select_grants().where(_grants.c.application_id == tx.application_id)
-    if workspace is not None:
-        query = query.where(_grants.c.workspace_id == get_workspace(tx, workspace).id)
-    if status is not None:
-        query = query.where(_grants.c.status == GrantStatus(status).value)
+    query = _select_grants().where(*_filters(tx, workspace, status))
+    if after is not None:
+        query = query.where(_grants.c.address > after.strip().lower())
     query = query.order_by(_grants.c.address).offset(offset).limit(limit)
     return [_grant(row) for row in conn.execute(query)]
+
+
+def _filters(
+    tx: Tx, workspace: str | None, status: GrantStatus | None
+) -> list[sa.ColumnElement[bool]]:
+    conditions = [_grants.c.application_id == tx.application_id]
+    if workspace is not None:
+        conditions.append(_grants.c.workspace_id == get_workspace(tx, workspace).id)
+    if status is not None:
+        conditions.append(_grants.c.status == GrantStatus(status).value)
+    return conditions
 
 
 def grant_rows(
@@ -282,13 +293,11 @@ def grant_rows(
     return [_grant(row) for row in tx.conn.execute(query)]
 
 
-def count_grants(tx: Tx, *, workspace: str | None = None) -> int:
-    """How many grants the application (or one of its workspaces) holds."""
-    conn = tx.conn
-    query = sa.select(sa.func.count()).where(_grants.c.application_id == tx.application_id)
-    if workspace is not None:
-        query = query.where(_grants.c.workspace_id == get_workspace(tx, workspace).id)
-    return int(conn.execute(query).scalar_one())
+def count_grants(tx: Tx, *, workspace: str | None = None, status: GrantStatus | None = None) -> int:
+    """How many grants the application (or one of its workspaces) holds, of any
+    status or of ``status``."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status))
+    return int(tx.conn.execute(query).scalar_one())
 
 
 def grant_ids(tx: Tx, keys: Iterable[str]) -> dict[str, str]:

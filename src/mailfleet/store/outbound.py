@@ -301,26 +301,29 @@ def _select_views() -> sa.Select[Any]:
     ).join(_messages, _messages.c.id == _out.c.message_id)
 
 
-def count_outbound(tx: Tx, *, status: str) -> int:
-    """How many outbound messages of the application are in ``status``."""
-    conn = tx.conn
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(
-                _out.c.application_id == tx.application_id, _out.c.status == status
-            )
-        ).scalar_one()
-    )
+def count_outbound(tx: Tx, *, status: str | None = None) -> int:
+    """How many outbound messages of the application there are (in ``status``)."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, status))
+    return int(tx.conn.execute(query).scalar_one())
 
 
-def list_outbound(tx: Tx, *, status: str | None = None, limit: int = 100) -> list[OutboundView]:
-    """Outbound messages of the application, newest first."""
+def list_outbound(
+    tx: Tx, *, status: str | None = None, limit: int = 100, before: int | None = None
+) -> list[OutboundView]:
+    """Outbound messages of the application, newest first (older than the id ``before``)."""
     conn = tx.conn
-    query = _select_views().where(_out.c.application_id == tx.application_id)
-    if status is not None:
-        query = query.where(_out.c.status == status)
+    query = _select_views().where(*_filters(tx, status))
+    if before is not None:
+        query = query.where(_out.c.id < before)
     rows = conn.execute(query.order_by(_out.c.id.desc()).limit(limit))
     return [_view(row, with_raw=False) for row in rows]
+
+
+def _filters(tx: Tx, status: str | None) -> list[sa.ColumnElement[bool]]:
+    conditions = [_out.c.application_id == tx.application_id]
+    if status is not None:
+        conditions.append(_out.c.status == status)
+    return conditions
 
 
 def get_outbound(tx: Tx, outbound_id: int) -> OutboundView | None:

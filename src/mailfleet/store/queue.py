@@ -468,8 +468,8 @@ def to_dead_letter(tx: Tx, entry: QueuedMessage, *, error: str) -> None:
     )
 
 
-def dead_letters(tx: Tx, *, limit: int = 100) -> list[DeadLetter]:
-    """Dead letters of the application, oldest first."""
+def dead_letters(tx: Tx, *, limit: int = 100, after: int = 0) -> list[DeadLetter]:
+    """Dead letters of the application, oldest first (after the entry id ``after``)."""
     conn = tx.conn
     rows = conn.execute(
         sa.select(
@@ -481,7 +481,11 @@ def dead_letters(tx: Tx, *, limit: int = 100) -> list[DeadLetter]:
             _messages.c.subject,
         )
         .join(_messages, _messages.c.id == _queue.c.message_id)
-        .where(_queue.c.application_id == tx.application_id, _queue.c.status == "dead")
+        .where(
+            _queue.c.application_id == tx.application_id,
+            _queue.c.status == "dead",
+            _queue.c.id > after,
+        )
         .order_by(_queue.c.id)
         .limit(limit)
     )

@@ -1,7 +1,9 @@
-"""SQLModel tables: the one schema both SQLite and PostgreSQL run.
+"""The tables: the one schema both SQLite and PostgreSQL run.
 
-Alembic migrations under ``store/migrations`` create exactly this schema; a
-test compares the two.
+Plain SQLAlchemy Core tables (every query is Core; declaring them costs a
+command line's start-up far less than model classes would). Alembic
+migrations under ``store/migrations`` create exactly this schema; a test
+compares the two.
 """
 
 from __future__ import annotations
@@ -13,27 +15,30 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "ApiKeyRow",
-    "ApplicationRow",
-    "DomainRow",
-    "EventRow",
-    "GrantLeaseRow",
-    "GrantRow",
-    "MessageRow",
-    "OutboundRow",
-    "QueueEntryRow",
-    "SourceCursorRow",
-    "WorkspacePatternRow",
-    "WorkspaceRow",
+    "JSONType",
+    "Timestamp",
+    "api_keys_table",
+    "applications_table",
+    "cursors_table",
+    "domains_table",
+    "events_table",
+    "grants_table",
+    "leases_table",
+    "messages_table",
     "metadata",
     "new_id",
+    "outbound_table",
+    "patterns_table",
+    "queue_table",
     "utcnow",
+    "workers_table",
+    "workspaces_table",
 ]
 
-metadata = SQLModel.metadata
+metadata = sa.MetaData()
+
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
@@ -68,280 +73,251 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _json(**kwargs: Any) -> Any:
-    return Field(sa_column=sa.Column(JSONType, **kwargs))
+def _id() -> sa.Column[Any]:
+    return sa.Column("id", sa.String(36), primary_key=True, default=new_id)
 
 
-def _fk(target: str, *, ondelete: str, index: bool = True, nullable: bool = False) -> Any:
-    return Field(
-        sa_column=sa.Column(
-            sa.String(36), sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index
-        )
+def _serial() -> sa.Column[Any]:
+    """An integer key the database assigns in order (outbox and queue positions)."""
+    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
+
+
+def _fk(
+    name: str, target: str, *, ondelete: str, index: bool = True, primary_key: bool = False
+) -> sa.Column[Any]:
+    return sa.Column(
+        name,
+        sa.String(36),
+        sa.ForeignKey(target, ondelete=ondelete),
+        nullable=False,
+        index=index,
+        primary_key=primary_key,
     )
 
 
-def _created() -> Any:
-    return Field(default_factory=utcnow, sa_column=sa.Column(Timestamp, nullable=False))
-
-
-class ApplicationRow(SQLModel, table=True):
-    __tablename__ = "applications"
-
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    name: str = Field(max_length=200, unique=True)
-    created_at: datetime = _created()
-
-
-class ApiKeyRow(SQLModel, table=True):
-    __tablename__ = "api_keys"
-
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    application_id: str = _fk("applications.id", ondelete="CASCADE")
-    name: str = Field(max_length=200)
-    secret_hash: str = Field(max_length=64, unique=True)
-    created_at: datetime = _created()
-    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(Timestamp))
-
-
-class DomainRow(SQLModel, table=True):
-    __tablename__ = "domains"
-
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    application_id: str = _fk("applications.id", ondelete="CASCADE")
-    name: str = Field(max_length=253, unique=True)
-    dkim_selector: str = Field(default="mailfleet", max_length=63)
-    # [{"selector", "algorithm", "private_pem"}]: secrets, never logged or listed
-    dkim_keys: list[dict[str, str]] = _json(nullable=False, default=list)
-    authenticated: bool = False
-    audit: dict[str, Any] | None = _json(nullable=True)
-    audited_at: datetime | None = Field(default=None, sa_column=sa.Column(Timestamp))
-    created_at: datetime = _created()
-
-
-class WorkspaceRow(SQLModel, table=True):
-    __tablename__ = "workspaces"
-    __table_args__ = (
-        sa.UniqueConstraint("application_id", "name"),
-        sa.Index(
-            "one_default_workspace",
-            "application_id",
-            unique=True,
-            sqlite_where=sa.text("is_default"),
-            postgresql_where=sa.text("is_default"),
-        ),
+def _application(*, index: bool = False, primary_key: bool = False) -> sa.Column[Any]:
+    return _fk(
+        "application_id",
+        "applications.id",
+        ondelete="CASCADE",
+        index=index,
+        primary_key=primary_key,
     )
 
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    application_id: str = _fk("applications.id", ondelete="CASCADE")
-    name: str = Field(max_length=200)
-    is_default: bool = False
-    policy: dict[str, Any] = _json(nullable=False)
-    policy_version: int = 1
-    created_at: datetime = _created()
-    updated_at: datetime = _created()
+
+def _text(name: str, length: int, *, nullable: bool = False, **options: Any) -> sa.Column[Any]:
+    return sa.Column(name, sa.String(length), nullable=nullable, **options)
 
 
-class WorkspacePatternRow(SQLModel, table=True):
-    __tablename__ = "workspace_patterns"
-
-    application_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(36),
-            sa.ForeignKey("applications.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
-    pattern: str = Field(primary_key=True, max_length=255)
-    workspace_id: str = _fk("workspaces.id", ondelete="CASCADE")
+def _json(name: str, *, nullable: bool = False, **options: Any) -> sa.Column[Any]:
+    return sa.Column(name, JSONType, nullable=nullable, **options)
 
 
-class GrantRow(SQLModel, table=True):
-    __tablename__ = "grants"
-    __table_args__ = (sa.Index("grants_by_application_status", "application_id", "status"),)
-
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    workspace_id: str = _fk("workspaces.id", ondelete="RESTRICT")
-    domain_id: str = _fk("domains.id", ondelete="RESTRICT")
-    address: str = Field(max_length=320, unique=True)
-    agent: str | None = Field(default=None, max_length=200)
-    status: str = Field(default="active", max_length=20)
-    workspace_pinned: bool = False
-    metadata_: dict[str, Any] = Field(
-        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
-    )
-    state: dict[str, Any] | None = _json(nullable=True)
-    stored_bytes: int = Field(
-        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, default=0)
-    )
-    created_at: datetime = _created()
-    updated_at: datetime = _created()
+def _time(name: str = "created_at", *, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, Timestamp, nullable=nullable)
 
 
-class MessageRow(SQLModel, table=True):
-    __tablename__ = "messages"
-    __table_args__ = (
-        sa.Index("messages_by_grant", "grant_id", "created_at"),
-        sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
-        sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
-    )
+applications_table = sa.Table(
+    "applications",
+    metadata,
+    _id(),
+    _text("name", 200, unique=True),
+    _time(),
+)
 
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    grant_id: str = _fk("grants.id", ondelete="CASCADE", index=False)
-    direction: str = Field(max_length=8)
-    folder: str = Field(default="inbox", max_length=20)
-    message_id: str | None = Field(default=None, max_length=998, index=True)
-    thread_id: str | None = Field(default=None, max_length=36, index=True)
+api_keys_table = sa.Table(
+    "api_keys",
+    metadata,
+    _id(),
+    _application(index=True),
+    _text("name", 200),
+    _text("secret_hash", 64, unique=True),
+    _time(),
+    _time("revoked_at", nullable=True),
+)
+
+domains_table = sa.Table(
+    "domains",
+    metadata,
+    _id(),
+    _application(index=True),
+    _text("name", 253, unique=True),
+    _text("dkim_selector", 63, default="mailfleet"),
+    # [{"selector", "algorithm", "private_pem", "dns_txt"}]: secrets, never logged or listed
+    _json("dkim_keys", default=list),
+    sa.Column("authenticated", sa.Boolean, nullable=False, default=False),
+    _json("audit", nullable=True),
+    _time("audited_at", nullable=True),
+    _time(),
+)
+
+workspaces_table = sa.Table(
+    "workspaces",
+    metadata,
+    _id(),
+    _application(index=True),
+    _text("name", 200),
+    sa.Column("is_default", sa.Boolean, nullable=False, default=False),
+    _json("policy"),
+    sa.Column("policy_version", sa.Integer, nullable=False, default=1),
+    _time(),
+    _time("updated_at"),
+    sa.UniqueConstraint("application_id", "name"),
+    sa.Index(
+        "one_default_workspace",
+        "application_id",
+        unique=True,
+        sqlite_where=sa.text("is_default"),
+        postgresql_where=sa.text("is_default"),
+    ),
+)
+
+patterns_table = sa.Table(
+    "workspace_patterns",
+    metadata,
+    _application(primary_key=True),
+    _text("pattern", 255, primary_key=True),
+    _fk("workspace_id", "workspaces.id", ondelete="CASCADE"),
+)
+
+grants_table = sa.Table(
+    "grants",
+    metadata,
+    _id(),
+    _application(),
+    _fk("workspace_id", "workspaces.id", ondelete="RESTRICT"),
+    _fk("domain_id", "domains.id", ondelete="RESTRICT"),
+    _text("address", 320, unique=True),
+    _text("agent", 200, nullable=True),
+    _text("status", 20, default="active"),
+    sa.Column("workspace_pinned", sa.Boolean, nullable=False, default=False),
+    _json("metadata"),
+    _json("state", nullable=True),
+    sa.Column("stored_bytes", sa.BigInteger, nullable=False, default=0),
+    _time(),
+    _time("updated_at"),
+    sa.Index("grants_by_application_status", "application_id", "status"),
+)
+
+messages_table = sa.Table(
+    "messages",
+    metadata,
+    _id(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("direction", 8),
+    _text("folder", 20, default="inbox"),
+    _text("message_id", 998, nullable=True, index=True),
+    _text("thread_id", 36, nullable=True, index=True),
     # the normalised subject, for the thread fallback when no reference matches
-    thread_subject: str | None = Field(default=None, max_length=255)
-    subject: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
-    sender: str | None = Field(default=None, max_length=320)
-    recipients: list[str] = _json(nullable=False)
-    size: int = 0
-    headers: list[list[str]] = _json(nullable=False)
-    defects: list[str] | None = _json(nullable=True)
-    source_key: str | None = Field(default=None, max_length=255)
-    raw: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary))
-    created_at: datetime = _created()
+    _text("thread_subject", 255, nullable=True),
+    sa.Column("subject", sa.Text),
+    _text("sender", 320, nullable=True),
+    _json("recipients"),
+    sa.Column("size", sa.Integer, nullable=False, default=0),
+    _json("headers"),
+    _json("defects", nullable=True),
+    _text("source_key", 255, nullable=True),
+    sa.Column("raw", sa.LargeBinary),
+    _time(),
+    sa.Index("messages_by_grant", "grant_id", "created_at"),
+    sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
+    sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
+)
 
+events_table = sa.Table(
+    "events",
+    metadata,
+    _serial(),
+    _application(),
+    _text("grant_id", 36, nullable=True, index=True),
+    _text("type", 64),
+    _json("payload"),
+    _time(),
+    sa.Index("events_by_application", "application_id", "id"),
+)
+"""The outbox: one row per fact, written in the transaction of the change."""
 
-class EventRow(SQLModel, table=True):
-    """The outbox: one row per fact, written in the transaction of the change."""
+queue_table = sa.Table(
+    "queue_entries",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _fk("message_id", "messages.id", ondelete="CASCADE"),
+    _text("status", 8, default="ready"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("not_before", sa.Float),
+    sa.Column("last_error", sa.Text),
+    _time(),
+    sa.Index("queue_entries_by_grant", "grant_id", "status", "id"),
+)
+"""A message waiting for its grant's handler; deleted once handled.
 
-    __tablename__ = "events"
-    __table_args__ = (sa.Index("events_by_application", "application_id", "id"),)
+``id`` orders a grant's entries. A failing entry carries its ``attempts``
+and the time before which it must not run again (``not_before``, epoch
+seconds); past the last attempt it stays as a dead letter (``status='dead'``).
+"""
 
-    id: int | None = Field(
-        default=None,
-        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    )
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    grant_id: str | None = Field(default=None, max_length=36, index=True)
-    type: str = Field(max_length=64)
-    payload: dict[str, Any] = _json(nullable=False)
-    created_at: datetime = _created()
+leases_table = sa.Table(
+    "grant_leases",
+    metadata,
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("worker", 64, index=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+"""Which worker handles a grant's queue, until when (epoch seconds)."""
 
+workers_table = sa.Table(
+    "workers",
+    metadata,
+    _text("id", 64, primary_key=True),
+    _application(),
+    _json("agents"),
+    sa.Column("serves_unnamed", sa.Boolean, nullable=False, default=False),
+    _time("started_at"),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("workers_by_application", "application_id", "expires_at"),
+)
+"""A live worker process: the application and agent classes it serves, until when.
 
-class QueueEntryRow(SQLModel, table=True):
-    """A message waiting for its grant's handler; deleted once handled.
+Each worker renews its row with its leases and deletes it when it stops;
+a row past ``expires_at`` is a worker that died. The rows say which
+grants no running process serves (``mailfleet grants list --unserved``).
+"""
 
-    ``id`` orders a grant's entries. A failing entry carries its ``attempts``
-    and the time before which it must not run again (``not_before``, epoch
-    seconds); past the last attempt it stays as a dead letter (``status='dead'``).
-    """
+cursors_table = sa.Table(
+    "source_cursors",
+    metadata,
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("source", 255, primary_key=True),
+    _json("value"),
+)
+"""How far an inbound source (an IMAP mailbox...) has been read for a grant."""
 
-    __tablename__ = "queue_entries"
-    __table_args__ = (sa.Index("queue_entries_by_grant", "grant_id", "status", "id"),)
+outbound_table = sa.Table(
+    "outbound",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE"),
+    _fk("message_id", "messages.id", ondelete="CASCADE"),
+    _text("verp_token", 40, unique=True),
+    _text("mail_from", 320),
+    _json("recipients"),
+    _text("status", 12, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("not_before", sa.Float, nullable=False),
+    _text("lease_owner", 64, nullable=True),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("last_code", sa.Integer),
+    sa.Column("last_response", sa.Text),
+    _time(),
+    _time("updated_at"),
+    sa.Index("outbound_due", "application_id", "status", "not_before"),
+)
+"""An outbound message on its way to the relay (or captured, or delivered locally).
 
-    id: int | None = Field(
-        default=None,
-        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    )
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    grant_id: str = _fk("grants.id", ondelete="CASCADE", index=False)
-    message_id: str = _fk("messages.id", ondelete="CASCADE")
-    status: str = Field(default="ready", max_length=8)
-    attempts: int = 0
-    not_before: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
-    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
-    created_at: datetime = _created()
-
-
-class GrantLeaseRow(SQLModel, table=True):
-    """Which worker handles a grant's queue, until when (epoch seconds)."""
-
-    __tablename__ = "grant_leases"
-
-    grant_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(36), sa.ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    worker: str = Field(max_length=64, index=True)
-    expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
-
-
-class WorkerRow(SQLModel, table=True):
-    """A live worker process: the application and agent classes it serves, until when.
-
-    Each worker renews its row with its leases and deletes it when it stops;
-    a row past ``expires_at`` is a worker that died. The rows say which
-    grants no running process serves (``mailfleet grants list --unserved``).
-    """
-
-    __tablename__ = "workers"
-    __table_args__ = (sa.Index("workers_by_application", "application_id", "expires_at"),)
-
-    id: str = Field(primary_key=True, max_length=64)
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    agents: list[str] = _json(nullable=False)
-    serves_unnamed: bool = False
-    started_at: datetime = _created()
-    expires_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
-
-
-class SourceCursorRow(SQLModel, table=True):
-    """How far an inbound source (an IMAP mailbox...) has been read for a grant."""
-
-    __tablename__ = "source_cursors"
-
-    grant_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(36), sa.ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    source: str = Field(primary_key=True, max_length=255)
-    value: dict[str, Any] = _json(nullable=False)
-
-
-class OutboundRow(SQLModel, table=True):
-    """An outbound message on its way to the relay (or captured, or delivered locally).
-
-    ``verp_token`` makes the envelope sender ``bounces+TOKEN@domain`` unique to
-    this send, so a later bounce names the send it belongs to.
-    """
-
-    __tablename__ = "outbound"
-    __table_args__ = (sa.Index("outbound_due", "application_id", "status", "not_before"),)
-
-    id: int | None = Field(
-        default=None,
-        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    )
-    application_id: str = _fk("applications.id", ondelete="CASCADE", index=False)
-    grant_id: str = _fk("grants.id", ondelete="CASCADE")
-    message_id: str = _fk("messages.id", ondelete="CASCADE")
-    verp_token: str = Field(max_length=40, unique=True)
-    mail_from: str = Field(max_length=320)
-    recipients: list[str] = _json(nullable=False)
-    status: str = Field(default="pending", max_length=12)
-    attempts: int = 0
-    not_before: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False))
-    lease_owner: str | None = Field(default=None, max_length=64)
-    lease_until: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
-    last_code: int | None = None
-    last_response: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
-    created_at: datetime = _created()
-    updated_at: datetime = _created()
-
-
-def table_of(model: type[SQLModel]) -> sa.Table:
-    """The SQLAlchemy ``Table`` behind a table model, typed for Core queries."""
-    found: sa.Table = model.__table__  # type: ignore[attr-defined]
-    return found
-
-
-applications_table = table_of(ApplicationRow)
-api_keys_table = table_of(ApiKeyRow)
-domains_table = table_of(DomainRow)
-workspaces_table = table_of(WorkspaceRow)
-patterns_table = table_of(WorkspacePatternRow)
-grants_table = table_of(GrantRow)
-messages_table = table_of(MessageRow)
-events_table = table_of(EventRow)
-queue_table = table_of(QueueEntryRow)
-cursors_table = table_of(SourceCursorRow)
-outbound_table = table_of(OutboundRow)
-leases_table = table_of(GrantLeaseRow)
-workers_table = table_of(WorkerRow)
+``verp_token`` makes the envelope sender ``bounces+TOKEN@domain`` unique to
+this send, so a later bounce names the send it belongs to.
+"""
