@@ -77,9 +77,9 @@ from _common import emit, scratch_database, stopwatch
 from provision import run_inline
 
 from mailfleet import Agent, Fleet, InboundMessage, QueueFull
+from mailfleet.mail import headers as mail_headers
 from mailfleet.model.policy import Policy
 from mailfleet.model.records import Grant, GrantStatus, ProvisionOutcome
-from mailfleet.runtime import intake
 from mailfleet.runtime.dispatcher import Dispatcher
 from mailfleet.runtime.host import AgentHost, HandlerFailure
 from mailfleet.runtime.worker import WorkerSettings
@@ -378,7 +378,7 @@ _TIMED_CALLS: dict[tuple[Any, str], Callable[[tuple[Any, ...], Any], int]] = {
     (queue_store, "complete"): lambda args, result: len(args[1]),
     (queue_store, "release"): lambda args, result: len(args[2]),
     (queue_store, "states"): lambda args, result: len(args[1]),
-    (intake, "parse_headers"): lambda args, result: 1,
+    (mail_headers, "parse_headers"): lambda args, result: 1,
 }
 
 
@@ -389,7 +389,7 @@ def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
     Yields three tallies: each ``Database.write`` as awaited (waiting for the
     writer, the thread hop and the transaction), the same transactions inside
     their thread (work plus commit), and the calls of ``_TIMED_CALLS``. The
-    runtime looks up ``queue.<function>`` and the intake's ``parse_headers``
+    runtime looks up ``queue.<function>`` and ``mail.headers.parse_headers``
     at call time, so wrapping the modules' functions covers the intake and
     the worker; everything is restored on exit.
     """
