@@ -526,11 +526,17 @@ class Fleet:
         scope = self._open("Fleet.wait_idle()").scope
         own = self._registry.served
 
-        def waiting(tx: Tx) -> int:
+        def served_waiting(tx: Tx) -> int:
             return queue.ready_count(tx, agents=own | workers.live_agents(tx, now=time.time()))
 
-        while await scope.read(waiting):  # noqa: ASYNC110 - the store is the truth
-            await anyio.sleep(0.02)
+        # The cheap count while it moves; which grants are served (a join) only when
+        # it stands still: is what is left waiting for nobody?
+        previous = None
+        while waiting := await scope.read(queue.ready_count):
+            if waiting == previous and not await scope.read(served_waiting):
+                return
+            previous = waiting
+            await anyio.sleep(0.02)  # other processes' work too: the store is the truth
 
     async def statistics(self) -> FleetStatistics:
         """A snapshot of this fleet's worker and of its application's queues."""
