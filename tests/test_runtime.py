@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from mailfleet import (
     Agent,
@@ -26,6 +27,7 @@ from mailfleet import (
 from mailfleet.runtime.host import AgentHost
 from mailfleet.runtime.worker import Worker, WorkerSettings
 from mailfleet.store.scope import Scope, ServedAgents
+from mailfleet.store.tables import leases_table
 from support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -161,6 +163,39 @@ async def test_unfinished_work_resumes_in_order_after_a_restart(database_url: st
             with anyio.fail_after(20):
                 await fleet.wait_idle()
     assert Recorder.seen[grant.id] == [str(n) for n in range(30)]
+
+
+class Slow(Agent):
+    """Takes a while per message, so the worker holds loaded, unfinished work."""
+
+    seen: ClassVar[list[str]] = []
+
+    async def on_message(self, message: InboundMessage) -> None:
+        await anyio.sleep(0.05)
+        self.seen.append(message.subject or "")
+
+
+async def test_a_lapsed_lease_of_a_running_grant_is_renewed_not_reloaded(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat came late and the lease expired while the worker still runs the
+    grant: the next claim takes it back, and nothing already loaded runs twice."""
+    Slow.seen = []
+    async with await open_fleet(database_url, Slow, lease_ttl=30.0) as fleet:
+        await fleet.add_domain("example.com")
+        grant = await fleet.provision("slow@example.com", agent=Slow)
+        for n in range(20):
+            await fleet.deliver(grant, mail(f"{n}"))
+        async with serving(fleet):
+            await wait_until(lambda: len(Slow.seen) >= 2)
+            await fleet.database.write(
+                lambda c: c.execute(sa.update(leases_table).values(expires_at=0.0))
+            )
+            await fleet.deliver(grant, mail("20"))  # wakes the claimer at once
+            with anyio.fail_after(20):
+                await fleet.wait_idle()
+    assert Slow.seen == [str(n) for n in range(21)]  # each once, in order
+    assert "leases of 1 grants lapsed" in caplog.text
 
 
 class NoSending:

@@ -236,6 +236,7 @@ class Worker:
             if not idle and room <= 0:
                 return 0
             now = time.monotonic()
+            held = {g for g, run in self._runs.items() if run.held}
 
             def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage]]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
@@ -244,13 +245,25 @@ class Worker:
                     g for g, since in idle.items() if g not in busy and now - since >= linger
                 ]
                 queue.release(tx, self.id, expired)
-                claimed = (
+                taken = (
                     queue.claim(
                         tx, self.id, now=time.time(), ttl=settings.lease_ttl, limit=min(room, 500)
                     )
                     if room > 0
                     else []
                 )
+                # A grant still held here whose lease lapsed before the heartbeat renewed
+                # it comes back from the claim: that renews it; its entries are loaded
+                # already (loading them again would run them twice).
+                lapsed = [g for g in taken if g in held and g not in expired]
+                if lapsed:
+                    log.warning(
+                        "worker %s: the leases of %d grants lapsed before renewal "
+                        "(heartbeat late by more than lease_ttl/3); renewed",
+                        self.id,
+                        len(lapsed),
+                    )
+                claimed = [g for g in taken if g not in held or g in expired]
                 fresh = queue.load(tx, claimed, per_grant=settings.per_grant) if claimed else []
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
