@@ -262,7 +262,13 @@ def test_settings_come_from_the_environment(
 ) -> None:
     monkeypatch.setenv("MAILFLEET_DATABASE_URL", database_url)
     ok(CliRunner().invoke(app, ["--application", "other", "domains", "add", "example.com"]))
-    assert ok(CliRunner().invoke(app, ["domains", "list"])).startswith("no domains")
+    assert "example.com" in ok(
+        CliRunner().invoke(app, ["--application", "other", "domains", "list"])
+    )
+    # the default application was never made here: a reading command says so, makes none
+    assert one_error_line(CliRunner().invoke(app, ["domains", "list"])) == (
+        "error: application: no application 'default' in this database (applications: other)"
+    )
 
 
 def test_bad_settings_are_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:

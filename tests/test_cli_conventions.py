@@ -112,6 +112,19 @@ def test_set_up_commands_create_the_database_and_say_so(tmp_path: Path) -> None:
     assert "outreach" in ok(cli("workspaces", "list"))
 
 
+def test_a_reading_command_for_an_unknown_application_creates_none(tmp_path: Path) -> None:
+    ok(cli("domains", "add", "example.com"))
+    ok(cli("--application", "alpha", "domains", "add", "alpha.example"))
+    line = one_error_line(cli("--application", "alhpa", "grants", "list"))
+    assert line == (
+        "error: application: no application 'alhpa' in this database (applications: alpha, default)"
+    )
+    one_error_line(cli("--application", "alhpa", "status"))
+    # nothing was made: the set-up command still creates it, and says nothing else
+    ok(cli("--application", "alhpa", "domains", "add", "alhpa.example"))
+    assert "alhpa.example" in ok(cli("--application", "alhpa", "domains", "list"))
+
+
 def test_verbose_names_the_database_and_masks_its_password(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ok(cli("domains", "add", "example.com"))
@@ -199,11 +212,12 @@ async def test_an_older_schema_is_upgraded_even_with_create_false(database_url: 
     from alembic import command
 
     from mailfleet.store.database import Database
-    from mailfleet.store.migrate import alembic_config, current_revision, migrate_sync
+    from mailfleet.store.migrate import alembic_config, current_revision
 
+    async with Fleet(database_url=database_url):  # the schema and the default application
+        pass
     database = Database(database_url)
     try:
-        migrate_sync(database)
         database.write_sync(lambda c: command.downgrade(alembic_config(c), "0003"))
     finally:
         database.close()

@@ -150,8 +150,11 @@ class GrantNotFound(NotFound):
 class ApplicationNotFound(NotFound):
     """No application with that name."""
 
-    def __init__(self, application: str, *, field: str = "application") -> None:
-        super().__init__(field, f"no application {application!r}", value=application)
+    def __init__(
+        self, application: str, *, field: str = "application", known: str | None = None
+    ) -> None:
+        hint = "" if known is None else f" in this database (applications: {known})"
+        super().__init__(field, f"no application {application!r}{hint}", value=application)
 
 
 class Conflict(MailfleetError):

@@ -209,6 +209,8 @@ class Fleet:
                 await self.database.aclose()
 
     def _ensure_application(self, database: Database, conn: Any) -> Application:
+        if not self._create:  # a reading command: a mistyped name must not make a tenant
+            return applications.get_application(conn, self.settings.application)
         application = applications.ensure_application(conn, self.settings.application)
         workspaces.ensure_default_workspace(Tx(conn, Scope(database, application.id)))
         return application

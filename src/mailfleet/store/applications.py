@@ -34,7 +34,9 @@ def get_application(conn: Connection, name: str) -> Application:
     """The application called ``name``; :class:`ApplicationNotFound` otherwise."""
     row = conn.execute(sa.select(_applications).where(_applications.c.name == name)).first()
     if row is None:
-        raise ApplicationNotFound(name)
+        known = conn.execute(sa.select(_applications.c.name).order_by(_applications.c.name))
+        names = ", ".join(known.scalars()) or "none yet"
+        raise ApplicationNotFound(name, known=names)
     return _application(row)
 
 
