@@ -141,3 +141,11 @@ def test_what_public_methods_return_is_public() -> None:
                 if cls.__module__.startswith("mailfleet") and cls.__name__ not in mailfleet.__all__:
                     missing.add(f"{owner.__name__}.{name} -> {cls.__module__}.{cls.__name__}")
     assert missing == set()
+
+
+def test_the_fleet_offers_every_directory_method() -> None:
+    """The Fleet is a façade over its Directory: none missing, same documentation."""
+    public = [n for n, v in vars(mailfleet.Directory).items() if callable(v) and n[0] != "_"]
+    assert public
+    for name in public:
+        assert getattr(mailfleet.Fleet, name).__doc__ == getattr(mailfleet.Directory, name).__doc__
