@@ -183,7 +183,10 @@ class Worker:
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._scope.write(lambda tx: workers.withdraw(tx, self.id))
+                try:
+                    await self._scope.write(lambda tx: workers.withdraw(tx, self.id))
+                except Exception:  # the announcement expires by itself; keep the first error
+                    log.warning("worker %s could not withdraw its announcement", self.id)
 
     def _announce(self, tx: Tx) -> None:
         workers.announce(tx, self.id, expires_at=time.time() + self._settings.lease_ttl)
