@@ -54,7 +54,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import shlex
 import signal
 import sys
@@ -209,11 +208,6 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _display_url(url: str) -> str:
-    """A database URL with its password masked."""
-    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
-
-
 # -- errors ----------------------------------------------------------------------------
 
 
@@ -278,11 +272,11 @@ class _Session:
     @property
     def database(self) -> str:
         """The database URL, password masked, a SQLite path made absolute."""
-        from .store.database import sqlite_path
+        from .store.database import display_url, sqlite_path
 
         url = self.settings.effective_database_url
         path = sqlite_path(url)
-        return f"sqlite:///{path.resolve()}" if path is not None else _display_url(url)
+        return f"sqlite:///{path.resolve()}" if path is not None else display_url(url)
 
     def announce(self) -> None:
         """With ``--verbose``, say on stderr which database, and where the choice came from."""
@@ -659,7 +653,7 @@ async def _run_agent(fleet: Fleet, agent: type[Agent]) -> None:
             ("address", "grant", "workspace"),
             ((grant.address, grant.id, grant.workspace) for grant in grants),
         )
-        _say(f"database: {_display_url(fleet.settings.effective_database_url)}")
+        _say(f"database: {fleet.database.display_url}")
         if serving.smtp_port is not None:
             _say(f"SMTP: {fleet.settings.smtp_host}:{serving.smtp_port} (mail the addresses above)")
         relay = fleet.settings.relay_host

@@ -149,16 +149,14 @@ class Fleet:
             created = await migrate(database, create=self._create)
             application = await database.write(partial(self._ensure_application, database))
         except StoreUnavailable as exc:
-            with anyio.CancelScope(shield=True):
-                await database.aclose()
+            await _close(None, database)
             cause = exc.__cause__
             detail = getattr(cause, "orig", None) or cause or exc
             one_line = " ".join(str(detail).split())  # the driver's may span lines
             message = f"cannot open the database {database.display_url}: {one_line}"
             raise StoreUnavailable(message) from cause
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await database.aclose()
+            await _close(None, database)
             raise
         scope = Scope(database, application.id, self._registry.served)
         intake = Intake(
@@ -171,11 +169,7 @@ class Fleet:
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
         except BaseException:
-            tasks.cancel_scope.cancel()
-            with _single_errors():
-                await tasks.__aexit__(None, None, None)
-            with anyio.CancelScope(shield=True):
-                await database.aclose()
+            await _close(tasks, database)
             raise
         self._opened = _Opened(
             application=application,
@@ -196,17 +190,10 @@ class Fleet:
         tb: TracebackType | None,
     ) -> None:
         opened, self._opened = self._opened, None
-        if opened is None:
-            return
-        try:
+        if opened is not None:
             # The body's own exception is not handed to the task group: it comes
             # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
-            opened.tasks.cancel_scope.cancel()
-            with _single_errors():
-                await opened.tasks.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):  # closed even when the caller is cancelled
-                await self.database.aclose()
+            await _close(opened.tasks, self.database)
 
     def _ensure_application(self, database: Database, conn: Any) -> Application:
         if not self._create:  # a reading command: a mistyped name must not make a tenant
@@ -652,6 +639,19 @@ async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:
             log.exception("inbound source %s failed; restarting in %.0fs", source.name, delay)
         await anyio.sleep(delay)
         delay = min(delay * 2, 60.0)
+
+
+async def _close(tasks: TaskGroup | None, database: Database) -> None:
+    """Stop the fleet's background tasks (if started), then close the database, even
+    when the caller is cancelled; an error of the tasks comes out as itself."""
+    try:
+        if tasks is not None:
+            tasks.cancel_scope.cancel()
+            with _single_errors():
+                await tasks.__aexit__(None, None, None)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await database.aclose()
 
 
 @contextmanager

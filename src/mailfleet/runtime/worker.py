@@ -210,9 +210,8 @@ class Worker:
 
     async def _claimer(self) -> None:
         while not self._closing:
-            room = self._settings.max_grants - sum(run.held for run in self._runs.values())
             want_claim, self._want_claim = self._want_claim, False
-            claimed = await self._claim(room if want_claim else 0)
+            claimed, room = await self._claim(want_claim)
             if claimed and claimed >= min(room, 500):
                 self._want_claim = True  # there may be more
                 await anyio.lowlevel.checkpoint()
@@ -223,23 +222,22 @@ class Worker:
                 self._want_claim = True  # the poll: work from other processes
             self._claim_wakeup = anyio.Event()
 
-    async def _claim(self, room: int) -> int:
+    async def _claim(self, want_claim: bool) -> tuple[int, int]:
         """One transaction: refill held grants that went idle, release those idle for
-        longer than the linger time, and claim new grants with work."""
+        longer than the linger time, and (if ``want_claim``) claim new grants with work.
+        Returns how many it claimed, and the room it had for more."""
         settings = self._settings
         linger = min(2.0, settings.lease_ttl / 3)
         async with self._leases:
+            held = {g: run for g, run in self._runs.items() if run.held}
+            room = settings.max_grants - len(held)
             # Only grants whose completions are all committed: their ready entries
             # in the store are exactly the ones not run yet.
-            idle = {
-                g: run.idle_since
-                for g, run in self._runs.items()
-                if run.held and run.idle_since is not None
-            }
-            if not idle and room <= 0:
-                return 0
+            idle = {g: run.idle_since for g, run in held.items() if run.idle_since is not None}
+            limit = min(room, 500) if want_claim else 0
+            if not idle and limit <= 0:
+                return 0, room
             now = time.monotonic()
-            held = {g for g, run in self._runs.items() if run.held}
 
             def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage]]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
@@ -249,10 +247,8 @@ class Worker:
                 ]
                 queue.release(tx, self.id, expired)
                 taken = (
-                    queue.claim(
-                        tx, self.id, now=time.time(), ttl=settings.lease_ttl, limit=min(room, 500)
-                    )
-                    if room > 0
+                    queue.claim(tx, self.id, now=time.time(), ttl=settings.lease_ttl, limit=limit)
+                    if limit > 0
                     else []
                 )
                 # A grant still held here whose lease lapsed before the heartbeat renewed
@@ -284,7 +280,7 @@ class Worker:
                 run = self._runs[grant_id]
                 if not run.inflight and run.idle_since is None:
                     run.idle_since = now
-        return len(claimed)
+        return len(claimed), room
 
     def _run(self, grant_id: str) -> _GrantRun:
         run = self._runs.get(grant_id)

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from ..model.errors import DatabaseNotFound, InvalidInput, StoreUnavailable
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 
-__all__ = ["Database", "normalize_url", "sqlite_path"]
+__all__ = ["Database", "display_url", "normalize_url", "sqlite_path"]
 
 T = TypeVar("T")
 
@@ -49,6 +49,14 @@ def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         return True
     return type(exc) is sa.exc.DatabaseError  # e.g. "file is not a database"
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:  # not a URL: show it only if it cannot hold a password
+        return url if "@" not in url else "(a database URL that cannot be parsed)"
 
 
 def normalize_url(url: str) -> str:
@@ -150,7 +158,7 @@ class Database:
     @property
     def display_url(self) -> str:
         """The URL with its password hidden, for messages and logs."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return display_url(self.url)
 
     def _unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
         cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)

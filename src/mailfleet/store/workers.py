@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model.records import Grant
 from .grants import grant_rows
-from .queue import served_condition
+from .queue import backlog, served_condition
 from .scope import ServedAgents, Tx
 from .tables import grants_table, queue_table, utcnow, workers_table
 
@@ -128,11 +128,5 @@ def unserved_grants(
     found = grant_rows(tx, condition, limit=limit)
     if not found:
         return []
-    waiting: dict[str, int] = dict(
-        tx.conn.execute(
-            sa.select(_queue.c.grant_id, sa.func.count())
-            .where(_queue.c.grant_id.in_([g.id for g in found]), _queue.c.status == "ready")
-            .group_by(_queue.c.grant_id)
-        ).all()
-    )
-    return [UnservedGrant(grant, int(waiting.get(grant.id, 0))) for grant in found]
+    waiting = backlog(tx, (grant.id for grant in found))
+    return [UnservedGrant(grant, waiting.get(grant.id, 0)) for grant in found]
