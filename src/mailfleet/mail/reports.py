@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ..model.deliverability import BounceClass, BounceReason
+
 __all__ = [
     "BounceClass",
     "BounceReason",
@@ -37,40 +39,6 @@ class ReportKind(StrEnum):
     """A delivery or relay success notice."""
     MESSAGE = "message"
     """Anything else: ordinary mail, or a delay warning (see ``Report.delayed``)."""
-
-
-class BounceClass(StrEnum):
-    """Whether a failure is permanent for the address."""
-
-    HARD = "hard"
-    """The address or its domain does not exist or has moved (or, for a
-    complaint, the recipient asked for no more mail): suppress it."""
-    SOFT = "soft"
-    """Every other failure: full mailbox, spam or policy block, rate limit, expiry..."""
-
-
-class BounceReason(StrEnum):
-    """Why a recipient failed; hard for the first three, soft for the rest,
-    and ``unknown`` hard when the failure is permanent (5.x.x / 5xx)."""
-
-    USER_UNKNOWN = "user_unknown"
-    HOST_UNKNOWN = "host_unknown"
-    HAS_MOVED = "has_moved"
-    MAILBOX_FULL = "mailbox_full"
-    MAILBOX_DISABLED = "mailbox_disabled"
-    MESSAGE_TOO_BIG = "message_too_big"
-    SPAM = "spam"
-    BLOCKED = "blocked"
-    POLICY = "policy"
-    RELAY_DENIED = "relay_denied"
-    VIRUS = "virus"
-    RATE_LIMITED = "rate_limited"
-    EXPIRED = "expired"
-    AUTH_FAILURE = "auth_failure"
-    NETWORK_ERROR = "network_error"
-    SYSTEM_ERROR = "system_error"
-    COMPLAINT = "complaint"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ __all__ = [
     "outbound_table",
     "patterns_table",
     "queue_table",
+    "reports_table",
+    "soft_bounces_table",
+    "suppressions_table",
     "utcnow",
     "workers_table",
     "workspaces_table",
@@ -245,6 +248,8 @@ queue_table = sa.Table(
     _application(),
     _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
     _fk("message_id", "messages.id", ondelete="CASCADE"),
+    _text("kind", 12, default="message"),
+    _json("payload", nullable=True),
     _text("status", 8, default="ready"),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("not_before", sa.Float),
@@ -253,6 +258,10 @@ queue_table = sa.Table(
     sa.Index("queue_entries_by_grant", "grant_id", "status", "id"),
 )
 """A message waiting for its grant's handler; deleted once handled.
+
+``kind`` names the handler: ``message`` (``on_message``, the entry's
+message), ``bounce`` or ``complaint`` (``on_bounce`` / ``on_complaint``,
+the typed record in ``payload``; the message is the send it is about).
 
 ``id`` orders a grant's entries. A failing entry carries its ``attempts``
 and the time before which it must not run again (``not_before``, epoch
@@ -321,3 +330,56 @@ outbound_table = sa.Table(
 ``verp_token`` makes the envelope sender ``bounces+TOKEN@domain`` unique to
 this send, so a later bounce names the send it belongs to.
 """
+
+suppressions_table = sa.Table(
+    "suppressions",
+    metadata,
+    _serial(),
+    _application(),
+    # "" for the whole application, else the id of the one workspace it applies to
+    _text("scope", 36, default=""),
+    _text("address", 320),
+    _text("reason", 20),
+    sa.Column("detail", sa.Text),
+    sa.Column("event_id", sa.BigInteger),
+    _time(),
+    sa.Index("suppressions_by_address", "application_id", "address", "scope", unique=True),
+)
+"""An address the application (or one of its workspaces) must not mail, and why:
+``hard_bounce``, ``complaint``, ``soft_bounces``, ``unsubscribe`` or ``manual``.
+``event_id`` is the event that caused it, when one did."""
+
+soft_bounces_table = sa.Table(
+    "soft_bounces",
+    metadata,
+    _application(primary_key=True),
+    _text("address", 320, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    _time("updated_at"),
+)
+"""Soft bounces in a row per recipient; a delivery to it clears the count."""
+
+reports_table = sa.Table(
+    "reports",
+    metadata,
+    _id(),
+    _application(),
+    sa.Column("grant_id", sa.String(36), sa.ForeignKey("grants.id", ondelete="SET NULL")),
+    sa.Column("outbound_id", sa.BigInteger, sa.ForeignKey("outbound.id", ondelete="SET NULL")),
+    _text("kind", 12),
+    _text("recipient", 320),
+    _text("verp_token", 64, nullable=True),
+    sa.Column("original_message_id", sa.Text),
+    sa.Column("attributed", sa.Boolean, nullable=False),
+    _json("summary"),
+    _text("source_key", 255, nullable=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("raw", sa.LargeBinary),
+    _time(),
+    sa.Index("reports_by_application", "application_id", "created_at"),
+    sa.Index("reports_by_source", "application_id", "source_key", unique=True),
+)
+"""Every bounce, complaint or other report the MX took at a bounce address, or
+found among a grant's mail: what it said (``summary``, the ``inspect`` form),
+and the send it was matched to. An unknown or forged token is kept here,
+``attributed`` false, and acts on nothing."""
