@@ -10,6 +10,16 @@ import mailfleet
 
 EXPECTED = {
     "Agent",
+    "Bounce",
+    "BounceClass",
+    "BounceReason",
+    "Complaint",
+    "FailedRecipient",
+    "Report",
+    "ReportKind",
+    "Suppression",
+    "SuppressionReason",
+    "SuppressionRow",
     "Attachment",
     "DeadLetter",
     "DnsRecord",

@@ -15,6 +15,15 @@ if TYPE_CHECKING:
     from .mail.build import OutgoingAttachment
     from .mail.inbound import InboundMessage
     from .mail.parse import Attachment, Mailbox, ParsedMessage
+    from .mail.reports import FailedRecipient, Report, ReportKind
+    from .model.deliverability import (
+        Bounce,
+        BounceClass,
+        BounceReason,
+        Complaint,
+        Suppression,
+        SuppressionReason,
+    )
     from .model.errors import (
         ApplicationNotFound,
         Conflict,
@@ -53,7 +62,7 @@ if TYPE_CHECKING:
         ProvisionResult,
         Workspace,
     )
-    from .runtime.directory import Directory
+    from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
     from .runtime.status import FleetStatistics, Serving
@@ -72,6 +81,16 @@ _EXPORTS: dict[str, str] = {
     "Attachment": ".mail.parse",
     "Mailbox": ".mail.parse",
     "ParsedMessage": ".mail.parse",
+    "FailedRecipient": ".mail.reports",
+    "Report": ".mail.reports",
+    "ReportKind": ".mail.reports",
+    "Bounce": ".model.deliverability",
+    "BounceClass": ".model.deliverability",
+    "BounceReason": ".model.deliverability",
+    "Complaint": ".model.deliverability",
+    "Suppression": ".model.deliverability",
+    "SuppressionReason": ".model.deliverability",
+    "SuppressionRow": ".runtime.directory",
     "ApplicationNotFound": ".model.errors",
     "Conflict": ".model.errors",
     "DatabaseNotFound": ".model.errors",
@@ -126,6 +145,10 @@ __all__ = [
     "Application",
     "ApplicationNotFound",
     "Attachment",
+    "Bounce",
+    "BounceClass",
+    "BounceReason",
+    "Complaint",
     "Conflict",
     "DatabaseNotFound",
     "DeadLetter",
@@ -135,6 +158,7 @@ __all__ = [
     "Domain",
     "DomainNotRegistered",
     "Event",
+    "FailedRecipient",
     "Fleet",
     "FleetNotOpen",
     "FleetStatistics",
@@ -160,6 +184,8 @@ __all__ = [
     "ProvisionOutcome",
     "ProvisionResult",
     "QueueFull",
+    "Report",
+    "ReportKind",
     "ReputationThresholds",
     "SendResult",
     "SendStatus",
@@ -168,6 +194,9 @@ __all__ = [
     "SigningFailed",
     "SpamSensitivity",
     "StoreUnavailable",
+    "Suppression",
+    "SuppressionReason",
+    "SuppressionRow",
     "UnservedGrant",
     "Workspace",
     "WorkspaceExists",

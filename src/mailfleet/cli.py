@@ -1418,3 +1418,7 @@ def main() -> None:
         # the interpreter's exit its collections over every object left (a tenth of
         # a second after an operator command, as long as the command itself).
         gc.freeze()
+
+
+# The deliverability commands live in their own module; importing it registers them.
+from . import cli_deliverability as _deliverability  # noqa: E402, F401

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         [60.0, 300.0, 1800.0, 7200.0, 21600.0],
         description="seconds between tries after a 4xx; a soft bounce when spent (JSON list)",
     )
+    soft_bounce_limit: int = Field(
+        3, ge=0, description="soft bounces in a row that suppress a recipient (0: never)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"
     )

@@ -163,6 +163,8 @@ class Complaint:
 class Suppression:
     """An address the fleet will not mail, and why."""
 
+    id: int
+    """The entry's position in the list (``after=`` pages by it)."""
     address: str
     reason: SuppressionReason
     detail: str | None

@@ -20,7 +20,10 @@ class SendStatus(StrEnum):
     RATE_LIMITED = "rate_limited"
     """Quota or rate reached (HTTP 429, see ``retry_after``)."""
     SUPPRESSED = "suppressed"
-    """A recipient bounced, complained or unsubscribed."""
+    """A recipient is on the suppression list (it bounced, complained or
+    unsubscribed; ``detail`` says which and why): nothing was queued."""
+    INVALID_RECIPIENT = "invalid_recipient"
+    """A recipient address is not valid (``detail`` says why): nothing was queued."""
     REJECTED = "rejected"
     """The message itself is not acceptable (see ``detail``)."""
 

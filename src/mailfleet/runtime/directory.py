@@ -1,4 +1,4 @@
-"""The directory: domains, workspaces, grants, API keys and events of one application.
+"""The directory: domains, workspaces, grants, API keys, events and suppressions of one application.
 
 :class:`Directory` is the administrative service every fleet has, whether or
 not it serves agents: each method is one unit of work on the store, through
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -18,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from ..model.addresses import parse_address
+from ..model.deliverability import Suppression, SuppressionReason
 from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
 from ..model.records import (
     ApiKey,
@@ -30,7 +32,7 @@ from ..model.records import (
     Workspace,
 )
 from ..settings import Settings
-from ..store import applications, domains, events, grants, workspaces
+from ..store import applications, domains, events, grants, suppressions, workspaces
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
 from .mailroom import check_json
@@ -39,7 +41,7 @@ if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
     from ..auth.dkim import DkimKey
 
-__all__ = ["AgentRef", "Directory"]
+__all__ = ["AgentRef", "Directory", "SuppressionRow"]
 
 log = logging.getLogger("mailfleet.directory")
 
@@ -47,7 +49,7 @@ AgentRef: TypeAlias = "type[Agent] | str | None"
 
 
 class Directory:
-    """Domains, workspaces, grants, API keys and events of one application."""
+    """Domains, workspaces, grants, API keys, events and suppressions of one application."""
 
     def __init__(self, scope: Scope, settings: Settings) -> None:
         self._scope = scope
@@ -348,6 +350,127 @@ class Directory:
     async def count_events(self, *, type: str | None = None, grant: str | None = None) -> int:
         """How many events the application has (of ``type``, of the grant id ``grant``)."""
         return await self._scope.read(lambda tx: events.count_events(tx, type=type, grant_id=grant))
+
+    async def suppress(
+        self,
+        address: str,
+        *,
+        reason: SuppressionReason | str = SuppressionReason.MANUAL,
+        detail: str | None = None,
+        workspace: str | None = None,
+    ) -> bool:
+        """Put ``address`` on the suppression list (of the application, or of
+        one ``workspace``): sends to it answer ``suppressed``. Returns whether
+        it was new; an address already listed keeps its first reason."""
+        return (
+            await self.suppress_many(
+                [SuppressionRow(address, reason, detail, workspace)], field="address"
+            )
+            == 1
+        )
+
+    async def suppress_many(self, rows: Iterable[SuppressionRow], *, field: str = "rows") -> int:
+        """Suppress many addresses in one transaction; how many were new.
+
+        Every row is checked first (address, reason, workspace): if any is
+        wrong, :class:`~mailfleet.InvalidInput` lists each bad row and
+        nothing is stored.
+        """
+        listed = list(rows)
+
+        def work(tx: Tx) -> int:
+            workspace_ids: dict[str, str] = {}
+            entries: list[suppressions.NewSuppression] = []
+            problems: list[str] = []
+            for number, row in enumerate(listed, start=1):
+                where = f"row {number}: " if len(listed) > 1 or field != "address" else ""
+                try:
+                    address = str(parse_address(row.address, field=field))
+                    reason = SuppressionReason(row.reason)
+                except InvalidInput as exc:
+                    problems.append(f"{where}{exc}")
+                    continue
+                except ValueError:
+                    allowed = ", ".join(r.value for r in SuppressionReason)
+                    problems.append(f"{where}reason {row.reason!r} is not one of {allowed}")
+                    continue
+                workspace_id = None
+                if row.workspace:
+                    if row.workspace not in workspace_ids:
+                        try:
+                            workspace_ids[row.workspace] = workspaces.get_workspace(
+                                tx, row.workspace
+                            ).id
+                        except MailfleetError as exc:
+                            problems.append(f"{where}{exc}")
+                            continue
+                    workspace_id = workspace_ids[row.workspace]
+                entries.append(
+                    suppressions.NewSuppression(address, reason, row.detail, workspace_id)
+                )
+            if problems:
+                raise InvalidInput(field, "; ".join(problems[:20]))
+            return suppressions.suppress(tx, entries)
+
+        added = await self._scope.write(work)
+        log.info("suppressed %d new address(es) of %d", added, len(listed))
+        return added
+
+    async def unsuppress(self, address: str, *, workspace: str | None = None) -> bool:
+        """Take ``address`` off the suppression list (of the application, or of one
+        ``workspace``); whether it was there. Its soft-bounce count restarts too."""
+        normal = str(parse_address(address))
+
+        def work(tx: Tx) -> bool:
+            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            return suppressions.remove(tx, normal, workspace_id=workspace_id)
+
+        return await self._scope.write(work)
+
+    async def suppressions(
+        self,
+        *,
+        reason: SuppressionReason | str | None = None,
+        workspace: str | None = None,
+        after: int = 0,
+        limit: int | None = 100,
+    ) -> list[Suppression]:
+        """The suppression list in the order entries were added, after the entry id ``after``."""
+        wanted = None if reason is None else SuppressionReason(reason)
+
+        def work(tx: Tx) -> list[Suppression]:
+            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            return suppressions.list_suppressions(
+                tx, reason=wanted, workspace_id=workspace_id, after=after, limit=limit
+            )
+
+        return await self._scope.read(work)
+
+    async def suppression(
+        self, address: str, *, workspace: str | None = None
+    ) -> Suppression | None:
+        """Why ``address`` may not be mailed (by a grant of ``workspace``), or None."""
+        normal = str(parse_address(address))
+
+        def work(tx: Tx) -> Suppression | None:
+            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            return suppressions.suppressed(tx, [normal], workspace_id=workspace_id).get(normal)
+
+        return await self._scope.read(work)
+
+    async def count_suppressions(self) -> int:
+        """How many entries the application's suppression list holds."""
+        return await self._scope.read(suppressions.count_suppressions)
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRow:
+    """One address to suppress, as :meth:`Directory.suppress_many` takes it."""
+
+    address: str
+    reason: SuppressionReason | str = SuppressionReason.MANUAL
+    detail: str | None = None
+    workspace: str | None = None
 
 
 async def _generate_keys(selector: str) -> list[DkimKey]:

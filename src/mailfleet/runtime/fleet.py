@@ -38,6 +38,7 @@ from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
 from .directory import Directory
 from .doorbell import Doorbell
+from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
 from .outbox import Outbox
@@ -86,6 +87,7 @@ class _Opened:
     intake: Intake
     outbox: Outbox
     mailroom: Mailroom
+    feedback: Feedback
     tasks: TaskGroup
 
 
@@ -179,6 +181,11 @@ class Fleet:
             intake=intake,
             outbox=outbox,
             mailroom=Mailroom(scope, intake),
+            feedback=Feedback(
+                scope,
+                soft_bounce_limit=self.settings.soft_bounce_limit,
+                committed=self._work_committed.ring,
+            ),
             tasks=tasks,
         )
         return self
@@ -247,6 +254,12 @@ class Fleet:
     grants = _directory(Directory.grants)
     count_grants = _directory(Directory.count_grants)
     count_events = _directory(Directory.count_events)
+    suppress = _directory(Directory.suppress)
+    suppress_many = _directory(Directory.suppress_many)
+    unsuppress = _directory(Directory.unsuppress)
+    suppressions = _directory(Directory.suppressions)
+    suppression = _directory(Directory.suppression)
+    count_suppressions = _directory(Directory.count_suppressions)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
     events = _directory(Directory.events)
@@ -467,6 +480,8 @@ class Fleet:
             deliver=opened.intake.deliver,
             retry_schedule=s.retry_schedule,
             worker_id=s.worker_id or new_worker_id(),
+            committed=self._work_committed.ring,
+            soft_bounce_limit=s.soft_bounce_limit,
             concurrency=max(s.relay_pool_size * 2, 4),
             poll_interval=s.poll_interval,
         )
@@ -482,7 +497,13 @@ class Fleet:
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(s.smtp_tls_cert, s.smtp_tls_key)
-        mx = FleetMx(opened.mailroom.grant_or_none, opened.intake.deliver, hostname=s.smtp_hostname)
+        mx = FleetMx(
+            opened.mailroom.grant_or_none,
+            opened.intake.deliver,
+            hostname=s.smtp_hostname,
+            owns_domain=opened.mailroom.owns_domain,
+            report=opened.feedback.receive,
+        )
         await serve_smtp(
             mx,
             host=s.smtp_host,

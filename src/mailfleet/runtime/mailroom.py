@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model.errors import GrantNotFound, InvalidInput
 from ..model.records import Grant
-from ..store import cursors, grants
+from ..store import cursors, domains, grants
 from ..store.scope import Scope
 from .intake import Intake
 
@@ -67,6 +67,11 @@ class Mailroom:
         """The id of the grant at ``address``, or None."""
         found = await self.grant_or_none(address)
         return None if found is None else found.id
+
+    async def owns_domain(self, domain: str) -> bool:
+        """Whether ``domain`` is one of the application's registered domains."""
+        found = await self._scope.read(lambda tx: domains.domain_ids(tx, [domain]))
+        return bool(found)
 
     async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:
         """How far ``source`` (e.g. an IMAP mailbox) has been read for a grant."""

@@ -1,11 +1,21 @@
-"""The runtime's side of the MX: recipients are grants, accepted mail goes to ``deliver``."""
+"""The runtime's side of the MX: recipients are grants, accepted mail goes to ``deliver``.
+
+Bounce addresses are recipients too: ``bounces+TOKEN@domain`` (the VERP
+envelope sender of every send) and ``bounces@domain`` (for feedback loops),
+on the application's registered domains only. What reaches them, and mail to
+a grant that looks automatic (a null envelope sender, a ``multipart/report``),
+goes to ``report`` (:class:`~mailfleet.runtime.feedback.Feedback`) first.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
+from typing import TypeVar
 
 import anyio
 
@@ -15,41 +25,66 @@ from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
 from ..transports.smtp_in import Accepted, MxContext, Recipient
+from .feedback import Taken
 
 __all__ = ["FleetMx"]
 
 Lookup = Callable[[str], Awaitable[Grant | None]]
 Deliver = Callable[..., Awaitable[StoredMessage]]
+DomainLookup = Callable[[str], Awaitable[bool]]
+Report = Callable[..., Awaitable[Taken]]
+
+_T = TypeVar("_T")
+_BOUNCE_ADDRESS = re.compile(r"bounces(?:\+[^@\s]+)?@[^@\s]+", re.IGNORECASE)
+_REPORT_TYPE = re.compile(rb"^content-type:[ \t]*multipart/report", re.IGNORECASE | re.MULTILINE)
 
 
 class FleetMx(MxContext):
     """Accepts mail for the fleet's grants and hands it to ``Fleet.deliver``."""
 
     def __init__(
-        self, lookup: Lookup, deliver: Deliver, *, hostname: str, cache_seconds: float = 1.0
+        self,
+        lookup: Lookup,
+        deliver: Deliver,
+        *,
+        hostname: str,
+        cache_seconds: float = 1.0,
+        owns_domain: DomainLookup | None = None,
+        report: Report | None = None,
     ) -> None:
         self._lookup = lookup
         self._deliver = deliver
         self._hostname = hostname
         self._cache_seconds = cache_seconds
+        self._owns_domain = owns_domain
+        self._report = report
         # address -> (looked up at, grant): RCPT lookups are mostly repeats; a
         # policy or status change is seen within ``cache_seconds``.
         self._cache: dict[str, tuple[float, Grant | None]] = {}
+        self._domains: dict[str, tuple[float, bool]] = {}
         # address -> bytes stored since its grant was looked up
         self._grown: dict[str, int] = {}
         self._dated = (0, "")
 
-    async def _grant(self, address: str) -> Grant | None:
+    async def _cached(
+        self, cache: dict[str, tuple[float, _T]], key: str, load: Callable[[str], Awaitable[_T]]
+    ) -> _T:
         now = time.monotonic()
-        hit = self._cache.get(address)
+        hit = cache.get(key)
         if hit is not None and now - hit[0] < self._cache_seconds:
             return hit[1]
-        if len(self._cache) > 10_000:
-            self._cache.clear()
+        if len(cache) > 10_000:
+            cache.clear()
             self._grown.clear()
-        grant = await self._lookup(address)
-        self._cache[address] = (now, grant)
-        self._grown.pop(address, None)
+        value = await load(key)
+        cache[key] = (now, value)
+        return value
+
+    async def _grant(self, address: str) -> Grant | None:
+        hit = self._cache.get(address)
+        grant = await self._cached(self._cache, address, self._lookup)
+        if self._cache.get(address) is not hit:  # looked up anew: its storage is current
+            self._grown.pop(address, None)
         return grant
 
     def _date(self) -> str:
@@ -71,7 +106,7 @@ class FleetMx(MxContext):
             return None
         grant = await self._grant(normal)
         if grant is None or grant.status is GrantStatus.DELETED:
-            return None
+            return await self._bounce_address(normal)
         policy = grant.policy
         return Recipient(
             address=normal,
@@ -80,6 +115,23 @@ class FleetMx(MxContext):
             storage_left=policy.storage_limit_bytes
             - grant.stored_bytes
             - self._grown.get(normal, 0),
+        )
+
+    async def _bounce_address(self, address: str) -> Recipient | None:
+        """A bounce address on one of the application's domains, or None."""
+        if self._report is None or self._owns_domain is None:
+            return None
+        if not _BOUNCE_ADDRESS.fullmatch(address):
+            return None
+        domain = address.rsplit("@", 1)[1]
+        if not await self._cached(self._domains, domain, self._owns_domain):
+            return None
+        return Recipient(
+            address=address,
+            grant_id="",
+            max_message_bytes=PLATFORM_MAX_MESSAGE_BYTES,
+            storage_left=sys.maxsize,
+            report=True,
         )
 
     async def accept(
@@ -106,7 +158,20 @@ class FleetMx(MxContext):
         stored: list[str] = []
         failures: list[Exception] = []
 
+        automatic = self._report is not None and _looks_automatic(mail_from, data)
+
         async def one(recipient: Recipient) -> None:
+            if recipient.report or automatic:
+                assert self._report is not None
+                taken = await self._report(
+                    trace + data,
+                    recipient=recipient.address,
+                    source_key=f"{key}:{recipient.address}",
+                    grant_id=None if recipient.report else recipient.grant_id,
+                )
+                if taken.taken:
+                    stored.append("report")
+                    return
             try:
                 message = await self._deliver(recipient.grant_id, trace + data, source_key=key)
             except (QueueFull, GrantNotFound) as exc:
@@ -128,4 +193,17 @@ class FleetMx(MxContext):
             if any(isinstance(f, QueueFull) for f in failures):
                 return Accepted("451 4.3.0 Mailbox busy, please try again later")
             return Accepted("450 4.2.0 Mailbox unavailable, please try again later")
+        if stored[0] == "report":
+            return Accepted("250 2.0.0 Ok: report received")
         return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")
+
+
+def _looks_automatic(mail_from: str, data: bytes) -> bool:
+    """Whether a message may be a delivery or feedback report: a null envelope
+    sender (RFC 5321 for every DSN), or a ``multipart/report`` at the top."""
+    if not mail_from or mail_from == "<>":
+        return True
+    ends = [
+        at for at in (data.find(b"\r\n\r\n", 0, 65536), data.find(b"\n\n", 0, 65536)) if at >= 0
+    ]
+    return _REPORT_TYPE.search(data, 0, min(ends, default=65536)) is not None

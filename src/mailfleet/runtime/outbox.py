@@ -1,8 +1,9 @@
 """What ``Agent.send`` / ``reply`` reach: the outbound gates, building, signing, the outbox.
 
 The gates answer with values (:class:`~mailfleet.SendResult`): recipient
-validation, then the grant's status, read in the transaction that queues the
-message so that a pause or restriction takes effect at once. An accepted
+syntax (``invalid_recipient``), then the grant's status and the suppression
+list, read in the transaction that queues the message so that a pause, a
+restriction or a bounce takes effect at once (``suppressed``: nothing queued). An accepted
 message is built, DKIM-signed with its domain's keys, stored with a VERP
 envelope sender (``bounces+TOKEN@domain``, unique to this send) and queued
 for the :class:`~mailfleet.runtime.sender.Sender`.
@@ -21,11 +22,12 @@ import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from ..model.addresses import parse_address
+from ..model.deliverability import Suppression
 from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domains, grants, outbound
+from ..store import domains, grants, outbound, suppressions
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -52,6 +54,7 @@ def verp_address(token: str, domain: str) -> str:
 class _Queued:
     message: NewOutbound
     message_id: str
+    workspace_id: str
 
 
 class Outbox:
@@ -103,9 +106,9 @@ class Outbox:
                 grant.id, SendResult(SendStatus.REJECTED, detail="to: at least one recipient")
             )
         try:
-            recipients = tuple(str(parse_address(a, field="to")) for a in to)
+            recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
         except InvalidAddress as exc:
-            return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=str(exc)))
+            return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc)))
         try:
             built = build_message(
                 sender=grant.address,
@@ -134,7 +137,7 @@ class Outbox:
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
         )
-        return await self._batches.submit(_Queued(item, message_id))
+        return await self._batches.submit(_Queued(item, message_id, grant.workspace_id))
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
         results = await self._scope.write(lambda tx: self._store(tx, batch))
@@ -148,16 +151,24 @@ class Outbox:
     def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
         # Statuses are read in the transaction: a pause takes effect at once.
         statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
+        blocked = _suppressed(tx, batch)
         results: list[SendResult] = []
         accepted: list[NewOutbound] = []
         for queued in batch:
             status = statuses.get(queued.message.grant_id)
+            listed = [
+                blocked[key]
+                for key in ((queued.workspace_id, r) for r in queued.message.recipients)
+                if key in blocked
+            ]
             if status is GrantStatus.PAUSED:
                 results.append(SendResult(SendStatus.PAUSED, detail="grant_paused"))
             elif status is GrantStatus.RESTRICTED:
                 results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
+            elif listed:
+                results.append(SendResult(SendStatus.SUPPRESSED, detail=_listed(listed)))
             else:
                 accepted.append(queued.message)
                 results.append(
@@ -183,6 +194,27 @@ class Outbox:
                     ]
                     self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
         return self._signers[domain]
+
+
+def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppression]:
+    """The suppressed recipients of the batch, by (workspace id, address)."""
+    by_workspace: dict[str, set[str]] = {}
+    for queued in batch:
+        by_workspace.setdefault(queued.workspace_id, set()).update(queued.message.recipients)
+    return {
+        (workspace_id, address): entry
+        for workspace_id, addresses in by_workspace.items()
+        for address, entry in suppressions.suppressed(
+            tx, addresses, workspace_id=workspace_id
+        ).items()
+    }
+
+
+def _listed(entries: Sequence[Suppression]) -> str:
+    """Why a send was refused: each suppressed recipient and its reason."""
+    return "recipient_suppressed: " + "; ".join(
+        f"{e.address} ({e.reason.value}{': ' + e.detail if e.detail else ''})" for e in entries
+    )
 
 
 def _refused(grant_id: str, result: SendResult) -> SendResult:

@@ -6,7 +6,9 @@ delivered locally through ``Fleet.deliver`` (agents can mail each other) and
 everything else is captured for ``mailfleet outbox`` to show.
 
 The relay's answers become the message's fate, per recipient: ``250`` a
-``message.sent``; ``5xx`` a hard ``message.bounced``; ``4xx`` a
+``message.sent``; ``5xx`` a ``message.bounced``, classed by what the relay
+said (hard when the address or domain does not exist, soft otherwise) and
+recorded as every bounce is (suppression, ``on_bounce``); ``4xx`` a
 ``message.deferred`` and another try after the next delay of the retry
 schedule, and a soft ``message.bounced`` once the schedule is spent.
 
@@ -18,8 +20,10 @@ lease to expire, and the message is sent again. The window is one send.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,10 +31,13 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from ..model.deliverability import Bounce, BounceClass
 from ..model.errors import GrantNotFound, QueueFull
 from ..store import outbound
+from ..store.feedback import Failure
 from ..store.outbound import OutboundItem, OutboundResult
 from ..store.scope import Scope
+from ..store.tables import utcnow
 from ..transports.smtp_out import SmtpOutcome, SmtpRelay
 
 __all__ = ["Sender"]
@@ -55,6 +62,8 @@ class Sender:
         deliver: LocalDeliver,
         retry_schedule: Sequence[float],
         worker_id: str,
+        committed: Callable[[set[str]], None],
+        soft_bounce_limit: int = 3,
         concurrency: int = 8,
         poll_interval: float = 1.0,
         lease: float = 300.0,
@@ -65,6 +74,8 @@ class Sender:
         self._deliver = deliver
         self._schedule = tuple(retry_schedule)
         self._worker = worker_id
+        self._committed = committed
+        self._soft_bounce_limit = soft_bounce_limit
         self._concurrency = concurrency
         self._poll = poll_interval
         self._lease = lease
@@ -148,12 +159,20 @@ class Sender:
         if results:
             try:
                 with anyio.CancelScope(shield=True):  # taken results must not be dropped
-                    await self._scope.write(partial(outbound.record_results, results=results))
+                    given_work = await self._scope.write(
+                        partial(
+                            outbound.record_results,
+                            results=results,
+                            soft_bounce_limit=self._soft_bounce_limit,
+                        )
+                    )
             except Exception:
                 log.exception("recording send results failed; will retry")
                 self._results = results + self._results
                 self._flush_wakeup.set()
                 return
+            if given_work:
+                self._committed(given_work)
             if log.isEnabledFor(logging.INFO):
                 _log_outcomes(results)
             if any(r.status == "pending" for r in results):
@@ -169,26 +188,27 @@ class Sender:
 
     def _judge(self, item: OutboundItem, outcome: SmtpOutcome) -> OutboundResult:
         if outcome.code >= 500:
-            return self._bounced(item, item.recipients, outcome.code, outcome.text, "hard")
+            return self._bounced(item, item.recipients, outcome.code, outcome.text)
         if outcome.temporary:
             return self._temporary(item, item.recipients, outcome.code, outcome.text)
         events: list[tuple[str, dict[str, Any]]] = []
         if outcome.accepted:
             events.append(self._event(item, "message.sent", outcome.accepted, 250, outcome.text))
         retry = [r for r, (code, _) in outcome.refused.items() if 400 <= code < 500]
-        for rcpt, (code, text) in outcome.refused.items():
-            if code >= 500:
-                events.append(
-                    self._event(item, "message.bounced", (rcpt,), code, text, bounce="hard")
-                )
+        failures = [
+            _failure(item, rcpt, code, text)
+            for rcpt, (code, text) in outcome.refused.items()
+            if code >= 500
+        ]
         if retry:
             code, text = outcome.refused[retry[0]]
             deferred = self._temporary(item, tuple(retry), code, text)
-            return _with_events(deferred, events + deferred.events)
-        return OutboundResult(item, "sent", 250, outcome.text, events=events)
+            return _with_events(deferred, events + deferred.events, failures + deferred.failures)
+        return OutboundResult(item, "sent", 250, outcome.text, events=events, failures=failures)
 
     async def _send_locally(self, item: OutboundItem) -> OutboundResult:
         events: list[tuple[str, dict[str, Any]]] = []
+        failures: list[Failure] = []
         captured: list[str] = []
         retry: list[str] = []
         for rcpt in item.recipients:
@@ -202,26 +222,30 @@ class Sender:
                 retry.append(rcpt)
                 events.append(self._event(item, "message.deferred", (rcpt,), 451, str(exc)))
             except GrantNotFound as exc:
-                events.append(
-                    self._event(item, "message.bounced", (rcpt,), 550, str(exc), bounce="hard")
-                )
+                failures.append(_failure(item, rcpt, 550, f"5.1.1 {exc}"))
             else:
                 events.append(self._event(item, "message.sent", (rcpt,), 250, "delivered locally"))
         if captured:
             events.append(self._event(item, "message.captured", tuple(captured), 250, _CAPTURED))
         if retry:
             deferred = self._temporary(item, tuple(retry), 451, "local queue full")
-            return _with_events(deferred, events)
+            return _with_events(deferred, events, failures + deferred.failures)
         if captured:
-            return OutboundResult(item, "captured", 250, _CAPTURED, events=events)
-        return OutboundResult(item, "sent", 250, "delivered locally", events=events)
+            return OutboundResult(
+                item, "captured", 250, _CAPTURED, events=events, failures=failures
+            )
+        if not events:
+            return OutboundResult(item, "bounced", 550, "no such local grant", failures=failures)
+        return OutboundResult(
+            item, "sent", 250, "delivered locally", events=events, failures=failures
+        )
 
     def _temporary(
         self, item: OutboundItem, recipients: Sequence[str], code: int, text: str
     ) -> OutboundResult:
         attempt = item.attempts + 1
         if attempt > len(self._schedule):
-            return self._bounced(item, recipients, code, text, "soft")
+            return self._bounced(item, recipients, code, text)
         retry_at = time.time() + self._schedule[attempt - 1]
         event = self._event(item, "message.deferred", recipients, code, text)
         event[1]["attempt"] = attempt
@@ -237,13 +261,10 @@ class Sender:
         )
 
     def _bounced(
-        self, item: OutboundItem, recipients: Sequence[str], code: int, text: str, kind: str
+        self, item: OutboundItem, recipients: Sequence[str], code: int, text: str
     ) -> OutboundResult:
-        events = [
-            self._event(item, "message.bounced", (rcpt,), code, text, bounce=kind)
-            for rcpt in recipients
-        ]
-        return OutboundResult(item, "bounced", code, text, events=events)
+        failures = [_failure(item, rcpt, code, text) for rcpt in recipients]
+        return OutboundResult(item, "bounced", code, text, failures=failures)
 
     def _event(
         self,
@@ -301,14 +322,34 @@ def _log_outcomes(results: Sequence[OutboundResult]) -> None:
 
 
 def _with_events(
-    result: OutboundResult, events: list[tuple[str, dict[str, Any]]]
+    result: OutboundResult, events: list[tuple[str, dict[str, Any]]], failures: list[Failure]
 ) -> OutboundResult:
-    return OutboundResult(
-        result.item,
-        result.status,
-        result.code,
-        result.response,
-        not_before=result.not_before,
-        recipients=result.recipients,
-        events=events,
+    return replace(result, events=events, failures=failures)
+
+
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def _failure(item: OutboundItem, recipient: str, code: int, text: str) -> Failure:
+    """A recipient the relay refused (5xx), or whose retries ran out (4xx), classed
+    by what the relay said, exactly as a bounce report would be."""
+    from ..mail.bounces import classify_failure
+
+    found = _STATUS.search(text)
+    status = found.group(1) if found else None
+    reason, bounce_class = classify_failure(status, code, text)
+    if code < 500:
+        bounce_class = BounceClass.SOFT  # a temporary failure that ran out of time
+    bounce = Bounce(
+        recipient=recipient,
+        bounce_class=bounce_class,
+        reason=reason,
+        status=status,
+        reply_code=code,
+        diagnostic=text,
+        message_id=item.header_message_id,
+        outbound_id=item.id,
+        source="relay",
+        received_at=utcnow(),
     )
+    return Failure(item.as_send(), bounce)

@@ -30,6 +30,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..mail.inbound import InboundMessage
+from ..model.deliverability import Bounce, Complaint
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue, workers
@@ -347,13 +348,16 @@ class Worker:
             if agent is None:  # not a grant this worker serves (or no longer a grant)
                 await self._give_back(grant_id, run)
                 return None
-        if "on_message" not in agent.handlers:
-            # The class handles no messages: the message stays in the grant's inbox.
+        handler = _HANDLER_OF.get(entry.kind, "on_message")
+        if handler not in agent.handlers:
+            # The class has no such handler: a message stays in the grant's inbox,
+            # a bounce or complaint in its events.
             self._finished(grant_id, entry)
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
+        argument = message if handler == "on_message" else _record(entry)
         try:
-            await self._host.call(agent, "on_message", message, message_id=message.id)
+            await self._host.call(agent, handler, argument, message_id=message.id)
             state = self._host.changed_state(grant_id, agent)
         except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
             return await self._failed(grant_id, entry, attempt, str(failure))
@@ -530,6 +534,17 @@ class Worker:
                 self.dispatcher.discard(grant_id)
                 self._host.forget(grant_id)
                 del self._runs[grant_id]
+
+
+_HANDLER_OF = {"message": "on_message", "bounce": "on_bounce", "complaint": "on_complaint"}
+
+
+def _record(entry: QueuedMessage) -> Bounce | Complaint:
+    """The typed record a bounce or complaint entry carries for its handler."""
+    payload = entry.payload or {}
+    if entry.kind == "bounce":
+        return Bounce.from_payload(payload)
+    return Complaint.from_payload(payload)
 
 
 def _with_attempts(entry: QueuedMessage, attempts: int) -> QueuedMessage:

@@ -10,7 +10,9 @@ import sqlalchemy as sa
 
 from ..model.messages import MessageHeaders
 from .events import record_many
+from .feedback import Failure, SendRef, record_failures
 from .scope import Tx
+from .suppressions import clear_soft_bounces
 from .tables import messages_table, new_id, outbound_table, utcnow
 
 __all__ = [
@@ -45,6 +47,12 @@ class OutboundItem:
     raw: bytes
     attempts: int
 
+    def as_send(self) -> SendRef:
+        """This message as the bounces about it name it."""
+        return SendRef(
+            self.id, self.grant_id, self.message_id, self.header_message_id, self.recipients
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundResult:
@@ -62,6 +70,8 @@ class OutboundResult:
     not_before: float = 0.0
     recipients: tuple[str, ...] | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    """Recipients the relay refused for good (or whose retries ran out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +240,18 @@ def claim_due(tx: Tx, worker: str, *, now: float, lease: float, limit: int) -> l
     ]
 
 
-def record_results(tx: Tx, results: Sequence[OutboundResult]) -> None:
-    """Store the outcome of each send and its events: one statement per kind."""
+def record_results(
+    tx: Tx, results: Sequence[OutboundResult], *, soft_bounce_limit: int = 0
+) -> set[str]:
+    """Store the outcome of each send and its events: one statement per kind.
+
+    Failures are recorded as :func:`~mailfleet.store.feedback.record_failures`
+    records every bounce; a recipient delivered to has no soft bounces in a
+    row any more. Returns the grants given work (``on_bounce`` calls).
+    """
     conn = tx.conn
     if not results:
-        return
+        return set()
     now = utcnow()
     conn.execute(
         sa.update(_out)
@@ -269,6 +286,12 @@ def record_results(tx: Tx, results: Sequence[OutboundResult]) -> None:
             by_type.setdefault(kind, []).append((result.item.grant_id, payload))
     for kind, items in by_type.items():
         record_many(tx, kind, items)
+    clear_soft_bounces(
+        tx, (r for _, payload in by_type.get("message.sent", ()) for r in payload["recipients"])
+    )
+    return record_failures(
+        tx, [f for result in results for f in result.failures], soft_bounce_limit=soft_bounce_limit
+    )
 
 
 def _view(row: Any, *, with_raw: bool) -> OutboundView:

@@ -118,6 +118,10 @@ class QueuedMessage:
     message: StoredMessage
     attempts: int
     not_before: float | None
+    kind: str = "message"
+    """``message`` (for ``on_message``), ``bounce`` or ``complaint``."""
+    payload: dict[str, Any] | None = None
+    """The bounce or complaint record, for those kinds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +351,8 @@ def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMess
             _queue.c.attempts,
             _queue.c.not_before,
             _queue.c.message_id,
+            _queue.c.kind,
+            _queue.c.payload,
             rank,
         )
         .where(
@@ -379,6 +385,8 @@ def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMess
             attempts=row.attempts,
             not_before=row.not_before,
             message=_stored(row, row.message_id, row.header_message_id, row.attempts + 1),
+            kind=row.kind,
+            payload=row.payload,
         )
         for row in rows
     ]

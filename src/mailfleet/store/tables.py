@@ -248,7 +248,7 @@ queue_table = sa.Table(
     _application(),
     _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
     _fk("message_id", "messages.id", ondelete="CASCADE"),
-    _text("kind", 12, default="message"),
+    _text("kind", 12, default="message", server_default="message"),
     _json("payload", nullable=True),
     _text("status", 8, default="ready"),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),

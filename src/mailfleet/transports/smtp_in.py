@@ -101,6 +101,8 @@ class Recipient:
     grant_id: str
     max_message_bytes: int
     storage_left: int
+    report: bool = False
+    """A bounce address (``bounces+TOKEN@domain``): reports, not a grant's mail."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,6 @@ def upgrade() -> None:
             sa.Column("kind", sa.String(length=12), nullable=False, server_default="message")
         )
         batch.add_column(sa.Column("payload", JSON, nullable=True))
-    with op.batch_alter_table("queue_entries") as batch:
-        batch.alter_column("kind", server_default=None)
     op.create_table(
         "suppressions",
         sa.Column("id", SERIAL, nullable=False),
@@ -82,9 +80,7 @@ def upgrade() -> None:
     op.create_index(
         "reports_by_application", "reports", ["application_id", "created_at"], unique=False
     )
-    op.create_index(
-        "reports_by_source", "reports", ["application_id", "source_key"], unique=True
-    )
+    op.create_index("reports_by_source", "reports", ["application_id", "source_key"], unique=True)
 
 
 def downgrade() -> None:
