@@ -502,6 +502,11 @@ NOT_LIST_OR_SHOW = {
     "grants provision",
     "grants deprovision",
     "dead-letters replay",
+    "suppressions add",
+    "suppressions remove",
+    "suppressions import",
+    "suppressions export",  # CSV, the format import reads
+    "inspect",  # JSON lines whatever the options: its only output
 }
 # Arguments a list or show command needs.
 ARGUMENTS = {"outbox show": ["1"], "domains dns": ["example.com"]}

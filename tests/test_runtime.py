@@ -401,7 +401,7 @@ async def test_reply_queues_a_threaded_answer_and_status_gates(database_url: str
         reply, bad, paused, _ = Replier.results
         assert reply.status is SendStatus.QUEUED
         assert reply.message_id.endswith("@example.com>")
-        assert bad.status is SendStatus.REJECTED
+        assert bad.status is SendStatus.INVALID_RECIPIENT
         assert "to:" in bad.detail
         assert paused.status is SendStatus.PAUSED
         (queued,) = await fleet.events(type="message.queued")

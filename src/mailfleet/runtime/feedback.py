@@ -17,19 +17,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from ..mail.reports import FailedRecipient, Report, ReportKind
 from ..model.deliverability import Bounce, BounceClass, BounceReason, Complaint
 from ..store import feedback
 from ..store.feedback import Failure, SendRef
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
 
+if TYPE_CHECKING:  # mail is imported by the first report, not by every fleet
+    from ..mail.reports import FailedRecipient, Report
+
 __all__ = ["Feedback", "Taken"]
 
 log = logging.getLogger("mailfleet.feedback")
+
+_ACTIONABLE = ("bounce", "complaint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,7 @@ class Feedback:
         report = await anyio.to_thread.run_sync(
             partial(read_report, raw, envelope_recipients=(recipient,))
         )
-        actionable = report.kind in (ReportKind.BOUNCE, ReportKind.COMPLAINT)
+        actionable = report.kind.value in _ACTIONABLE
         if grant_id is not None and not actionable:
             return Taken(False, report.kind.value)
 
@@ -132,7 +137,7 @@ def _failures(report: Report, send: SendRef) -> list[Failure]:
     now = utcnow()
     records: list[Bounce | Complaint] = []
     for address, named in targets.items():
-        if report.kind is ReportKind.COMPLAINT:
+        if report.kind.value == "complaint":
             records.append(
                 Complaint(
                     address,

@@ -187,9 +187,11 @@ class Sender:
         return self._judge(item, outcome)
 
     def _judge(self, item: OutboundItem, outcome: SmtpOutcome) -> OutboundResult:
-        if outcome.code >= 500:
+        # The whole message refused (at MAIL or DATA, or the connection): one answer for
+        # all. Recipients refused one by one are judged each by its own answer.
+        if outcome.code >= 500 and not outcome.refused:
             return self._bounced(item, item.recipients, outcome.code, outcome.text)
-        if outcome.temporary:
+        if outcome.temporary and not outcome.refused:
             return self._temporary(item, item.recipients, outcome.code, outcome.text)
         events: list[tuple[str, dict[str, Any]]] = []
         if outcome.accepted:
@@ -204,6 +206,10 @@ class Sender:
             code, text = outcome.refused[retry[0]]
             deferred = self._temporary(item, tuple(retry), code, text)
             return _with_events(deferred, events + deferred.events, failures + deferred.failures)
+        if not outcome.accepted:
+            return OutboundResult(
+                item, "bounced", outcome.code, outcome.text, events=events, failures=failures
+            )
         return OutboundResult(item, "sent", 250, outcome.text, events=events, failures=failures)
 
     async def _send_locally(self, item: OutboundItem) -> OutboundResult:

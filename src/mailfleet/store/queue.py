@@ -80,7 +80,15 @@ _MESSAGE_COLUMNS = (
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
 _insert_entries = Prepared(
     sa.insert(_queue),
-    columns=("application_id", "grant_id", "message_id", "status", "attempts", "created_at"),
+    columns=(
+        "application_id",
+        "grant_id",
+        "message_id",
+        "kind",
+        "status",
+        "attempts",
+        "created_at",
+    ),
 )
 _grow_storage = Prepared(
     sa.update(_grants)
@@ -198,6 +206,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "application_id": tx.application_id,
                 "grant_id": m.grant_id,
                 "message_id": m.id,
+                "kind": "message",
                 "status": "ready",
                 "attempts": 0,
                 "created_at": now,

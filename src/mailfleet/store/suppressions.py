@@ -65,11 +65,12 @@ def suppress(tx: Tx, entries: Sequence[NewSuppression]) -> int:
         }
         for entry in entries
     }
-    statement = insert(tx.conn, _sup).on_conflict_do_nothing(
-        index_elements=["application_id", "address", "scope"]
+    statement = (
+        insert(tx.conn, _sup)
+        .on_conflict_do_nothing(index_elements=["application_id", "address", "scope"])
+        .returning(_sup.c.id)
     )
-    result = tx.conn.execute(statement, list(rows.values()))
-    return max(result.rowcount, 0)
+    return len(tx.conn.execute(statement, list(rows.values())).all())
 
 
 def remove(tx: Tx, address: str, *, workspace_id: str | None = None) -> bool:
