@@ -35,6 +35,7 @@ from .cli import (
     _show_page,
     app,
 )
+from .model.addresses import parse_address
 from .model.deliverability import Suppression, SuppressionReason
 from .model.errors import InvalidInput, NotFound
 
@@ -162,7 +163,8 @@ def add_suppression(
         ctx,
         lambda fleet: fleet.suppress(address, reason=reason, detail=detail, workspace=workspace),
     )
-    _say(f"suppressed {address}" if added else f"{address} was suppressed already")
+    normal = str(parse_address(address))
+    _say(f"suppressed {normal}" if added else f"{normal} was suppressed already")
 
 
 @suppressions_app.command("remove")
