@@ -9,6 +9,7 @@ Every component logs through :mod:`logging` under ``mailfleet.<component>``:
 ``mailfleet.agents``     handler failures (WARNING, with the traceback)
 ``mailfleet.outbox``     sends refused at the gates (INFO)
 ``mailfleet.sender``     every send outcome (INFO sent / deferred, WARNING bounced)
+``mailfleet.feedback``   reports received (INFO attributed; WARNING naming no send)
 ``mailfleet.directory``  grant status changes, provisioning and teardown in bulk
 ``mailfleet.mx``         the SMTP server (INFO: refusals; DEBUG: sessions)
 ``mailfleet.relay``      connections to the outbound relay
