@@ -252,12 +252,13 @@ async def test_an_arf_complaint_suppresses_and_calls_on_complaint(database_url: 
 
 async def test_a_forged_token_is_kept_and_suppresses_nothing(database_url: str) -> None:
     async with relay_peer() as peer, serving_fleet(database_url, peer) as fleet:
-        await sent_one(fleet, peer, "victim@example.org")
+        # The forger knows the real Message-ID (any recipient does), not the token.
+        _, message_id = await sent_one(fleet, peer, "victim@example.org")
         forged = "bounces+00000000000000000000@example.com"
         report = dsn(
             forged,
             "victim@example.org",
-            "<not-ours@example.com>",
+            message_id,
             status="5.1.1",
             diagnostic="550 5.1.1 User unknown",
         )

@@ -4,8 +4,8 @@ The MX hands over every message addressed to a bounce address
 (``bounces+TOKEN@domain`` of a registered domain, or ``bounces@domain`` for
 feedback loops) and every message to a grant that looks automatic (an empty
 envelope sender, a ``multipart/report``). :meth:`Feedback.receive` reads it
-(:func:`~mailfleet.mail.read_report`), finds the send by its VERP token or
-original Message-ID, and records each failed recipient as every bounce is
+(:func:`~mailfleet.mail.read_report`), finds the send by its VERP token
+(or, for a report that names none, its original Message-ID), and records each failed recipient as every bounce is
 recorded (event, suppression, ``on_bounce`` / ``on_complaint``), with the
 report kept beside it. A report that names no send of the application — an
 unknown or forged token — is kept, unattributed, and acts on nothing.
@@ -87,10 +87,12 @@ class Feedback:
                 return Taken(True, report.kind.value), set()  # a retried delivery: taken before
             send = None
             if actionable:
+                # A report that names a token is matched by it alone: Message-IDs are
+                # no secret (every recipient has one), tokens are.
                 send = feedback.find_send(
                     tx,
                     verp_token=report.verp_token,
-                    header_message_id=report.original_message_id,
+                    header_message_id=None if report.verp_token else report.original_message_id,
                     grant_id=grant_id,
                 )
             if grant_id is not None and (send is None or send.grant_id != grant_id):
