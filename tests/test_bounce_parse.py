@@ -563,15 +563,25 @@ def test_ordinary_message() -> None:
 
 
 def test_forwarded_bounce_from_a_person_is_a_message() -> None:
-    raw = s.EXIM.replace("Subject: Mail delivery failed", "Subject: Fwd: Mail delivery failed")
-    raw = raw.replace(
-        "From: Mail Delivery System <Mailer-Daemon@mx.example.org>", "From: bob@example.org"
+    raw = s.lf(
+        "From: Bob <bob@example.org>\nTo: agent@fleet.example\n"
+        "Subject: Fwd: Mail delivery failed: returning message to sender\n\n"
+        "Hi, I got this when writing to you, any idea?\n\nBob\n\n"
+        "---------- Forwarded message ---------\nFrom: Mail Delivery System "
+        "<Mailer-Daemon@mx.example.org>\nTo: bob@example.org\n\n" + s.EXIM.split("\n\n", 1)[1]
     )
-    raw = raw.replace("X-Failed-Recipients: gone.away@example.org\n", "").replace(
-        "Return-path: <>\n", ""
+    assert read_report(raw).kind is ReportKind.MESSAGE
+
+
+def test_reply_quoting_a_failure_is_a_bounce_when_it_opens_with_one() -> None:
+    raw = s.lf(
+        "From: gateway@example.com\nTo: agent@fleet.example\n"
+        "Subject: RE: Your quote : non remis (delivery failed)\n\n"
+        "Your message could not be delivered to\nuserx@example.com\n"
     )
-    raw = raw.replace("Auto-Submitted: auto-replied\n", "")
-    assert read_report(s.lf(raw)).kind is ReportKind.MESSAGE
+    report = read_report(raw)
+    assert report.kind is ReportKind.BOUNCE
+    assert only(report).address == "userx@example.com"
 
 
 def test_envelope_recipient_gives_the_verp_token_first() -> None:

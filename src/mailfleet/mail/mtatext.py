@@ -41,7 +41,9 @@ ORIGINAL_MARKERS = re.compile(
     r"^[ \t>*#=_|~+-]*(?:(?:this\s+is\s+)?(?:a\s+)?copy\s+of\s+(?:the"
     r"|your)\s+(?:original\s+)?message"
     r"|below\s+(?:this\s+line\s+)?is\s+a\s+copy\s+of|(?:original|returned|unsent|undelivered|rejected|"
-    r"bounced|failed)\s+(?:message|mail|e-?mail)\s*(?:follows|below|attached|text|headers?|:|-{2,}|$)"
+    r"bounced|failed|forwarded)\s+(?:message|mail|e-?mail)\s*(?:follows|below|attached|text|headers?"
+    r"|details|:|-{2,}|$)|message\s+headers?\s+follows?|(?:unsent|returned)\s+(?:message|mail)\s+"
+    r"(?:below|follows)"
     r"|(?:the\s+)?(?:original|returned)\s+message\s+(?:follows|was\s+as\s+follows|is\s+(?:attached|"
     r"below|included))|original\s+message\s+headers|(?:the\s+)?headers?\s+of\s+(?:the\s+)?(?:original|"
     r"your)\s+message|(?:included|enclosed|attached)\s+is\s+a\s+copy\s+of\s+the\s+message"
@@ -94,19 +96,20 @@ _NOT_ORIGINAL = frozenset(
 _URL = re.compile(r"(?:https?|ftp)://\S+|www\.\S+", re.I)
 _EXPANDED = re.compile(r"[>\s]*\(expanded\s+from:?\s*<?([^>)\s]+)>?\)", re.I)
 _SENDER_BEFORE = re.compile(
-    r"(?:\bfrom|sender|return-path|reply-to|mailfrom|envelope-from|\bsent\s+by)\s*[:=]?\s*[<\"('\[]*\s*$",
+    r"(?:(?<!generated\s)(?<!expanded\s)(?<!expanded\sfrom:\s)\bfrom|sender|return-path|reply-to|mailfrom|envelope-from|\bsent\s+by)\s*[:=]?\s*[<\"('\[]*\s*$",
     re.I,
 )
 _ID_BEFORE = re.compile(
     r"(?:message-?id|msg-?id|envelope-id|references|in-reply-to|queue-?id|\bid)\b[^\n]{0,20}$", re.I
 )
+_SUMMARY_LINE = re.compile(r"[ \t*-]*(?:to|cc|bcc|an|para|à)[ \t]*:", re.I)
 _ID_LIKE = re.compile(r"[0-9A-Fa-f.$_=-]{16,}")
 _ANCHOR = re.compile(
     r"(?:said|returned|response(?:\s+from\s+(?:the\s+)?remote\s+server)?(?:\s+was)?|reason|because"
     r"|the\s+error\s+(?:that\s+the\s+other\s+server\s+returned\s+)?was|error\s+message)\s*:",
     re.I,
 )
-_CODE = re.compile(r"(?<![\w.,:/@-])[45][0-5]\d(?=[ \t:-])")
+_CODE = re.compile(r"(?<![\w.,:/@-])[45][0-5]\d(?=[ \t:\])-])")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _SPACE = re.compile(r"\s+")
 _REMOTE = re.compile(
@@ -169,9 +172,14 @@ def split_original(text: str) -> tuple[str, str | None]:
 def find_failed(
     text: str, excluded: Collection[str], message_ids: Collection[str]
 ) -> list[tuple[int, int, str]]:
-    """The candidate failed addresses in ``text``: ``(line start, start, address)``, in order."""
+    """The candidate failed addresses in ``text``: ``(line start, start, address)``, in order.
+
+    Addresses on a ``To:``/``Cc:`` line (a summary of the original's headers)
+    count only when there is no other.
+    """
     urls = [match.span() for match in _URL.finditer(text)]
     hits: list[tuple[int, int, str]] = []
+    summary: list[tuple[int, int, str]] = []
     skip_to = -1
     for match in ADDRESS.finditer(text):
         start, end = match.span(1)
@@ -194,10 +202,13 @@ def find_failed(
         before = text[max(line_start, start - 80) : start]
         if _SENDER_BEFORE.search(before[-40:]) or _ID_BEFORE.search(before):
             continue
+        if _SUMMARY_LINE.match(text, line_start):
+            summary.append((line_start, start, address))
+            continue
         hits.append((line_start, start, address))
         if len(hits) >= MAX_HITS:
             break
-    return hits
+    return hits or summary
 
 
 def segments(text: str, hits: list[tuple[int, int, str]]) -> dict[str, str]:
@@ -217,23 +228,23 @@ def segments(text: str, hits: list[tuple[int, int, str]]) -> dict[str, str]:
     return {address: "\n".join(parts)[:MAX_SEGMENT] for address, parts in found.items()}
 
 
-def _paragraph(text: str) -> str:
-    """The first non-empty paragraph of ``text``, with the next when it ends with a colon."""
-    paragraphs = [p for p in _PARAGRAPH.split(text) if p.strip()]
-    if not paragraphs:
-        return ""
-    chosen = paragraphs[0]
-    if chosen.rstrip().endswith(":") and len(paragraphs) > 1:
-        chosen = f"{chosen}\n{paragraphs[1]}"
-    return chosen
+def _paragraphs(text: str) -> list[str]:
+    return [p for p in _PARAGRAPH.split(text) if p.strip()]
 
 
-def diagnostic_of(segment: str, address: str | None = None) -> str | None:
+def _worded(text: str) -> bool:
+    return sum(c.isalnum() for c in text) >= 3
+
+
+def diagnostic_of(
+    segment: str, address: str | None = None, *, answered: bool = False
+) -> str | None:
     """The receiver's words in a segment, whitespace collapsed, at most ~1000 characters.
 
     From the first SMTP reply code, else after an anchor (``said:``,
     ``The response was:``, ``because:``...), else the segment without its
-    address; one paragraph (two when the first ends with a colon).
+    address; one paragraph (two when the first ends with a colon), the first
+    that has words. With ``answered``, None unless a code or an anchor is found.
     """
     code = _CODE.search(segment)
     start = code.start() if code is not None else None
@@ -241,15 +252,26 @@ def diagnostic_of(segment: str, address: str | None = None) -> str | None:
         anchor = _ANCHOR.search(segment)
         if anchor is not None:
             start = anchor.end()
+    if start is None and answered:
+        return None
     body = segment[start:] if start is not None else segment
     if start is None and address:
-        at = body.lower().find(address)
-        if at != -1 and at < 200:
-            body = body[at + len(address) :]
-    text = _SPACE.sub(" ", _paragraph(body)).strip().lstrip(":>- ")
-    if not text and start is None:
-        text = _SPACE.sub(" ", body).strip().lstrip(":>- ")
-    return text[:MAX_DIAGNOSTIC] or None
+        lowered = body.lower()
+        at = lowered.find(address)
+        while at != -1 and at < 300:
+            body, lowered = body[at + len(address) :], lowered[at + len(address) :]
+            at = lowered.find(address)
+            if at != -1 and _worded(body[:at]):
+                break
+    paragraphs = _paragraphs(body)
+    for index, paragraph in enumerate(paragraphs):
+        text = paragraph
+        if text.rstrip().endswith(":") and index + 1 < len(paragraphs):
+            text = f"{text}\n{paragraphs[index + 1]}"
+        text = _SPACE.sub(" ", text).strip().lstrip(":>-;,)]\"' ")
+        if _worded(text):
+            return text[:MAX_DIAGNOSTIC]
+    return None
 
 
 def reply_code_of(diagnostic: str | None) -> int | None:

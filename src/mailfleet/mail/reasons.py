@@ -71,7 +71,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"sender\s+address\s+rejected|sender\s+(?:domain|address)\s+(?:\S+\s+){0,3}?"
         r"(?:not\s+found|does\s*n[o']?t\s+exist|unknown|invalid|must\s+(?:exist|resolve))"
         r"|sender\s+verif\w*\s+failed|(?:mail\s+from|envelope\s+sender)\s+(?:\S+\s+){0,3}?rejected"
-        r"|unroutable\s+sender",
+        r"|unroutable\s+sender|invalid\s+sender",
         False,
     ),
     (
@@ -106,6 +106,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
     ),
     (
         R.USER_UNKNOWN,
+        r"invalid\s+(?:\S+\s+){0,2}?(?:user(?:id)?|recipient|mailbox|addressee)|does\s+not\s+have\s+a\s+final\s+(?:e-?mail\s+)?delivery|recipient\s+name\s+is\s+not\s+recogni[sz]ed|"
         r"user(?:name)?\s+(?:\S+\s+){0,2}?unknown|unknown\s+(?:or\s+illegal\s+)?(?:user|"
         r"recipient|local[- ]?part|mailbox|address|e-?mail|alias|account|addressee)"
         r"|(?:recipient|address|mailbox|account|addressee)\s+(?:is\s+)?unknown"
@@ -162,6 +163,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
     ),
     (
         R.MESSAGE_TOO_BIG,
+        r"(?:maximum|max)\s+(?:\S+\s+){0,2}?size|exceeded\s+the\s+maximum\s+(?:\S+\s+){0,2}?size|"
         r"(?:message|mail|e-?mail|attachment)s?\s+(?:\S+\s+)?(?:is\s+|was\s+)?too\s+"
         r"(?:large|big|long)|(?:message|mail)\s+(?:size|length)\s+(?:\S+\s+){0,2}?(?:exceed|limit|too)"
         r"|size\s+(?:limit|exceed)|exceeds?\s+(?:the\s+)?(?:\S+\s+){0,3}?(?:size|length)\s+(?:limit|"
@@ -192,6 +194,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
     ),
     (
         R.EXPIRED,
+        r"not\s+been\s+collected|failed\s+\d+\s+attempts|could\s+not\s+find\s+a\s+gateway|aborted\s+after\s+\d|"
         r"retry\s+time(?:out)?\s+(?:exceeded|not\s+reached\s+for\s+any\s+host\s+after\s+a\s+long)"
         r"|(?:delivery|message|queue)\s+(?:time\s+|lifetime\s+)?expired|expired\s+(?:after|in\s+(?:the\s+)?"
         r"queue|while)|could\s+not\s+be\s+delivered\s+(?:for|within|in)\s+(?:the\s+last\s+)?\d+(?:\.\d+)?\s*"
@@ -312,7 +315,8 @@ _COMPILED = tuple((reason, re.compile(p, re.I), c) for reason, p, c in TEXT_PATT
 _WEAK = tuple((reason, re.compile(p, re.I)) for reason, p in WEAK_PATTERNS)
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 _REPLY = re.compile(
-    r"(?<![\w.,:/@-])([245][0-5]\d)(?=[ \t:-]|$)(?![ \t]*(?:bytes|kb|mb|days|hours))", re.M | re.I
+    r"(?<![\w.,:/@-])([245][0-5]\d)(?=[ \t:\])-]|$)(?![ \t]*(?:bytes|kb|mb|days|hours))",
+    re.M | re.I,
 )
 _HOST = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,6}(?![\w-])")
 MAX_TEXT = 4000

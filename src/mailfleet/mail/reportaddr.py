@@ -34,7 +34,7 @@ ADDRESS = re.compile(
 _TYPED = re.compile(r"^\s*[A-Za-z][\w-]{0,20}\s*;\s*")
 _ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _KEY_PREFIX = re.compile(
-    r"^(?:smtp\.)?(?:mailfrom|rcpt|to|from|orcpt|envelope-from|sender|recipient|email|address)=",
+    r"^(?:smtp\.)?(?:mailfrom|rcpt|to|from|orcpt|envelope-from|sender|recipient|email|address|smtp)=",
     re.I,
 )
 _VERP = re.compile(r"bounces\+([A-Za-z0-9._=-]+)@", re.I)

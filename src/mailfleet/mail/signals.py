@@ -23,6 +23,7 @@ __all__ = [
     "COMPLAINT_PHRASES",
     "DELAY_PHRASES",
     "FAILURE_PHRASES",
+    "PERMANENT_PHRASES",
     "SUCCESS_PHRASES",
     "Cues",
     "header_cues",
@@ -49,7 +50,10 @@ SUBJECT_PATTERNS: tuple[tuple[str, str], ...] = (
     ),
     (
         "failure",
-        r"undeliver(?:able|ed)|non[- ]?deliver(?:able|y)|delivery\s+status\s+notification\s*"
+        r"mail\s+failed|returning\s+(?:message\s+|mail\s+)?to\s+sender"
+        r"|(?:user|recipient|mailbox)\s+unknown|unknown\s+(?:user|recipient)|no\s+such\s+user"
+        r"|automatically\s+rejected|error\s+during\s+delivery|delivery\s+error|failed\s+mail"
+        r"|undeliver(?:able|ed)|non[- ]?deliver(?:able|y)|delivery\s+status\s+notification\s*"
         r"\(fail(?:ure|ed)\)|delivery\s+(?:failure|failed|has\s+failed|problem)|mail\s+delivery\s+(?:failed|"
         r"failure|problem)|failure\s+notice|returned\s+(?:mail|message|to\s+sender)|mail\s+(?:system\s+)?"
         r"error|message\s+(?:not\s+delivered|delivery\s+fail\w*|could\s+not\s+be\s+delivered|rejected|"
@@ -102,6 +106,8 @@ _REPLY_PREFIX = re.compile(
 )
 
 FAILURE_PHRASES = re.compile(
+    r"(?:has\s+been|was|is\s+being)\s+returned|returned\s+because|error\s+during\s+delivery"
+    r"|delivery\s+error|failed\s+recipients?|was\s+(?:automatically\s+)?rejected|无法(?:发送|送达)|"
     r"(?:could|can)(?:n[o']?t|\s+not)\s+be\s+deliver|couldn['\u2019]?t\s+be\s+deliver|can['\u2019]t\s+be\s+deliver"
     r"|(?:was|were|wasn['\u2019]?t|weren['\u2019]?t)\s+(?:not\s+)?deliver|(?:un|non[-"
     r" ]?)deliver(?:able|ed)"
@@ -129,15 +135,24 @@ FAILURE_PHRASES = re.compile(
 """A report's own words that a delivery failed."""
 
 DELAY_PHRASES = re.compile(
-    r"warning\s+(?:message\s+)?only|this\s+is\s+(?:just\s+)?a\s+warning|(?:do|need)\s+not\s+(?:need\s+to\s+)?"
-    r"resend|not\s+yet\s+been\s+delivered|has\s+not\s+yet\s+been|hasn['\u2019]?t\s+been\s+delivered\s+yet"
-    r"|not\s+been\s+delivered\s+yet|will\s+(?:continue\s+to\s+|keep\s+)?(?:retry|try|attempt|be\s+"
-    r"retried|trying)|(?:delivery|retries|attempts)\s+will\s+continue|still\s+(?:trying|being\s+"
-    r"retried|in\s+the\s+queue)|delivery\s+(?:is|has\s+been)\s+delayed|delivery\s+delayed"
-    r"|could\s+not\s+send\s+message\s+for\s+past|no\s+action\s+is\s+required|zustellung\s+verz(?:ö|oe)gert",
+    r"warning\s+(?:message\s+)?only|this\s+is\s+(?:just\s+)?a\s+warning|(?:do|need)\s+not\s+"
+    r"(?:need\s+to\s+)?resend|not\s+yet\s+been\s+delivered|has\s+not\s+yet\s+been"
+    r"|hasn['\u2019]?t\s+been\s+delivered\s+yet|not\s+been\s+delivered\s+yet"
+    r"|will\s+(?:continue\s+to\s+(?:try|attempt|retry)|keep\s+(?:on\s+)?trying|retry|be\s+retried"
+    r"|try\s+again|continue\s+(?:trying|attempting))|(?:delivery|retries|attempts)\s+will\s+continue"
+    r"|still\s+(?:trying|being\s+retried|in\s+the\s+queue)|delivery\s+(?:is|has\s+been)\s+delayed"
+    r"|delivery\s+delayed|could\s+not\s+send\s+message\s+for\s+past|no\s+action\s+is\s+required"
+    r"|zustellung\s+verz(?:ö|oe)gert",
     _I,
 )
 """A report's own words that delivery is only delayed (and still being tried)."""
+
+PERMANENT_PHRASES = re.compile(
+    r"permanent(?:ly)?|fatal|giv(?:ing|en)\s+up|will\s+not\s+(?:be\s+)?retr|no\s+further\s+attempts"
+    r"|stopped\s+trying|retry\s+timeout\s+exceeded",
+    _I,
+)
+"""A report's own words that no more attempts will be made."""
 
 SUCCESS_PHRASES = re.compile(
     r"(?:has|have)\s+been\s+(?:successfully\s+)?(?:delivered|relayed)|successfully\s+delivered"
@@ -210,16 +225,24 @@ class Cues:
 
 
 def subject_kind(subject: str) -> str | None:
-    """What ``subject`` says: success, delay, failure, report, complaint, auto, auto_weak."""
-    if _REPLY_PREFIX.match(subject):
-        return None
+    """What ``subject`` says: success, delay, failure, report, complaint, auto, auto_weak.
+
+    Behind a reply or forward prefix (``Re:``, ``Fwd:``...) only a failure or
+    delay counts, prefixed with ``prefixed_`` (a person may be quoting one).
+    """
+    prefixed = _REPLY_PREFIX.match(subject)
+    text = subject[prefixed.end() :] if prefixed else subject
     best: tuple[int, str] | None = None
-    for candidate in (subject.strip(), _TAGS.sub("", subject)):
+    for candidate in (text.strip(), _TAGS.sub("", text)):
         for kind, pattern in _SUBJECTS:
             match = pattern.search(candidate)
             if match is not None and (best is None or match.start() < best[0]):
                 best = (match.start(), kind)
-    return best[1] if best else None
+    if best is None:
+        return None
+    if prefixed:
+        return f"prefixed_{best[1]}" if best[1] in ("failure", "delay") else None
+    return best[1]
 
 
 def header_cues(headers: Headers, ctype: str, params: dict[str, str]) -> Cues:
@@ -240,6 +263,7 @@ def header_cues(headers: Headers, ctype: str, params: dict[str, str]) -> Cues:
     cues.auto_replied = (
         auto.startswith("auto-replied")
         or precedence.startswith("auto_reply")
+        or (headers.get("x-autogenerated") or "").strip().lower() == "reply"
         or any(
             (headers.get(name) or "yes").strip().lower() not in ("no", "false", "0")
             for name in (
@@ -249,7 +273,6 @@ def header_cues(headers: Headers, ctype: str, params: dict[str, str]) -> Cues:
                 "x-auto-reply",
                 "x-mail-autoreply",
                 "x-vacation",
-                "x-autogenerated",
                 "x-autoreply-from",
             )
             if name in headers
