@@ -124,7 +124,7 @@ def _read(raw: bytes, envelope: tuple[str, ...], defects: list[str], *, nested: 
     if len(raw) > MAX_INPUT:
         defects.append(f"the report is longer than {MAX_INPUT} bytes: the rest is not read")
         raw = raw[:MAX_INPUT]
-    top = read_part(raw)
+    top = read_part(raw, whole=True)
     cues = header_cues(top.headers, top.ctype, top.params)
     if not cues.any and BODY_HINT.search(raw, 0, 300_000) is None:
         return Report(kind=ReportKind.MESSAGE, defects=_defects(defects))

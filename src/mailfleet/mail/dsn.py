@@ -5,7 +5,9 @@
 (a part mislabelled ``text/plain``): only DSN field names and ``X-`` fields
 count, a continuation line extends the field above, and a new record starts
 after an empty line or when an address field repeats (so a DSN whose blocks
-are not separated still splits per recipient). :func:`recipient_of` gives the
+are not separated still splits per recipient). A line that is no field right
+after a Diagnostic-Code continues it (multi-line SMTP answers often are not
+indented). :func:`recipient_of` gives the
 address to report: the Original-Recipient when it is a real address, else the
 Final-Recipient, else X-Actual-Recipient.
 """
@@ -88,7 +90,10 @@ def read_delivery_status(text: str) -> tuple[DsnRecord, list[DsnRecord]]:
         if match is None or not (
             name in MESSAGE_FIELDS or name in RECIPIENT_FIELDS or name.startswith("x-")
         ):
-            last = None
+            if last == "diagnostic-code":  # an SMTP answer's next line, not indented
+                target[last] = f"{target[last]} {line.strip()}"
+            else:
+                last = None
             continue
         if name in MESSAGE_FIELDS:
             target = message

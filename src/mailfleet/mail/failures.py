@@ -15,7 +15,7 @@ from .dsn import DsnRecord, read_delivery_status, recipient_of, status_of, typed
 from .mimeparts import split_head
 from .mtatext import diagnostic_of, find_failed, remote_mta_of, reporting_mta_of, segments
 from .original import Original, message_id_of
-from .reasons import classify_failure, find_reply_code, find_status, text_reason
+from .reasons import classify_failure, find_reply_code, find_status, joined_reply, text_reason
 from .reportaddr import is_verp
 from .reports import BounceClass, BounceReason, FailedRecipient, ReportKind
 from .signals import FAILURE_PHRASES, PERMANENT_PHRASES
@@ -110,7 +110,7 @@ def from_dsn(context: Context, texts: list[str]) -> Failures | None:
             succeeded = True
             continue
         segment = own_segments.get(address, "")
-        diagnostic = typed_value(record.get("diagnostic-code"))
+        diagnostic = typed_value(joined_reply(record.get("diagnostic-code") or ""))
         diagnostic = diagnostic[:1000] if diagnostic else diagnostic_of(segment, address)
         reply = find_reply_code(diagnostic or "")
         reason, klass = judge(status, reply, [diagnostic or "", segment])

@@ -99,18 +99,23 @@ def _header_value(raw: bytes) -> str:
         return raw.decode("cp1252", "replace")
 
 
-def split_head(raw: bytes) -> tuple[Headers, bytes]:
+def split_head(raw: bytes, *, whole: bool = False) -> tuple[Headers, bytes]:
     """The header block of ``raw`` and the body after it.
 
     The block ends at the first empty line, or at the first line that is
     neither a field nor a continuation (that line starts the body, as in the
-    stdlib). An mbox ``From `` line first is skipped.
+    stdlib). An mbox ``From `` line first is skipped; so are, for a ``whole``
+    message (not a MIME part), blank lines before the first field.
     """
     fields: list[list[bytes]] = []
     pos = 0
     size = len(raw)
-    if raw.startswith(b"From "):
-        newline = raw.find(b"\n")
+    if whole:
+        stripped = raw.lstrip(b" \t\r\n")
+        pos = size - len(stripped)
+        pos = raw.rfind(b"\n", 0, pos) + 1 if pos else 0
+    if raw.startswith(b"From ", pos):
+        newline = raw.find(b"\n", pos)
         pos = size if newline == -1 else newline + 1
     while pos < size:
         end = raw.find(b"\n", pos)
@@ -155,9 +160,9 @@ def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
     return ctype, params
 
 
-def read_part(raw: bytes) -> Part:
-    """One MIME entity from its bytes (headers, then body)."""
-    headers, body = split_head(raw)
+def read_part(raw: bytes, *, whole: bool = False) -> Part:
+    """One MIME entity from its bytes (headers, then body); ``whole`` for a message."""
+    headers, body = split_head(raw, whole=whole)
     ctype, params = _content_type(headers.get("content-type"))
     return Part(headers, ctype, params, body)
 

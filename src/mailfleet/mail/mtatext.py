@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from .reasons import find_reply_code
+from .reasons import find_reply_code, joined_reply
 from .reportaddr import ADDRESS, is_service, is_verp, normalise
 
 __all__ = [
@@ -47,7 +47,7 @@ ORIGINAL_MARKERS = re.compile(
     r"|(?:the\s+)?(?:original|returned)\s+message\s+(?:follows|was\s+as\s+follows|is\s+(?:attached|"
     r"below|included))|original\s+message\s+headers|(?:the\s+)?headers?\s+of\s+(?:the\s+)?(?:original|"
     r"your)\s+message|(?:included|enclosed|attached)\s+is\s+a\s+copy\s+of\s+the\s+message"
-    r"|your\s+message\s+reads|message\s+text\s+follows|start\s+of\s+(?:returned|original|forwarded)\s+"
+    r"|[^\n]{0,30}?(?:lines|copy)\s+of\s+(?:your|the)\s+original\s+message|your\s+message\s+reads|message\s+text\s+follows|start\s+of\s+(?:returned|original|forwarded)\s+"
     r"message|ursprüngliche\s+nachricht|original-?nachricht|kopf\s+der\s+(?:original-?)?nachricht"
     r"|message\s+d['\u2019]origine|en-t[êe]tes?\s+(?:du\s+|de\s+)?message\s+d['\u2019]origine|mensaje\s+original"
     r"|encabezados\s+del\s+mensaje\s+original|messaggio\s+originale|intestazioni\s+originali"
@@ -57,7 +57,7 @@ ORIGINAL_MARKERS = re.compile(
 )
 """Lines after which a bounce quotes the original message."""
 
-_HEADER_LINE = re.compile(r"([A-Za-z][A-Za-z0-9-]{1,40}):(?:[ \t]|$)")
+_HEADER_LINE = re.compile(r"(?:>[ \t]?)?([A-Za-z][A-Za-z0-9-]{1,40}):(?:[ \t]|$)")
 _REAL_HEADERS = frozenset(
     {
         "received",
@@ -136,7 +136,9 @@ def _header_block_at(text: str) -> int | None:
             if run_start < 0:
                 run_start, names = position, []
             names.append(match[1].lower())
-        elif not (run_start >= 0 and line[:1] in (" ", "\t") and line.strip()):
+        elif not (
+            run_start >= 0 and line.lstrip(">")[:1] in (" ", "\t") and line.strip(" \t>\r\n")
+        ):
             if _qualifies(names):
                 return run_start
             run_start, names = -1, []
@@ -169,17 +171,26 @@ def split_original(text: str) -> tuple[str, str | None]:
     return text[:cut], text[after:]
 
 
+def _in_answer(text: str, line_start: int, start: int) -> bool:
+    """Whether an address is deep inside an SMTP answer on its line (a receiver's prose)."""
+    code = _CODE.search(text, line_start, start)
+    return code is not None and start - code.end() > 30
+
+
 def find_failed(
     text: str, excluded: Collection[str], message_ids: Collection[str]
 ) -> list[tuple[int, int, str]]:
     """The candidate failed addresses in ``text``: ``(line start, start, address)``, in order.
 
     Addresses on a ``To:``/``Cc:`` line (a summary of the original's headers)
-    count only when there is no other.
+    count only when there is no other; a new address deep in an SMTP answer
+    after one was found (``550 ... write to help@example.net``) is the
+    receiver's prose, not a recipient.
     """
     urls = [match.span() for match in _URL.finditer(text)]
     hits: list[tuple[int, int, str]] = []
     summary: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
     skip_to = -1
     for match in ADDRESS.finditer(text):
         start, end = match.span(1)
@@ -202,10 +213,13 @@ def find_failed(
         before = text[max(line_start, start - 80) : start]
         if _SENDER_BEFORE.search(before[-40:]) or _ID_BEFORE.search(before):
             continue
+        if hits and address not in seen and _in_answer(text, line_start, start):
+            continue
         if _SUMMARY_LINE.match(text, line_start):
             summary.append((line_start, start, address))
             continue
         hits.append((line_start, start, address))
+        seen.add(address)
         if len(hits) >= MAX_HITS:
             break
     return hits or summary
@@ -263,13 +277,19 @@ def diagnostic_of(
             at = lowered.find(address)
             if at != -1 and _worded(body[:at]):
                 break
-    paragraphs = _paragraphs(body)
+    paragraphs = _paragraphs(joined_reply(body))
     for index, paragraph in enumerate(paragraphs):
         text = paragraph
         if text.rstrip().endswith(":") and index + 1 < len(paragraphs):
             text = f"{text}\n{paragraphs[index + 1]}"
         text = _SPACE.sub(" ", text).strip().lstrip(":>-;,)]\"' ")
         if _worded(text):
+            return text[:MAX_DIAGNOSTIC]
+    if address and start is None:  # the words came before the address, on its line
+        at = segment.lower().find(address)
+        line = segment[segment.rfind("\n", 0, max(at, 0)) + 1 : max(at, 0)]
+        text = _SPACE.sub(" ", line).strip().rstrip(":<\"'( ")
+        if at != -1 and _worded(text):
             return text[:MAX_DIAGNOSTIC]
     return None
 

@@ -38,6 +38,7 @@ ORIGINAL_TYPES = frozenset(
 )
 """Content types of a part that is the original message or its headers."""
 
+_MESSAGE_FIELDS = ("message-id", "from", "to", "subject", "received", "date")
 _BRACKETED = re.compile(r"<([^<>\s]+)>")
 _MESSAGE_ID_LINE = re.compile(
     r"^[ \t>]*Message-ID[ \t]*:[ \t]*(?:\r?\n[ \t]+)?<?([^\s<>]+@[^\s<>]+|[^\s<>]{6,})>?",
@@ -87,6 +88,8 @@ def attached_original(parts: list[Part], defects: list[str]) -> Original | None:
             found = _original(split_head(transfer_decoded(part, defects).lstrip(b"\r\n"))[0])
             if found is not None:
                 return found
+            if any(name in part.headers for name in _MESSAGE_FIELDS):
+                return _original(part.headers)  # its header block runs on into the part's own
             defects.append(f"the {part.ctype} part has no header block")
     return None
 

@@ -318,6 +318,7 @@ _REPLY = re.compile(
     r"(?<![\w.,:/@-])([245][0-5]\d)(?=[ \t:\])-]|$)(?![ \t]*(?:bytes|kb|mb|days|hours))",
     re.M | re.I,
 )
+_LEADING = re.compile(r"(?<![\w.,:/@-])([245][0-5]\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\s)?")
 _HOST = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,6}(?![\w-])")
 MAX_TEXT = 4000
 
@@ -353,9 +354,26 @@ def _status_reason(status: str) -> BounceReason | None:
     return None
 
 
+def joined_reply(text: str) -> str:
+    """A multi-line SMTP answer as one: ``550-5.1.1 a 550-5.1.1 b`` -> ``550-5.1.1 a b``.
+
+    The code (and enhanced code) repeated at the start of each line is dropped
+    after its first occurrence, so the receiver's words read as one sentence.
+    """
+    first = _LEADING.search(text)
+    if first is None:
+        return text
+    again = re.compile(
+        rf"(?<=\s){first[1]}[ -](?:{re.escape(first[2])}\s+)?"
+        if first[2]
+        else rf"(?<=\s){first[1]}[ -]"
+    )
+    return text[: first.end()] + again.sub("", text[first.end() :])
+
+
 def _masked(text: str) -> str:
     """``text`` without addresses and host names (their words say nothing)."""
-    return _HOST.sub("<host>", ADDRESS.sub("<address>", text[:MAX_TEXT]))
+    return _HOST.sub("<host>", ADDRESS.sub("<address>", joined_reply(text[:MAX_TEXT])))
 
 
 def text_reason(
