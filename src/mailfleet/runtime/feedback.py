@@ -5,8 +5,9 @@ The MX hands over every message addressed to a bounce address
 feedback loops) and every message to a grant that looks automatic (an empty
 envelope sender, a ``multipart/report``). :meth:`Feedback.receive` reads it
 (:func:`~mailfleet.mail.read_report`), finds the send by its VERP token
-(or, for a report that names none, its original Message-ID), and records each failed recipient as every bounce is
-recorded (event, suppression, ``on_bounce`` / ``on_complaint``), with the
+(or, for a report that names none, its original Message-ID), and records
+each failed recipient as every bounce is recorded (event, suppression,
+``on_bounce`` / ``on_complaint``), with the
 report kept beside it. A report that names no send of the application — an
 unknown or forged token — is kept, unattributed, and acts on nothing.
 """

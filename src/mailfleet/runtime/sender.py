@@ -339,7 +339,7 @@ _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 def _failure(item: OutboundItem, recipient: str, code: int, text: str) -> Failure:
     """A recipient the relay refused (5xx), or whose retries ran out (4xx), classed
     by what the relay said, exactly as a bounce report would be."""
-    from ..mail.bounces import classify_failure
+    from ..mail.reasons import classify_failure
 
     found = _STATUS.search(text)
     status = found.group(1) if found else None
