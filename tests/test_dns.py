@@ -331,7 +331,7 @@ def test_bad_environment_values_are_refused_with_the_field_named(
         Settings.load()
 
 
-@pytest.mark.parametrize("timeout", [0, -1.0])
+@pytest.mark.parametrize("timeout", [0, -1.0, float("inf")])
 def test_the_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(InvalidInput) as refused:
         Settings.load(dns_timeout=timeout)

@@ -92,7 +92,10 @@ class Settings(BaseSettings):
         "a JSON list or comma-separated; empty: the system's (/etc/resolv.conf)",
     )
     dns_timeout: float = Field(
-        5.0, gt=0, description="seconds a DNS lookup may take, retries and servers included"
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a DNS lookup may take, retries and servers included",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"

@@ -99,7 +99,8 @@ class Resolver:
     ``nameservers`` are entries as in the ``dns_nameservers`` setting
     (``192.0.2.53``, ``192.0.2.53:5353``, ``[2001:db8::53]:53``) or
     :class:`~mailfleet.model.nameservers.Nameserver` values; none means the
-    system's. ``timeout`` (seconds, > 0) bounds each lookup. Raises
+    system's. ``timeout`` (seconds, > 0) bounds each lookup; ``cache_size``
+    is how many answers the cache keeps. Raises
     :class:`~mailfleet.model.errors.InvalidInput` (``field="nameservers"`` or
     ``"timeout"``) for a bad entry or timeout.
     """
@@ -327,7 +328,8 @@ def _error(
 def _failures(exc: dns.resolver.NoNameservers) -> str:
     """What each nameserver did: ``127.0.0.1:53 answered SERVFAIL; ...``."""
     said: list[str] = []
-    for server, _tcp, port, error, _response in exc.kwargs.get("errors") or ():
+    for entry in exc.kwargs.get("errors") or ():
+        server, port, error = entry[0], entry[2], entry[3]  # (server, tcp, port, error, ...)
         address = str(server).removeprefix("Do53:").rsplit("@", 1)[0]
         where = str(Nameserver(address, port))
         said.append(f"{where} answered {error}" if isinstance(error, str) else f"{where}: {error}")
