@@ -1,4 +1,4 @@
-"""Shared fixtures: the anyio backend, and the two real database backends.
+"""Shared fixtures: the anyio backend, the two real database backends, a DNS server.
 
 Every test that takes ``database_url`` (or ``fleet``) runs twice: against a
 SQLite file in its temporary folder and against the real PostgreSQL server
@@ -6,6 +6,9 @@ SQLite file in its temporary folder and against the real PostgreSQL server
 The PostgreSQL run gets a database of its own, created at session start and
 dropped at the end. Without a reachable server the PostgreSQL variants skip
 with the reason, except under CI (``CI=true``), where they fail.
+
+``dns_server`` is an authoritative DNS server on loopback (``tests/dnsserver.py``)
+that a test fills with the records it needs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import Result
 
+from dnsserver import DnsServer
 from mailfleet import Fleet
 from mailfleet.store.database import normalize_url
 from mailfleet.store.tables import metadata
@@ -112,6 +116,17 @@ async def fleet(database_url: str) -> AsyncIterator[Fleet]:
     async with Fleet(database_url=database_url, application="test") as opened:
         await opened.add_domain("example.com")
         yield opened
+
+
+# -- DNS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """An authoritative DNS server on 127.0.0.1 (UDP and TCP, ``dns_server.address``), serving
+    no zone until the test publishes records (``dns_server.set``)."""
+    with DnsServer() as server:
+        yield server
 
 
 # -- the command line ----------------------------------------------------------------------

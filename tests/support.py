@@ -8,7 +8,9 @@ from typing import Any
 import anyio
 from typer.testing import Result
 
-from mailfleet import Fleet
+from dnsserver import DnsServer
+from mailfleet import Domain, Fleet
+from mailfleet.auth.dns import DkimDnsFunc, Resolver
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
@@ -23,6 +25,14 @@ async def wait_for_events(fleet: Any, kind: str, *, count: int = 1, within: floa
     with anyio.fail_after(within):
         while len(await fleet.events(type=kind, limit=10_000)) < count:  # noqa: ASYNC110
             await anyio.sleep(0.02)
+
+
+def dkim_dns(server: DnsServer, domain: Domain) -> DkimDnsFunc:
+    """dkimpy's ``dnsfunc`` over real DNS: ``server`` publishes the DKIM records of
+    ``domain``, and a resolver pointed at it answers dkimpy."""
+    for record in domain.dkim_records:
+        server.set(record.name, "TXT", [record.value])
+    return Resolver([server.address], timeout=2).dkim_dnsfunc()
 
 
 # -- the command line ------------------------------------------------------------------

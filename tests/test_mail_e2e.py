@@ -1,7 +1,7 @@
 """End to end over real sockets: smtplib -> the MX -> an agent -> the relay peer.
 
-DNS is the only stand-in (a later issue serves DKIM records from a real DNS
-server on loopback): dkimpy reads the published keys from ``dns_for``.
+The DKIM keys are published by a DNS server on loopback (``dns_server``), where
+dkimpy reads them through the project's resolver.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import datetime as dt
 import smtplib
 import ssl
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
 import anyio.to_thread
@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailfleet import Agent, Domain, Fleet, InboundMessage, OutgoingAttachment
+from dnsserver import DnsServer
+from mailfleet import Agent, Fleet, InboundMessage, OutgoingAttachment
 from mailfleet.mail import parse_message
 from relay import relay_peer
-from support import wait_until
+from support import dkim_dns, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,12 +44,7 @@ class Accounts(Agent):
         )
 
 
-def dns_for(domain: Domain) -> Any:
-    records = {name.encode() + b".": value.encode() for name, value in domain.dkim_records}
-    return lambda name, timeout=5: records.get(name)
-
-
-async def test_smtp_in_agent_reply_relay_out(database_url: str) -> None:
+async def test_smtp_in_agent_reply_relay_out(database_url: str, dns_server: DnsServer) -> None:
     async with (
         relay_peer() as peer,
         Fleet(
@@ -77,8 +73,9 @@ async def test_smtp_in_agent_reply_relay_out(database_url: str) -> None:
         (sent,) = peer.received
         assert sent.rcpt_tos == ["ada@example.org"]
         (domain,) = await fleet.domains()
+        dnsfunc = dkim_dns(dns_server, domain)
         for index in range(sent.data.count(b"DKIM-Signature:")):
-            assert dkim.DKIM(sent.data).verify(idx=index, dnsfunc=dns_for(domain))
+            assert dkim.DKIM(sent.data).verify(idx=index, dnsfunc=dnsfunc)
         reply = parse_message(sent.data)
         assert reply.subject == "Re: Invoice 42"
         assert reply.in_reply_to == "<q42@example.org>"

@@ -10,12 +10,13 @@ import anyio
 import dkim
 import pytest
 
-from mailfleet import Agent, Domain, Fleet, InboundMessage, SendResult, SigningFailed
+from dnsserver import DnsServer
+from mailfleet import Agent, Fleet, InboundMessage, SendResult, SigningFailed
 from mailfleet.auth.dkim import DkimSigner, generate_key
 from mailfleet.mail.headers import parse_headers
 from mailfleet.runtime.outbox import _sign_batch, _Unsigned
 from relay import RelayPeer, relay_peer
-from support import wait_for_events, wait_until
+from support import dkim_dns, wait_for_events, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,16 +31,6 @@ class Desk(Agent):
 
     async def on_message(self, message: InboundMessage) -> None:
         self.results.append(await self.reply(message, text="On it."))
-
-
-def dns_for(domain: Domain) -> Any:
-    """Stands in for DNS (a later issue serves these records from a real DNS server)."""
-    records = {name.encode() + b".": value.encode() for name, value in domain.dkim_records}
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        return records.get(name)
-
-    return lookup
 
 
 @asynccontextmanager
@@ -69,7 +60,9 @@ async def serve_until(fleet: Fleet, condition: Any) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_a_reply_reaches_the_relay_signed_and_threaded(database_url: str) -> None:
+async def test_a_reply_reaches_the_relay_signed_and_threaded(
+    database_url: str, dns_server: DnsServer
+) -> None:
     async with relay_peer() as peer, fleet_with_relay(database_url, peer) as fleet:
         await fleet.deliver("desk@example.com", INBOUND)
         await serve_until(fleet, lambda: len(peer.received) == 1)
@@ -84,8 +77,9 @@ async def test_a_reply_reaches_the_relay_signed_and_threaded(database_url: str) 
         signer = dkim.DKIM(sent.data)
         signatures = sent.data.count(b"DKIM-Signature:")
         assert signatures == 2  # RSA and Ed25519
+        dnsfunc = dkim_dns(dns_server, domain)  # the keys, over DNS from a loopback server
         for index in range(signatures):
-            assert signer.verify(idx=index, dnsfunc=dns_for(domain))
+            assert signer.verify(idx=index, dnsfunc=dnsfunc)
         events = [e.type for e in await fleet.events(limit=1000)]
         assert "message.sent" in events
         (sent_event,) = await fleet.events(type="message.sent")

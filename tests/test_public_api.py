@@ -23,6 +23,10 @@ EXPECTED = {
     "Attachment",
     "DeadLetter",
     "DnsRecord",
+    "DnsError",
+    "DnsNameNotFound",
+    "DnsServerFailure",
+    "DnsTimeout",
     "Directory",
     "FleetNotOpen",
     "FleetStatistics",
@@ -94,10 +98,12 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 22
+    assert len(errors) == 26
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)
+    assert issubclass(mailfleet.DnsNameNotFound, LookupError)
+    assert issubclass(mailfleet.DnsTimeout, TimeoutError)
 
 
 def test_the_package_is_typed() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model.errors import InvalidInput
+from .model.nameservers import parse_nameserver
 
 __all__ = ["Settings"]
 
@@ -84,6 +86,17 @@ class Settings(BaseSettings):
     soft_bounce_limit: int = Field(
         3, ge=0, description="soft bounces in a row that suppress a recipient (0: never)"
     )
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="nameservers to ask, each host or host:port ([v6]:port); "
+        "a JSON list or comma-separated; empty: the system's (/etc/resolv.conf)",
+    )
+    dns_timeout: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a DNS lookup may take, retries and servers included",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"
     )
@@ -98,6 +111,35 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _nameserver_list(cls, value: Any) -> Any:
+        """A JSON list, or comma-separated entries (from the environment); blank: none."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):  # a JSON list, or an entry like [::1]:53
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, list):
+                return parsed
+        return [entry.strip() for entry in text.split(",")]
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _valid_nameservers(cls, value: list[str]) -> list[str]:
+        entries = [entry.strip() for entry in value]
+        for entry in entries:
+            try:
+                parse_nameserver(entry)
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        return entries
 
     @classmethod
     def load(cls, base: Settings | None = None, /, **overrides: Any) -> Settings:
@@ -121,9 +163,8 @@ class Settings(BaseSettings):
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
             name = field.split(".", 1)[0]
-            raise InvalidInput(
-                f"settings.{field}", first["msg"], value=overrides.get(name)
-            ) from None
+            message = str(first["msg"]).removeprefix("Value error, ")  # a validator's words
+            raise InvalidInput(f"settings.{field}", message, value=overrides.get(name)) from None
 
     @property
     def plugin_allowlist(self) -> frozenset[str] | None:

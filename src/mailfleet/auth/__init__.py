@@ -1,4 +1,5 @@
-"""Sender authentication: DKIM signing of outbound mail (SPF/DMARC audits to come).
+"""Sender authentication: DKIM signing of outbound mail, and the DNS lookups it rests on
+(SPF/DMARC audits to come).
 
 Imports only :mod:`mailfleet.model`; the runtime decides where the CPU work runs.
 """
@@ -11,12 +12,16 @@ from .dkim import (
     DkimSigner,
     generate_key,
 )
+from .dns import DkimDnsFunc, DnsSettings, Resolver
 
 __all__ = [
     "DEFAULT_OVERSIGNED_HEADERS",
     "DEFAULT_SIGNED_HEADERS",
     "DkimAlgorithm",
+    "DkimDnsFunc",
     "DkimKey",
     "DkimSigner",
+    "DnsSettings",
+    "Resolver",
     "generate_key",
 ]

@@ -25,10 +25,15 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
     ├── SigningFailed                        a message could not be DKIM-signed
     ├── StoreUnavailable (ConnectionError)   the database cannot be reached
-    └── ListenFailed (OSError)               a server cannot listen on its address
+    ├── ListenFailed (OSError)               a server cannot listen on its address
+    └── DnsError                             a DNS lookup failed (.name, .rdtype)
+        ├── DnsNameNotFound (LookupError)    the name does not exist (NXDOMAIN)
+        ├── DnsServerFailure                 no server would answer (SERVFAIL, REFUSED...)
+        └── DnsTimeout (TimeoutError)        no answer in time
 
 Expected operational states of a grant (rate-limited, paused, restricted,
-suppressed) are *values* a caller inspects, never exceptions.
+suppressed) are *values* a caller inspects, never exceptions; so is a DNS
+name that exists without records of the type asked (an empty answer).
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ __all__ = [
     "Conflict",
     "DatabaseNotFound",
     "DefaultWorkspaceProtected",
+    "DnsError",
+    "DnsNameNotFound",
+    "DnsServerFailure",
+    "DnsTimeout",
     "DomainNotRegistered",
     "FleetNotOpen",
     "GrantNotFound",
@@ -239,3 +248,30 @@ class QueueFull(MailfleetError):
         super().__init__(f"the queue of grant {grant_id} is full ({limit} messages)")
         self.grant_id = grant_id
         self.limit = limit
+
+
+class DnsError(MailfleetError):
+    """A DNS lookup failed; ``name`` (no final dot) and ``rdtype`` (``"TXT"``...) say which.
+
+    ``reason`` says why, in words. A name that exists without records of the
+    type asked is no error: the lookup answers an empty list.
+    """
+
+    def __init__(self, name: str, rdtype: str, reason: str) -> None:
+        super().__init__(f"DNS {rdtype} lookup of {name or '.'}: {reason}")
+        self.name = name
+        self.rdtype = rdtype
+        self.reason = reason
+
+
+class DnsNameNotFound(DnsError, LookupError):
+    """The name does not exist (NXDOMAIN): no record of any type is published there."""
+
+
+class DnsServerFailure(DnsError):
+    """No nameserver would answer: each one failed (SERVFAIL), refused (REFUSED), sent a
+    malformed reply, or none is configured. Often temporary: worth asking again later."""
+
+
+class DnsTimeout(DnsError, TimeoutError):
+    """No answer came within the resolver's timeout (``dns_timeout``)."""
