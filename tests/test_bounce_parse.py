@@ -511,7 +511,8 @@ def _ses(notification: dict[str, object], wrap: bool) -> bytes:
         body = json.dumps({"Type": "Notification", "Message": body})
     return s.lf(
         "From: AWS Notifications <no-reply@sns.amazonaws.com>\nTo: ops@fleet.example\n"
-        f"Subject: AWS Notification Message\nContent-Type: text/plain\n\n{body}\n"
+        f"Subject: AWS Notification Message\nContent-Type: text/plain\n\n{body}\n\n--\n"
+        "If you wish to stop receiving notifications from this topic, please click below:\n"
     )
 
 

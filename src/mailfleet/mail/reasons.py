@@ -33,19 +33,22 @@ __all__ = [
     "TEXT_PATTERNS",
     "WEAK_PATTERNS",
     "classify_failure",
+    "classify_first",
     "find_reply_code",
     "find_status",
 ]
 
 R = BounceReason
 
-TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
-    # (reason, pattern, only for a temporary 4.7.x / 421 answer)
+TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, tuple[str, ...] | None], ...] = (
+    # (reason, pattern, only for a temporary 4.7.x / 421 answer, words one of which
+    #  any match contains: the pattern is skipped when the text has none; None: always tried)
     (
         R.VIRUS,
         r"\bvirus(?:es)?\b|malware|trojan|\binfected\b|ransomware"
         r"|malicious\s+(?:content|attachment|file|code|software|payload|link)",
         False,
+        ("virus", "malware", "trojan", "infected", "ransomware", "malicious"),
     ),
     (
         R.RELAY_DENIED,
@@ -54,6 +57,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"authori[sz]ed)\s+to\s+relay|(?:unable|cannot|can't|will\s+not|won't|do(?:es)?\s+not)\s+"
         r"relay\b|no\s+relaying|in\s+my\s+list\s+of\s+allowed\s+rcpthosts|we\s+do\s+not\s+relay",
         False,
+        ("relay", "rcpthosts"),
     ),
     (
         R.AUTH_FAILURE,
@@ -64,6 +68,22 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|(?:starttls|tls)\s+(?:is\s+)?(?:required|mandatory)|must\s+(?:use|issue)\s+(?:a\s+)?starttls"
         r"|requires?\s+(?:a\s+)?(?:secure|encrypted|tls)\s+connection|encryption\s+(?:is\s+)?required",
         False,
+        (
+            "spf",
+            "dkim",
+            "dmarc",
+            "sender",
+            "authenticat",
+            "ptr",
+            "reverse",
+            "rdns",
+            "hostname",
+            "helo",
+            "ehlo",
+            "tls",
+            "encrypt",
+            "secure",
+        ),
     ),
     # The sender's side (our address or domain), before any recipient wording.
     (
@@ -73,6 +93,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|sender\s+verif\w*\s+failed|(?:mail\s+from|envelope\s+sender)\s+(?:\S+\s+){0,3}?rejected"
         r"|unroutable\s+sender|invalid\s+sender",
         False,
+        ("sender", "from"),
     ),
     (
         R.BLOCKED,
@@ -85,12 +106,36 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|not\s+(?:currently\s+)?accept(?:ing)?\s+mail\s+from\s+(?:your|this)\s+(?:ip|server|host|network)"
         r"|client\s+host\s+(?:\S+\s+){0,2}?(?:rejected|blocked)|dynamic\s+ips?\b|residential\s+ip",
         False,
+        (
+            "block",
+            "black",
+            "deny",
+            "dnsbl",
+            "rbl",
+            "spamhaus",
+            "spamcop",
+            "barracuda",
+            "sorbs",
+            "uceprotect",
+            "surbl",
+            "uribl",
+            "reputation",
+            "listed",
+            "banned",
+            "allowed",
+            "refused",
+            "accept",
+            "client",
+            "dynamic",
+            "residential",
+        ),
     ),
     (
         R.SPAM,
         r"\bspam(?:my)?\b|unsolicited|\bbulk\s+(?:e-?mail|mail|message)|junk\s*(?:e-?)?mail"
         r"|high\s+(?:spam\s+)?score|phish",
         False,
+        ("spam", "unsolicited", "bulk", "junk", "score", "phish"),
     ),
     (
         R.HOST_UNKNOWN,
@@ -103,9 +148,11 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|couldn'?t\s+find\s+any\s+host|all\s+relevant\s+mx\s+records\s+point\s+to\s+non-?existent"
         r"|domain\s+(?:\S+\s+){0,3}?does\s+not\s+(?:accept|receive)\s+(?:e-?)?mail|dominio\s+no\s+existe",
         False,
+        ("host", "domain", "service", "nxdomain", "mx", "unrout", "dominio"),
     ),
     (
         R.USER_UNKNOWN,
+        r"non-?existent\s+(?:user|recipient|mailbox|address|account)|(?:user|recipient|mailbox|address|account)\s+(?:is\s+)?non-?existent|"
         r"invalid\s+(?:\S+\s+){0,2}?(?:user(?:id)?|recipient|mailbox|addressee)|does\s+not\s+have\s+a\s+final\s+(?:e-?mail\s+)?delivery|recipient\s+name\s+is\s+not\s+recogni[sz]ed|"
         r"user(?:name)?\s+(?:\S+\s+){0,2}?unknown|unknown\s+(?:or\s+illegal\s+)?(?:user|"
         r"recipient|local[- ]?part|mailbox|address|e-?mail|alias|account|addressee)"
@@ -131,12 +178,14 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"inexistente)|пользовател\w*\s+не\s+(?:найден|существует)|нет\s+такого|не\s+существует"
         r"|用户不存在|收件人不存在|用户名不存在|ユーザ\S{0,3}(?:存在しません|見つかりません)|宛先不明",
         False,
+        None,
     ),
     (
         R.HAS_MOVED,
         r"has\s+moved|user\s+not\s+local|mailbox\s+(?:has\s+)?moved|address\s+(?:has\s+)?"
         r"changed|new\s+(?:e-?mail\s+)?address\s+is|no\s+longer\s+(?:employed|with\s+|works?\s+)",
         False,
+        ("moved", "local", "changed", "address", "longer"),
     ),
     (
         R.RATE_LIMITED,
@@ -147,9 +196,22 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"\s+limit)|throttl|gr[ae]ylist|slow\s+down|unusual\s+(?:rate|volume|amount)"
         r"|(?:high|unexpected|excessive)\s+(?:\S+\s+)?volume|too\s+fast",
         False,
+        (
+            "rate",
+            "quota",
+            "limit",
+            "throttl",
+            "greylist",
+            "graylist",
+            "slow",
+            "unusual",
+            "volume",
+            "fast",
+        ),
     ),
     (
         R.MAILBOX_FULL,
+        r"(?:disk\s*space|storage)\s+quota|overdrawn|"
         r"over\s*(?:the\s+)?(?:\S+\s+)?quota|quota\s+(?:\S+\s+)?(?:exceeded|exceed|full|"
         r"reached|violation)|exceed\w*\s+(?:\S+\s+){0,3}?(?:quota|storage)|(?:mail\s*box|inbox|mail\s*"
         r"folder|postfach)\s+(?:\S+\s+){0,2}?(?:is\s+)?(?:full|over)\b|full\s+(?:mail\s*box|inbox)"
@@ -160,6 +222,23 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|speicherplatz|bo[iî]te\s+(?:\S+\s+){0,3}?pleine|buz[óo]n\s+(?:\S+\s+)?lleno"
         r"|casella\s+(?:\S+\s+)?piena|переполнен|容量",
         False,
+        (
+            "quota",
+            "overdrawn",
+            "storage",
+            "full",
+            "over",
+            "exceeded",
+            "space",
+            "messages",
+            "voll",
+            "speicherplatz",
+            "pleine",
+            "lleno",
+            "piena",
+            "переполнен",
+            "容量",
+        ),
     ),
     (
         R.MESSAGE_TOO_BIG,
@@ -170,6 +249,7 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"restriction)|(?:maximum|max)\s+(?:allowed\s+)?(?:message\s+)?size|too\s+large"
         r"|larger\s+than\s+(?:the\s+)?(?:\S+\s+)?(?:limit|maximum|allowed)",
         False,
+        ("size", "large", "big", "long", "length", "maximum"),
     ),
     (
         R.MAILBOX_DISABLED,
@@ -179,18 +259,32 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"locked)\s+(?:account|mailbox|user|recipient)|account\s+(?:is\s+)?(?:temporarily\s+)?"
         r"unavailable|no\s+longer\s+active",
         False,
+        (
+            "disabled",
+            "deactivated",
+            "inactive",
+            "suspended",
+            "locked",
+            "frozen",
+            "hold",
+            "active",
+            "expired",
+            "unavailable",
+        ),
     ),
     (
         R.RATE_LIMITED,
         r"too\s+many\s+(?:messages|mails?|e-?mails|connections|recipients|concurrent|"
         r"sessions|simultaneous|invalid|bad\s+commands|errors|requests)",
         False,
+        ("many",),
     ),
     (
         R.RATE_LIMITED,
         r"try\s+(?:again\s+)?later|retry\s+later|come\s+back\s+later|deferred"
         r"|temporar(?:il)?y\s+(?:rejected|refused|blocked|unavailable)",
         True,
+        ("later", "deferred", "temporar"),
     ),
     (
         R.EXPIRED,
@@ -204,6 +298,23 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|after\s+(?:multiple|several|repeated)\s+(?:retries|attempts)|(?:message|delivery)\s+timed?\s*out"
         r"|giving\s+up\s+after|stopped\s+trying|\bexpired\b",
         False,
+        (
+            "collected",
+            "attempts",
+            "gateway",
+            "aborted",
+            "retry",
+            "retries",
+            "expired",
+            "queue",
+            "day",
+            "hour",
+            "failing",
+            "maximum",
+            "time",
+            "giving",
+            "stopped",
+        ),
     ),
     (
         R.NETWORK_ERROR,
@@ -214,6 +325,21 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"responding|did\s+not\s+respond)|no\s+answer\s+from|broken\s+pipe|dns\s+(?:lookup\s+)?(?:error|"
         r"failure|timeout)|temporary\s+(?:dns|lookup)\s+failure",
         False,
+        (
+            "connection",
+            "connect",
+            "time",
+            "unreachable",
+            "route",
+            "establish",
+            "handshake",
+            "negotiation",
+            "respond",
+            "answer",
+            "pipe",
+            "dns",
+            "lookup",
+        ),
     ),
     (
         R.SYSTEM_ERROR,
@@ -225,15 +351,50 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool], ...] = (
         r"|temporary\s+(?:local\s+)?(?:failure|error|problem)|service\s+(?:not\s+available|"
         r"(?:temporarily\s+)?unavailable)|database\s+error|i/o\s+error|out\s+of\s+memory",
         False,
+        (
+            "system",
+            "internal",
+            "local",
+            "temporar",
+            "loop",
+            "hop",
+            "configuration",
+            "error",
+            "unable",
+            "failed",
+            "died",
+            "terminated",
+            "resource",
+            "service",
+            "memory",
+        ),
     ),
     (
         R.POLICY,
-        r"\bpolic(?:y|ies)\b|content\s+(?:rejected|not\s+accepted|filter)|message\s+(?:content\s+)?"
+        r"not\s+accepted\s+here|\bpolic(?:y|ies)\b|content\s+(?:rejected|not\s+accepted|filter)|message\s+(?:content\s+)?"
         r"(?:rejected|refused|not\s+accepted|blocked|denied)|rejected\s+(?:by|due\s+to|for|because)\b"
         r"|not\s+(?:allowed|authori[sz]ed|permitted)|prohibited|forbidden|restricted"
         r"|administrative(?:ly)?\s+(?:prohibit\w*|denied|reasons?)|\bbanned\b|quarantin"
         r"|delivery\s+not\s+authori[sz]ed|rfc\s*\d+\s+(?:violation|compliant|non-?compliant)",
         False,
+        (
+            "accepted",
+            "polic",
+            "content",
+            "message",
+            "rejected",
+            "allowed",
+            "authoriz",
+            "authoris",
+            "permitted",
+            "prohibit",
+            "forbidden",
+            "restricted",
+            "administrativ",
+            "banned",
+            "quarantin",
+            "rfc",
+        ),
     ),
 )
 """The receiver's phrases, tried in order: the first that matches names the reason."""
@@ -311,8 +472,8 @@ REPLY_REASONS: dict[int, BounceReason] = {
 """SMTP reply codes that mean something alone; any other is ``unknown``."""
 
 _HARD = frozenset({R.USER_UNKNOWN, R.HOST_UNKNOWN, R.HAS_MOVED})
-_COMPILED = tuple((reason, re.compile(p, re.I), c) for reason, p, c in TEXT_PATTERNS)
-_WEAK = tuple((reason, re.compile(p, re.I)) for reason, p in WEAK_PATTERNS)
+_COMPILED = tuple((reason, re.compile(p), c, keys) for reason, p, c, keys in TEXT_PATTERNS)
+_WEAK = tuple((reason, re.compile(p)) for reason, p in WEAK_PATTERNS)
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 _REPLY = re.compile(
     r"(?<![\w.,:/@-])([245][0-5]\d)(?=[ \t:\])-]|$)(?![ \t]*(?:bytes|kb|mb|days|hours))",
@@ -320,7 +481,8 @@ _REPLY = re.compile(
 )
 _LEADING = re.compile(r"(?<![\w.,:/@-])([245][0-5]\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\s)?")
 _HOST = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,6}(?![\w-])")
-MAX_TEXT = 4000
+MAX_TEXT = 2000
+"""Characters of a text the phrases are looked for in (a receiver's answer is short)."""
 
 
 def find_status(text: str, *, failures_only: bool = True) -> str | None:
@@ -373,21 +535,27 @@ def joined_reply(text: str) -> str:
 
 def _masked(text: str) -> str:
     """``text`` without addresses and host names (their words say nothing)."""
-    return _HOST.sub("<host>", ADDRESS.sub("<address>", joined_reply(text[:MAX_TEXT])))
+    masked = ADDRESS.sub("<address>", joined_reply(text[:MAX_TEXT])) if "@" in text else text
+    return _HOST.sub("<host>", masked[:MAX_TEXT]).lower()
+
+
+def _strong(masked: str, status: str | None, reply_code: int | None) -> BounceReason | None:
+    deferral = (status or "").startswith("4.7") or reply_code == 421
+    for reason, pattern, only_deferral, keys in _COMPILED:
+        if only_deferral and not deferral:
+            continue
+        if keys is not None and not any(key in masked for key in keys):
+            continue
+        if pattern.search(masked):
+            return reason
+    return None
 
 
 def text_reason(
     text: str, status: str | None = None, reply_code: int | None = None
 ) -> BounceReason | None:
     """The reason the receiver's phrases give (pass 1), or None."""
-    masked = _masked(text)
-    deferral = (status or "").startswith("4.7") or reply_code == 421
-    for reason, pattern, only_deferral in _COMPILED:
-        if only_deferral and not deferral:
-            continue
-        if pattern.search(masked):
-            return reason
-    return None
+    return _strong(_masked(text), status, reply_code)
 
 
 def classify_failure(
@@ -397,25 +565,45 @@ def classify_failure(
 
     ``status`` is the enhanced status code (``"5.1.1"``), ``reply_code`` the
     SMTP reply code (``550``), ``text`` the receiver's words (a Diagnostic-Code,
-    an SMTP answer, a bounce's text); any of them may be missing. The phrases
-    are read first, then the status code, then vague phrases, then the reply
-    code; see the module documentation for the tables and the class rule.
+    an SMTP answer, a bounce's text); any of them may be missing (the codes are
+    then looked for in the text). The phrases are read first, then the status
+    code, then vague phrases, then the reply code; see the module
+    documentation for the tables and the class rule.
     """
-    text = text or ""
+    return classify_first(status, reply_code, [text or ""])
+
+
+def classify_first(
+    status: str | None, reply_code: int | None, texts: list[str]
+) -> tuple[BounceReason, BounceClass]:
+    """:func:`classify_failure` with the phrases of the first of ``texts`` that has any.
+
+    For a report: the Diagnostic-Code, then the recipient's part of the report's
+    text, then the whole report. Codes and vague phrases come from the first text.
+    """
+    texts = [text for text in texts if text] or [""]
+    first = texts[0]
     if status is None:
-        status = find_status(text)
+        status = find_status(first)
     if reply_code is None:
-        reply_code = find_reply_code(text)
-    reason = text_reason(text, status, reply_code)
+        reply_code = find_reply_code(first)
+    first_masked = ""
+    reason = None
+    for index, text in enumerate(texts):
+        masked = _masked(text)
+        if index == 0:
+            first_masked = masked
+        reason = _strong(masked, status, reply_code)
+        if reason is not None:
+            break
     if reason is None and status is not None and status.count(".") == 2:
         reason = _status_reason(status)
         if reason is None:
-            quoted = find_status(text)
+            quoted = find_status(first)
             if quoted is not None and quoted[0] == status[0]:
                 reason = _status_reason(quoted)
     if reason is None:
-        masked = _masked(text)
-        reason = next((r for r, pattern in _WEAK if pattern.search(masked)), None)
+        reason = next((r for r, pattern in _WEAK if pattern.search(first_masked)), None)
     if reason is None and reply_code is not None:
         reason = REPLY_REASONS.get(reply_code)
     if reason is None:
