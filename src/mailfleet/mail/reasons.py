@@ -132,10 +132,10 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, tuple[str, ...] | None], ...
     ),
     (
         R.SPAM,
-        r"\bspam(?:my)?\b|unsolicited|\bbulk\s+(?:e-?mail|mail|message)|junk\s*(?:e-?)?mail"
+        r"\bspam(?:my)?\b|\bube\b|unsolicited|\bbulk\s+(?:e-?mail|mail|message)|junk\s*(?:e-?)?mail"
         r"|high\s+(?:spam\s+)?score|phish",
         False,
-        ("spam", "unsolicited", "bulk", "junk", "score", "phish"),
+        ("spam", "ube", "unsolicited", "bulk", "junk", "score", "phish"),
     ),
     (
         R.HOST_UNKNOWN,

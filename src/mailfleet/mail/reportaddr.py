@@ -40,7 +40,7 @@ _KEY_PREFIX = re.compile(
 )
 _VERP = re.compile(r"bounces\+([A-Za-z0-9._=-]+)@", re.I)
 _SERVICE = re.compile(
-    r"(?:postmaster|mailer[-_.]?daemon|mail[-_.]?daemon|mdaemon|double-bounce|hostmaster"
+    r"(?:post[-_.]?master|mailer[-_.]?daemon|mail[-_.]?daemon|mdaemon|double-bounce|hostmaster"
     r"|mail[-_.]?delivery[-_.]?(?:system|subsystem)?|microsoftexchange[0-9a-f]{16,}"
     r"|bounces?)$",
     re.I,

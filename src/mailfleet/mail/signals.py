@@ -189,7 +189,7 @@ def hinted(raw: bytes, limit: int = 300_000) -> bool:
 
 
 _DAEMON = re.compile(
-    r"mailer[-_. ]?daemon|postmaster|mail[-_. ]?daemon|\bmdaemon|mail\s+delivery\s+(?:system|"
+    r"mailer[-_. ]?daemon|post[-_.]?master|mail[-_. ]?daemon|\bmdaemon|mail\s+delivery\s+(?:system|"
     r"subsystem|service)|microsoftexchange[0-9a-f]{8,}|^bounces?@|delivery\s+(?:status\s+)?"
     r"(?:notification|subsystem|system)|mail\s+administrator|courier\s+mail\s+server"
     r"|returned\s+mail|undeliverable|nondeliverable|mail\s+system\b",
