@@ -826,3 +826,14 @@ def test_keyword_gates_never_change_a_reason() -> None:
             ), text
     finally:
         reasons._COMPILED = gated
+
+
+def test_vacation_words_with_an_empty_return_path_are_an_auto_reply() -> None:
+    raw = s.lf(
+        "Return-Path: <>\nFrom: jane@example.com\nTo: agent@fleet.example\nSubject: Re: Your"
+        " quote\n\n"
+        "Thank you for your message. I am out of the office until June 10.\n"
+    )
+    assert read_report(raw).kind is ReportKind.AUTO_REPLY
+    person = raw.replace(b"Return-Path: <>\n", b"")
+    assert read_report(person).kind is ReportKind.MESSAGE

@@ -45,6 +45,7 @@ from .signals import (
     FAILURE_PHRASES,
     PERMANENT_PHRASES,
     SUCCESS_PHRASES,
+    VACATION_PHRASES,
     Cues,
     header_cues,
     hinted,
@@ -195,6 +196,12 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
         or cues.subject_kind == "auto"
         or (cues.subject_kind == "auto_weak" and (cues.auto_generated or cues.bulk))
     )
+    if (
+        not auto
+        and not cues.daemon
+        and (cues.empty_return_path or cues.auto_generated or cues.bulk)
+    ):
+        auto = VACATION_PHRASES.search(lower[:1500]) is not None
     if auto and not (systemish or cues.failed_header):
         return Failures(ReportKind.AUTO_REPLY)
     failure = FAILURE_PHRASES.search(lower) is not None

@@ -138,6 +138,27 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, tuple[str, ...] | None], ...
         ("spam", "ube", "unsolicited", "bulk", "junk", "score", "phish"),
     ),
     (
+        R.MAILBOX_DISABLED,
+        r"(?:account|mail\s*box|user|address|recipient)\b[^.;\n]{0,40}?\b(?:is\s+|has\s+"
+        r"been\s+|was\s+)?(?:disabled|deactivated|inactive|suspended|locked|frozen|on\s+hold|not\s+active|"
+        r"expired)|inactive\s+(?:user|account|mailbox|recipient)|(?:disabled|suspended|deactivated|"
+        r"locked)\s+(?:account|mailbox|user|recipient)|account\s+(?:is\s+)?(?:temporarily\s+)?"
+        r"unavailable|no\s+longer\s+active",
+        False,
+        (
+            "disabled",
+            "deactivated",
+            "inactive",
+            "suspended",
+            "locked",
+            "frozen",
+            "hold",
+            "active",
+            "expired",
+            "unavailable",
+        ),
+    ),
+    (
         R.HOST_UNKNOWN,
         r"host\s+or\s+domain\s+name\s+not\s+found|name\s+service\s+error|\bnxdomain\b"
         r"|null\s+mx|\bno\s+(?:valid\s+|usable\s+)?mx\b|mx\s+(?:record\s+)?(?:lookup\s+)?(?:failed|not\s+found)"
@@ -250,27 +271,6 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, tuple[str, ...] | None], ...
         r"|larger\s+than\s+(?:the\s+)?(?:\S+\s+)?(?:limit|maximum|allowed)",
         False,
         ("size", "large", "big", "long", "length", "maximum"),
-    ),
-    (
-        R.MAILBOX_DISABLED,
-        r"(?:account|mail\s*box|user|address|recipient)\b[^.;\n]{0,40}?\b(?:is\s+|has\s+"
-        r"been\s+|was\s+)?(?:disabled|deactivated|inactive|suspended|locked|frozen|on\s+hold|not\s+active|"
-        r"expired)|inactive\s+(?:user|account|mailbox|recipient)|(?:disabled|suspended|deactivated|"
-        r"locked)\s+(?:account|mailbox|user|recipient)|account\s+(?:is\s+)?(?:temporarily\s+)?"
-        r"unavailable|no\s+longer\s+active",
-        False,
-        (
-            "disabled",
-            "deactivated",
-            "inactive",
-            "suspended",
-            "locked",
-            "frozen",
-            "hold",
-            "active",
-            "expired",
-            "unavailable",
-        ),
     ),
     (
         R.RATE_LIMITED,

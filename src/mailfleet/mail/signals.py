@@ -25,6 +25,7 @@ __all__ = [
     "FAILURE_PHRASES",
     "PERMANENT_PHRASES",
     "SUCCESS_PHRASES",
+    "VACATION_PHRASES",
     "Cues",
     "header_cues",
     "hinted",
@@ -145,6 +146,15 @@ DELAY_PHRASES = re.compile(
     r"|zustellung\s+verz(?:ö|oe)gert",
 )
 """A report's own words that delivery is only delayed (and still being tried)."""
+
+VACATION_PHRASES = re.compile(
+    r"\b(?:i\s+am|i['\u2019]m|i\s+will\s+be)\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|on\s+"
+    r"(?:vacation|holiday|leave|annual\s+leave|parental\s+leave)|away\s+(?:from|until))"
+    r"|(?:out\s+of\s+(?:the\s+)?office|on\s+vacation|on\s+holiday)\s+(?:until|from|till|through)"
+    r"|limited\s+access\s+to\s+(?:my\s+)?e-?mail|this\s+is\s+an\s+automat(?:ic|ed)\s+(?:reply|response)"
+    r"|je\s+suis\s+absent|ich\s+bin\s+(?:bis|vom|derzeit|zur\s+zeit)|abwesenheit|estar[ée]\s+fuera"
+)
+"""An auto-reply's own words (read only when the headers say the mail is unattended)."""
 
 PERMANENT_PHRASES = re.compile(
     r"permanent(?:ly)?|fatal|giv(?:ing|en)\s+up|will\s+not\s+(?:be\s+)?retr|no\s+further\s+attempts"
