@@ -209,10 +209,9 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
     if cues.daemon and SUCCESS_PHRASES.search(lower) and not (failure or delay):
         return Failures(ReportKind.DELIVERED)
     window = own[:PHRASE_WINDOW]
-    said = (
-        failure or delay or find_reply_code(window) is not None or find_status(window) is not None
-    )
-    said = said or bool(find_failed(own, reading.excluded, reading.ids))
+    shown = find_reply_code(window) is not None or find_status(window) is not None
+    shown = shown or bool(find_failed(own, reading.excluded, reading.ids))
+    said = failure or delay or shown
     if (cues.subject_kind or "").startswith("prefixed_"):
         head = lower[:800]
         subject_says = bool(FAILURE_PHRASES.search(head) or DELAY_PHRASES.search(head))
@@ -224,7 +223,7 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
         or cues.report_type == "delivery-status"
         or (cues.daemon and (reading.subject in ("failure", "delay", "report") or said))
         or (subject_says and said)
-        or (unattended and failure and said)
+        or (unattended and failure and shown)
     ):
         delayed = reading.subject == "delay" or (delay and PERMANENT_PHRASES.search(lower) is None)
         return from_text(reading.context(), delayed)

@@ -37,6 +37,8 @@ __all__ = [
     "classify_first",
     "find_reply_code",
     "find_status",
+    "joined_reply",
+    "text_reason",
 ]
 
 R = BounceReason
@@ -116,8 +118,12 @@ def _strong(masked: str, status: str | None, reply_code: int | None) -> BounceRe
     for reason, pattern, only_deferral, keys in _COMPILED:
         if only_deferral and not deferral:
             continue
-        if keys is not None and not any(key in masked for key in keys):
-            continue
+        if keys is not None:
+            for key in keys:
+                if key in masked:
+                    break
+            else:
+                continue  # none of the words any match would contain
         if pattern.search(masked):
             return reason
     return None
