@@ -52,7 +52,10 @@ SUBJECT_PATTERNS: tuple[tuple[str, str], ...] = (
     ),
     (
         "failure",
-        r"mail\s+failed|returning\s+(?:message\s+|mail\s+)?to\s+sender"
+        r"mail\s+failed|returning\s+(?:message\s+|mail\s+)?to\s+sender|error\s+sending"
+        r"|fehlgeschlagen|n[ãa]o\s+[ée]\s+poss[íi]vel\s+entregar|kan\s+inte\s+levereras"
+        r"|kunne\s+ikke\s+leveres|ei\s+voitu\s+toimittaa|nie\s+mo[żz]na\s+dostarczy"
+        r"|无法(?:送达|投递|传递|递送)|배달되지|전송\s*실패|undelivered"
         r"|(?:user|recipient|mailbox)\s+unknown|unknown\s+(?:user|recipient)|no\s+such\s+user"
         r"|automatically\s+rejected|error\s+during\s+delivery|delivery\s+error|failed\s+mail"
         r"|undeliver(?:able|ed)|non[- ]?deliver(?:able|y)|delivery\s+status\s+notification\s*"
