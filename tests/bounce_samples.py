@@ -687,3 +687,135 @@ Content-Type: text/plain; charset=utf-8
 Hi! Are you free for lunch on Friday? My last mail to Bob could not be delivered,
 so please tell him too.
 """
+
+REVERSED_DSN = """\
+From: Mail Delivery System <MAILER-DAEMON@cloud.example.net>
+To: <agent@fleet.example>
+Subject: Mail Delivery Failure
+Content-Type: multipart/report; report-type=delivery-status; boundary="rv"
+
+--rv
+Content-Type: text/plain; charset="UTF-8"
+Content-Transfer-Encoding: quoted-printable
+
+This is the mail delivery agent at Example Email Security.cloud.
+
+I was unable to deliver your message to the following addresses:
+
+buyer@shop.example
+
+Reason: 550-Please turn on SMTP Authentication in your mail client.=20
+550-gw.example.net [198.51.100.21]:2525 is not permitted to
+550 relay through this server without authentication.
+
+--rv
+Content-Type: message/delivery-status
+
+Arrival-Date: Mon, 3 Jun 2024 10:00:00 +0000
+Reporting-MTA: dns; gw.example.net
+
+Last-Attempt-Date: Mon, 3 Jun 2024 10:00:00 +0000
+Diagnostic-Code: smtp; 550-Please turn on SMTP Authentication in your mail client.
+550-gw.example.net [198.51.100.21]:2525 is not permitted to
+550 relay through this server without authentication.
+Status: 5.0.0
+Action: failed
+Final-Recipient: rfc822; buyer@shop.example
+
+--rv--
+"""
+
+CARRIER_REPLY = """\
+From: post_master@sms.example.com
+To: agent@fleet.example
+Subject: Re:Your quote
+Message-ID: <carrier-1@sms.example.com>
+In-Reply-To: <orig-1@fleet.example>
+Content-Type: multipart/mixed; boundary="cr"
+
+--cr
+Content-Type: text/plain; charset=us-ascii
+
+Error: Invalid user address
+
+Error message below:
+550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: Your quote
+  MAIL FROM: agent@fleet.example
+  RCPT TO: 15550001111@sms.example.com
+  From: agent@fleet.example
+
+--cr--
+"""
+
+WRAPPED_DSN = """\
+From: postmaster@gw.example.com
+To: bounces+T0K3N@fleet.example
+Subject: Delivery Status Notification (Failure)
+Content-Type: multipart/mixed; boundary="outer"
+
+--outer
+Content-Type: message/rfc822
+
+From: postmaster@gw.example.com
+To: bounces+T0K3N@fleet.example
+Subject: Delivery Status Notification (Failure)
+Content-Type: multipart/report; report-type=delivery-status; boundary="inner"
+
+--inner
+Content-Type: text/plain
+
+Delivery to the following recipients failed.
+
+       left@example.com
+
+--inner
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns;gw.example.com
+
+Final-Recipient: rfc822;left@example.com
+Action: failed
+Status: 5.1.1
+
+--inner--
+
+--outer
+Content-Type: text/plain
+
+This e-mail is confidential.
+--outer--
+"""
+
+SIEVE_REJECT = """\
+From: Mail Delivery Subsystem <MAILER-DAEMON@imap.example.org>
+To: <agent@fleet.example>
+Subject: Automatically rejected mail
+Content-Type: multipart/report; report-type=disposition-notification; boundary="sv"
+
+--sv
+Content-Type: text/plain; charset=utf-8
+
+Your message to <full@example.org> was automatically rejected:
+Quota exceeded (mailbox for user is full)
+--sv
+Content-Type: message/disposition-notification
+
+Reporting-UA: imap.example.org; Dovecot Mail Delivery Agent
+Final-Recipient: rfc822; full@example.org
+Original-Message-ID: <orig-1@fleet.example>
+Disposition: automatic-action/MDN-sent-automatically; deleted
+
+--sv--
+"""
+
+READ_RECEIPT = (
+    SIEVE_REJECT.replace("Subject: Automatically rejected mail", "Subject: Read: Your quote")
+    .replace(
+        "Your message to <full@example.org> was automatically rejected:\nQuota exceeded (mailbox for user is full)",
+        "Your message was read on Monday.",
+    )
+    .replace("deleted", "displayed")
+)

@@ -511,7 +511,8 @@ def _ses(notification: dict[str, object], wrap: bool) -> bytes:
         body = json.dumps({"Type": "Notification", "Message": body})
     return s.lf(
         "From: AWS Notifications <no-reply@sns.amazonaws.com>\nTo: ops@fleet.example\n"
-        f"Subject: AWS Notification Message\nContent-Type: text/plain\n\n{body}\n"
+        f"Subject: AWS Notification Message\nContent-Type: text/plain\n\n{body}\n\n--\n"
+        "If you wish to stop receiving notifications from this topic, please click below:\n"
     )
 
 
@@ -667,93 +668,93 @@ def test_hostile_inputs_never_raise() -> None:
 # -- classify_failure ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("status", "reply", "text", "reason", "klass"),
-    [
-        (
-            "5.1.1",
-            550,
-            "Recipient address rejected: User unknown in virtual mailbox table",
-            R.USER_UNKNOWN,
-            HARD,
-        ),
-        (None, 550, "No such user", R.USER_UNKNOWN, HARD),
-        ("5.0.0", 550, "mailbox unavailable; user does not exist", R.USER_UNKNOWN, HARD),
-        (
-            "5.1.10",
-            550,
-            "RESOLVER.ADR.RecipientNotFound; Recipient not found",
-            R.USER_UNKNOWN,
-            HARD,
-        ),
-        ("5.1.10", 550, "Recipient address rejected: null MX", R.HOST_UNKNOWN, HARD),
-        ("5.4.1", 550, "Recipient address rejected: Access denied", R.USER_UNKNOWN, HARD),
-        ("4.1.1", 450, "user unknown, try later", R.USER_UNKNOWN, SOFT),
-        (None, None, "Host or domain name not found. Name service error", R.HOST_UNKNOWN, HARD),
-        (None, 550, "unrouteable address", R.HOST_UNKNOWN, HARD),
-        ("5.1.2", None, "", R.HOST_UNKNOWN, HARD),
-        ("5.1.6", None, "", R.HAS_MOVED, HARD),
-        (
-            "4.2.2",
-            452,
-            "The email account that you tried to reach is over quota",
-            R.MAILBOX_FULL,
-            SOFT,
-        ),
-        (None, 552, "", R.MAILBOX_FULL, SOFT),
-        ("5.3.4", 552, "Message size exceeds fixed maximum message size", R.MESSAGE_TOO_BIG, SOFT),
-        (
-            "5.7.1",
-            554,
-            "Service unavailable; Client host [1.2.3.4] blocked using zen.spamhaus.org",
-            R.BLOCKED,
-            SOFT,
-        ),
-        (
-            "5.7.1",
-            550,
-            "Our system has detected that this message is likely unsolicited mail",
-            R.SPAM,
-            SOFT,
-        ),
-        ("4.7.0", 421, "Try again later, closing connection", R.RATE_LIMITED, SOFT),
-        ("4.7.28", 421, "", R.RATE_LIMITED, SOFT),
-        (None, 421, "Too many concurrent SMTP connections", R.RATE_LIMITED, SOFT),
-        ("4.4.7", None, "retry timeout exceeded", R.EXPIRED, SOFT),
-        (
-            "5.7.26",
-            550,
-            "Unauthenticated email is not accepted from this domain",
-            R.AUTH_FAILURE,
-            SOFT,
-        ),
-        (
-            "5.7.1",
-            550,
-            "Client host rejected: cannot find your reverse hostname",
-            R.AUTH_FAILURE,
-            SOFT,
-        ),
-        (
-            "5.2.1",
-            550,
-            "The email account that you tried to reach is disabled",
-            R.MAILBOX_DISABLED,
-            SOFT,
-        ),
-        ("5.7.1", 554, "Relay access denied", R.RELAY_DENIED, SOFT),
-        ("5.7.0", 554, "Message rejected: virus found in attachment", R.VIRUS, SOFT),
-        ("4.4.1", None, "connect to mx.example.com: Connection refused", R.NETWORK_ERROR, SOFT),
-        ("5.7.1", 550, "Message rejected due to content policy", R.POLICY, SOFT),
-        ("5.4.14", 554, "Hop count exceeded - possible mail loop", R.SYSTEM_ERROR, SOFT),
-        (None, 550, "", R.UNKNOWN, HARD),
-        (None, 451, "", R.SYSTEM_ERROR, SOFT),
-        (None, None, "", R.UNKNOWN, SOFT),
-        ("4.0.0", None, "", R.UNKNOWN, SOFT),
-        (None, None, "550 5.1.1 <spam@example.com>... User unknown", R.USER_UNKNOWN, HARD),
-        ("5.0.0", 550, "Sender address rejected: Domain not found", R.POLICY, SOFT),
-    ],
-)
+CLASSIFY_CASES: list[tuple[str | None, int | None, str, BounceReason, BounceClass]] = [
+    (
+        "5.1.1",
+        550,
+        "Recipient address rejected: User unknown in virtual mailbox table",
+        R.USER_UNKNOWN,
+        HARD,
+    ),
+    (None, 550, "No such user", R.USER_UNKNOWN, HARD),
+    ("5.0.0", 550, "mailbox unavailable; user does not exist", R.USER_UNKNOWN, HARD),
+    (
+        "5.1.10",
+        550,
+        "RESOLVER.ADR.RecipientNotFound; Recipient not found",
+        R.USER_UNKNOWN,
+        HARD,
+    ),
+    ("5.1.10", 550, "Recipient address rejected: null MX", R.HOST_UNKNOWN, HARD),
+    ("5.4.1", 550, "Recipient address rejected: Access denied", R.USER_UNKNOWN, HARD),
+    ("4.1.1", 450, "user unknown, try later", R.USER_UNKNOWN, SOFT),
+    (None, None, "Host or domain name not found. Name service error", R.HOST_UNKNOWN, HARD),
+    (None, 550, "unrouteable address", R.HOST_UNKNOWN, HARD),
+    ("5.1.2", None, "", R.HOST_UNKNOWN, HARD),
+    ("5.1.6", None, "", R.HAS_MOVED, HARD),
+    (
+        "4.2.2",
+        452,
+        "The email account that you tried to reach is over quota",
+        R.MAILBOX_FULL,
+        SOFT,
+    ),
+    (None, 552, "", R.MAILBOX_FULL, SOFT),
+    ("5.3.4", 552, "Message size exceeds fixed maximum message size", R.MESSAGE_TOO_BIG, SOFT),
+    (
+        "5.7.1",
+        554,
+        "Service unavailable; Client host [1.2.3.4] blocked using zen.spamhaus.org",
+        R.BLOCKED,
+        SOFT,
+    ),
+    (
+        "5.7.1",
+        550,
+        "Our system has detected that this message is likely unsolicited mail",
+        R.SPAM,
+        SOFT,
+    ),
+    ("4.7.0", 421, "Try again later, closing connection", R.RATE_LIMITED, SOFT),
+    ("4.7.28", 421, "", R.RATE_LIMITED, SOFT),
+    (None, 421, "Too many concurrent SMTP connections", R.RATE_LIMITED, SOFT),
+    ("4.4.7", None, "retry timeout exceeded", R.EXPIRED, SOFT),
+    (
+        "5.7.26",
+        550,
+        "Unauthenticated email is not accepted from this domain",
+        R.AUTH_FAILURE,
+        SOFT,
+    ),
+    (
+        "5.7.1",
+        550,
+        "Client host rejected: cannot find your reverse hostname",
+        R.AUTH_FAILURE,
+        SOFT,
+    ),
+    (
+        "5.2.1",
+        550,
+        "The email account that you tried to reach is disabled",
+        R.MAILBOX_DISABLED,
+        SOFT,
+    ),
+    ("5.7.1", 554, "Relay access denied", R.RELAY_DENIED, SOFT),
+    ("5.7.0", 554, "Message rejected: virus found in attachment", R.VIRUS, SOFT),
+    ("4.4.1", None, "connect to mx.example.com: Connection refused", R.NETWORK_ERROR, SOFT),
+    ("5.7.1", 550, "Message rejected due to content policy", R.POLICY, SOFT),
+    ("5.4.14", 554, "Hop count exceeded - possible mail loop", R.SYSTEM_ERROR, SOFT),
+    (None, 550, "", R.UNKNOWN, HARD),
+    (None, 451, "", R.SYSTEM_ERROR, SOFT),
+    (None, None, "", R.UNKNOWN, SOFT),
+    ("4.0.0", None, "", R.UNKNOWN, SOFT),
+    (None, None, "550 5.1.1 <spam@example.com>... User unknown", R.USER_UNKNOWN, HARD),
+    ("5.0.0", 550, "Sender address rejected: Domain not found", R.POLICY, SOFT),
+]
+
+
+@pytest.mark.parametrize(("status", "reply", "text", "reason", "klass"), CLASSIFY_CASES)
 def test_classify_failure(
     status: str | None, reply: int | None, text: str, reason: BounceReason, klass: BounceClass
 ) -> None:
@@ -764,3 +765,75 @@ def test_masked_hosts_say_nothing() -> None:
     assert classify_failure("5.1.1", 550, "host spam-filter.example.net said: user unknown")[0] is (
         R.USER_UNKNOWN
     )
+
+
+# -- more real-world shapes ----------------------------------------------------------
+
+
+def test_dsn_fields_in_any_order_and_an_unindented_multiline_answer() -> None:
+    report = read_report(s.crlf(s.REVERSED_DSN))
+    recipient = only(report)
+    check(recipient, "buyer@shop.example", R.RELAY_DENIED, SOFT, "5.0.0", 550)
+    assert recipient.diagnostic is not None
+    assert "is not permitted to relay through this server" in recipient.diagnostic
+
+
+def test_carrier_answer_behind_a_reply_prefix() -> None:
+    report = read_report(s.lf(s.CARRIER_REPLY))
+    assert report.kind is ReportKind.BOUNCE
+    check(only(report), "15550001111@sms.example.com", R.USER_UNKNOWN, HARD, None, 550)
+
+
+def test_report_wrapped_whole_by_a_gateway() -> None:
+    report = read_report(s.lf(s.WRAPPED_DSN))
+    check(only(report), "left@example.com", R.USER_UNKNOWN, HARD, "5.1.1")
+    assert report.verp_token == "T0K3N"
+
+
+def test_sieve_reject_is_a_bounce_and_a_read_receipt_a_success() -> None:
+    report = read_report(s.lf(s.SIEVE_REJECT))
+    assert report.kind is ReportKind.BOUNCE
+    check(only(report), "full@example.org", R.MAILBOX_FULL, SOFT)
+    assert report.original_message_id == "orig-1@fleet.example"
+    assert read_report(s.lf(s.READ_RECEIPT)).kind is ReportKind.DELIVERED
+
+
+def test_list_mail_is_an_ordinary_message_cheaply() -> None:
+    raw = s.lf(
+        "From: notifications@github.example\nTo: agent@fleet.example\n"
+        "Subject: Re: [repo] Plan versions (#904)\nPrecedence: list\nList-Id: repo\n\n"
+        "Merged. The old address could not be delivered to, so I removed it.\n"
+    )
+    assert read_report(raw) == Report(kind=ReportKind.MESSAGE)
+
+
+def test_keyword_gates_never_change_a_reason() -> None:
+    """Each TEXT_PATTERNS entry is skipped when its words are absent: that must be exact."""
+    from mailfleet.mail import reasons
+
+    gated = reasons._COMPILED
+    ungated = tuple((reason, pattern, deferral, None) for reason, pattern, deferral, _ in gated)
+    texts = [case[2] for case in CLASSIFY_CASES]
+    for sample in [*SAMPLES, s.GMAIL_OLD, s.MIMECAST_BLOCK, s.GROUPWISE, s.REVERSED_DSN]:
+        texts.extend(sample[i : i + 400] for i in range(0, len(sample), 200))
+    try:
+        for text in texts:
+            reasons._COMPILED = gated
+            expected = [reasons.text_reason(text, "4.7.0", 421), reasons.text_reason(text)]
+            reasons._COMPILED = ungated
+            assert [reasons.text_reason(text, "4.7.0", 421), reasons.text_reason(text)] == (
+                expected
+            ), text
+    finally:
+        reasons._COMPILED = gated
+
+
+def test_vacation_words_with_an_empty_return_path_are_an_auto_reply() -> None:
+    raw = s.lf(
+        "Return-Path: <>\nFrom: jane@example.com\nTo: agent@fleet.example\nSubject: Re: Your"
+        " quote\n\n"
+        "Thank you for your message. I am out of the office until June 10.\n"
+    )
+    assert read_report(raw).kind is ReportKind.AUTO_REPLY
+    person = raw.replace(b"Return-Path: <>\n", b"")
+    assert read_report(person).kind is ReportKind.MESSAGE

@@ -8,9 +8,10 @@ of mailfleet but :mod:`mailfleet.model`.
   raises: what was wrong is listed in its ``defects``.
 - :func:`thread_keys` gives, from those headers, the keys the store threads a message by.
 - :func:`build_message` makes a 7-bit clean, CRLF message with its Message-ID.
-- :func:`read_report` reads any message as a delivery report (:class:`Report`):
-  a bounce, a complaint, an auto-reply, a delivery notice or an ordinary
-  message; it never raises.
+- :func:`read_report` reads any message as a delivery report (:class:`Report`,
+  of a :class:`ReportKind`): a bounce, a complaint, an auto-reply, a delivery
+  notice or an ordinary message, with its :class:`FailedRecipient` list; it
+  never raises.
 - :func:`classify_failure` tells why a recipient failed (:class:`BounceReason`)
   and whether that is permanent (:class:`BounceClass`), from the status code,
   the SMTP reply code and the receiver's words.

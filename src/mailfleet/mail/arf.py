@@ -113,7 +113,7 @@ def read_loop_complaint(
         microsoft
         or cues.subject_kind == "complaint"
         or cues.fbl_sender
-        or COMPLAINT_PHRASES.search(own_text[:20_000])
+        or COMPLAINT_PHRASES.search(own_text[:20_000].lower())
     ):
         return None
     addresses = _recipients([], original)

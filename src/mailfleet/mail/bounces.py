@@ -41,13 +41,14 @@ from .reportaddr import addresses_in, find_verp_token, is_verp
 from .reports import FailedRecipient, Report, ReportKind
 from .ses import read_ses
 from .signals import (
-    BODY_HINT,
     DELAY_PHRASES,
     FAILURE_PHRASES,
     PERMANENT_PHRASES,
     SUCCESS_PHRASES,
+    VACATION_PHRASES,
     Cues,
     header_cues,
+    hinted,
 )
 
 __all__ = ["read_report"]
@@ -55,6 +56,8 @@ __all__ = ["read_report"]
 MAX_INPUT = 4_000_000
 """Bytes read of a report; a longer one is cut (its report parts come first)."""
 MAX_TEXT = 100_000
+PHRASE_WINDOW = 8_000
+"""Characters of the report's own text its phrases are looked for in (they open it)."""
 MAX_DEFECTS = 20
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _EXCLUDED_FIELDS = ("to", "delivered-to", "envelope-to", "x-envelope-to", "from", "sender")
@@ -73,6 +76,8 @@ class _Reading:
     defects: list[str]
     own: str = ""
     """The report's own text (its human-readable part, before any quoted original)."""
+    lower: str = ""
+    """The start of ``own``, lower-cased: where the phrases are looked for."""
     quoted: str | None = None
     dsn_texts: list[str] = field(default_factory=list)
     original: Original | None = None
@@ -87,6 +92,7 @@ class _Reading:
     def context(self) -> Context:
         return Context(
             self.own,
+            self.lower,
             self.excluded,
             self.ids,
             self.cues.failed_header,
@@ -126,7 +132,7 @@ def _read(raw: bytes, envelope: tuple[str, ...], defects: list[str], *, nested: 
         raw = raw[:MAX_INPUT]
     top = read_part(raw, whole=True)
     cues = header_cues(top.headers, top.ctype, top.params)
-    if not cues.any and BODY_HINT.search(raw, 0, 300_000) is None:
+    if not cues.any and not hinted(raw):
         return Report(kind=ReportKind.MESSAGE, defects=_defects(defects))
     reading = _Reading(top, cues, walk(top, defects), envelope, defects)
     _read_texts(reading)
@@ -180,26 +186,34 @@ def _structured(reading: _Reading) -> Failures | None:
 
 def _from_cues(reading: _Reading, systemish: bool) -> Failures:
     """What the headers and the report's own words say, when no structure does."""
-    cues, own = reading.cues, reading.own
+    cues, own, lower = reading.cues, reading.own, reading.lower
     if cues.subject_kind == "success" and (
-        cues.daemon or cues.auto_generated or cues.auto_replied or SUCCESS_PHRASES.search(own)
+        cues.daemon or cues.auto_generated or cues.auto_replied or SUCCESS_PHRASES.search(lower)
     ):
         return Failures(ReportKind.DELIVERED)
     auto = (
         cues.auto_replied
         or cues.subject_kind == "auto"
-        or (cues.subject_kind == "auto_weak" and cues.auto_generated)
+        or (cues.subject_kind == "auto_weak" and (cues.auto_generated or cues.bulk))
     )
+    if (
+        not auto
+        and not cues.daemon
+        and (cues.empty_return_path or cues.auto_generated or cues.bulk)
+    ):
+        auto = VACATION_PHRASES.search(lower[:1500]) is not None
     if auto and not (systemish or cues.failed_header):
         return Failures(ReportKind.AUTO_REPLY)
-    failure = FAILURE_PHRASES.search(own) is not None
-    delay = DELAY_PHRASES.search(own) is not None
-    if cues.daemon and SUCCESS_PHRASES.search(own) and not (failure or delay):
+    failure = FAILURE_PHRASES.search(lower) is not None
+    delay = DELAY_PHRASES.search(lower) is not None
+    if cues.daemon and SUCCESS_PHRASES.search(lower) and not (failure or delay):
         return Failures(ReportKind.DELIVERED)
-    said = failure or delay or find_reply_code(own) is not None or find_status(own) is not None
-    said = said or bool(find_failed(own, reading.excluded, reading.ids))
+    window = own[:PHRASE_WINDOW]
+    shown = find_reply_code(window) is not None or find_status(window) is not None
+    shown = shown or bool(find_failed(own, reading.excluded, reading.ids))
+    said = failure or delay or shown
     if (cues.subject_kind or "").startswith("prefixed_"):
-        head = own[:800]
+        head = lower[:800]
         subject_says = bool(FAILURE_PHRASES.search(head) or DELAY_PHRASES.search(head))
     else:
         subject_says = reading.subject in ("failure", "delay")
@@ -209,9 +223,9 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
         or cues.report_type == "delivery-status"
         or (cues.daemon and (reading.subject in ("failure", "delay", "report") or said))
         or (subject_says and said)
-        or (unattended and failure and said)
+        or (unattended and failure and shown)
     ):
-        delayed = reading.subject == "delay" or (delay and PERMANENT_PHRASES.search(own) is None)
+        delayed = reading.subject == "delay" or (delay and PERMANENT_PHRASES.search(lower) is None)
         return from_text(reading.context(), delayed)
     return Failures(ReportKind.MESSAGE)
 
@@ -248,6 +262,7 @@ def _read_texts(reading: _Reading) -> None:
             reading.quoted = rest
             break
     reading.own = "\n".join(own)
+    reading.lower = reading.own[:PHRASE_WINDOW].lower()
 
 
 def _exclusions(reading: _Reading) -> None:

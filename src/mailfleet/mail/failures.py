@@ -15,7 +15,7 @@ from .dsn import DsnRecord, read_delivery_status, recipient_of, status_of, typed
 from .mimeparts import split_head
 from .mtatext import diagnostic_of, find_failed, remote_mta_of, reporting_mta_of, segments
 from .original import Original, message_id_of
-from .reasons import classify_failure, find_reply_code, find_status, joined_reply, text_reason
+from .reasons import classify_first, find_reply_code, find_status, joined_reply
 from .reportaddr import is_verp
 from .reports import BounceClass, BounceReason, FailedRecipient, ReportKind
 from .signals import FAILURE_PHRASES, PERMANENT_PHRASES
@@ -32,6 +32,8 @@ class Context:
 
     own: str
     """The report's own text (before any quoted original)."""
+    lower: str
+    """The start of ``own``, lower-cased (where the phrases are looked for)."""
     excluded: set[str]
     """Addresses that are never a failed recipient (the sender's side, the reporter)."""
     ids: set[str]
@@ -60,11 +62,8 @@ class Failures:
 def judge(
     status: str | None, reply: int | None, texts: list[str]
 ) -> tuple[BounceReason, BounceClass]:
-    """Classify with the first text whose phrases say something (else the first non-empty)."""
-    for text in texts:
-        if text and text_reason(text, status, reply) is not None:
-            return classify_failure(status, reply, text)
-    return classify_failure(status, reply, next((text for text in texts if text), ""))
+    """Classify with the first text whose phrases say something (see ``classify_first``)."""
+    return classify_first(status, reply, texts)
 
 
 def _action(record: DsnRecord, status: str | None, failure_subject: bool) -> str:
@@ -148,7 +147,7 @@ def from_mdn(context: Context, text: str) -> Failures:
     message_id = message_id_of(fields.get("original-message-id"))
     refused = any(word in disposition for word in ("deleted", "denied", "failed"))
     if not refused or not (
-        context.subject_kind == "failure" or FAILURE_PHRASES.search(context.own)
+        context.subject_kind == "failure" or FAILURE_PHRASES.search(context.lower)
     ):
         return Failures(ReportKind.DELIVERED, message_id=message_id)
     address = recipient_of(
@@ -190,7 +189,7 @@ def from_text(context: Context, delay: bool) -> Failures:
         addresses = _guessed(context)
     if not addresses:
         context.defects.append("no failed recipient found")
-    permanent = not delay and PERMANENT_PHRASES.search(own) is not None
+    permanent = not delay and PERMANENT_PHRASES.search(context.lower) is not None
     fallback_status = find_status(own)
     fallback_reply = find_reply_code(own)
     found: list[FailedRecipient] = []

@@ -43,7 +43,15 @@ MAX_DEPTH = 8
 MAX_FIELDS = 400
 """Header fields read from one header block."""
 
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_FIELD_LINES = re.compile(
+    rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)(?:\r?\n|\r|$)"
+)
+"""One header field with its continuation lines (the name: printable ASCII but the colon)."""
+_BLOCK = re.compile(
+    rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*(?:\r?\n|\r|$))*"
+)
+_BLANK = re.compile(rb"[ \t]*(?:\r?\n|\r|$)")
+_FOLD = re.compile(rb"\r?\n[ \t]*")
 _PARAM = re.compile(r'([\w.*-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"?|[^;\s]*)')
 
 
@@ -92,13 +100,6 @@ class Part:
         return self.ctype.partition("/")[0]
 
 
-def _header_value(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
-
-
 def split_head(raw: bytes, *, whole: bool = False) -> tuple[Headers, bytes]:
     """The header block of ``raw`` and the body after it.
 
@@ -107,7 +108,6 @@ def split_head(raw: bytes, *, whole: bool = False) -> tuple[Headers, bytes]:
     stdlib). An mbox ``From `` line first is skipped; so are, for a ``whole``
     message (not a MIME part), blank lines before the first field.
     """
-    fields: list[list[bytes]] = []
     pos = 0
     size = len(raw)
     if whole:
@@ -117,30 +117,22 @@ def split_head(raw: bytes, *, whole: bool = False) -> tuple[Headers, bytes]:
     if raw.startswith(b"From ", pos):
         newline = raw.find(b"\n", pos)
         pos = size if newline == -1 else newline + 1
-    while pos < size:
-        end = raw.find(b"\n", pos)
-        following = size if end == -1 else end + 1
-        line = raw[pos : size if end == -1 else end]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line.strip():
-            pos = following
-            break
-        if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1][1] += b" " + line.strip()
-            pos = following
-            continue
-        colon = line.find(b":")
-        name = line[:colon].rstrip()
-        if colon <= 0 or not _NAME.fullmatch(name) or len(fields) >= MAX_FIELDS:
-            break
-        fields.append([name, line[colon + 1 :].strip()])
-        pos = following
-    return (
-        Headers([(n.decode("ascii").lower(), _header_value(v).strip()) for n, v in fields]),
-        raw[pos:],
-    )
+    block = _BLOCK.match(raw, pos)
+    end = block.end() if block is not None else pos
+    fields = _FIELD_LINES.findall(raw, pos, end)[:MAX_FIELDS]
+    blank = _BLANK.match(raw, end)
+    if blank is not None and end < size:
+        end = blank.end()
+    decoded: list[tuple[str, str]] = []
+    for name, value in fields:
+        if b"\n" in value:
+            value = _FOLD.sub(b" ", value)
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("cp1252", "replace")
+        decoded.append((name.decode("ascii").lower(), text.strip()))
+    return Headers(decoded), raw[end:]
 
 
 def _content_type(value: str | None) -> tuple[str, dict[str, str]]:

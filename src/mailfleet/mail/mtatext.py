@@ -53,9 +53,9 @@ ORIGINAL_MARKERS = re.compile(
     r"|encabezados\s+del\s+mensaje\s+original|messaggio\s+originale|intestazioni\s+originali"
     r"|oorspronkelijk\s+bericht|origineel\s+bericht|originele\s+berichtkoppen|mensagem\s+original"
     r"|исходное\s+сообщение|оригинальное\s+сообщение|原始邮件|原始郵件|元のメッセージ)",
-    re.I | re.M,
+    re.M,
 )
-"""Lines after which a bounce quotes the original message."""
+"""Lines after which a bounce quotes the original message (matched in lower case)."""
 
 _HEADER_LINE = re.compile(r"(?:>[ \t]?)?([A-Za-z][A-Za-z0-9-]{1,40}):(?:[ \t]|$)")
 _REAL_HEADERS = frozenset(
@@ -110,6 +110,7 @@ _ANCHOR = re.compile(
     re.I,
 )
 _CODE = re.compile(r"(?<![\w.,:/@-])[45][0-5]\d(?=[ \t:\])-])")
+_THREE_ALNUM = re.compile(r"(?:[^\W_][\W_]*){3}")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _SPACE = re.compile(r"\s+")
 _REMOTE = re.compile(
@@ -158,7 +159,10 @@ def split_original(text: str) -> tuple[str, str | None]:
     """The report's own text and the quoted original (None when it quotes none)."""
     cut: int | None = None
     after: int | None = None
-    marker = ORIGINAL_MARKERS.search(text)
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a rare character lower-cases to two: keep positions
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    marker = ORIGINAL_MARKERS.search(lowered)
     if marker is not None:
         cut = marker.start()
         newline = text.find("\n", marker.end())
@@ -247,7 +251,7 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _worded(text: str) -> bool:
-    return sum(c.isalnum() for c in text) >= 3
+    return _THREE_ALNUM.search(text) is not None
 
 
 def diagnostic_of(

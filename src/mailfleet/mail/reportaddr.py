@@ -31,6 +31,7 @@ ADDRESS = re.compile(
 )
 """An address in free text (``group(1)``); the top-level domain must be letters."""
 
+_COMPLEX = re.compile(r'[,"()\\;]|@[^@]*@')
 _TYPED = re.compile(r"^\s*[A-Za-z][\w-]{0,20}\s*;\s*")
 _ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _KEY_PREFIX = re.compile(
@@ -39,7 +40,7 @@ _KEY_PREFIX = re.compile(
 )
 _VERP = re.compile(r"bounces\+([A-Za-z0-9._=-]+)@", re.I)
 _SERVICE = re.compile(
-    r"(?:postmaster|mailer[-_.]?daemon|mail[-_.]?daemon|mdaemon|double-bounce|hostmaster"
+    r"(?:post[-_.]?master|mailer[-_.]?daemon|mail[-_.]?daemon|mdaemon|double-bounce|hostmaster"
     r"|mail[-_.]?delivery[-_.]?(?:system|subsystem)?|microsoftexchange[0-9a-f]{16,}"
     r"|bounces?)$",
     re.I,
@@ -57,7 +58,9 @@ def normalise(value: str) -> str | None:
     Strips an address type (``rfc822;``), angle brackets, quotes and a
     display name; decodes RFC 6533 ``\\x{HH}`` escapes.
     """
-    text = _TYPED.sub("", value.strip(), count=1)
+    text = value.strip()
+    if ";" in text:
+        text = _TYPED.sub("", text, count=1)
     if "\\x{" in text:
         text = _ESCAPE.sub(_unescape, text)
     match = ADDRESS.search(text)
@@ -67,7 +70,9 @@ def normalise(value: str) -> str | None:
         address = text.strip(" \t<>\"'`()[],;:.")
         if "@" not in address or any(c.isspace() for c in address):
             return None
-    address = _KEY_PREFIX.sub("", address.strip("'`"), count=1).rstrip(".")
+    address = address.strip("'`").rstrip(".")
+    if "=" in address:
+        address = _KEY_PREFIX.sub("", address, count=1)
     local, _, domain = address.rpartition("@")
     if not local or not domain:
         return None
@@ -78,6 +83,11 @@ def addresses_in(values: Iterable[str]) -> list[str]:
     """The normalised addresses of address-list header values, in order, once each."""
     found: list[str] = []
     for value in values:
+        if not _COMPLEX.search(value):  # one plain address, bracketed or not: no parser needed
+            address = normalise(value)
+            if address and address not in found:
+                found.append(address)
+            continue
         try:
             pairs = getaddresses([value])
         except (ValueError, TypeError, IndexError):

@@ -24,6 +24,7 @@ from .reports import BounceClass, BounceReason, FailedRecipient, ReportKind
 __all__ = ["SesReport", "read_ses"]
 
 MAX_JSON = 1_000_000
+_DECODER = json.JSONDecoder()
 _SUBTYPES = {
     "noemail": BounceReason.USER_UNKNOWN,
     "suppressed": BounceReason.USER_UNKNOWN,
@@ -50,13 +51,14 @@ class SesReport:
 
 
 def _load(text: str) -> dict[str, Any] | None:
-    body = text.strip()
+    """The JSON object that opens ``text`` (SNS appends an unsubscribe footer)."""
+    body = text.lstrip()
     if not body.startswith("{") or len(body) > MAX_JSON:
         return None
     try:
-        document = json.loads(body)
+        document, _ = _DECODER.raw_decode(body)
         if isinstance(document, dict) and isinstance(document.get("Message"), str):
-            document = json.loads(document["Message"])
+            document, _ = _DECODER.raw_decode(document["Message"].lstrip())
     except (ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None

@@ -25,8 +25,10 @@ __all__ = [
     "FAILURE_PHRASES",
     "PERMANENT_PHRASES",
     "SUCCESS_PHRASES",
+    "VACATION_PHRASES",
     "Cues",
     "header_cues",
+    "hinted",
     "subject_kind",
 ]
 
@@ -50,7 +52,10 @@ SUBJECT_PATTERNS: tuple[tuple[str, str], ...] = (
     ),
     (
         "failure",
-        r"mail\s+failed|returning\s+(?:message\s+|mail\s+)?to\s+sender"
+        r"mail\s+failed|returning\s+(?:message\s+|mail\s+)?to\s+sender|error\s+sending"
+        r"|fehlgeschlagen|n[ãa]o\s+[ée]\s+poss[íi]vel\s+entregar|kan\s+inte\s+levereras"
+        r"|kunne\s+ikke\s+leveres|ei\s+voitu\s+toimittaa|nie\s+mo[żz]na\s+dostarczy"
+        r"|无法(?:送达|投递|传递|递送)|배달되지|전송\s*실패|undelivered"
         r"|(?:user|recipient|mailbox)\s+unknown|unknown\s+(?:user|recipient)|no\s+such\s+user"
         r"|automatically\s+rejected|error\s+during\s+delivery|delivery\s+error|failed\s+mail"
         r"|undeliver(?:able|ed)|non[- ]?deliver(?:able|y)|delivery\s+status\s+notification\s*"
@@ -99,7 +104,7 @@ SUBJECT_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 """What a subject says, by kind; the kind whose match starts earliest wins."""
 
-_SUBJECTS = tuple((kind, re.compile(p, _I)) for kind, p in SUBJECT_PATTERNS)
+_SUBJECTS = tuple((kind, re.compile(p)) for kind, p in SUBJECT_PATTERNS)
 _TAGS = re.compile(r"^(?:\s*\[[^\]]{0,40}\]|\s*\*{2,}[^*]{0,30}\*{2,}|\s*\(\w{0,12}\))+\s*")
 _REPLY_PREFIX = re.compile(
     r"^\s*(?:re|aw|sv|vs|fw|fwd|wg|tr|rv|rif|odp|antw)\s*(?:\[\d+\])?\s*:", _I
@@ -130,7 +135,6 @@ FAILURE_PHRASES = re.compile(
     r"|недоставлен|nie\s+(?:można\s+|została\s+|zostało\s+)?dostarcz|kunne\s+ikke\s+leveres"
     r"|kan\s+(?:ikke|inte)\s+levereras?|kunde\s+inte\s+levereras|nelze\s+doru[čc]it|teslim\s+edilemedi"
     r"|配信(?:でき|不能|失敗|エラー)|送信できませんでした|无法投递|無法傳遞|投递失败|退信|未能(?:送达|投递)",
-    _I,
 )
 """A report's own words that a delivery failed."""
 
@@ -143,14 +147,21 @@ DELAY_PHRASES = re.compile(
     r"|still\s+(?:trying|being\s+retried|in\s+the\s+queue)|delivery\s+(?:is|has\s+been)\s+delayed"
     r"|delivery\s+delayed|could\s+not\s+send\s+message\s+for\s+past|no\s+action\s+is\s+required"
     r"|zustellung\s+verz(?:ö|oe)gert",
-    _I,
 )
 """A report's own words that delivery is only delayed (and still being tried)."""
+
+VACATION_PHRASES = re.compile(
+    r"\b(?:i\s+am|i['\u2019]m|i\s+will\s+be)\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|on\s+"
+    r"(?:vacation|holiday|leave|annual\s+leave|parental\s+leave)|away\s+(?:from|until))"
+    r"|(?:out\s+of\s+(?:the\s+)?office|on\s+vacation|on\s+holiday)\s+(?:until|from|till|through)"
+    r"|limited\s+access\s+to\s+(?:my\s+)?e-?mail|this\s+is\s+an\s+automat(?:ic|ed)\s+(?:reply|response)"
+    r"|je\s+suis\s+absent|ich\s+bin\s+(?:bis|vom|derzeit|zur\s+zeit)|abwesenheit|estar[ée]\s+fuera"
+)
+"""An auto-reply's own words (read only when the headers say the mail is unattended)."""
 
 PERMANENT_PHRASES = re.compile(
     r"permanent(?:ly)?|fatal|giv(?:ing|en)\s+up|will\s+not\s+(?:be\s+)?retr|no\s+further\s+attempts"
     r"|stopped\s+trying|retry\s+timeout\s+exceeded",
-    _I,
 )
 """A report's own words that no more attempts will be made."""
 
@@ -158,7 +169,6 @@ SUCCESS_PHRASES = re.compile(
     r"(?:has|have)\s+been\s+(?:successfully\s+)?(?:delivered|relayed)|successfully\s+delivered"
     r"|delivery\s+to\s+(?:the\s+following|these)\s+recipients?\s+(?:or\s+groups\s+)?(?:is\s+complete|"
     r"succeeded|was\s+successful)|delivery\s+succeeded|was\s+delivered\s+(?:successfully|to\s+the)",
-    _I,
 )
 """A report's own words that a message was delivered or relayed."""
 
@@ -167,19 +177,32 @@ COMPLAINT_PHRASES = re.compile(
     r"|spam\s+complaint"
     r"|complaint\s+(?:about|regarding)|(?:reported|marked|flagged)\s+(?:this\s+(?:message|e-?mail)\s+)?"
     r"as\s+(?:spam|junk)|junk\s+mail\s+report|unsolicited\s+(?:commercial\s+)?e-?mail\s+report",
-    _I,
 )
 """Words of a provider's feedback loop that is not in ARF form."""
 
-BODY_HINT = re.compile(
-    rb"delivery-status|feedback-report|disposition-notification|notificationType|eventType"
-    rb"|Final-Recipient|X-HmXmrOriginalRecipient|abuse report|feedback loop|Diagnostic-Code",
-    re.I,
+BODY_HINT = (
+    b"delivery-status",
+    b"feedback-report",
+    b"disposition-notification",
+    b"notificationtype",
+    b"eventtype",
+    b"final-recipient",
+    b"x-hmxmroriginalrecipient",
+    b"abuse report",
+    b"feedback loop",
+    b"diagnostic-code",
 )
-"""What a report's raw bytes carry even when its headers say nothing."""
+"""What a report's raw bytes carry (lower-cased) even when its headers say nothing."""
+
+
+def hinted(raw: bytes, limit: int = 300_000) -> bool:
+    """Whether the start of ``raw`` carries one of :data:`BODY_HINT` (any case)."""
+    window = raw[:limit].lower()
+    return any(hint in window for hint in BODY_HINT)
+
 
 _DAEMON = re.compile(
-    r"mailer[-_. ]?daemon|postmaster|mail[-_. ]?daemon|\bmdaemon|mail\s+delivery\s+(?:system|"
+    r"mailer[-_. ]?daemon|post[-_.]?master|mail[-_. ]?daemon|\bmdaemon|mail\s+delivery\s+(?:system|"
     r"subsystem|service)|microsoftexchange[0-9a-f]{8,}|^bounces?@|delivery\s+(?:status\s+)?"
     r"(?:notification|subsystem|system)|mail\s+administrator|courier\s+mail\s+server"
     r"|returned\s+mail|undeliverable|nondeliverable|mail\s+system\b",
@@ -208,6 +231,8 @@ class Cues:
     failed_header: list[str] = field(default_factory=list)
     fbl_sender: bool = False
     report_type: str = ""
+    bulk: bool = False
+    """``Precedence: bulk``/``junk``/``list``: mass mail, not by itself a cue."""
 
     @property
     def any(self) -> bool:
@@ -230,6 +255,7 @@ def subject_kind(subject: str) -> str | None:
     Behind a reply or forward prefix (``Re:``, ``Fwd:``...) only a failure or
     delay counts, prefixed with ``prefixed_`` (a person may be quoting one).
     """
+    subject = subject.lower()
     prefixed = _REPLY_PREFIX.match(subject)
     text = subject[prefixed.end() :] if prefixed else subject
     best: tuple[int, str] | None = None
@@ -281,8 +307,8 @@ def header_cues(headers: Headers, ctype: str, params: dict[str, str]) -> Cues:
     cues.auto_generated = (
         auto.startswith(("auto-generated", "auto-notified"))
         or "x-auto-response-suppress" in headers
-        or precedence in ("bulk", "junk", "list")
     )
+    cues.bulk = precedence in ("bulk", "junk", "list")
     cues.failed_header = addresses_in(
         part for value in headers.get_all("x-failed-recipients") for part in value.split(",")
     )
