@@ -212,12 +212,21 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
     shown = find_reply_code(window) is not None or find_status(window) is not None
     shown = shown or bool(find_failed(own, reading.excluded, reading.ids))
     said = failure or delay or shown
-    if (cues.subject_kind or "").startswith("prefixed_"):
+    prefixed = (cues.subject_kind or "").startswith("prefixed_")
+    if prefixed:
         head = lower[:800]
         subject_says = bool(FAILURE_PHRASES.search(head) or DELAY_PHRASES.search(head))
     else:
         subject_says = reading.subject in ("failure", "delay")
     unattended = cues.empty_return_path or cues.auto_generated or cues.auto_replied
+    headers = reading.top.headers
+    if not (cues.daemon or unattended) and (
+        cues.bulk
+        or headers.get("list-id") is not None
+        or (prefixed and headers.get("in-reply-to") is not None)
+    ):
+        # A person's reply, or mass mail, that talks about a failure is not one.
+        subject_says = False
     if (
         cues.failed_header
         or cues.report_type == "delivery-status"
@@ -315,6 +324,10 @@ def _report(reading: _Reading, failures: Failures) -> Report:
         find_message_id(reading.quoted),
         find_message_id(reading.own),
     ]
+    if kind is not ReportKind.MESSAGE:
+        # An auto-reply (or a receipt) names the message it answers in In-Reply-To.
+        in_reply_to = message_id_of(headers.get("in-reply-to"))
+        candidates.insert(0 if kind is ReportKind.AUTO_REPLY else len(candidates), in_reply_to)
     original_id = next((c for c in candidates if c and c != own_id), None)
     own_recipients = [v for name in _VERP_FIELDS for v in headers.get_all(name)]
     from_original: list[str | None] = []

@@ -63,10 +63,11 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, str | None], ...] = (
         r"|banned\s+sending\s+ip|(?:your|sending|client|the)\s+(?:ip|server|network|mta)\b[^.;\n]{0,40}?"
         r"\b(?:blocked|banned|blacklisted|refused|listed)|refused\s+to\s+talk\s+to\s+me"
         r"|not\s+(?:currently\s+)?accept(?:ing)?\s+mail\s+from\s+(?:your|this)\s+(?:ip|server|host|network)"
-        r"|client\s+host\s+(?:\S+\s+){0,2}?(?:rejected|blocked)|dynamic\s+ips?\b|residential\s+ip",
+        r"|client\s+host\s+(?:\S+\s+){0,2}?(?:rejected|blocked)|dynamic\s+ips?\b|residential\s+ip"
+        r"|messages\s+from\s+\[?\d{1,3}(?:\.\d{1,3}){3}\]?\s+(?:\S+\s+){0,3}?deferred",
         False,
         "block black deny dnsbl rbl spamhaus spamcop barracuda sorbs uceprotect surbl uribl"
-        " reputation listed banned allowed refused accept client dynamic residential",
+        " reputation listed banned allowed refused accept client dynamic residential deferred",
     ),
     (
         R.SPAM,
@@ -75,6 +76,8 @@ TEXT_PATTERNS: tuple[tuple[BounceReason, str, bool, str | None], ...] = (
         False,
         "spam ube unsolicited bulk junk score phish",
     ),
+    # Gmail's over-quota answer also says "inactive": the storage words come first.
+    (R.MAILBOX_FULL, r"out\s+of\s+storage\s+space", False, "storage"),
     (
         R.MAILBOX_DISABLED,
         r"(?:account|mail\s*box|user|address|recipient)\b[^.;\n]{0,40}?\b(?:is\s+|has\s+"
