@@ -210,7 +210,8 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
         return Failures(ReportKind.DELIVERED)
     window = own[:PHRASE_WINDOW]
     shown = find_reply_code(window) is not None or find_status(window) is not None
-    shown = shown or bool(find_failed(own, reading.excluded, reading.ids))
+    named = bool(find_failed(own, reading.excluded, reading.ids))
+    shown = shown or named
     said = failure or delay or shown
     prefixed = (cues.subject_kind or "").startswith("prefixed_")
     if prefixed:
@@ -220,12 +221,15 @@ def _from_cues(reading: _Reading, systemish: bool) -> Failures:
         subject_says = reading.subject in ("failure", "delay")
     unattended = cues.empty_return_path or cues.auto_generated or cues.auto_replied
     headers = reading.top.headers
+    attached = any(part.ctype in _EMBEDDED for part in reading.parts)
+    mass_mail = cues.bulk or headers.get("list-id") is not None
     if not (cues.daemon or unattended) and (
-        cues.bulk
-        or headers.get("list-id") is not None
-        or (prefixed and headers.get("in-reply-to") is not None)
+        (prefixed and headers.get("in-reply-to") is not None)
+        or (mass_mail and not (attached or named))
     ):
-        # A person's reply, or mass mail, that talks about a failure is not one.
+        # A person's reply that talks about a failure is not one; nor is mass mail
+        # that names no failed address and carries no original (a bounce relayed
+        # through a list does).
         subject_says = False
     if (
         cues.failed_header
