@@ -20,7 +20,6 @@ lease to expire, and the message is sent again. The window is one send.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -333,16 +332,12 @@ def _with_events(
     return replace(result, events=events, failures=failures)
 
 
-_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-
-
 def _failure(item: OutboundItem, recipient: str, code: int, text: str) -> Failure:
     """A recipient the relay refused (5xx), or whose retries ran out (4xx), classed
     by what the relay said, exactly as a bounce report would be."""
-    from ..mail.reasons import classify_failure
+    from ..mail.reasons import classify_failure, find_status
 
-    found = _STATUS.search(text)
-    status = found.group(1) if found else None
+    status = find_status(text)
     reason, bounce_class = classify_failure(status, code, text)
     if code < 500:
         bounce_class = BounceClass.SOFT  # a temporary failure that ran out of time
