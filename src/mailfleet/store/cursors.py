@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model.errors import GrantNotFound
+from .dialect import insert
 from .scope import Tx
 from .tables import cursors_table, grants_table
 
@@ -42,8 +42,7 @@ def set_cursor(tx: Tx, grant_id: str, source: str, value: dict[str, Any]) -> Non
     conn = tx.conn
     if not conn.execute(sa.select(_owned(tx, grant_id))).scalar():
         raise GrantNotFound(grant_id)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_cursors).values(grant_id=grant_id, source=source, value=value)
+    statement = insert(conn, _cursors).values(grant_id=grant_id, source=source, value=value)
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=[_cursors.c.grant_id, _cursors.c.source],

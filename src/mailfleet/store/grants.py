@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ..model.addresses import Address
 from ..model.errors import Conflict, DomainNotRegistered, GrantNotFound
 from ..model.records import Grant, GrantStatus
+from .dialect import insert
 from .domains import domain_ids
 from .events import record_many
 from .prepared import Prepared
@@ -57,8 +57,7 @@ class GrantRequest:
 
 
 def _insert_ignoring_duplicates(conn: Connection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_grants).on_conflict_do_nothing(index_elements=["address"])
+    return insert(conn, _grants).on_conflict_do_nothing(index_elements=["address"])
 
 
 def provision_batch(

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model.messages import MessageHeaders, StoredMessage
+from .dialect import insert
 from .events import record, record_many
 from .prepared import Prepared
 from .scope import ServedAgents, Tx
@@ -328,13 +328,12 @@ def claim(tx: Tx, worker: str, *, now: float, ttl: float, limit: int) -> list[st
     grant_ids = list(conn.execute(candidates).scalars())
     if not grant_ids:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_leases).values(
+    rows = insert(conn, _leases).values(
         [{"grant_id": g, "worker": worker, "expires_at": now + ttl} for g in grant_ids]
     )
-    statement = statement.on_conflict_do_update(
+    statement = rows.on_conflict_do_update(
         index_elements=[_leases.c.grant_id],
-        set_={"worker": statement.excluded.worker, "expires_at": statement.excluded.expires_at},
+        set_={"worker": rows.excluded.worker, "expires_at": rows.excluded.expires_at},
         where=_leases.c.expires_at <= now,
     ).returning(_leases.c.grant_id)
     return list(conn.execute(statement).scalars())

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model.records import Grant
+from .dialect import insert
 from .grants import grant_rows
 from .queue import backlog, served_condition
 from .scope import ServedAgents, Tx
@@ -46,8 +46,7 @@ class UnservedGrant:
 def announce(tx: Tx, worker: str, *, expires_at: float) -> None:
     """Record (or renew) this worker and the scope's agent classes until ``expires_at``."""
     agents = tx.agents
-    dialect = postgresql if tx.conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_workers).values(
+    statement = insert(tx.conn, _workers).values(
         id=worker,
         application_id=tx.application_id,
         agents=sorted(agents.names),
