@@ -422,7 +422,7 @@ class Directory:
         normal = str(parse_address(address))
 
         def work(tx: Tx) -> bool:
-            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            workspace_id = _workspace_id(tx, workspace)
             return suppressions.remove(tx, normal, workspace_id=workspace_id)
 
         return await self._scope.write(work)
@@ -439,7 +439,7 @@ class Directory:
         wanted = None if reason is None else SuppressionReason(reason)
 
         def work(tx: Tx) -> list[Suppression]:
-            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            workspace_id = _workspace_id(tx, workspace)
             return suppressions.list_suppressions(
                 tx, reason=wanted, workspace_id=workspace_id, after=after, limit=limit
             )
@@ -453,7 +453,7 @@ class Directory:
         normal = str(parse_address(address))
 
         def work(tx: Tx) -> Suppression | None:
-            workspace_id = workspaces.get_workspace(tx, workspace).id if workspace else None
+            workspace_id = _workspace_id(tx, workspace)
             return suppressions.suppressed(tx, [normal], workspace_id=workspace_id).get(normal)
 
         return await self._scope.read(work)
@@ -461,6 +461,11 @@ class Directory:
     async def count_suppressions(self) -> int:
         """How many entries the application's suppression list holds."""
         return await self._scope.read(suppressions.count_suppressions)
+
+
+def _workspace_id(tx: Tx, workspace: str | None) -> str | None:
+    """The id of the named workspace (None: the whole application)."""
+    return workspaces.get_workspace(tx, workspace).id if workspace else None
 
 
 @dataclass(frozen=True, slots=True)

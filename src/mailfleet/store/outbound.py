@@ -286,9 +286,9 @@ def record_results(
             by_type.setdefault(kind, []).append((result.item.grant_id, payload))
     for kind, items in by_type.items():
         record_many(tx, kind, items)
-    clear_soft_bounces(
-        tx, (r for _, payload in by_type.get("message.sent", ()) for r in payload["recipients"])
-    )
+    if soft_bounce_limit > 0:  # with no limit no count is kept, and none needs clearing
+        sent = by_type.get("message.sent", ())
+        clear_soft_bounces(tx, (r for _, payload in sent for r in payload["recipients"]))
     return record_failures(
         tx, [f for result in results for f in result.failures], soft_bounce_limit=soft_bounce_limit
     )
