@@ -212,6 +212,26 @@ class Resolver:
             addresses.extend(result)
         return addresses
 
+    def query_sync(
+        self,
+        name: str,
+        rdtype: str | dns.rdatatype.RdataType,
+        *,
+        timeout: float | None = None,
+    ) -> list[dns.rdata.Rdata]:
+        """:meth:`query`, blocking: for libraries that look names up from a worker thread
+        (dkimpy, pyspf). Same nameservers, same cache; ``timeout`` may shorten the
+        resolver's own."""
+        qname, qtype = _question(name, rdtype)
+        lifetime = self._timeout if not timeout or timeout <= 0 else min(self._timeout, timeout)
+        try:
+            answer = self._sync.resolve(
+                qname, qtype, search=False, raise_on_no_answer=False, lifetime=lifetime
+            )
+        except dns.exception.DNSException as exc:
+            raise _error(exc, qname, qtype, lifetime) from exc
+        return [] if answer.rrset is None else list(answer.rrset)
+
     def dkim_dnsfunc(self) -> DkimDnsFunc:
         """A TXT lookup for dkimpy's ``dnsfunc=`` (``dkim.DKIM(data).verify(dnsfunc=...)``).
 
@@ -226,27 +246,14 @@ class Resolver:
         :class:`~mailfleet.model.errors.DnsTimeout` out of dkimpy's
         ``verify``: a temporary error, not a bad signature.
         """
-        resolver, own_timeout = self._sync, self._timeout
 
         def lookup(name: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
             try:
-                qname = dns.name.from_text(name.decode("utf-8"))
-            except (UnicodeDecodeError, dns.exception.DNSException):
+                text = name.decode("utf-8")
+                records = self.query_sync(text, dns.rdatatype.TXT, timeout=timeout)
+            except (UnicodeDecodeError, InvalidInput, DnsNameNotFound):
                 return None  # no such name can hold a key
-            lifetime = min(own_timeout, timeout) if timeout and timeout > 0 else own_timeout
-            try:
-                answer = resolver.resolve(
-                    qname,
-                    dns.rdatatype.TXT,
-                    search=False,
-                    raise_on_no_answer=False,
-                    lifetime=lifetime,
-                )
-            except dns.resolver.NXDOMAIN:
-                return None
-            except dns.exception.DNSException as exc:
-                raise _error(exc, qname, dns.rdatatype.TXT, lifetime) from exc
-            for rdata in answer.rrset or ():
+            for rdata in records:
                 if isinstance(rdata, TXTBase):
                     return b"".join(rdata.strings)
             return None
