@@ -149,9 +149,13 @@ domains_table = sa.Table(
     # [{"selector", "algorithm", "private_pem", "dns_txt"}]: secrets, never logged or listed
     _json("dkim_keys", default=list),
     sa.Column("authenticated", sa.Boolean, nullable=False, default=False),
-    _json("audit", nullable=True),
+    # pending (never checked), verified or failed: the last check's verdict
+    _text("state", 10, default="pending", server_default="pending"),
+    _json("audit", nullable=True),  # the last check's report (PreflightReport.as_json)
     _time("audited_at", nullable=True),
+    _time("next_audit_at", nullable=True),
     _time(),
+    sa.Index("domains_by_next_audit", "next_audit_at"),
 )
 
 workspaces_table = sa.Table(
@@ -220,6 +224,8 @@ messages_table = sa.Table(
     sa.Column("size", sa.Integer, nullable=False, default=0),
     _json("headers"),
     _json("defects", nullable=True),
+    # inbound: the SPF/DKIM/DMARC results of arrival (Authentication.as_json)
+    _json("authentication", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
     _time(),
