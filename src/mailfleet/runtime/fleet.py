@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ..model.addresses import parse_address
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
 from ..model.outbound import SendResult
-from ..model.records import Application, Grant
+from ..model.records import Application, DnsRecord, Grant
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
 from ..store.database import Database, normalize_url
@@ -37,6 +37,7 @@ from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
 from .directory import Directory
+from .domain_auth import DomainAuth
 from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
@@ -50,6 +51,8 @@ from .status import FleetStatistics, Serving
 # command that opens a fleet to read or change the directory starts fast.
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..auth.dns import Resolver
+    from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
     from ..plugins import InboundSource
@@ -88,6 +91,7 @@ class _Opened:
     outbox: Outbox
     mailroom: Mailroom
     feedback: Feedback
+    domain_auth: DomainAuth
     tasks: TaskGroup
 
 
@@ -134,6 +138,7 @@ class Fleet:
         self._create = create
         self._registry = AgentRegistry(agents, default_agent)
         self._opened: _Opened | None = None
+        self._resolver: Resolver | None = None
         self._serving: Serving | None = None
         self._worker: Worker | None = None
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
@@ -164,7 +169,11 @@ class Fleet:
         intake = Intake(
             scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
-        outbox = Outbox(scope, queued=self._outbound_queued.ring)
+        outbox = Outbox(
+            scope,
+            queued=self._outbound_queued.ring,
+            require_verified_domains=not self.settings.dev_mode,
+        )
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         try:
@@ -186,6 +195,7 @@ class Fleet:
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
             ),
+            domain_auth=DomainAuth(scope, self.settings, lambda: self.resolver),
             tasks=tasks,
         )
         return self
@@ -348,6 +358,29 @@ class Fleet:
             attachments=attachments,
         )
 
+    # -- domain authentication -------------------------------------------------------
+
+    @property
+    def resolver(self) -> Resolver:
+        """The fleet's one DNS resolver (``dns_nameservers``, ``dns_timeout``): every
+        lookup of the fleet goes through it and its cache. Made on first use."""
+        if self._resolver is None:
+            from ..auth.dns import Resolver
+
+            self._resolver = Resolver.from_settings(self.settings)
+        return self._resolver
+
+    async def domain_records(self, name: str) -> list[DnsRecord]:
+        """The DNS records to publish for the registered domain ``name``: MX, SPF, one
+        DKIM record per key, DMARC, the bounce domain's MX and SPF when it differs,
+        and the advised MTA-STS and TLS-RPT records (``required=False``)."""
+        return await self._open("Fleet.domain_records()").domain_auth.records(name)
+
+    async def check_domain(self, name: str) -> PreflightReport:
+        """Check the published DNS of ``name`` now (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT)
+        and store the verdict: the domain becomes ``verified`` or ``failed``."""
+        return await self._open("Fleet.check_domain()").domain_auth.check(name)
+
     # -- serving ----------------------------------------------------------------------
 
     async def serve(self, *, task_status: TaskStatus[Serving] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -379,6 +412,8 @@ class Fleet:
             )
             for source in sources:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
+            if s.audit_domains:
+                await tg.start(opened.domain_auth.run)
             if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
                 self._serving = Serving(smtp_port, None)
                 self._log_serving(opened, scope)

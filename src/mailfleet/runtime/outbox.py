@@ -27,7 +27,7 @@ from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domains, grants, outbound, suppressions
+from ..store import domain_checks, domains, grants, outbound, suppressions
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -55,6 +55,7 @@ class _Queued:
     message: NewOutbound
     message_id: str
     workspace_id: str
+    domain: str
 
 
 class Outbox:
@@ -65,9 +66,16 @@ class Outbox:
     is a group commit: many agents sending at once share one transaction.
     """
 
-    def __init__(self, scope: Scope, *, queued: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        *,
+        queued: Callable[[], None],
+        require_verified_domains: bool = False,
+    ) -> None:
         self._scope = scope
         self._queued = queued
+        self._require_verified = require_verified_domains
         self._signers: dict[str, DkimSigner | None] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
@@ -137,7 +145,9 @@ class Outbox:
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
         )
-        return await self._batches.submit(_Queued(item, message_id, grant.workspace_id))
+        return await self._batches.submit(
+            _Queued(item, message_id, grant.workspace_id, grant.domain)
+        )
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
         results = await self._scope.write(lambda tx: self._store(tx, batch))
@@ -152,6 +162,11 @@ class Outbox:
         # Statuses are read in the transaction: a pause takes effect at once.
         statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
         blocked = _suppressed(tx, batch)
+        domain_states = (
+            domain_checks.sending_states(tx, {q.domain for q in batch})
+            if self._require_verified
+            else None
+        )
         results: list[SendResult] = []
         accepted: list[NewOutbound] = []
         for queued in batch:
@@ -167,6 +182,8 @@ class Outbox:
                 results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
+            elif domain_states is not None and _unverified(domain_states, queued.domain):
+                results.append(_not_authenticated(domain_states, queued.domain))
             elif listed:
                 results.append(SendResult(SendStatus.SUPPRESSED, detail=_listed(listed)))
             else:
@@ -208,6 +225,30 @@ def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppr
             tx, addresses, workspace_id=workspace_id
         ).items()
     }
+
+
+def _unverified(states: dict[str, domain_checks.SendingState], domain: str) -> bool:
+    found = states.get(domain)
+    return found is None or found.state != "verified"
+
+
+def _not_authenticated(states: dict[str, domain_checks.SendingState], domain: str) -> SendResult:
+    """The refusal of a send from a domain whose DNS is not verified, naming the failing checks."""
+    found = states.get(domain)
+    if found is None:
+        why = f"{domain} is not a registered domain"
+    elif found.state == "pending" or not found.failing:
+        why = f"{domain} has not passed a DNS check yet (mailfleet domains check {domain})"
+    else:
+        why = f"{domain} failed its DNS check: " + "; ".join(
+            f"{check['name']}: {check['explanation']}" for check in found.failing
+        )
+    names = () if found is None else tuple(str(check["name"]) for check in found.failing)
+    return SendResult(
+        SendStatus.DOMAIN_NOT_AUTHENTICATED,
+        detail=f"domain_not_authenticated: {why}",
+        failing_checks=names,
+    )
 
 
 def _listed(entries: Sequence[Suppression]) -> str:

@@ -27,6 +27,9 @@ def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
         dkim_selector=row.dkim_selector,
         authenticated=row.authenticated,
         created_at=aware(row.created_at),
+        state=row.state,
+        audit=row.audit,
+        audited_at=None if row.audited_at is None else aware(row.audited_at),
         dkim_records=tuple(
             DnsRecord(f"{key['selector']}._domainkey.{row.name}", key["dns_txt"])
             for key in row.dkim_keys or ()
@@ -63,6 +66,7 @@ def add_domain(
         "name": domain,
         "dkim_selector": selector,
         "authenticated": False,
+        "state": "pending",
         "dkim_keys": list(dkim_keys),
         "created_at": utcnow(),
     }
