@@ -921,7 +921,10 @@ def _domain_json(domain: Domain) -> dict[str, Any]:
         "id": domain.id,
         "name": domain.name,
         "dkim_selector": domain.dkim_selector,
+        "state": domain.state,
         "authenticated": domain.authenticated,
+        "audited_at": domain.audited_at,
+        "audit": domain.audit,
         "created_at": domain.created_at,
         "dkim_records": [
             {
@@ -973,8 +976,8 @@ def list_domains(ctx: typer.Context, as_json: AsJson = False) -> None:
         return
     _print_table(
         "domains",
-        ("domain", "DKIM selectors", "authenticated", "created"),
-        ((d.name, _selectors(d), d.authenticated, d.created_at) for d in found),
+        ("domain", "DKIM selectors", "state", "checked", "created"),
+        ((d.name, _selectors(d), d.state, d.audited_at, d.created_at) for d in found),
     )
 
 

@@ -86,9 +86,7 @@ def records_to_publish(setup: DomainSetup) -> list[DnsRecord]:
         records.append(DnsRecord(envelope, mx, "MX", "bounce_mx"))
         records.append(DnsRecord(envelope, spf, "TXT", "bounce_spf"))
     stamp = (setup.created_at or datetime(2026, 1, 1)).strftime("%Y%m%d")
-    records.append(
-        DnsRecord(f"_mta-sts.{domain}", f"v=STSv1; id={stamp}", "TXT", "mta_sts", False)
-    )
+    records.append(DnsRecord(f"_mta-sts.{domain}", f"v=STSv1; id={stamp}", "TXT", "mta_sts", False))
     records.append(
         DnsRecord(
             f"_smtp._tls.{domain}",

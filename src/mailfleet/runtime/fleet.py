@@ -173,6 +173,7 @@ class Fleet:
             scope,
             queued=self._outbound_queued.ring,
             require_verified_domains=not self.settings.dev_mode,
+            envelope_domain=self.settings.envelope_domain,
         )
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
@@ -189,7 +190,7 @@ class Fleet:
             directory=Directory(scope, self.settings),
             intake=intake,
             outbox=outbox,
-            mailroom=Mailroom(scope, intake),
+            mailroom=Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of),
             feedback=Feedback(
                 scope,
                 soft_bounce_limit=self.settings.soft_bounce_limit,
@@ -380,6 +381,12 @@ class Fleet:
         """Check the published DNS of ``name`` now (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT)
         and store the verdict: the domain becomes ``verified`` or ``failed``."""
         return await self._open("Fleet.check_domain()").domain_auth.check(name)
+
+    async def audit_domains(self) -> int:
+        """Audit the domains whose audit is due, now: what a serving fleet does every
+        round. Each due domain is checked by one caller, however many workers ask at
+        once; returns how many this one checked."""
+        return await self._open("Fleet.audit_domains()").domain_auth.audit_due()
 
     # -- serving ----------------------------------------------------------------------
 

@@ -72,10 +72,12 @@ class Outbox:
         *,
         queued: Callable[[], None],
         require_verified_domains: bool = False,
+        envelope_domain: Callable[[str], str] | None = None,
     ) -> None:
         self._scope = scope
         self._queued = queued
         self._require_verified = require_verified_domains
+        self._envelope_domain = envelope_domain or (lambda domain: domain)
         self._signers: dict[str, DkimSigner | None] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
@@ -141,7 +143,7 @@ class Outbox:
             headers=headers,
             recipients=tuple(recipients),
             verp_token=token,
-            mail_from=verp_address(token, grant.domain),
+            mail_from=verp_address(token, self._envelope_domain(grant.domain)),
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
         )

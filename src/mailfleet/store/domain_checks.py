@@ -130,9 +130,7 @@ def sending_states(tx: Tx, names: Iterable[str]) -> dict[str, SendingState]:
             _domains.c.application_id == tx.application_id, _domains.c.name.in_(wanted)
         )
     )
-    return {
-        row.name: SendingState(row.state, tuple(_failing(row.audit or {}))) for row in rows
-    }
+    return {row.name: SendingState(row.state, tuple(_failing(row.audit or {}))) for row in rows}
 
 
 def _failing(report: dict[str, Any]) -> list[dict[str, Any]]:
