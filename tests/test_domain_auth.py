@@ -259,3 +259,49 @@ async def test_the_bounce_domain_publishes_its_own_mx_and_spf(
         assert received.mail_from.endswith(f"@bounces.{DOMAIN}")
         assert await fleet.mailroom.owns_domain(f"bounces.{DOMAIN}")
         assert not await fleet.mailroom.owns_domain("bounces.example.org")
+
+
+def test_the_cli_adds_prints_and_checks_a_domain(mailfleet: Any, dns_server: DnsServer) -> None:
+    """`domains add`, publish what `domains records --json` prints, `domains check`: all pass;
+    breaking SPF fails the check with exit code 1."""
+    import json
+
+    env = {
+        "MAILFLEET_DNS_NAMESERVERS": dns_server.address,
+        "MAILFLEET_DNS_TIMEOUT": "2",
+        "MAILFLEET_MX_HOST": MX_HOST,
+        "MAILFLEET_RELAY_ADDRESSES": "192.0.2.25",
+        "MAILFLEET_DKIM_KEY_SECRET": "correct horse battery staple",
+    }
+    added = mailfleet("domains", "add", DOMAIN, env=env)
+    assert added.exit_code == 0, added.output
+    assert f"mailfleet domains records {DOMAIN}" in added.output
+
+    printed = mailfleet("domains", "records", DOMAIN, env=env)
+    assert printed.exit_code == 0, printed.output
+    assert f"{DOMAIN}. IN MX 10 {MX_HOST}." in printed.output
+    assert f'{DOMAIN}. IN TXT "v=spf1 ip4:192.0.2.25 -all"' in printed.output
+    listed = mailfleet("domains", "records", DOMAIN, "--json", env=env)
+    records = [
+        DnsRecord(r["name"], r["value"], r["type"], r["purpose"], r["required"])
+        for r in json.loads(listed.stdout)
+    ]
+    publish(dns_server, records)
+
+    checked = mailfleet("domains", "check", DOMAIN, "--json", env=env)
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.stdout)
+    assert report["state"] == "verified"
+    assert {check["status"] for check in report["checks"]} == {"pass"}
+    text = mailfleet("domains", "check", DOMAIN, env=env)
+    assert text.exit_code == 0
+    assert text.output.rstrip().endswith(f"{DOMAIN}: verified")
+
+    dns_server.set(DOMAIN, "TXT", ["v=spf1 ip4:198.51.100.7 -all"])
+    failed = mailfleet("domains", "check", DOMAIN, env=env)
+    assert failed.exit_code == 1
+    assert "fail  spf" in failed.output
+    assert "192.0.2.25" in failed.output
+    assert failed.output.rstrip().endswith(f"{DOMAIN}: failed")
+    listed_domains = json.loads(mailfleet("domains", "list", "--json", env=env).stdout)
+    assert listed_domains[0]["state"] == "failed"
