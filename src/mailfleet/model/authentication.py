@@ -341,7 +341,9 @@ def _resinfo(method: str, result: str, reason: str, props: list[tuple[str, str]]
     """``method=result [reason="..."] ptype.property=value...`` (empty values left out)."""
     words = [f"{method}={result}"]
     if reason:
-        text = " ".join(reason.split())
+        # Human words: quotes and backslashes become ' and / (readers that do not
+        # undo quoted-pairs, and most do not, then show the same text).
+        text = " ".join(reason.split()).replace('"', "'").replace("\\", "/")
         if len(text) > _REASON_CHARS:
             text = text[: _REASON_CHARS - 3] + "..."
         words.append(f"reason={_quoted(text)}")
