@@ -21,6 +21,7 @@ from dnsserver import DnsServer
 from mailfleet import Agent, Authentication, Fleet, InboundMessage
 from mailfleet.auth import DkimKey, DkimSigner, generate_key
 from mailfleet.auth.dns import Resolver
+from mailfleet.auth.spfcheck import check_host, check_host_cached
 from mailfleet.auth.verify import authenticate
 from mailfleet.mail.authresults import (
     add_authentication_results,
@@ -33,7 +34,7 @@ from mailfleet.model.authentication import (
     DmarcCheck,
     SpfCheck,
 )
-from mailfleet.model.errors import InvalidInput
+from mailfleet.model.errors import DnsNameNotFound, InvalidInput
 from support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -436,6 +437,33 @@ async def test_broken_signatures_never_raise(
     signed = DkimSigner("example.net", keys[1:]).sign(MESSAGE)
     (revoked,) = (await check(resolver, signed)).dkim
     assert revoked.result == "permerror"
+
+
+async def test_spf_is_evaluated_without_a_thread_once_its_names_are_cached(
+    dns_server: DnsServer, resolver: Resolver
+) -> None:
+    dns_server.set(
+        "example.net", "TXT", ["v=spf1 include:_spf.example.net -all exp=why.example.net"]
+    )
+    dns_server.set("_spf.example.net", "TXT", ["v=spf1 ip4:192.0.2.0/24 -all"])
+    dns_server.set("why.example.net", "TXT", ["%{i} may not send for %{d}"])
+    args = {"sender": "a@example.net", "helo": "h.example.net"}
+    assert check_host_cached(resolver, "192.0.2.1", **args) is None  # nothing is known yet
+    looked_up = await check_host(resolver, "192.0.2.1", **args)
+    assert looked_up.result == "pass"
+    asked = len(dns_server.queries)
+    assert check_host_cached(resolver, "192.0.2.1", **args) == looked_up
+    refused = check_host_cached(resolver, "198.51.100.1", **args)  # exp= was read with the record
+    assert refused is not None
+    assert refused.result == "fail"
+    assert refused.explanation == "198.51.100.1 may not send for example.net"
+    assert refused == await check_host(resolver, "198.51.100.1", **args)
+    assert len(dns_server.queries) == asked
+    assert resolver.cached("nowhere.example.net", "TXT") is None
+    with pytest.raises(DnsNameNotFound):
+        await resolver.txt("nowhere.example.net")
+    with pytest.raises(DnsNameNotFound):
+        resolver.cached("nowhere.example.net", "TXT")
 
 
 # -- end to end: one fleet mails another -------------------------------------------------------

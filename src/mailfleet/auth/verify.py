@@ -78,29 +78,38 @@ async def authenticate(
     Never raises for the message's content or the DNS: results say what
     went wrong.
     """
-    spf: SpfCheck | None = None
-    dkim: tuple[DkimSignatureResult, ...] = ()
     from_domain, from_problem = _from_domain(raw)
+    signed = _SIGNATURE_FIELD.search(raw, 0, _header_length(raw)) is not None
+    spf = _spf_cached(resolver, ip, helo=helo, mail_from=mail_from)
+    dkim: tuple[DkimSignatureResult, ...] = ()
     policy: DmarcLookup | DnsError | None = None
-
-    async def check_spf() -> None:
-        nonlocal spf
-        spf = await _spf(resolver, ip, helo=helo, mail_from=mail_from)
-
-    async def check_dkim() -> None:
-        nonlocal dkim
-        dkim = await _dkim(resolver, raw)
-
-    async def find_policy() -> None:
-        nonlocal policy
-        policy = await _lookup_policy(resolver, from_domain)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(check_spf)
-        if _SIGNATURE_FIELD.search(raw, 0, _header_length(raw)):
-            tasks.start_soon(check_dkim)
+    if spf is not None and not signed:
+        # The common case, unsigned mail from a sender seen before: nothing to wait
+        # for but the DMARC record (cached too), so no task group.
         if from_problem is None:
-            tasks.start_soon(find_policy)
+            policy = await _lookup_policy(resolver, from_domain)
+    else:
+
+        async def check_spf() -> None:
+            nonlocal spf
+            assert ip is not None  # without one, the result is known without looking up
+            spf = await _spf(resolver, ip, helo=helo, mail_from=mail_from)
+
+        async def check_dkim() -> None:
+            nonlocal dkim
+            dkim = await _dkim(resolver, raw)
+
+        async def find_policy() -> None:
+            nonlocal policy
+            policy = await _lookup_policy(resolver, from_domain)
+
+        async with anyio.create_task_group() as tasks:
+            if spf is None:
+                tasks.start_soon(check_spf)
+            if signed:
+                tasks.start_soon(check_dkim)
+            if from_problem is None:
+                tasks.start_soon(find_policy)
     assert spf is not None
     if from_problem is not None:
         dmarc = DmarcCheck("permerror", "", None, "none", False, False, from_problem)
@@ -112,20 +121,41 @@ async def authenticate(
 # -- SPF -------------------------------------------------------------------------------
 
 
-async def _spf(resolver: Resolver, ip: str | None, *, helo: str, mail_from: str) -> SpfCheck:
-    """The SPF result of the session; ``none`` without a client IP."""
+def _spf_cached(
+    resolver: Resolver, ip: str | None, *, helo: str, mail_from: str
+) -> SpfCheck | None:
+    """The SPF result when it needs no lookup (no client IP, or every name cached), else None."""
+    from .spfcheck import check_host_cached
+
+    if ip is None or not _is_ip(ip):
+        return _spf_error("none", helo, mail_from, "no client IP address: not received over SMTP")
+    try:
+        verdict = check_host_cached(resolver, ip, sender=mail_from, helo=helo)
+    except Exception as exc:  # pyspf on input it cannot take: still a verdict
+        return _spf_error("permerror", helo, mail_from, f"{type(exc).__name__}: {exc}")
+    if verdict is None:
+        return None
+    return SpfCheck(verdict.result, verdict.domain, verdict.identity, verdict.explanation)
+
+
+async def _spf(resolver: Resolver, ip: str, *, helo: str, mail_from: str) -> SpfCheck:
+    """The SPF result of the session, looking names up as needed (``ip`` is an address)."""
     from .spfcheck import check_host
 
-    identity: Any = "mailfrom" if mail_from else "helo"
-    domain = (mail_from.rsplit("@", 1)[-1] if mail_from else helo).lower()
-    if ip is None or not _is_ip(ip):
-        return SpfCheck("none", domain, identity, "no client IP address: not received over SMTP")
     try:
         verdict = await check_host(resolver, ip, sender=mail_from, helo=helo)
     except Exception as exc:  # pyspf on input it cannot take: still a verdict
-        log.debug("SPF could not evaluate %r / %r: %s", mail_from, helo, exc)
-        return SpfCheck("permerror", domain, identity, f"{type(exc).__name__}: {exc}")
+        return _spf_error("permerror", helo, mail_from, f"{type(exc).__name__}: {exc}")
     return SpfCheck(verdict.result, verdict.domain, verdict.identity, verdict.explanation)
+
+
+def _spf_error(result: Any, helo: str, mail_from: str, why: str) -> SpfCheck:
+    """A result SPF's evaluation did not give: for the identity it would have checked."""
+    if result == "permerror":
+        log.debug("SPF could not evaluate %r / %r: %s", mail_from, helo, why)
+    if mail_from:
+        return SpfCheck(result, mail_from.rsplit("@", 1)[-1].lower(), "mailfrom", why)
+    return SpfCheck(result, helo.lower(), "helo", why)
 
 
 def _is_ip(text: str) -> bool:
