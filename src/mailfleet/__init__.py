@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .mail.inbound import InboundMessage
     from .mail.parse import Attachment, Mailbox, ParsedMessage
     from .mail.reports import FailedRecipient, Report, ReportKind
+    from .model.authentication import Authentication, DkimSignatureResult, DmarcCheck, SpfCheck
     from .model.deliverability import (
         Bounce,
         BounceClass,
@@ -88,6 +89,10 @@ _EXPORTS: dict[str, str] = {
     "FailedRecipient": ".mail.reports",
     "Report": ".mail.reports",
     "ReportKind": ".mail.reports",
+    "Authentication": ".model.authentication",
+    "DkimSignatureResult": ".model.authentication",
+    "DmarcCheck": ".model.authentication",
+    "SpfCheck": ".model.authentication",
     "Bounce": ".model.deliverability",
     "BounceClass": ".model.deliverability",
     "BounceReason": ".model.deliverability",
@@ -153,6 +158,7 @@ __all__ = [
     "Application",
     "ApplicationNotFound",
     "Attachment",
+    "Authentication",
     "Bounce",
     "BounceClass",
     "BounceReason",
@@ -162,6 +168,8 @@ __all__ = [
     "DeadLetter",
     "DefaultWorkspaceProtected",
     "Directory",
+    "DkimSignatureResult",
+    "DmarcCheck",
     "DnsError",
     "DnsNameNotFound",
     "DnsRecord",
@@ -205,6 +213,7 @@ __all__ = [
     "Settings",
     "SigningFailed",
     "SpamSensitivity",
+    "SpfCheck",
     "StoreUnavailable",
     "Suppression",
     "SuppressionReason",

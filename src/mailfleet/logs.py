@@ -12,6 +12,7 @@ Every component logs through :mod:`logging` under ``mailfleet.<component>``:
 ``mailfleet.feedback``   reports received (INFO attributed; WARNING naming no send)
 ``mailfleet.directory``  grant status changes, provisioning and teardown in bulk
 ``mailfleet.mx``         the SMTP server (INFO: refusals; DEBUG: sessions)
+``mailfleet.auth``       inbound verification (DEBUG: what SPF could not evaluate)
 ``mailfleet.relay``      connections to the outbound relay
 ``mailfleet.store``      the database (checkpoints, unavailability)
 ``mailfleet.plugins``    plugins found, loaded or skipped

@@ -46,6 +46,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -231,6 +232,27 @@ class Resolver:
         except dns.exception.DNSException as exc:
             raise _error(exc, qname, qtype, lifetime) from exc
         return [] if answer.rrset is None else list(answer.rrset)
+
+    def cached(
+        self, name: str, rdtype: str | dns.rdatatype.RdataType
+    ) -> list[dns.rdata.Rdata] | None:
+        """What the cache holds for :meth:`query` of ``name`` / ``rdtype``, asking no
+        server: the records (empty for a cached empty answer), or None when the cache
+        has no live answer. A cached NXDOMAIN raises
+        :class:`~mailfleet.model.errors.DnsNameNotFound`, as :meth:`query` would.
+
+        For evaluations that can run without a thread when everything they need
+        is cached (SPF of a known sender); the cache is the one lookups fill.
+        """
+        qname, qtype = _question(name, rdtype)
+        answer = self._cache.get((qname, qtype, dns.rdataclass.IN))
+        if answer is not None:
+            return [] if answer.rrset is None else list(answer.rrset)
+        missing = self._cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if missing is not None and missing.response.rcode() == dns.rcode.NXDOMAIN:
+            kind = dns.rdatatype.to_text(qtype)
+            raise DnsNameNotFound(_host(qname), kind, "no such name (NXDOMAIN)")
+        return None
 
     def dkim_dnsfunc(self) -> DkimDnsFunc:
         """A TXT lookup for dkimpy's ``dnsfunc=`` (``dkim.DKIM(data).verify(dnsfunc=...)``).

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .authentication import Authentication
+
 __all__ = ["MessageHeaders", "StoredMessage"]
 
 
@@ -40,3 +42,6 @@ class StoredMessage:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     thread_id: str | None = None
     """The conversation this message belongs to (Message-ID / References / subject)."""
+    authentication: Authentication | None = field(default=None, repr=False)
+    """What the MX verified on arrival (SPF, DKIM, DMARC, the ``Authentication-Results``
+    header it added); None for mail that did not come through the MX (IMAP, ``deliver``)."""

@@ -531,10 +531,15 @@ class Fleet:
     async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
         import ssl
 
+        from ..auth.dns import Resolver
+        from ..auth.verify import authenticate
         from ..transports.smtp_in import serve_smtp
         from .mx import FleetMx
 
         s = self.settings
+        # TODO(lead): use the fleet's one resolver (Fleet.resolver) once it lands on main.
+        resolver = Resolver.from_settings(s)
+        verify = functools.partial(authenticate, resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -545,6 +550,7 @@ class Fleet:
             hostname=s.smtp_hostname,
             owns_domain=opened.mailroom.owns_domain,
             report=opened.feedback.receive,
+            authenticate=verify,
         )
         await serve_smtp(
             mx,

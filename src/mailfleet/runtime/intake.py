@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskStatus
 
+from ..model.authentication import Authentication
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
 from ..store import grants, queue
@@ -36,6 +37,7 @@ class _Delivery:
     raw: bytes
     source_key: str | None
     headers: MessageHeaders
+    authentication: Authentication | None
 
 
 class Intake:
@@ -57,17 +59,24 @@ class Intake:
         )
 
     async def deliver(
-        self, grant: str, raw: bytes, *, source_key: str | None = None
+        self,
+        grant: str,
+        raw: bytes,
+        *,
+        source_key: str | None = None,
+        authentication: Authentication | None = None,
     ) -> StoredMessage:
         """Store ``raw`` for ``grant`` (id or address); return once committed.
 
         With a ``source_key``, a message the grant already has under that key
-        is returned as it is, and nothing new is queued.
+        is returned as it is, and nothing new is queued. ``authentication`` is
+        what the MX verified, stored with the message.
         """
         from ..mail.headers import parse_headers  # imported by the first delivery
 
         # Parsed here, not in the transaction: the store's writer is not held for it.
-        return await self._batches.submit(_Delivery(grant, raw, source_key, parse_headers(raw)))
+        delivery = _Delivery(grant, raw, source_key, parse_headers(raw), authentication)
+        return await self._batches.submit(delivery)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit pending deliveries until cancelled."""
@@ -135,6 +144,7 @@ class Intake:
                     delivery.source_key,
                     delivery.headers,
                     *thread_keys(delivery.headers),
+                    authentication=delivery.authentication,
                 )
                 slot[index] = key
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))

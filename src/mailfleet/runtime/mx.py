@@ -5,11 +5,18 @@ envelope sender of every send) and ``bounces@domain`` (for feedback loops),
 on the application's registered domains only. What reaches them, and mail to
 a grant that looks automatic (a null envelope sender, a ``multipart/report``),
 goes to ``report`` (:class:`~mailfleet.runtime.feedback.Feedback`) first.
+
+Every message is verified once, whatever its number of recipients, before
+it is stored (``authenticate``: SPF, DKIM and DMARC, ``auth/verify.py``):
+the results go with the message to ``deliver`` and into its bytes as an
+``Authentication-Results`` header, after every such header claiming this
+MX's name was removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 import time
@@ -19,7 +26,9 @@ from typing import TypeVar
 
 import anyio
 
+from ..mail.authresults import add_authentication_results, strip_authentication_results
 from ..model.addresses import parse_address
+from ..model.authentication import Authentication
 from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
@@ -33,6 +42,10 @@ Lookup = Callable[[str], Awaitable[Grant | None]]
 Deliver = Callable[..., Awaitable[StoredMessage]]
 DomainLookup = Callable[[str], Awaitable[bool]]
 Report = Callable[..., Awaitable[Taken]]
+Authenticate = Callable[..., Awaitable[Authentication]]
+"""``authenticate(raw, *, ip, helo, mail_from)``: the verification results of a message."""
+
+log = logging.getLogger("mailfleet.mx")
 
 _T = TypeVar("_T")
 _BOUNCE_ADDRESS = re.compile(r"bounces(?:\+[^@\s]+)?@[^@\s]+", re.IGNORECASE)
@@ -51,8 +64,10 @@ class FleetMx(MxContext):
         cache_seconds: float = 1.0,
         owns_domain: DomainLookup | None = None,
         report: Report | None = None,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self._lookup = lookup
+        self._authenticate = authenticate
         self._deliver = deliver
         self._hostname = hostname
         self._cache_seconds = cache_seconds
@@ -149,6 +164,7 @@ class FleetMx(MxContext):
         that retries after a 4xx (or a lost 250) does not store it twice.
         """
         key = "smtp:" + hashlib.sha256(data).hexdigest()[:48]
+        authentication, data = await self._verified(data, mail_from=mail_from, peer=peer, helo=helo)
         trace = (
             f"Return-Path: <{mail_from}>\r\n"
             f"Received: from {helo or 'unknown'} ([{peer}])\r\n"
@@ -173,7 +189,12 @@ class FleetMx(MxContext):
                     stored.append("report")
                     return
             try:
-                message = await self._deliver(recipient.grant_id, trace + data, source_key=key)
+                message = await self._deliver(
+                    recipient.grant_id,
+                    trace + data,
+                    source_key=key,
+                    authentication=authentication,
+                )
             except (QueueFull, GrantNotFound) as exc:
                 failures.append(exc)
             else:
@@ -196,6 +217,20 @@ class FleetMx(MxContext):
         if stored[0] == "report":
             return Accepted("250 2.0.0 Ok: report received")
         return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")
+
+    async def _verified(
+        self, data: bytes, *, mail_from: str, peer: str, helo: str | None
+    ) -> tuple[Authentication | None, bytes]:
+        """The message's verification results, and its bytes with our
+        Authentication-Results header in place of any that claimed our name."""
+        if self._authenticate is None:
+            return None, strip_authentication_results(data, self._hostname)
+        try:
+            found = await self._authenticate(data, ip=peer, helo=helo or "", mail_from=mail_from)
+        except Exception:  # a bug in verification must not lose mail: store it unverified
+            log.exception("verifying a message from %s failed; it is stored unverified", peer)
+            return None, strip_authentication_results(data, self._hostname)
+        return found, add_authentication_results(data, found.header, authserv_id=found.authserv_id)
 
 
 def _looks_automatic(mail_from: str, data: bytes) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..model.authentication import Authentication
 from ..model.messages import MessageHeaders, StoredMessage
 from .dialect import insert
 from .events import record, record_many
@@ -75,6 +76,7 @@ _MESSAGE_COLUMNS = (
     "headers",
     "source_key",
     "raw",
+    "authentication",
     "created_at",
 )
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
@@ -115,6 +117,8 @@ class Delivery:
     subject: str | None = None
     """The normalised subject (for threading)."""
     is_reply: bool = False
+    authentication: Authentication | None = None
+    """What the MX verified (stored as JSON in ``messages.authentication``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
             received_at=now,
             headers=headers.headers,
             thread_id=thread_id,
+            authentication=delivery.authentication,
         )
         messages.append(message)
         message_rows.append(
@@ -189,6 +194,9 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "headers": [list(h) for h in message.headers],
                 "source_key": delivery.source_key,
                 "raw": message.raw,
+                "authentication": (
+                    None if delivery.authentication is None else delivery.authentication.as_json()
+                ),
                 "created_at": now,
             }
         )
@@ -283,7 +291,13 @@ def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) 
         attempt=attempt,
         headers=tuple((name, value) for name, value in row.headers),
         thread_id=row.thread_id,
+        authentication=_authentication(row.authentication),
     )
+
+
+def _authentication(data: Any) -> Authentication | None:
+    """The stored verification results, or None (mail that did not come through the MX)."""
+    return None if data is None else Authentication.from_json(data)
 
 
 def backlog(tx: Tx, grant_ids: Iterable[str]) -> dict[str, int]:
@@ -380,6 +394,7 @@ def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMess
             _messages.c.message_id.label("header_message_id"),
             _messages.c.headers,
             _messages.c.thread_id,
+            _messages.c.authentication,
             _messages.c.created_at,
         )
         .join(_messages, _messages.c.id == ranked.c.message_id)
