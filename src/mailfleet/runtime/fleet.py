@@ -531,15 +531,12 @@ class Fleet:
     async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
         import ssl
 
-        from ..auth.dns import Resolver
         from ..auth.verify import authenticate
         from ..transports.smtp_in import serve_smtp
         from .mx import FleetMx
 
         s = self.settings
-        # TODO(lead): use the fleet's one resolver (Fleet.resolver) once it lands on main.
-        resolver = Resolver.from_settings(s)
-        verify = functools.partial(authenticate, resolver, authserv_id=s.smtp_hostname)
+        verify = functools.partial(authenticate, self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
