@@ -10,8 +10,8 @@ from typer.testing import Result
 
 from dnsserver import DnsServer
 from mailfleet import Domain, Fleet
-from mailfleet.model.records import DnsRecord
 from mailfleet.auth.dns import DkimDnsFunc, Resolver
+from mailfleet.model.records import DnsRecord
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
