@@ -73,6 +73,7 @@ DEFAULT_TIMEOUT = 5.0
 CACHE_SIZE = 10_000
 """Answers kept at most; the least recently used go first."""
 
+_FRESH_CACHE_SIZE = 1_000  # answers one fresh resolver (one domain check) keeps
 _TRY_TIMEOUT = 2.0  # seconds one try at one nameserver may take
 _EDNS_PAYLOAD = 1232  # bytes of UDP answer we accept (EDNS0)
 
@@ -137,6 +138,12 @@ class Resolver:
     def from_settings(cls, settings: DnsSettings) -> Resolver:
         """The resolver the settings describe (``dns_nameservers``, ``dns_timeout``)."""
         return cls(settings.dns_nameservers, timeout=settings.dns_timeout)
+
+    def fresh(self) -> Resolver:
+        """A resolver on the same nameservers and timeout whose cache starts empty (and
+        is dropped with it): for a check that must see what is published now, such as
+        a domain's preflight, rather than answers cached before a fix."""
+        return Resolver(self._nameservers, timeout=self._timeout, cache_size=_FRESH_CACHE_SIZE)
 
     @property
     def nameservers(self) -> tuple[Nameserver, ...]:

@@ -19,8 +19,9 @@ from datetime import datetime
 from mailfleet.model.records import DnsRecord
 
 from .preflight import Expected
+from .spf import spf_value
 
-__all__ = ["DomainSetup", "expected", "records_to_publish", "spf_value"]
+__all__ = ["DomainSetup", "expected", "records_to_publish"]
 
 MX_PREFERENCE = 10
 
@@ -48,24 +49,6 @@ class DomainSetup:
     def envelope(self) -> str:
         """The envelope domain, the domain itself when none is set."""
         return self.envelope_domain or self.domain
-
-
-def spf_value(relay_addresses: Sequence[str], include: str | None) -> str:
-    """The SPF record authorising the relay: ``v=spf1 ip4:... include:... -all``.
-
-    With neither addresses nor an include, the domain's MX hosts are
-    authorised (``mx``), which is right when the fleet sends from its MX.
-    """
-    terms: list[str] = []
-    for entry in relay_addresses:
-        network = ipaddress.ip_network(entry, strict=False)
-        text = str(network.network_address) if network.num_addresses == 1 else str(network)
-        terms.append(f"ip{network.version}:{text}")
-    if include:
-        terms.append(f"include:{include}")
-    if not terms:
-        terms.append("mx")
-    return "v=spf1 " + " ".join(terms) + " -all"
 
 
 def records_to_publish(setup: DomainSetup) -> list[DnsRecord]:

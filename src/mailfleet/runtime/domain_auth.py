@@ -90,7 +90,7 @@ class DomainAuth:
 
         setup = await self.setup(name)
         report = _only_signing_keys_required(
-            await preflight(self._resolver(), expected(setup)), _next_selectors(setup)
+            await preflight(self._resolver().fresh(), expected(setup)), _next_selectors(setup)
         )
         state = None if report.temporary else report.state
         interval = self._settings.domain_audit_interval
