@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds a DNS lookup may take, retries and servers included",
     )
+    recipient_domain_check: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="look up each recipient domain's MX before a send is queued; "
+        "auto: when dns_nameservers is set or outside dev mode",
+    )
     mx_host: str | None = Field(
         None, description="the host the domains' MX records point at; default: smtp_hostname"
     )
@@ -137,7 +142,7 @@ class Settings(BaseSettings):
         None, description="comma-separated plugin names to load (default: all installed)"
     )
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "recipient_domain_check", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -237,6 +242,16 @@ class Settings(BaseSettings):
         if self.plugins is None:
             return None
         return frozenset(name.strip() for name in self.plugins.split(",") if name.strip())
+
+    @property
+    def check_recipient_domains(self) -> bool:
+        """Whether sends look up recipient domains first (``recipient_domain_check``):
+        auto is on outside dev mode, or in dev mode when nameservers are set (dev
+        mode and the tests send to example.org with no network: they must not wait
+        on the system resolver)."""
+        if self.recipient_domain_check != "auto":
+            return self.recipient_domain_check == "on"
+        return not self.dev_mode or bool(self.dns_nameservers)
 
     @property
     def audit_domains(self) -> bool:

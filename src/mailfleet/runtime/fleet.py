@@ -42,7 +42,7 @@ from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
-from .outbox import Outbox
+from .outbox import Outbox, RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
 
@@ -169,11 +169,15 @@ class Fleet:
         intake = Intake(
             scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
+        mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
             require_verified_domains=not self.settings.dev_mode,
             envelope_domain=self.settings.envelope_domain,
+            recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
+            if self.settings.check_recipient_domains
+            else None,
         )
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
@@ -190,7 +194,7 @@ class Fleet:
             directory=Directory(scope, self.settings),
             intake=intake,
             outbox=outbox,
-            mailroom=Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of),
+            mailroom=mailroom,
             feedback=Feedback(
                 scope,
                 soft_bounce_limit=self.settings.soft_bounce_limit,

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,10 +38,11 @@ from .batching import FLEET_CLOSED, GroupCommit
 # opened to read or change the directory never needs them.
 if TYPE_CHECKING:
     from ..auth.dkim import DkimSigner
+    from ..auth.dns import Resolver
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
 
-__all__ = ["Outbox", "verp_address"]
+__all__ = ["Outbox", "RecipientDomains", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
 
@@ -48,6 +50,63 @@ log = logging.getLogger("mailfleet.outbox")
 def verp_address(token: str, domain: str) -> str:
     """The envelope sender of one send: bounces to it name the send."""
     return f"bounces+{token}@{domain}"
+
+
+class RecipientDomains:
+    """The outbound gate on recipient domains: which recipients' domains accept no mail.
+
+    The fleet's own domains (``owns_domain``) are never looked up: their grants
+    receive locally. Whether a domain is the fleet's is remembered for a minute;
+    the DNS answers for their TTL, in the resolver's cache.
+    """
+
+    _OWNED_SECONDS = 60.0
+
+    def __init__(
+        self, resolver: Callable[[], Resolver], owns_domain: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        self._resolver = resolver
+        self._owns_domain = owns_domain
+        self._owned: dict[str, tuple[float, bool]] = {}
+
+    async def refused(self, recipients: Sequence[str]) -> list[tuple[str, str]]:
+        """``(address, reason)`` for each recipient whose domain refuses mail."""
+        from ..auth.recipients import check_recipient_domain
+
+        domains = {address.rsplit("@", 1)[1] for address in recipients}
+        verdicts: dict[str, str] = {}
+
+        async def judge(domain: str) -> None:
+            if await self._owned_domain(domain):
+                return
+            verdict = await check_recipient_domain(self._resolver(), domain)
+            if verdict.accepts is False:
+                verdicts[domain] = verdict.reason
+            elif verdict.accepts is None:
+                log.debug("recipient domain not checked: %s", verdict.reason)
+
+        if len(domains) == 1:
+            await judge(next(iter(domains)))
+        else:
+            async with anyio.create_task_group() as tasks:
+                for domain in domains:
+                    tasks.start_soon(judge, domain)
+        return [
+            (address, verdicts[domain])
+            for address in recipients
+            if (domain := address.rsplit("@", 1)[1]) in verdicts
+        ]
+
+    async def _owned_domain(self, domain: str) -> bool:
+        now = time.monotonic()
+        known = self._owned.get(domain)
+        if known is not None and now - known[0] < self._OWNED_SECONDS:
+            return known[1]
+        if len(self._owned) > 10_000:
+            self._owned.clear()
+        owned = await self._owns_domain(domain)
+        self._owned[domain] = (now, owned)
+        return owned
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +132,13 @@ class Outbox:
         queued: Callable[[], None],
         require_verified_domains: bool = False,
         envelope_domain: Callable[[str], str] | None = None,
+        recipient_domains: RecipientDomains | None = None,
     ) -> None:
         self._scope = scope
         self._queued = queued
         self._require_verified = require_verified_domains
         self._envelope_domain = envelope_domain or (lambda domain: domain)
+        self._recipient_domains = recipient_domains
         self._signers: dict[str, DkimSigner | None] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
@@ -119,6 +180,11 @@ class Outbox:
             recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
         except InvalidAddress as exc:
             return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc)))
+        if self._recipient_domains is not None:
+            undeliverable = await self._recipient_domains.refused(recipients)
+            if undeliverable:
+                detail = "to: " + "; ".join(f"{a}: {why}" for a, why in undeliverable)
+                return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=detail))
         try:
             built = build_message(
                 sender=grant.address,
