@@ -82,6 +82,7 @@ async def test_sends_to_dead_domains_never_reach_the_relay(
         ) as fleet,
     ):
         await fleet.add_domain("example.com")
+        zones.set("example.com", "MX", [(0, ".")])  # looked up, the fleet's own would fail
         await fleet.provision("desk@example.com")
         await fleet.provision("other@example.com")
 
