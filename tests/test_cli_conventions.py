@@ -456,7 +456,7 @@ def test_a_zone_line_quotes_each_string() -> None:
     line = record.zone_line()
     assert line.startswith('s._domainkey.example.com. IN TXT "a\\"b\\\\ccc')
     assert line.count('" "') == 1  # two strings
-    assert record == ("s._domainkey.example.com", 'a"b\\' + "c" * 300)  # still a pair
+    assert (record.name, record.value) == ("s._domainkey.example.com", 'a"b\\' + "c" * 300)
 
 
 def test_domains_records_split_the_rsa_record(mailfleet: Invoke, state: Any) -> None:
@@ -468,7 +468,7 @@ def test_domains_records_split_the_rsa_record(mailfleet: Invoke, state: Any) -> 
     assert "--selector other ignored" in again
 
     (domain,) = state(lambda fleet: fleet.domains())
-    values = dict(domain.dkim_records)
+    values = {record.name: record.value for record in domain.dkim_records}
     printed = ok(mailfleet("domains", "records", "example.com")).splitlines()
     lines = [line for line in printed if "._domainkey." in line]
     assert len(lines) == 2

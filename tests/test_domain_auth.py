@@ -40,6 +40,7 @@ def strict_settings(dns: DnsServer, peer: RelayPeer, **settings: Any) -> dict[st
         "relay_starttls": False,
         "retry_schedule": [0.05],
         "poll_interval": 0.05,
+        "dkim_key_secret": "correct horse battery staple",
         **settings,
     }
 
@@ -270,6 +271,7 @@ def test_the_cli_adds_prints_and_checks_a_domain(mailfleet: Any, dns_server: Dns
         "MAILFLEET_DNS_TIMEOUT": "2",
         "MAILFLEET_MX_HOST": MX_HOST,
         "MAILFLEET_RELAY_ADDRESSES": "192.0.2.25",
+        "MAILFLEET_DKIM_KEY_SECRET": "correct horse battery staple",
     }
     added = mailfleet("domains", "add", DOMAIN, env=env)
     assert added.exit_code == 0, added.output

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         description="look up each recipient domain's MX before a send is queued; "
         "auto: when dns_nameservers is set or outside dev mode",
     )
+    dkim_key_secret: SecretStr | None = Field(
+        None, description="a passphrase; DKIM private keys are stored sealed under it"
+    )
+    dkim_key_dir: Path | None = Field(
+        None,
+        description="a folder the operator controls; DKIM private keys are kept there as "
+        "PEM files, the database holds only their paths",
+    )
     mx_host: str | None = Field(
         None, description="the host the domains' MX records point at; default: smtp_hostname"
     )

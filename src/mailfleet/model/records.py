@@ -12,6 +12,7 @@ from .policy import Policy
 __all__ = [
     "ApiKey",
     "Application",
+    "DkimKeyInfo",
     "DnsRecord",
     "Domain",
     "Event",
@@ -109,6 +110,23 @@ class Application:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKeyInfo:
+    """A DKIM key of a domain, without its private part.
+
+    ``status`` is ``signing`` (signs outbound mail), ``next`` (a rotation's
+    new key: published, signing once a check finds its record) or
+    ``retiring`` (replaced: still published so mail in flight verifies,
+    until it is retired).
+    """
+
+    selector: str
+    algorithm: str
+    status: str
+    record: DnsRecord
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Domain:
     """A sending and receiving domain registered to an application."""
 
@@ -126,6 +144,8 @@ class Domain:
     """The last check's report (``PreflightReport.as_json()``): each record's status."""
     audited_at: datetime | None = None
     """When the domain was last checked."""
+    dkim_keys: tuple[DkimKeyInfo, ...] = ()
+    """Its DKIM keys: selector, algorithm, status, record (no private part)."""
 
 
 @dataclass(frozen=True, slots=True)

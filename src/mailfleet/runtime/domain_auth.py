@@ -55,10 +55,18 @@ _LONGEST_NAP = 60.0  # seconds between rounds, at most
 class DomainAuth:
     """Records, checks and audits of the application's domains."""
 
-    def __init__(self, scope: Scope, settings: Settings, resolver: Callable[[], Resolver]) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        settings: Settings,
+        resolver: Callable[[], Resolver],
+        *,
+        keys_changed: Callable[[str], None] = lambda domain: None,
+    ) -> None:
         self._scope = scope
         self._settings = settings
         self._resolver = resolver  # the fleet's, made when first needed
+        self._keys_changed = keys_changed
 
     async def setup(self, name: str) -> DomainSetup:
         """What ``name``'s DNS must hold: the settings' view and the domain's published keys."""
@@ -88,9 +96,11 @@ class DomainAuth:
         from ..auth.preflight import preflight
         from ..auth.records import expected
 
-        setup = await self.setup(name)
+        domain = await self._scope.read(lambda tx: domains.get_domain(tx, name))
+        setup = await self.setup(domain.name)
+        waiting = frozenset(k.selector for k in domain.dkim_keys if k.status == "next")
         report = _only_signing_keys_required(
-            await preflight(self._resolver().fresh(), expected(setup)), _next_selectors(setup)
+            await preflight(self._resolver().fresh(), expected(setup)), waiting
         )
         state = None if report.temporary else report.state
         interval = self._settings.domain_audit_interval
@@ -101,6 +111,14 @@ class DomainAuth:
             )
         )
         _log_check(setup.domain, report, before, after)
+        if waiting and all(report.check(f"dkim:{s}").status == "pass" for s in waiting):
+            if await self._scope.write(lambda tx: domains.promote_next_keys(tx, setup.domain)):
+                log.info(
+                    "DKIM keys %s of %s published: they sign from now on",
+                    ", ".join(sorted(waiting)),
+                    setup.domain,
+                )
+                self._keys_changed(setup.domain)
         return report
 
     async def audit_due(self) -> int:
@@ -162,11 +180,6 @@ def _published_keys(domain: Domain) -> tuple[tuple[str, str], ...]:
     return tuple(
         (record.name.split("._domainkey.", 1)[0], record.value) for record in domain.dkim_records
     )
-
-
-def _next_selectors(setup: DomainSetup) -> frozenset[str]:
-    """Selectors published ahead of signing (a rotation's next keys): none yet."""
-    return frozenset()
 
 
 def _only_signing_keys_required(

@@ -52,6 +52,7 @@ from .status import FleetStatistics, Serving
 if TYPE_CHECKING:
     from ..agent import Agent
     from ..auth.dns import Resolver
+    from ..auth.keystore import KeyStore
     from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
@@ -170,10 +171,12 @@ class Fleet:
             scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
+        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
             require_verified_domains=not self.settings.dev_mode,
+            keystore=self._keystore,
             envelope_domain=self.settings.envelope_domain,
             recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
             if self.settings.check_recipient_domains
@@ -191,7 +194,7 @@ class Fleet:
             application=application,
             created=created,
             scope=scope,
-            directory=Directory(scope, self.settings),
+            directory=directory,
             intake=intake,
             outbox=outbox,
             mailroom=mailroom,
@@ -200,7 +203,9 @@ class Fleet:
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
             ),
-            domain_auth=DomainAuth(scope, self.settings, lambda: self.resolver),
+            domain_auth=DomainAuth(
+                scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
+            ),
             tasks=tasks,
         )
         return self
@@ -252,6 +257,9 @@ class Fleet:
     # -- the administrative side (a façade over the directory) ----------------------
 
     add_domain = _directory(Directory.add_domain)
+    rotate_dkim = _directory(Directory.rotate_dkim)
+    promote_dkim = _directory(Directory.promote_dkim)
+    retire_dkim = _directory(Directory.retire_dkim)
     domains = _directory(Directory.domains)
     create_workspace = _directory(Directory.create_workspace)
     workspace = _directory(Directory.workspace)
@@ -364,6 +372,11 @@ class Fleet:
         )
 
     # -- domain authentication -------------------------------------------------------
+
+    def _keystore(self) -> KeyStore:
+        from ..auth.keystore import KeyStore
+
+        return KeyStore.from_settings(self.settings)
 
     @property
     def resolver(self) -> Resolver:

@@ -39,12 +39,18 @@ from .batching import FLEET_CLOSED, GroupCommit
 if TYPE_CHECKING:
     from ..auth.dkim import DkimSigner
     from ..auth.dns import Resolver
+    from ..auth.keystore import KeyStore
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
 
-__all__ = ["Outbox", "RecipientDomains", "verp_address"]
+__all__ = ["SIGNER_LIFETIME", "Outbox", "RecipientDomains", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
+
+SIGNER_LIFETIME = 60.0
+"""Seconds a domain's loaded keys are reused before they are read again, so a rotation
+promoted by another worker signs here within a minute (the key it replaces stays
+published while retiring, so signing with it meanwhile is harmless)."""
 
 
 def verp_address(token: str, domain: str) -> str:
@@ -133,13 +139,17 @@ class Outbox:
         require_verified_domains: bool = False,
         envelope_domain: Callable[[str], str] | None = None,
         recipient_domains: RecipientDomains | None = None,
+        keystore: Callable[[], KeyStore] | None = None,
     ) -> None:
         self._scope = scope
         self._queued = queued
         self._require_verified = require_verified_domains
         self._envelope_domain = envelope_domain or (lambda domain: domain)
         self._recipient_domains = recipient_domains
-        self._signers: dict[str, DkimSigner | None] = {}
+        self._keystore = keystore
+        # domain -> (loaded at, signer): reloaded after SIGNER_LIFETIME, or at once when
+        # this process rotates the domain's keys (forget_signer).
+        self._signers: dict[str, tuple[float, DkimSigner | None]] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
         self._signing: GroupCommit[_Unsigned, tuple[bytes, MessageHeaders]] = GroupCommit(
@@ -266,19 +276,40 @@ class Outbox:
         outbound.queue_outbound(tx, accepted)
         return results
 
-    async def _signer(self, domain: str) -> DkimSigner | None:
-        if domain not in self._signers:
-            async with self._signer_lock:  # one load per domain, however many senders
-                if domain not in self._signers:
-                    from ..auth.dkim import DkimKey, DkimSigner
+    def forget_signer(self, domain: str) -> None:
+        """Load ``domain``'s keys again at its next send (they were rotated)."""
+        self._signers.pop(domain, None)
 
-                    keys = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
-                    loaded = [
-                        DkimKey.from_pem(key["private_pem"], selector=key["selector"])
-                        for key in keys
-                    ]
-                    self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
-        return self._signers[domain]
+    async def _signer(self, domain: str) -> DkimSigner | None:
+        now = time.monotonic()
+        cached = self._signers.get(domain)
+        if cached is not None and now - cached[0] < SIGNER_LIFETIME:
+            return cached[1]
+        async with self._signer_lock:  # one load per domain, however many senders
+            cached = self._signers.get(domain)
+            if cached is None or now - cached[0] >= SIGNER_LIFETIME:
+                signer = await self._load_signer(domain)
+                self._signers[domain] = (time.monotonic(), signer)
+                return signer
+            return cached[1]
+
+    async def _load_signer(self, domain: str) -> DkimSigner | None:
+        """A signer with ``domain``'s signing keys (a rotation's next and retiring keys
+        do not sign). A key that cannot be opened raises SigningFailed for the send."""
+        from ..auth.dkim import DkimSigner
+        from ..auth.keystore import KeyStore
+
+        entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
+        keystore = self._keystore() if self._keystore is not None else KeyStore()
+        signing = [e for e in entries if e.get("status", "signing") == "signing"]
+        try:
+            loaded = await anyio.to_thread.run_sync(
+                lambda: [keystore.open(domain, entry) for entry in signing]
+            )
+        except SigningFailed as exc:
+            log.error("cannot sign for %s: %s", domain, exc, extra={"domain": domain})
+            raise
+        return DkimSigner(domain, loaded) if loaded else None
 
 
 def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppression]:
