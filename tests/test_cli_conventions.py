@@ -497,6 +497,8 @@ NOT_LIST_OR_SHOW = {
     "run",
     "worker",
     "domains add",
+    "domains rotate",
+    "domains retire",
     "workspaces create",
     "workspaces set-policy",
     "workspaces patterns",

@@ -214,3 +214,21 @@ def _stored_keys(database_url: str) -> str:
             return json.dumps([str(row[0]) for row in rows])
     finally:
         engine.dispose()
+
+
+def test_the_cli_rotates_and_retires(mailfleet: Any) -> None:
+    env = {"MAILFLEET_DKIM_KEY_SECRET": SECRET}
+    assert mailfleet("domains", "add", "example.com", env=env).exit_code == 0
+    rotated = mailfleet("domains", "rotate", "example.com", env=env)
+    assert rotated.exit_code == 0, rotated.output
+    assert "new DKIM selectors mailfleet-r2, mailfleet-r2-ed25519 (not signing yet)" in (
+        rotated.output
+    )
+    assert "mailfleet domains records example.com" in rotated.output
+    twice = mailfleet("domains", "rotate", "example.com", env=env)
+    assert twice.exit_code == 1
+    assert "waiting for its records" in twice.output
+    signing = mailfleet("domains", "retire", "example.com", "mailfleet", env=env)
+    assert signing.exit_code == 1
+    assert "is signing" in signing.output
+    assert mailfleet("domains", "retire", "example.com", "nope", env=env).exit_code == 1

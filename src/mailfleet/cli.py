@@ -967,6 +967,39 @@ def add_domain(
         _say(f"publish its records: mailfleet domains records {domain.name}", style="dim")
 
 
+@domains_app.command("rotate")
+def rotate_domain_keys(
+    ctx: typer.Context,
+    name: str,
+    selector: Annotated[
+        str | None, typer.Option(help="The new RSA selector (default: BASE-rN).")
+    ] = None,
+) -> None:
+    """Start a DKIM key rotation: a new RSA-2048 and Ed25519 pair beside the signing one.
+
+    The new keys sign once a check (`domains check`, or the next audit) finds
+    their records published; the old ones then keep theirs until retired.
+    """
+    domain = _call(ctx, lambda fleet: fleet.rotate_dkim(name, selector=selector))
+    new = [key.selector for key in domain.dkim_keys if key.status == "next"]
+    _say(f"domain {domain.name}: new DKIM selectors {', '.join(new)} (not signing yet)")
+    _say(
+        f"publish the new records (mailfleet domains records {domain.name}); they sign "
+        f"once a check finds them (mailfleet domains check {domain.name})",
+        style="dim",
+    )
+
+
+@domains_app.command("retire")
+def retire_domain_key(ctx: typer.Context, name: str, selector: str) -> None:
+    """Remove a DKIM key a rotation replaced (retiring): its record may then go."""
+    domain = _call(ctx, lambda fleet: fleet.retire_dkim(name, selector))
+    _say(
+        f"domain {domain.name}: DKIM key {selector} retired; remove its DNS record "
+        f"{selector}._domainkey.{domain.name}"
+    )
+
+
 @domains_app.command("list")
 def list_domains(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List the application's domains."""

@@ -10,8 +10,8 @@ A key is stored in one of three forms (the JSON the domain row keeps):
 - **key file** (``dkim_key_dir`` set): the PEM is written to
   ``<dir>/<domain>/<selector>.pem`` (mode 0600, folders 0700) and the row
   holds only ``{"key_file": path}``.
-- **clear** (neither set; dev mode only): ``{"private_pem": ...}``, with a
-  warning logged once.
+- **clear** (neither set; dev mode only, the embedded default of a laptop
+  fleet): ``{"private_pem": ...}``, said once in the debug log.
 
 Every form also keeps ``selector``, ``algorithm`` and ``dns_txt`` (the
 public record). Opening a key that cannot be opened (a wrong passphrase, a
@@ -224,7 +224,7 @@ def _warn_clear() -> None:
     global _warned_clear
     if not _warned_clear:
         _warned_clear = True
-        log.warning(
+        log.debug(
             "DKIM private keys are stored unencrypted (dev mode); set "
             "MAILFLEET_DKIM_KEY_SECRET or MAILFLEET_DKIM_KEY_DIR"
         )
