@@ -8,7 +8,7 @@ import pytest
 import zones
 from dnsserver import DnsServer
 from mailfleet.auth.dns import Resolver
-from mailfleet.auth.preflight import Check, PreflightReport, preflight
+from mailfleet.auth.preflight import PreflightCheck, PreflightReport, preflight
 from mailfleet.auth.spf import SpfError, parse_spf
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +95,7 @@ async def test_a_report_round_trips_through_json(dns_server: DnsServer) -> None:
     report = await run(dns_server)
     again = PreflightReport.from_json(report.as_json())
     assert again == report
-    assert Check.from_json(report.checks[0].as_json()) == report.checks[0]
+    assert PreflightCheck.from_json(report.checks[0].as_json()) == report.checks[0]
 
 
 @pytest.mark.parametrize(

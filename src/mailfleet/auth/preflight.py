@@ -3,7 +3,7 @@
 :func:`preflight` checks one domain against an :class:`Expected` (the
 fleet's MX host, the relay's addresses and include, the DKIM keys, the
 envelope domain) and answers a :class:`PreflightReport`: one
-:class:`Check` per record, each ``pass``, ``warn`` or ``fail`` with what was
+:class:`PreflightCheck` per record, each ``pass``, ``warn`` or ``fail`` with what was
 found, what is wrong in plain words, and the fix.
 
 - ``mx``: an MX record points at the fleet's MX host (replies and bounces
@@ -53,7 +53,14 @@ from .spfcheck import check_host
 if TYPE_CHECKING:
     from .dns import Resolver
 
-__all__ = ["Check", "CheckStatus", "DnsProblem", "Expected", "PreflightReport", "preflight"]
+__all__ = [
+    "CheckStatus",
+    "DnsProblem",
+    "Expected",
+    "PreflightCheck",
+    "PreflightReport",
+    "preflight",
+]
 
 CheckStatus = Literal["pass", "warn", "fail"]
 """What a check answers."""
@@ -88,7 +95,7 @@ class Expected:
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
+class PreflightCheck:
     """The verdict on one record: ``status``, what was found, what is wrong, the fix."""
 
     name: str
@@ -117,7 +124,7 @@ class Check:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Check:
+    def from_json(cls, data: dict[str, Any]) -> PreflightCheck:
         """The check :meth:`as_json` gave; :class:`InvalidInput` for anything else."""
         try:
             status, problem = data["status"], data.get("dns_error")
@@ -141,7 +148,7 @@ class PreflightReport:
     """Every check of one domain; ``state`` is ``failed`` when any check fails."""
 
     domain: str
-    checks: tuple[Check, ...]
+    checks: tuple[PreflightCheck, ...]
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -150,12 +157,12 @@ class PreflightReport:
         return "failed" if self.failing else "verified"
 
     @property
-    def failing(self) -> tuple[Check, ...]:
+    def failing(self) -> tuple[PreflightCheck, ...]:
         """The checks that fail."""
         return tuple(check for check in self.checks if check.status == "fail")
 
     @property
-    def warnings(self) -> tuple[Check, ...]:
+    def warnings(self) -> tuple[PreflightCheck, ...]:
         """The checks that warn."""
         return tuple(check for check in self.checks if check.status == "warn")
 
@@ -165,7 +172,7 @@ class PreflightReport:
         failing = self.failing
         return bool(failing) and all(check.temporary for check in failing)
 
-    def check(self, name: str) -> Check:
+    def check(self, name: str) -> PreflightCheck:
         """The check called ``name``; KeyError when there is none."""
         for check in self.checks:
             if check.name == name:
@@ -187,7 +194,7 @@ class PreflightReport:
         try:
             return cls(
                 domain=str(data["domain"]),
-                checks=tuple(Check.from_json(check) for check in data["checks"]),
+                checks=tuple(PreflightCheck.from_json(check) for check in data["checks"]),
                 checked_at=datetime.fromisoformat(str(data["checked_at"])),
             )
         except (KeyError, TypeError, ValueError):
@@ -195,10 +202,10 @@ class PreflightReport:
 
 
 async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
-    """Check ``expected.domain``'s published DNS; the lookups run concurrently."""
+    """PreflightCheck ``expected.domain``'s published DNS; the lookups run concurrently."""
     domain = expected.domain.lower().rstrip(".")
     envelope = expected.envelope.rstrip(".")
-    work: list[tuple[str, Callable[[], Awaitable[Check]]]] = [
+    work: list[tuple[str, Callable[[], Awaitable[PreflightCheck]]]] = [
         ("mx", lambda: _mx(resolver, domain, expected.mx_hosts, "mx")),
         ("spf", lambda: _spf(resolver, domain, expected, "spf")),
     ]
@@ -211,9 +218,9 @@ async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
     work.append(("mta_sts", lambda: _advised_txt(resolver, domain, "mta_sts")))
     work.append(("tls_rpt", lambda: _advised_txt(resolver, domain, "tls_rpt")))
 
-    results: dict[str, Check] = {}
+    results: dict[str, PreflightCheck] = {}
 
-    async def run(name: str, job: Callable[[], Awaitable[Check]]) -> None:
+    async def run(name: str, job: Callable[[], Awaitable[PreflightCheck]]) -> None:
         results[name] = await job()
 
     async with anyio.create_task_group() as tasks:
@@ -228,7 +235,7 @@ async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
 # -- the checks -------------------------------------------------------------------------------
 
 
-async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str) -> Check:
+async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str) -> PreflightCheck:
     wanted = [host.lower().rstrip(".") for host in hosts]
     fix = f"{domain}. IN MX 10 {wanted[0]}." if wanted else None
     try:
@@ -237,9 +244,9 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
         return _lookup_failed(name, domain, exc, fix)
     found = tuple(f"{preference} {host or '.'}" for preference, host in records)
     if not records:
-        return Check(name, domain, "fail", f"{domain} has no MX record", fix)
+        return PreflightCheck(name, domain, "fail", f"{domain} has no MX record", fix)
     if records == [(0, "")]:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -251,7 +258,7 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
     pointed = [host for _, host in records if host in wanted]
     if not pointed:
         others = ", ".join(host for _, host in records)
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -260,10 +267,10 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
             fix,
             found=found,
         )
-    return Check(name, domain, "pass", f"MX points at {pointed[0]}", found=found)
+    return PreflightCheck(name, domain, "pass", f"MX points at {pointed[0]}", found=found)
 
 
-async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -> Check:
+async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -> PreflightCheck:
     value = spf_value(expected.relay_addresses, expected.spf_include)
     fix = f'{domain}. IN TXT "{value}"'
     try:
@@ -275,14 +282,14 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
         why = analysis.error or "no SPF record"
         if len(found) > 1:
             fix = f"merge them into one: {fix}"
-        return Check(name, domain, "fail", why, fix, found=found)
+        return PreflightCheck(name, domain, "fail", why, fix, found=found)
     record = analysis.record
     if analysis.dns_errors:
         return _lookup_failed(name, domain, analysis.dns_errors[0], None, found)
     if analysis.problems:
-        return Check(name, domain, "fail", "; ".join(analysis.problems), fix, found=found)
+        return PreflightCheck(name, domain, "fail", "; ".join(analysis.problems), fix, found=found)
     if analysis.lookups > LOOKUP_LIMIT:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -293,7 +300,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             found=found,
         )
     if analysis.void_lookups > VOID_LOOKUP_LIMIT:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -304,7 +311,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
         )
     every = record.all
     if every is None and record.redirect is None:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -313,12 +320,12 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             found=found,
         )
     if every is not None and every.qualifier == "+":
-        return Check(
+        return PreflightCheck(
             name, domain, "fail", "+all authorises every host on the internet", fix, found=found
         )
     include = expected.spf_include
     if include and include.lower() not in analysis.reached:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "fail",
@@ -329,7 +336,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
     for address in expected.relay_addresses:
         verdict = await check_host(resolver, address, sender=f"postmaster@{domain}", helo=domain)
         if not verdict.passed:
-            return Check(
+            return PreflightCheck(
                 name,
                 domain,
                 "fail",
@@ -339,7 +346,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
                 found=found,
             )
     if not expected.relay_addresses and not include:
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "warn",
@@ -348,7 +355,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             found=found,
         )
     if every is not None and every.qualifier == "?":
-        return Check(
+        return PreflightCheck(
             name,
             domain,
             "warn",
@@ -357,7 +364,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             found=found,
         )
     checked = ", ".join(expected.relay_addresses) or f"include:{include}"
-    return Check(
+    return PreflightCheck(
         name,
         domain,
         "pass",
@@ -369,11 +376,11 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
 
 def _dkim_work(
     resolver: Resolver, domain: str, selector: str, value: str
-) -> Callable[[], Awaitable[Check]]:
+) -> Callable[[], Awaitable[PreflightCheck]]:
     return lambda: _dkim(resolver, domain, selector, value)
 
 
-async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Check:
+async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> PreflightCheck:
     name, record = f"dkim:{selector}", f"{selector}._domainkey.{domain}"
     fix = f'{record}. IN TXT "{ours}"'
     try:
@@ -385,9 +392,9 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
     keys = [text for text in texts if "p=" in text.replace(" ", "")]
     found = tuple(texts)
     if not keys:
-        return Check(name, record, "fail", f"no DKIM record at {record}", fix, found=found)
+        return PreflightCheck(name, record, "fail", f"no DKIM record at {record}", fix, found=found)
     if len(keys) > 1:
-        return Check(
+        return PreflightCheck(
             name,
             record,
             "fail",
@@ -397,15 +404,19 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
         )
     published, wanted = _dkim_tags(keys[0]), _dkim_tags(ours)
     if published is None:
-        return Check(name, record, "fail", "the DKIM record does not parse", fix, found=found)
+        return PreflightCheck(
+            name, record, "fail", "the DKIM record does not parse", fix, found=found
+        )
     if published.get("v", "DKIM1") != "DKIM1":
-        return Check(name, record, "fail", "v= is not DKIM1", fix, found=found)
+        return PreflightCheck(name, record, "fail", "v= is not DKIM1", fix, found=found)
     key = published.get("p", "")
     if not key:
-        return Check(name, record, "fail", "the key is revoked (empty p=)", fix, found=found)
+        return PreflightCheck(
+            name, record, "fail", "the key is revoked (empty p=)", fix, found=found
+        )
     wanted_tags = wanted or {}
     if published.get("k", "rsa").lower() != wanted_tags.get("k", "rsa").lower():
-        return Check(
+        return PreflightCheck(
             name,
             record,
             "fail",
@@ -414,7 +425,7 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
             found=found,
         )
     if _key_bytes(key) != _key_bytes(wanted_tags.get("p", "")):
-        return Check(
+        return PreflightCheck(
             name,
             record,
             "fail",
@@ -424,10 +435,10 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
         )
     services = {part.strip() for part in published.get("s", "*").split(":")}
     if not services & {"*", "email"}:
-        return Check(name, record, "fail", "s= does not allow email", fix, found=found)
+        return PreflightCheck(name, record, "fail", "s= does not allow email", fix, found=found)
     flags = {part.strip() for part in published.get("t", "").split(":")}
     if "y" in flags:
-        return Check(
+        return PreflightCheck(
             name,
             record,
             "warn",
@@ -435,10 +446,10 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
             "remove t=y",
             found=found,
         )
-    return Check(name, record, "pass", "the record holds our key", found=found)
+    return PreflightCheck(name, record, "pass", "the record holds our key", found=found)
 
 
-async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> Check:
+async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> PreflightCheck:
     record_name = f"_dmarc.{domain}"
     fix = f'{record_name}. IN TXT "v=DMARC1; p=none; adkim=r; aspf=r"'
     try:
@@ -447,7 +458,9 @@ async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> Check:
         return _lookup_failed("dmarc", record_name, exc, fix)
     found = lookup.records
     if lookup.record is None:
-        return Check("dmarc", lookup.name, "fail", lookup.problem or "no record", fix, found=found)
+        return PreflightCheck(
+            "dmarc", lookup.name, "fail", lookup.problem or "no record", fix, found=found
+        )
     record = lookup.record
     where = (
         ""
@@ -456,7 +469,7 @@ async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> Check:
     )
     policy = lookup.policy
     if not aligned(envelope, domain, record.aspf):
-        return Check(
+        return PreflightCheck(
             "dmarc",
             lookup.name,
             "warn",
@@ -466,7 +479,7 @@ async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> Check:
             "use aspf=r and a bounce domain under the domain",
             found=found,
         )
-    return Check(
+    return PreflightCheck(
         "dmarc",
         lookup.name,
         "pass",
@@ -493,7 +506,7 @@ _ADVISED = {
 }
 
 
-async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
+async def _advised_txt(resolver: Resolver, domain: str, name: str) -> PreflightCheck:
     prefix, version, example, title, more = _ADVISED[name]
     record = f"{prefix}.{domain}"
     fix = f'{record}. IN TXT "{example.format(domain=domain)}"' + (
@@ -505,10 +518,10 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
         texts = []
     except DnsError as exc:
         failed = _lookup_failed(name, record, exc, fix)
-        return Check(name, record, "warn", failed.explanation, fix, failed.dns_error)
+        return PreflightCheck(name, record, "warn", failed.explanation, fix, failed.dns_error)
     found = tuple(texts)
     if not any(text.strip().startswith(version) for text in texts):
-        return Check(
+        return PreflightCheck(
             name,
             record,
             "warn",
@@ -518,7 +531,7 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
             fix,
             found=found,
         )
-    return Check(name, record, "pass", f"{title} is published", found=found)
+    return PreflightCheck(name, record, "pass", f"{title} is published", found=found)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -526,7 +539,7 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
 
 def _lookup_failed(
     name: str, record: str, exc: DnsError, fix: str | None, found: tuple[str, ...] = ()
-) -> Check:
+) -> PreflightCheck:
     """A check that could not be made: the lookup failed, the record is not known wrong."""
     problem: DnsProblem
     if isinstance(exc, DnsNameNotFound):
@@ -540,11 +553,11 @@ def _lookup_failed(
         )
     if problem != "nxdomain":
         why += ": a DNS failure, not a wrong record; check the nameservers and try again"
-    return Check(name, record, "fail", why, fix, problem, found)
+    return PreflightCheck(name, record, "fail", why, fix, problem, found)
 
 
-def _missing_domain(check: Check, domain: str) -> Check:
-    return Check(
+def _missing_domain(check: PreflightCheck, domain: str) -> PreflightCheck:
+    return PreflightCheck(
         check.name,
         check.record,
         "fail",
