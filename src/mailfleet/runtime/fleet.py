@@ -548,12 +548,12 @@ class Fleet:
     async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
         import ssl
 
-        from ..auth.verify import authenticate
+        from ..auth.verify import InboundVerifier
         from ..transports.smtp_in import serve_smtp
         from .mx import FleetMx
 
         s = self.settings
-        verify = functools.partial(authenticate, self.resolver, authserv_id=s.smtp_hostname)
+        verify = InboundVerifier(self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
