@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -11,6 +11,7 @@ from typer.testing import Result
 from dnsserver import DnsServer
 from mailfleet import Domain, Fleet
 from mailfleet.auth.dns import DkimDnsFunc, Resolver
+from mailfleet.model.records import DnsRecord
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
@@ -25,6 +26,21 @@ async def wait_for_events(fleet: Any, kind: str, *, count: int = 1, within: floa
     with anyio.fail_after(within):
         while len(await fleet.events(type=kind, limit=10_000)) < count:  # noqa: ASYNC110
             await anyio.sleep(0.02)
+
+
+def publish(server: DnsServer, records: Iterable[DnsRecord]) -> None:
+    """Serve ``records`` (as ``fleet.domain_records`` gives them) from ``server``; the
+    records of one name and type are published together, replacing what was there."""
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for record in records:
+        if record.type == "MX":
+            preference, host = record.value.split(None, 1)
+            value: Any = (int(preference), host)
+        else:
+            value = tuple(record.strings)
+        grouped.setdefault((record.name, record.type), []).append(value)
+    for (name, rdtype), values in grouped.items():
+        server.set(name, rdtype, values)
 
 
 def dkim_dns(server: DnsServer, domain: Domain) -> DkimDnsFunc:

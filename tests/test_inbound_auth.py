@@ -585,3 +585,28 @@ async def test_mail_between_two_fleets_is_verified_at_the_receiving_side(
         ("dkim", "none"),
         ("dmarc", "pass"),
     ]
+
+
+async def test_the_verifier_reuses_an_unsigned_senders_verdict_and_checks_each_signature(
+    dns_server: DnsServer, resolver: Resolver, keys: tuple[DkimKey, DkimKey]
+) -> None:
+    from mailfleet.auth.verify import InboundVerifier
+
+    publish(dns_server, keys)
+    verify = InboundVerifier(resolver, authserv_id=US)
+    session = {"ip": "192.0.2.10", "helo": "out.example.net", "mail_from": "b@example.net"}
+    first = await verify(MESSAGE, **session)
+    assert first.spf.result == "pass"
+    dns_server.set("example.net", "TXT", ["v=spf1 -all"])  # within the memo's half minute
+    assert await verify(MESSAGE, **session) is first  # unsigned, same sender: reused
+    other_ip = await verify(MESSAGE, **{**session, "ip": "192.0.2.11"})
+    assert other_ip is not first  # another sender is evaluated (the new record is cached
+    assert other_ip.spf.domain == "example.net"  # or not: either way it is its own verdict)
+
+    signed = DkimSigner("example.net", keys).sign(MESSAGE)
+    good = await verify(signed, **session)
+    assert good.dkim_passed
+    tampered = signed.replace(b"invoice again", b"invoice twice")
+    assert tampered != signed
+    bad = await verify(tampered, **session)  # signed mail is verified every time
+    assert not bad.dkim_passed

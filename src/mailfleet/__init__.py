@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .auth.preflight import PreflightCheck, PreflightReport
     from .mail.build import OutgoingAttachment
     from .mail.inbound import InboundMessage
     from .mail.parse import Attachment, Mailbox, ParsedMessage
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .model.records import (
         ApiKey,
         Application,
+        DkimKeyInfo,
         DnsRecord,
         Domain,
         Event,
@@ -81,6 +83,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "Agent": ".agent",
+    "PreflightCheck": ".auth.preflight",
+    "PreflightReport": ".auth.preflight",
     "OutgoingAttachment": ".mail.build",
     "InboundMessage": ".mail.inbound",
     "Attachment": ".mail.parse",
@@ -133,6 +137,7 @@ _EXPORTS: dict[str, str] = {
     "SpamSensitivity": ".model.policy",
     "ApiKey": ".model.records",
     "Application": ".model.records",
+    "DkimKeyInfo": ".model.records",
     "DnsRecord": ".model.records",
     "Domain": ".model.records",
     "Event": ".model.records",
@@ -168,6 +173,7 @@ __all__ = [
     "DeadLetter",
     "DefaultWorkspaceProtected",
     "Directory",
+    "DkimKeyInfo",
     "DkimSignatureResult",
     "DmarcCheck",
     "DnsError",
@@ -201,6 +207,8 @@ __all__ = [
     "ParsedMessage",
     "PatternInUse",
     "Policy",
+    "PreflightCheck",
+    "PreflightReport",
     "ProvisionOutcome",
     "ProvisionResult",
     "QueueFull",

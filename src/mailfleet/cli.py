@@ -921,7 +921,10 @@ def _domain_json(domain: Domain) -> dict[str, Any]:
         "id": domain.id,
         "name": domain.name,
         "dkim_selector": domain.dkim_selector,
+        "state": domain.state,
         "authenticated": domain.authenticated,
+        "audited_at": domain.audited_at,
+        "audit": domain.audit,
         "created_at": domain.created_at,
         "dkim_records": [
             {
@@ -946,7 +949,7 @@ def add_domain(
     """Register a sending and receiving domain (idempotent), with its DKIM keys.
 
     A new domain gets an RSA-2048 key (selector SELECTOR) and an Ed25519 key
-    (SELECTOR-ed25519); `mailfleet domains dns NAME` prints their records.
+    (SELECTOR-ed25519); `mailfleet domains records NAME` prints the records to publish.
     """
 
     async def add(fleet: Fleet) -> tuple[Domain, bool]:
@@ -961,7 +964,40 @@ def add_domain(
         _say(f"domain {domain.name} already registered ({keys}{ignored})")
     else:
         _say(f"domain {domain.name} registered ({keys})")
-        _say(f"publish its records: mailfleet domains dns {domain.name}", style="dim")
+        _say(f"publish its records: mailfleet domains records {domain.name}", style="dim")
+
+
+@domains_app.command("rotate")
+def rotate_domain_keys(
+    ctx: typer.Context,
+    name: str,
+    selector: Annotated[
+        str | None, typer.Option(help="The new RSA selector (default: BASE-rN).")
+    ] = None,
+) -> None:
+    """Start a DKIM key rotation: a new RSA-2048 and Ed25519 pair beside the signing one.
+
+    The new keys sign once a check (`domains check`, or the next audit) finds
+    their records published; the old ones then keep theirs until retired.
+    """
+    domain = _call(ctx, lambda fleet: fleet.rotate_dkim(name, selector=selector))
+    new = [key.selector for key in domain.dkim_keys if key.status == "next"]
+    _say(f"domain {domain.name}: new DKIM selectors {', '.join(new)} (not signing yet)")
+    _say(
+        f"publish the new records (mailfleet domains records {domain.name}); they sign "
+        f"once a check finds them (mailfleet domains check {domain.name})",
+        style="dim",
+    )
+
+
+@domains_app.command("retire")
+def retire_domain_key(ctx: typer.Context, name: str, selector: str) -> None:
+    """Remove a DKIM key a rotation replaced (retiring): its record may then go."""
+    domain = _call(ctx, lambda fleet: fleet.retire_dkim(name, selector))
+    _say(
+        f"domain {domain.name}: DKIM key {selector} retired; remove its DNS record "
+        f"{selector}._domainkey.{domain.name}"
+    )
 
 
 @domains_app.command("list")
@@ -973,27 +1009,54 @@ def list_domains(ctx: typer.Context, as_json: AsJson = False) -> None:
         return
     _print_table(
         "domains",
-        ("domain", "DKIM selectors", "authenticated", "created"),
-        ((d.name, _selectors(d), d.authenticated, d.created_at) for d in found),
+        ("domain", "DKIM selectors", "state", "checked", "created"),
+        ((d.name, _selectors(d), d.state, d.audited_at, d.created_at) for d in found),
     )
 
 
-@domains_app.command("dns")
-def domain_dns(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
-    """Print the DNS TXT records to publish for a domain's DKIM keys, as zone file lines.
+@domains_app.command("records")
+def domain_records(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
+    """Print the DNS records to publish for a domain, as a zone file snippet.
 
-    A value over 255 bytes (the RSA key's) is split into several quoted strings,
-    as DNS requires; receivers join them. --json gives the value and the strings.
+    MX (the fleet's MX host), SPF (the relay's addresses or include), one DKIM
+    record per key, DMARC, the bounce domain's MX and SPF when it differs, and
+    the advised MTA-STS and TLS-RPT records. A TXT value over 255 bytes (an RSA
+    key) is split into several quoted strings, as DNS requires. --json gives
+    each record's name, type, value, purpose, required and strings.
     """
-    wanted = name.strip().rstrip(".").lower()
-    found = [d for d in _call(ctx, lambda fleet: fleet.domains()) if d.name == wanted]
-    if not found:
-        raise NotFound("domain", f"{name!r} is not registered (mailfleet domains add {name})")
+    records = _call(ctx, lambda fleet: fleet.domain_records(name))
     if as_json:
-        _print_json(_domain_json(found[0]))
+        _print_json([record.as_json() for record in records])
         return
-    for record in found[0].dkim_records:
+    for record in records:
+        if record.purpose and not record.required:
+            _say(f"; advised ({record.purpose}):")
         _say(record.zone_line())
+
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
+
+
+@domains_app.command("check")
+def domain_check(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
+    """Check a domain's published DNS now: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT.
+
+    Each check answers pass, warn or fail with what was found and the fix. The
+    verdict is stored: a failed domain does not send (outside dev mode) until a
+    check passes. Exits 1 when a check fails.
+    """
+    report = _call(ctx, lambda fleet: fleet.check_domain(name))
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        for check in report.checks:
+            line = f"{check.status:<4}  {check.name:<18} {check.record}: {check.explanation}"
+            _say(line, style=_STATUS_STYLE.get(check.status))
+            if check.fix and check.status != "pass":
+                _say(f"      fix: {check.fix}", style="dim")
+        _say(f"{report.domain}: {report.state}")
+    if report.state == "failed":
+        raise typer.Exit(1)
 
 
 # -- workspaces ------------------------------------------------------------------------------

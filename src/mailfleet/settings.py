@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .model.addresses import normalize_domain
 from .model.errors import InvalidInput
 from .model.nameservers import parse_nameserver
 
 __all__ = ["Settings"]
+
+_DNS_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -97,6 +102,44 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds a DNS lookup may take, retries and servers included",
     )
+    recipient_domain_check: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="look up each recipient domain's MX before a send is queued; "
+        "auto: when dns_nameservers is set or outside dev mode",
+    )
+    dkim_key_secret: SecretStr | None = Field(
+        None, description="a passphrase; DKIM private keys are stored sealed under it"
+    )
+    dkim_key_dir: Path | None = Field(
+        None,
+        description="a folder the operator controls; DKIM private keys are kept there as "
+        "PEM files, the database holds only their paths",
+    )
+    mx_host: str | None = Field(
+        None, description="the host the domains' MX records point at; default: smtp_hostname"
+    )
+    relay_addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IP addresses or networks the relay sends from, authorised by SPF "
+        "(a JSON list or comma-separated); default: relay_host's addresses",
+    )
+    spf_include: str | None = Field(
+        None, description="a domain whose SPF record the domains' SPF includes (the relay's)"
+    )
+    bounce_domain: str | None = Field(
+        None,
+        description="the envelope (VERP) domain of sends, if not the sender's own; "
+        "{domain} stands for the sender's domain (e.g. bounces.{domain})",
+    )
+    dmarc_policy: Literal["none", "quarantine", "reject"] = Field(
+        "none", description="the DMARC policy (p=) of the records mailfleet prints"
+    )
+    domain_audit_interval: float = Field(
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds between DNS audits of each registered domain (0: never)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"
     )
@@ -107,14 +150,14 @@ class Settings(BaseSettings):
         None, description="comma-separated plugin names to load (default: all installed)"
     )
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "recipient_domain_check", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("dns_nameservers", mode="before")
+    @field_validator("dns_nameservers", "relay_addresses", mode="before")
     @classmethod
-    def _nameserver_list(cls, value: Any) -> Any:
+    def _list_of_entries(cls, value: Any) -> Any:
         """A JSON list, or comma-separated entries (from the environment); blank: none."""
         if not isinstance(value, str):
             return value
@@ -140,6 +183,41 @@ class Settings(BaseSettings):
             except InvalidInput as exc:
                 raise ValueError(exc.message) from None
         return entries
+
+    @field_validator("relay_addresses")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        entries = [entry.strip() for entry in value]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
+
+    @field_validator("spf_include", "mx_host")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().rstrip(".").lower()
+        if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+            raise ValueError(f"{value!r} is not a DNS name")
+        return name
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _bounce_domain(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip().lower().rstrip(".")
+        if text.count("{domain}") > 1 or (
+            text != "{domain}" and not text.endswith("{domain}") and "{domain}" in text
+        ):
+            raise ValueError("{domain} may appear once, at the end (e.g. bounces.{domain})")
+        sample = text.replace("{domain}", "example.com")
+        normalize_domain(sample, field="bounce_domain")
+        return text
 
     @classmethod
     def load(cls, base: Settings | None = None, /, **overrides: Any) -> Settings:
@@ -172,6 +250,51 @@ class Settings(BaseSettings):
         if self.plugins is None:
             return None
         return frozenset(name.strip() for name in self.plugins.split(",") if name.strip())
+
+    @property
+    def check_recipient_domains(self) -> bool:
+        """Whether sends look up recipient domains first (``recipient_domain_check``):
+        auto is on outside dev mode, or in dev mode when nameservers are set (dev
+        mode and the tests send to example.org with no network: they must not wait
+        on the system resolver)."""
+        if self.recipient_domain_check != "auto":
+            return self.recipient_domain_check == "on"
+        return not self.dev_mode or bool(self.dns_nameservers)
+
+    @property
+    def audit_domains(self) -> bool:
+        """Whether a serving fleet audits its domains: outside dev mode, or in dev mode
+        when nameservers are set (with the system's, dev mode stays off the network)."""
+        if self.domain_audit_interval <= 0:
+            return False
+        return not self.dev_mode or bool(self.dns_nameservers)
+
+    @property
+    def effective_mx_host(self) -> str:
+        """The host the domains' MX records point at: ``mx_host``, else ``smtp_hostname``."""
+        return self.mx_host or self.smtp_hostname.lower()
+
+    def envelope_domain(self, domain: str) -> str:
+        """The envelope (VERP) domain of mail sent from ``domain`` (``bounce_domain``)."""
+        if self.bounce_domain is None:
+            return domain
+        return self.bounce_domain.replace("{domain}", domain)
+
+    def bounce_domain_of(self, name: str) -> str | None:
+        """The sending domain whose envelope domain ``name`` is, when it is one (else None).
+
+        With ``bounce_domain`` ``bounces.{domain}``, ``bounces.example.com`` gives
+        ``example.com``; with a fixed bounce domain, that domain gives ``""`` (any sender).
+        """
+        template = self.bounce_domain
+        if template is None:
+            return None
+        if "{domain}" not in template:
+            return "" if name == template else None
+        prefix = template.removesuffix("{domain}")
+        if prefix and name.startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix) :]
+        return None
 
     @property
     def effective_database_url(self) -> str:

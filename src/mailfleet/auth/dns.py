@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
 import anyio
@@ -65,7 +67,14 @@ from mailfleet.model.errors import (
 )
 from mailfleet.model.nameservers import Nameserver, parse_nameserver
 
-__all__ = ["CACHE_SIZE", "DEFAULT_TIMEOUT", "DkimDnsFunc", "DnsSettings", "Resolver"]
+__all__ = [
+    "CACHE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "DkimDnsFunc",
+    "DnsSettings",
+    "Resolver",
+    "answers_expiry",
+]
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds a lookup may take when nothing else is said (the ``dns_timeout`` default)."""
@@ -73,6 +82,7 @@ DEFAULT_TIMEOUT = 5.0
 CACHE_SIZE = 10_000
 """Answers kept at most; the least recently used go first."""
 
+_FRESH_CACHE_SIZE = 1_000  # answers one fresh resolver (one domain check) keeps
 _TRY_TIMEOUT = 2.0  # seconds one try at one nameserver may take
 _EDNS_PAYLOAD = 1232  # bytes of UDP answer we accept (EDNS0)
 
@@ -138,6 +148,12 @@ class Resolver:
         """The resolver the settings describe (``dns_nameservers``, ``dns_timeout``)."""
         return cls(settings.dns_nameservers, timeout=settings.dns_timeout)
 
+    def fresh(self) -> Resolver:
+        """A resolver on the same nameservers and timeout whose cache starts empty (and
+        is dropped with it): for a check that must see what is published now, such as
+        a domain's preflight, rather than answers cached before a fix."""
+        return Resolver(self._nameservers, timeout=self._timeout, cache_size=_FRESH_CACHE_SIZE)
+
     @property
     def nameservers(self) -> tuple[Nameserver, ...]:
         """The nameservers asked; empty when they are the system's."""
@@ -162,7 +178,9 @@ class Resolver:
         try:
             answer = await self._async.resolve(qname, qtype, search=False, raise_on_no_answer=False)
         except dns.exception.DNSException as exc:
+            self._note_failure(qname)
             raise _error(exc, qname, qtype, self._timeout) from exc
+        _note(answer.expiration)
         return [] if answer.rrset is None else list(answer.rrset)
 
     async def txt(self, name: str) -> list[str]:
@@ -230,7 +248,9 @@ class Resolver:
                 qname, qtype, search=False, raise_on_no_answer=False, lifetime=lifetime
             )
         except dns.exception.DNSException as exc:
+            self._note_failure(qname)
             raise _error(exc, qname, qtype, lifetime) from exc
+        _note(answer.expiration)
         return [] if answer.rrset is None else list(answer.rrset)
 
     def cached(
@@ -247,12 +267,19 @@ class Resolver:
         qname, qtype = _question(name, rdtype)
         answer = self._cache.get((qname, qtype, dns.rdataclass.IN))
         if answer is not None:
+            _note(answer.expiration)
             return [] if answer.rrset is None else list(answer.rrset)
         missing = self._cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
         if missing is not None and missing.response.rcode() == dns.rcode.NXDOMAIN:
+            _note(missing.expiration)
             kind = dns.rdatatype.to_text(qtype)
             raise DnsNameNotFound(_host(qname), kind, "no such name (NXDOMAIN)")
         return None
+
+    def _note_failure(self, qname: dns.name.Name) -> None:
+        """A lookup that raised: a cached NXDOMAIN lives for its TTL, anything else not at all."""
+        missing = self._cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        _note(missing.expiration if missing is not None else 0.0)
 
     def dkim_dnsfunc(self) -> DkimDnsFunc:
         """A TXT lookup for dkimpy's ``dnsfunc=`` (``dkim.DKIM(data).verify(dnsfunc=...)``).
@@ -307,6 +334,29 @@ class Resolver:
     def __repr__(self) -> str:
         servers = ", ".join(str(server) for server in self._nameservers) or "system"
         return f"Resolver([{servers}], timeout={self._timeout})"
+
+
+_expiries: ContextVar[list[float] | None] = ContextVar("mailfleet_dns_expiries", default=None)
+
+
+@contextmanager
+def answers_expiry() -> Iterator[list[float]]:
+    """Collect, for the lookups made in this context (worker threads started from it
+    included), when each answer expires (``time.time()`` seconds; 0 for a failure
+    that is not cached). Lets a caller keep a verdict derived from DNS exactly as
+    long as the answers it rests on: until ``min()`` of the list."""
+    found: list[float] = []
+    token = _expiries.set(found)
+    try:
+        yield found
+    finally:
+        _expiries.reset(token)
+
+
+def _note(expiration: float) -> None:
+    found = _expiries.get()
+    if found is not None:
+        found.append(expiration)
 
 
 def _question(

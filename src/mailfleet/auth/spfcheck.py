@@ -21,6 +21,7 @@ the MX verifies every message it receives). Its result is a :class:`SpfVerdict`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 from collections.abc import Callable
@@ -82,7 +83,9 @@ async def check_host(resolver: Resolver, ip: str, *, sender: str, helo: str) -> 
     verdict = check_host_cached(resolver, ip, sender=sender, helo=helo)
     if verdict is not None:
         return verdict
-    found = await anyio.to_thread.run_sync(_evaluate, resolver, ip, sender, helo)
+    # The thread runs in this task's context: what the lookups note (answers_expiry) is seen.
+    context = contextvars.copy_context()
+    found = await anyio.to_thread.run_sync(context.run, _evaluate, resolver, ip, sender, helo)
     assert found is not None
     return found
 

@@ -34,6 +34,7 @@ import email.utils
 import ipaddress
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -49,17 +50,83 @@ from mailfleet.model.authentication import (
 )
 from mailfleet.model.errors import DnsError, InvalidInput
 
+from .dns import answers_expiry
+
 if TYPE_CHECKING:
     from .dmarc import DmarcLookup
     from .dns import DkimDnsFunc, Resolver
 
-__all__ = ["authenticate"]
+__all__ = ["InboundVerifier", "authenticate"]
 
 log = logging.getLogger("mailfleet.auth")
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _HEADER_B_CHARS = 8
+# From: with one plain address, bare or in angle brackets: read without the email package.
+_SIMPLE_FROM = re.compile(
+    r'\s*(?:[^<>@",;:()\\]*<)?([A-Za-z0-9.!#$%&\'*+/=?^_`{|}~-]+)@([A-Za-z0-9.-]+)>?\s*'
+)
+MEMO_SECONDS = 30.0
+"""Seconds at most the verdict on unsigned mail from one sender is reused (InboundVerifier)."""
+_MEMO_SIZE = 10_000
+
+
+class InboundVerifier:
+    """:func:`authenticate` for one MX (``authserv_id``) through ``resolver``, with a memo.
+
+    The results for an unsigned message depend only on the client's IP, its
+    HELO and MAIL FROM, the From domain and the DNS answers they were drawn
+    from, so they are reused while every one of those answers is still
+    within its TTL, and for :data:`MEMO_SECONDS` at most (bounded to 10,000
+    senders): a busy sender costs one evaluation per half minute, and a
+    record changed is seen as soon as a receiver with a cache would see it.
+    Signed mail is always verified, since its results depend on the message.
+    """
+
+    def __init__(self, resolver: Resolver, *, authserv_id: str) -> None:
+        self._resolver = resolver
+        self._authserv_id = authserv_id
+        # (ip, helo, mail from, From domain) -> (reusable until, time.time(); the results)
+        self._memo: dict[tuple[str, str, str, str], tuple[float, Authentication]] = {}
+
+    async def __call__(
+        self, raw: bytes, *, ip: str | None, helo: str, mail_from: str
+    ) -> Authentication:
+        """The results for ``raw``, as :func:`authenticate` gives them."""
+        signed = _SIGNATURE_FIELD.search(raw, 0, _header_length(raw)) is not None
+        if signed or ip is None:
+            return await authenticate(
+                self._resolver,
+                raw,
+                ip=ip,
+                helo=helo,
+                mail_from=mail_from,
+                authserv_id=self._authserv_id,
+            )
+        from_domain, problem = _from_domain(raw)
+        key = (ip, helo.lower(), mail_from.lower(), problem or from_domain)
+        now = time.time()
+        known = self._memo.get(key)
+        if known is not None and now < known[0]:
+            return known[1]
+        with answers_expiry() as expiries:
+            found = await authenticate(
+                self._resolver,
+                raw,
+                ip=ip,
+                helo=helo,
+                mail_from=mail_from,
+                authserv_id=self._authserv_id,
+            )
+        until = min([now + MEMO_SECONDS, *expiries])
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        if until > time.time():  # an answer with TTL 0 has already expired: not reused
+            self._memo[key] = (until, found)
+        else:
+            self._memo.pop(key, None)
+        return found
 
 
 async def authenticate(
@@ -340,6 +407,12 @@ def _from_domain(raw: bytes) -> tuple[str, str | None]:
         return "", "the message has no From header"
     if len(values) > 1:
         return "", f"the message has {len(values)} From headers"
+    simple = _SIMPLE_FROM.fullmatch(values[0])
+    if simple is not None:
+        try:
+            return normalize_domain(simple.group(2), field="from"), None
+        except InvalidInput:
+            pass  # the full reading below explains
     addresses = [address for _name, address in email.utils.getaddresses(values) if address]
     if len(addresses) != 1:
         return "", f"the From header names {len(addresses)} addresses, not one"

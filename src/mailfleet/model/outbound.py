@@ -24,6 +24,9 @@ class SendStatus(StrEnum):
     unsubscribed; ``detail`` says which and why): nothing was queued."""
     INVALID_RECIPIENT = "invalid_recipient"
     """A recipient address is not valid (``detail`` says why): nothing was queued."""
+    DOMAIN_NOT_AUTHENTICATED = "domain_not_authenticated"
+    """The sending domain's DNS is not verified (SPF, DKIM, DMARC, MX): outside dev mode
+    it cannot send until a check passes; ``failing_checks`` names what is wrong."""
     REJECTED = "rejected"
     """The message itself is not acceptable (see ``detail``)."""
 
@@ -38,6 +41,9 @@ class SendResult:
     retry_after: float | None = None
     thread_id: str | None = None
     """The conversation the message joined (a reply: its parent's)."""
+    failing_checks: tuple[str, ...] = ()
+    """``domain_not_authenticated``: the failing checks of the domain (``spf``,
+    ``dkim:<selector>``...); ``detail`` explains each."""
 
     @property
     def ok(self) -> bool:

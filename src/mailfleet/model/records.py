@@ -12,6 +12,7 @@ from .policy import Policy
 __all__ = [
     "ApiKey",
     "Application",
+    "DkimKeyInfo",
     "DnsRecord",
     "Domain",
     "Event",
@@ -48,20 +49,45 @@ def txt_strings(value: str) -> tuple[str, ...]:
 
 
 class DnsRecord(NamedTuple):
-    """A DNS TXT record to publish: its ``name`` (no trailing dot) and ``value``."""
+    """A DNS record to publish: ``name`` (no trailing dot), ``value``, ``type``.
+
+    ``purpose`` says what it is for (``spf``, ``dkim:<selector>``, ``dmarc``,
+    ``mx``, ``bounce_mx``, ``bounce_spf``, ``mta_sts``, ``tls_rpt``), the name
+    of the preflight check that looks at it; ``required`` is False for the
+    records a domain is only advised to publish (MTA-STS, TLS-RPT). An MX
+    value is ``PREFERENCE HOST`` (``10 mx.example.com``).
+    """
 
     name: str
     value: str
+    type: str = "TXT"
+    purpose: str = ""
+    required: bool = True
 
     @property
     def strings(self) -> tuple[str, ...]:
-        """The value split into the character-strings DNS carries (:func:`txt_strings`)."""
+        """A TXT value split into the character-strings DNS carries (:func:`txt_strings`)."""
         return txt_strings(self.value)
 
     def zone_line(self) -> str:
-        """The record as a zone file line: ``NAME. IN TXT "..." "..."``."""
+        """The record as a zone file line (``NAME. IN TXT "..."``, ``NAME. IN MX 10 HOST.``)."""
+        if self.type != "TXT":
+            return f"{self.name}. IN {self.type} {self.value.rstrip('.')}."
         quoted = (s.replace("\\", "\\\\").replace('"', '\\"') for s in self.strings)
         return f"{self.name}. IN TXT " + " ".join(f'"{s}"' for s in quoted)
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"name", "type", "value", "purpose", "required"}``, and ``"strings"`` for TXT."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "value": self.value,
+            "purpose": self.purpose,
+            "required": self.required,
+        }
+        if self.type == "TXT":
+            data["strings"] = list(self.strings)
+        return data
 
 
 class GrantStatus(StrEnum):
@@ -84,6 +110,23 @@ class Application:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKeyInfo:
+    """A DKIM key of a domain, without its private part.
+
+    ``status`` is ``signing`` (signs outbound mail), ``next`` (a rotation's
+    new key: published, signing once a check finds its record) or
+    ``retiring`` (replaced: still published so mail in flight verifies,
+    until it is retired).
+    """
+
+    selector: str
+    algorithm: str
+    status: str
+    record: DnsRecord
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Domain:
     """A sending and receiving domain registered to an application."""
 
@@ -95,6 +138,14 @@ class Domain:
     created_at: datetime
     dkim_records: tuple[DnsRecord, ...] = ()
     """The DNS TXT records to publish, one per DKIM key (``(name, value)`` pairs)."""
+    state: str = "pending"
+    """``pending`` (never checked), ``verified`` or ``failed``: the last check's verdict."""
+    audit: dict[str, Any] | None = None
+    """The last check's report (``PreflightReport.as_json()``): each record's status."""
+    audited_at: datetime | None = None
+    """When the domain was last checked."""
+    dkim_keys: tuple[DkimKeyInfo, ...] = ()
+    """Its DKIM keys: selector, algorithm, status, record (no private part)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import anyio
 import anyio.to_thread
 
-from ..model.addresses import parse_address
+from ..model.addresses import normalize_domain, parse_address
 from ..model.deliverability import Suppression, SuppressionReason
-from ..model.errors import GrantNotFound, InvalidInput, MailfleetError
+from ..model.errors import Conflict, GrantNotFound, InvalidInput, MailfleetError, NotFound
 from ..model.records import (
     ApiKey,
     Domain,
@@ -40,6 +40,7 @@ from .mailroom import check_json
 if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
     from ..auth.dkim import DkimKey
+    from ..auth.keystore import KeyStore
 
 __all__ = ["AgentRef", "Directory", "SuppressionRow"]
 
@@ -51,9 +52,16 @@ AgentRef: TypeAlias = "type[Agent] | str | None"
 class Directory:
     """Domains, workspaces, grants, API keys, events and suppressions of one application."""
 
-    def __init__(self, scope: Scope, settings: Settings) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        settings: Settings,
+        *,
+        keys_changed: Callable[[str], None] = lambda domain: None,
+    ) -> None:
         self._scope = scope
         self._settings = settings
+        self._keys_changed = keys_changed
 
     async def add_domain(
         self,
@@ -66,26 +74,105 @@ class Directory:
 
         A new domain gets its DKIM keys: ``dkim_keys`` if given (from
         configuration), else a fresh RSA-2048 key (selector ``selector``) and
-        Ed25519 key (``<selector>-ed25519``). ``Domain.dkim_records`` lists the
-        TXT records to publish.
+        Ed25519 key (``<selector>-ed25519``). The private keys are sealed under
+        ``dkim_key_secret`` or written to ``dkim_key_dir``; outside dev mode one
+        of the two must be set (:class:`~mailfleet.InvalidInput` otherwise,
+        nothing stored). ``Domain.dkim_records`` lists the TXT records to
+        publish; ``fleet.domain_records`` every record.
         """
         known = await self._scope.read(lambda tx: domains.domain_ids(tx, [name]))
-        keys: Sequence[DkimKey] = ()
+        stored: list[dict[str, Any]] = []
         if not known:
+            keystore = _keystore(self._settings)
+            keystore.require_storage()  # refuses before any key is made
             keys = dkim_keys if dkim_keys is not None else await _generate_keys(selector)
-        stored = [
-            {
-                "selector": k.selector,
-                "algorithm": k.algorithm,
-                "private_pem": k.private_pem,
-                "dns_txt": k.dns_txt_value,
-            }
-            for k in keys
-        ]
+            domain_name = normalize_domain(name)
+            stored = await anyio.to_thread.run_sync(
+                lambda: [keystore.seal(domain_name, k, **_new_key_fields(1)) for k in keys]
+            )
         domain, _ = await self._scope.write(
             lambda tx: domains.add_domain(tx, name, selector=selector, dkim_keys=stored)
         )
         return domain
+
+    async def rotate_dkim(self, domain: str, *, selector: str | None = None) -> Domain:
+        """Start a key rotation: a new RSA-2048 and Ed25519 pair, published beside the
+        signing keys (status ``next``) under new selectors (``<base>-r<N>``, or
+        ``selector``). They start signing once a check finds their records; the old
+        pair then keeps its records (``retiring``) until :meth:`retire_dkim`.
+
+        A rotation already waiting for its records, or a selector the domain has
+        used, is a :class:`~mailfleet.Conflict`.
+        """
+        current = await self._scope.read(lambda tx: domains.get_domain(tx, domain))
+        entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, current.name))
+        if any(entry.get("status") == "next" for entry in entries):
+            raise Conflict(
+                "domain",
+                f"{current.name} has a rotation waiting for its records: publish them "
+                f"(mailfleet domains records {current.name}) and check the domain",
+            )
+        generation = 1 + max((int(e.get("generation", 1)) for e in entries), default=1)
+        base = selector or f"{current.dkim_selector}-r{generation}"
+        used = {entry["selector"] for entry in entries}
+        if base in used or f"{base}-ed25519" in used:
+            raise Conflict("selector", f"{current.name} already used the selector {base!r}")
+        keys = await _generate_keys(base)
+        keystore = _keystore(self._settings)
+        sealed = await anyio.to_thread.run_sync(
+            lambda: [
+                keystore.seal(current.name, k, **_new_key_fields(generation, "next")) for k in keys
+            ]
+        )
+        rotated = await self._scope.write(
+            lambda tx: domains.replace_dkim_keys(
+                tx,
+                current.name,
+                [*entries, *sealed],
+                event="domain.dkim_rotated",
+                payload={"selectors": [k.selector for k in keys]},
+            )
+        )
+        log.info("DKIM rotation of %s: new selectors %s", current.name, base)
+        return rotated
+
+    async def promote_dkim(self, domain: str) -> bool:
+        """Make a rotation's ``next`` keys sign now (the old ones become ``retiring``);
+        a check does this by itself once their records are published. Returns whether
+        there was a rotation to promote."""
+        promoted = await self._scope.write(lambda tx: domains.promote_next_keys(tx, domain))
+        if promoted:
+            self._keys_changed(normalize_domain(domain))
+        return promoted
+
+    async def retire_dkim(self, domain: str, selector: str) -> Domain:
+        """Remove a ``retiring`` key: it no longer needs its DNS record. Retiring a key
+        that signs, or one not yet signing, is a :class:`~mailfleet.Conflict`; an
+        unknown selector a :class:`~mailfleet.NotFound`."""
+        current = await self._scope.read(lambda tx: domains.get_domain(tx, domain))
+        entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, current.name))
+        found = next((entry for entry in entries if entry["selector"] == selector), None)
+        if found is None:
+            raise NotFound("selector", f"{current.name} has no DKIM key {selector!r}")
+        status = found.get("status", "signing")
+        if status != "retiring":
+            raise Conflict(
+                "selector",
+                f"the key {selector!r} of {current.name} is {status}: only a key a rotation "
+                "replaced (retiring) can be retired",
+            )
+        remaining = [entry for entry in entries if entry is not found]
+        retired = await self._scope.write(
+            lambda tx: domains.replace_dkim_keys(
+                tx,
+                current.name,
+                remaining,
+                event="domain.dkim_retired",
+                payload={"selectors": [selector]},
+            )
+        )
+        _keystore(self._settings).forget(found)
+        return retired
 
     async def domains(self) -> list[Domain]:
         """The application's registered domains."""
@@ -476,6 +563,23 @@ class SuppressionRow:
     reason: SuppressionReason | str = SuppressionReason.MANUAL
     detail: str | None = None
     workspace: str | None = None
+
+
+def _keystore(settings: Settings) -> KeyStore:
+    from ..auth.keystore import KeyStore
+
+    return KeyStore.from_settings(settings)
+
+
+def _new_key_fields(generation: int, status: str = "signing") -> dict[str, Any]:
+    """What a stored key keeps beside its key: its rotation status and generation."""
+    from datetime import UTC, datetime
+
+    return {
+        "status": status,
+        "generation": generation,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
 
 
 async def _generate_keys(selector: str) -> list[DkimKey]:

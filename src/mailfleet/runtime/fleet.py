@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ..model.addresses import parse_address
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
 from ..model.outbound import SendResult
-from ..model.records import Application, Grant
+from ..model.records import Application, DnsRecord, Grant
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
 from ..store.database import Database, normalize_url
@@ -37,11 +37,12 @@ from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
 from .directory import Directory
+from .domain_auth import DomainAuth
 from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
-from .outbox import Outbox
+from .outbox import Outbox, RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
 
@@ -50,6 +51,9 @@ from .status import FleetStatistics, Serving
 # command that opens a fleet to read or change the directory starts fast.
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..auth.dns import Resolver
+    from ..auth.keystore import KeyStore
+    from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
     from ..plugins import InboundSource
@@ -88,6 +92,7 @@ class _Opened:
     outbox: Outbox
     mailroom: Mailroom
     feedback: Feedback
+    domain_auth: DomainAuth
     tasks: TaskGroup
 
 
@@ -134,6 +139,7 @@ class Fleet:
         self._create = create
         self._registry = AgentRegistry(agents, default_agent)
         self._opened: _Opened | None = None
+        self._resolver: Resolver | None = None
         self._serving: Serving | None = None
         self._worker: Worker | None = None
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
@@ -164,7 +170,18 @@ class Fleet:
         intake = Intake(
             scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
-        outbox = Outbox(scope, queued=self._outbound_queued.ring)
+        mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
+        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        outbox = Outbox(
+            scope,
+            queued=self._outbound_queued.ring,
+            require_verified_domains=not self.settings.dev_mode,
+            keystore=self._keystore,
+            envelope_domain=self.settings.envelope_domain,
+            recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
+            if self.settings.check_recipient_domains
+            else None,
+        )
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         try:
@@ -177,14 +194,17 @@ class Fleet:
             application=application,
             created=created,
             scope=scope,
-            directory=Directory(scope, self.settings),
+            directory=directory,
             intake=intake,
             outbox=outbox,
-            mailroom=Mailroom(scope, intake),
+            mailroom=mailroom,
             feedback=Feedback(
                 scope,
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
+            ),
+            domain_auth=DomainAuth(
+                scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
             tasks=tasks,
         )
@@ -237,6 +257,9 @@ class Fleet:
     # -- the administrative side (a façade over the directory) ----------------------
 
     add_domain = _directory(Directory.add_domain)
+    rotate_dkim = _directory(Directory.rotate_dkim)
+    promote_dkim = _directory(Directory.promote_dkim)
+    retire_dkim = _directory(Directory.retire_dkim)
     domains = _directory(Directory.domains)
     create_workspace = _directory(Directory.create_workspace)
     workspace = _directory(Directory.workspace)
@@ -348,6 +371,40 @@ class Fleet:
             attachments=attachments,
         )
 
+    # -- domain authentication -------------------------------------------------------
+
+    def _keystore(self) -> KeyStore:
+        from ..auth.keystore import KeyStore
+
+        return KeyStore.from_settings(self.settings)
+
+    @property
+    def resolver(self) -> Resolver:
+        """The fleet's one DNS resolver (``dns_nameservers``, ``dns_timeout``): every
+        lookup of the fleet goes through it and its cache. Made on first use."""
+        if self._resolver is None:
+            from ..auth.dns import Resolver
+
+            self._resolver = Resolver.from_settings(self.settings)
+        return self._resolver
+
+    async def domain_records(self, name: str) -> list[DnsRecord]:
+        """The DNS records to publish for the registered domain ``name``: MX, SPF, one
+        DKIM record per key, DMARC, the bounce domain's MX and SPF when it differs,
+        and the advised MTA-STS and TLS-RPT records (``required=False``)."""
+        return await self._open("Fleet.domain_records()").domain_auth.records(name)
+
+    async def check_domain(self, name: str) -> PreflightReport:
+        """Check the published DNS of ``name`` now (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT)
+        and store the verdict: the domain becomes ``verified`` or ``failed``."""
+        return await self._open("Fleet.check_domain()").domain_auth.check(name)
+
+    async def audit_domains(self) -> int:
+        """Audit the domains whose audit is due, now: what a serving fleet does every
+        round. Each due domain is checked by one caller, however many workers ask at
+        once; returns how many this one checked."""
+        return await self._open("Fleet.audit_domains()").domain_auth.audit_due()
+
     # -- serving ----------------------------------------------------------------------
 
     async def serve(self, *, task_status: TaskStatus[Serving] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -379,6 +436,8 @@ class Fleet:
             )
             for source in sources:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
+            if s.audit_domains:
+                await tg.start(opened.domain_auth.run)
             if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
                 self._serving = Serving(smtp_port, None)
                 self._log_serving(opened, scope)
@@ -489,15 +548,12 @@ class Fleet:
     async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
         import ssl
 
-        from ..auth.dns import Resolver
-        from ..auth.verify import authenticate
+        from ..auth.verify import InboundVerifier
         from ..transports.smtp_in import serve_smtp
         from .mx import FleetMx
 
         s = self.settings
-        # TODO(lead): use the fleet's one resolver (Fleet.resolver) once it lands on main.
-        resolver = Resolver.from_settings(s)
-        verify = functools.partial(authenticate, resolver, authserv_id=s.smtp_hostname)
+        verify = InboundVerifier(self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

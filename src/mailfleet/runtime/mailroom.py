@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..model.errors import GrantNotFound, InvalidInput
@@ -24,9 +25,16 @@ class Mailroom:
     mailboxes, provider webhooks) receive this object, never the whole fleet.
     """
 
-    def __init__(self, scope: Scope, intake: Intake) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        intake: Intake,
+        *,
+        bounce_domain_of: Callable[[str], str | None] = lambda domain: None,
+    ) -> None:
         self._scope = scope
         self._intake = intake
+        self._bounce_domain_of = bounce_domain_of
 
     async def deliver(
         self, grant: str | Grant, raw: bytes, *, source_key: str | None = None
@@ -69,8 +77,13 @@ class Mailroom:
         return None if found is None else found.id
 
     async def owns_domain(self, domain: str) -> bool:
-        """Whether ``domain`` is one of the application's registered domains."""
-        found = await self._scope.read(lambda tx: domains.domain_ids(tx, [domain]))
+        """Whether ``domain`` is one of the application's registered domains, or the
+        bounce (envelope) domain of one (setting ``bounce_domain``)."""
+        sender = self._bounce_domain_of(domain)
+        if sender == "":  # the one fixed bounce domain of every sender
+            return True
+        wanted = [domain] if sender is None else [domain, sender]
+        found = await self._scope.read(lambda tx: domains.domain_ids(tx, wanted))
         return bool(found)
 
     async def cursor(self, grant: str, source: str) -> dict[str, Any] | None:

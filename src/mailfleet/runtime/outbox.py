@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domains, grants, outbound, suppressions
+from ..store import domain_checks, domains, grants, outbound, suppressions
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -37,12 +38,19 @@ from .batching import FLEET_CLOSED, GroupCommit
 # opened to read or change the directory never needs them.
 if TYPE_CHECKING:
     from ..auth.dkim import DkimSigner
+    from ..auth.dns import Resolver
+    from ..auth.keystore import KeyStore
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
 
-__all__ = ["Outbox", "verp_address"]
+__all__ = ["SIGNER_LIFETIME", "Outbox", "RecipientDomains", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
+
+SIGNER_LIFETIME = 60.0
+"""Seconds a domain's loaded keys are reused before they are read again, so a rotation
+promoted by another worker signs here within a minute (the key it replaces stays
+published while retiring, so signing with it meanwhile is harmless)."""
 
 
 def verp_address(token: str, domain: str) -> str:
@@ -50,11 +58,69 @@ def verp_address(token: str, domain: str) -> str:
     return f"bounces+{token}@{domain}"
 
 
+class RecipientDomains:
+    """The outbound gate on recipient domains: which recipients' domains accept no mail.
+
+    The fleet's own domains (``owns_domain``) are never looked up: their grants
+    receive locally. Whether a domain is the fleet's is remembered for a minute;
+    the DNS answers for their TTL, in the resolver's cache.
+    """
+
+    _OWNED_SECONDS = 60.0
+
+    def __init__(
+        self, resolver: Callable[[], Resolver], owns_domain: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        self._resolver = resolver
+        self._owns_domain = owns_domain
+        self._owned: dict[str, tuple[float, bool]] = {}
+
+    async def refused(self, recipients: Sequence[str]) -> list[tuple[str, str]]:
+        """``(address, reason)`` for each recipient whose domain refuses mail."""
+        from ..auth.recipients import check_recipient_domain
+
+        domains = {address.rsplit("@", 1)[1] for address in recipients}
+        verdicts: dict[str, str] = {}
+
+        async def judge(domain: str) -> None:
+            if await self._owned_domain(domain):
+                return
+            verdict = await check_recipient_domain(self._resolver(), domain)
+            if verdict.accepts is False:
+                verdicts[domain] = verdict.reason
+            elif verdict.accepts is None:
+                log.debug("recipient domain not checked: %s", verdict.reason)
+
+        if len(domains) == 1:
+            await judge(next(iter(domains)))
+        else:
+            async with anyio.create_task_group() as tasks:
+                for domain in domains:
+                    tasks.start_soon(judge, domain)
+        return [
+            (address, verdicts[domain])
+            for address in recipients
+            if (domain := address.rsplit("@", 1)[1]) in verdicts
+        ]
+
+    async def _owned_domain(self, domain: str) -> bool:
+        now = time.monotonic()
+        known = self._owned.get(domain)
+        if known is not None and now - known[0] < self._OWNED_SECONDS:
+            return known[1]
+        if len(self._owned) > 10_000:
+            self._owned.clear()
+        owned = await self._owns_domain(domain)
+        self._owned[domain] = (now, owned)
+        return owned
+
+
 @dataclass(frozen=True, slots=True)
 class _Queued:
     message: NewOutbound
     message_id: str
     workspace_id: str
+    domain: str
 
 
 class Outbox:
@@ -65,10 +131,25 @@ class Outbox:
     is a group commit: many agents sending at once share one transaction.
     """
 
-    def __init__(self, scope: Scope, *, queued: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        *,
+        queued: Callable[[], None],
+        require_verified_domains: bool = False,
+        envelope_domain: Callable[[str], str] | None = None,
+        recipient_domains: RecipientDomains | None = None,
+        keystore: Callable[[], KeyStore] | None = None,
+    ) -> None:
         self._scope = scope
         self._queued = queued
-        self._signers: dict[str, DkimSigner | None] = {}
+        self._require_verified = require_verified_domains
+        self._envelope_domain = envelope_domain or (lambda domain: domain)
+        self._recipient_domains = recipient_domains
+        self._keystore = keystore
+        # domain -> (loaded at, signer): reloaded after SIGNER_LIFETIME, or at once when
+        # this process rotates the domain's keys (forget_signer).
+        self._signers: dict[str, tuple[float, DkimSigner | None]] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
         self._signing: GroupCommit[_Unsigned, tuple[bytes, MessageHeaders]] = GroupCommit(
@@ -109,6 +190,11 @@ class Outbox:
             recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
         except InvalidAddress as exc:
             return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc)))
+        if self._recipient_domains is not None:
+            undeliverable = await self._recipient_domains.refused(recipients)
+            if undeliverable:
+                detail = "to: " + "; ".join(f"{a}: {why}" for a, why in undeliverable)
+                return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=detail))
         try:
             built = build_message(
                 sender=grant.address,
@@ -133,11 +219,13 @@ class Outbox:
             headers=headers,
             recipients=tuple(recipients),
             verp_token=token,
-            mail_from=verp_address(token, grant.domain),
+            mail_from=verp_address(token, self._envelope_domain(grant.domain)),
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
         )
-        return await self._batches.submit(_Queued(item, message_id, grant.workspace_id))
+        return await self._batches.submit(
+            _Queued(item, message_id, grant.workspace_id, grant.domain)
+        )
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
         results = await self._scope.write(lambda tx: self._store(tx, batch))
@@ -152,6 +240,11 @@ class Outbox:
         # Statuses are read in the transaction: a pause takes effect at once.
         statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
         blocked = _suppressed(tx, batch)
+        domain_states = (
+            domain_checks.sending_states(tx, {q.domain for q in batch})
+            if self._require_verified
+            else None
+        )
         results: list[SendResult] = []
         accepted: list[NewOutbound] = []
         for queued in batch:
@@ -167,6 +260,8 @@ class Outbox:
                 results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
+            elif domain_states is not None and _unverified(domain_states, queued.domain):
+                results.append(_not_authenticated(domain_states, queued.domain))
             elif listed:
                 results.append(SendResult(SendStatus.SUPPRESSED, detail=_listed(listed)))
             else:
@@ -181,19 +276,40 @@ class Outbox:
         outbound.queue_outbound(tx, accepted)
         return results
 
-    async def _signer(self, domain: str) -> DkimSigner | None:
-        if domain not in self._signers:
-            async with self._signer_lock:  # one load per domain, however many senders
-                if domain not in self._signers:
-                    from ..auth.dkim import DkimKey, DkimSigner
+    def forget_signer(self, domain: str) -> None:
+        """Load ``domain``'s keys again at its next send (they were rotated)."""
+        self._signers.pop(domain, None)
 
-                    keys = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
-                    loaded = [
-                        DkimKey.from_pem(key["private_pem"], selector=key["selector"])
-                        for key in keys
-                    ]
-                    self._signers[domain] = DkimSigner(domain, loaded) if loaded else None
-        return self._signers[domain]
+    async def _signer(self, domain: str) -> DkimSigner | None:
+        now = time.monotonic()
+        cached = self._signers.get(domain)
+        if cached is not None and now - cached[0] < SIGNER_LIFETIME:
+            return cached[1]
+        async with self._signer_lock:  # one load per domain, however many senders
+            cached = self._signers.get(domain)
+            if cached is None or now - cached[0] >= SIGNER_LIFETIME:
+                signer = await self._load_signer(domain)
+                self._signers[domain] = (time.monotonic(), signer)
+                return signer
+            return cached[1]
+
+    async def _load_signer(self, domain: str) -> DkimSigner | None:
+        """A signer with ``domain``'s signing keys (a rotation's next and retiring keys
+        do not sign). A key that cannot be opened raises SigningFailed for the send."""
+        from ..auth.dkim import DkimSigner
+        from ..auth.keystore import KeyStore
+
+        entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, domain))
+        keystore = self._keystore() if self._keystore is not None else KeyStore()
+        signing = [e for e in entries if e.get("status", "signing") == "signing"]
+        try:
+            loaded = await anyio.to_thread.run_sync(
+                lambda: [keystore.open(domain, entry) for entry in signing]
+            )
+        except SigningFailed as exc:
+            log.error("cannot sign for %s: %s", domain, exc, extra={"domain": domain})
+            raise
+        return DkimSigner(domain, loaded) if loaded else None
 
 
 def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppression]:
@@ -208,6 +324,30 @@ def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppr
             tx, addresses, workspace_id=workspace_id
         ).items()
     }
+
+
+def _unverified(states: dict[str, domain_checks.SendingState], domain: str) -> bool:
+    found = states.get(domain)
+    return found is None or found.state != "verified"
+
+
+def _not_authenticated(states: dict[str, domain_checks.SendingState], domain: str) -> SendResult:
+    """The refusal of a send from a domain whose DNS is not verified, naming the failing checks."""
+    found = states.get(domain)
+    if found is None:
+        why = f"{domain} is not a registered domain"
+    elif found.state == "pending" or not found.failing:
+        why = f"{domain} has not passed a DNS check yet (mailfleet domains check {domain})"
+    else:
+        why = f"{domain} failed its DNS check: " + "; ".join(
+            f"{check['name']}: {check['explanation']}" for check in found.failing
+        )
+    names = () if found is None else tuple(str(check["name"]) for check in found.failing)
+    return SendResult(
+        SendStatus.DOMAIN_NOT_AUTHENTICATED,
+        detail=f"domain_not_authenticated: {why}",
+        failing_checks=names,
+    )
 
 
 def _listed(entries: Sequence[Suppression]) -> str:

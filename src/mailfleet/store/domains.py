@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from ..model.addresses import normalize_domain
 from ..model.errors import Conflict, DomainNotRegistered, InvalidInput
-from ..model.records import DnsRecord, Domain
+from ..model.records import DkimKeyInfo, DnsRecord, Domain
 from .events import record
 from .scope import Tx
 from .tables import domains_table, new_id, utcnow
 from .timestamps import aware
 
-__all__ = ["add_domain", "dkim_keys", "domain_ids", "get_domain", "list_domains"]
+__all__ = [
+    "add_domain",
+    "dkim_keys",
+    "domain_ids",
+    "get_domain",
+    "list_domains",
+    "promote_next_keys",
+    "replace_dkim_keys",
+]
 
 _domains = domains_table
 
 
+def _key_info(domain: str, key: dict[str, Any]) -> DkimKeyInfo:
+    created = key.get("created_at")
+    return DkimKeyInfo(
+        selector=key["selector"],
+        algorithm=key.get("algorithm", "rsa"),
+        status=key.get("status", "signing"),
+        record=DnsRecord(f"{key['selector']}._domainkey.{domain}", key["dns_txt"]),
+        created_at=datetime.fromisoformat(created) if isinstance(created, str) else None,
+    )
+
+
 def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
+    keys = tuple(_key_info(row.name, key) for key in row.dkim_keys or () if "dns_txt" in key)
     return Domain(
         id=row.id,
         application_id=row.application_id,
@@ -27,11 +49,11 @@ def _domain(row: sa.Row[tuple[object, ...]]) -> Domain:
         dkim_selector=row.dkim_selector,
         authenticated=row.authenticated,
         created_at=aware(row.created_at),
-        dkim_records=tuple(
-            DnsRecord(f"{key['selector']}._domainkey.{row.name}", key["dns_txt"])
-            for key in row.dkim_keys or ()
-            if "dns_txt" in key
-        ),
+        state=row.state,
+        audit=row.audit,
+        audited_at=None if row.audited_at is None else aware(row.audited_at),
+        dkim_records=tuple(key.record for key in keys),
+        dkim_keys=keys,
     )
 
 
@@ -40,7 +62,7 @@ def add_domain(
     name: str,
     *,
     selector: str = "mailfleet",
-    dkim_keys: Sequence[dict[str, str]] = (),
+    dkim_keys: Sequence[dict[str, Any]] = (),
 ) -> tuple[Domain, bool]:
     """Register ``name``; returns the domain and whether it was new.
 
@@ -63,6 +85,7 @@ def add_domain(
         "name": domain,
         "dkim_selector": selector,
         "authenticated": False,
+        "state": "pending",
         "dkim_keys": list(dkim_keys),
         "created_at": utcnow(),
     }
@@ -96,15 +119,48 @@ def list_domains(tx: Tx) -> list[Domain]:
     return [_domain(row) for row in rows]
 
 
-def dkim_keys(tx: Tx, name: str) -> list[dict[str, str]]:
+def dkim_keys(tx: Tx, name: str) -> list[dict[str, Any]]:
     """The DKIM keys of a registered domain (secrets: never log them)."""
     conn = tx.conn
-    keys: list[dict[str, str]] | None = conn.execute(
+    keys: list[dict[str, Any]] | None = conn.execute(
         sa.select(_domains.c.dkim_keys).where(
             _domains.c.name == name, _domains.c.application_id == tx.application_id
         )
     ).scalar()
     return list(keys or [])
+
+
+def replace_dkim_keys(
+    tx: Tx, name: str, keys: Sequence[dict[str, Any]], *, event: str, payload: dict[str, Any]
+) -> Domain:
+    """Store ``keys`` as the DKIM keys of ``name`` and record ``event`` (selectors only)."""
+    domain = get_domain(tx, name)
+    tx.conn.execute(
+        sa.update(_domains).where(_domains.c.id == domain.id).values(dkim_keys=list(keys))
+    )
+    record(tx, event, {"domain_id": domain.id, "domain": domain.name, **payload})
+    return get_domain(tx, domain.name)
+
+
+def promote_next_keys(tx: Tx, name: str) -> bool:
+    """A rotation's ``next`` keys start signing; the ``signing`` ones become ``retiring``.
+
+    Returns whether there was anything to promote (records
+    ``domain.dkim_promoted``).
+    """
+    keys = dkim_keys(tx, normalize_domain(name))
+    promoted = [key["selector"] for key in keys if key.get("status") == "next"]
+    if not promoted:
+        return False
+    moved = {"next": "signing", "signing": "retiring"}
+    changed = [
+        {**key, "status": moved.get(key.get("status", "signing"), key.get("status"))}
+        for key in keys
+    ]
+    replace_dkim_keys(
+        tx, name, changed, event="domain.dkim_promoted", payload={"selectors": promoted}
+    )
+    return True
 
 
 def domain_ids(tx: Tx, names: Iterable[str]) -> dict[str, str]:
