@@ -112,6 +112,12 @@ class Policy(BaseModel):
     spam_retention_days: int = Field(30, ge=1, description="days spam is kept")
     spam_sensitivity: SpamSensitivity = SpamSensitivity.MEDIUM
     thresholds: ReputationThresholds = Field(default_factory=ReputationThresholds)
+    reputation_window: int = Field(
+        1_000, ge=10, le=1_000_000, description="recent sends the bounce and complaint rates span"
+    )
+    reputation_min_sample: int = Field(
+        100, ge=1, description="sends in the window before the rates may change a state"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -123,6 +129,8 @@ class Policy(BaseModel):
             )
         if self.max_attachment_bytes > self.max_message_bytes:
             raise _FieldProblem("max_attachment_bytes", "cannot exceed max_message_bytes")
+        if self.reputation_min_sample > self.reputation_window:
+            raise _FieldProblem("reputation_min_sample", "cannot exceed reputation_window")
         return self
 
     @classmethod
