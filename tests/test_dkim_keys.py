@@ -72,13 +72,15 @@ def test_outside_dev_mode_keys_are_never_kept_in_clear() -> None:
     assert raised.value.field == "settings.dkim_key_secret"
 
 
-async def test_registering_outside_dev_mode_without_a_key_store_stores_nothing(
-    database_url: str,
+async def test_outside_dev_mode_keys_default_to_files_under_home(
+    database_url: str, tmp_path: Path
 ) -> None:
-    async with Fleet(database_url=database_url, dev_mode=False) as fleet:
-        with pytest.raises(InvalidInput, match="MAILFLEET_DKIM_KEY_DIR"):
-            await fleet.add_domain("example.com")
-        assert await fleet.domains() == []
+    home = tmp_path / "home"
+    async with Fleet(database_url=database_url, dev_mode=False, home=home) as fleet:
+        await fleet.add_domain("example.com")
+        files = sorted(p.name for p in (home / "dkim-keys" / "example.com").iterdir())
+        assert files == ["mailfleet-ed25519.pem", "mailfleet.pem"]
+        assert "PRIVATE KEY" not in _stored_keys(database_url)
 
 
 async def test_key_files_hold_the_keys_and_the_database_only_their_paths(

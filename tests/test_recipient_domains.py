@@ -27,6 +27,8 @@ pytestmark = pytest.mark.anyio
 def zones(dns_server: DnsServer) -> DnsServer:
     dns_server.set("mail.example.net", "MX", [(10, "mx.example.net")])
     dns_server.set("nullmx.example.net", "MX", [(0, ".")])
+    dns_server.set("rootmx.example.net", "MX", [(10, ".")])
+    dns_server.set("mixedmx.example.net", "MX", [(0, "."), (10, "mx.example.net")])
     dns_server.set("web.example.net", "A", ["192.0.2.80"])
     dns_server.set("web6.example.net", "AAAA", ["2001:db8::80"])
     dns_server.set("text.example.net", "TXT", ["nothing to see"])
@@ -42,6 +44,8 @@ def zones(dns_server: DnsServer) -> DnsServer:
     [
         ("mail.example.net", True, "has MX records"),
         ("nullmx.example.net", False, "null MX, RFC 7505"),
+        ("rootmx.example.net", False, "its MX names no host"),
+        ("mixedmx.example.net", True, "has MX records"),
         ("web.example.net", True, "implicit MX"),
         ("web6.example.net", True, "implicit MX"),
         ("text.example.net", False, "no MX and no address"),

@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     dkim_key_dir: Path | None = Field(
         None,
         description="a folder the operator controls; DKIM private keys are kept there as "
-        "PEM files, the database holds only their paths",
+        "PEM files, the database holds only their paths (outside dev mode with no "
+        "dkim_key_secret: home/dkim-keys)",
     )
     mx_host: str | None = Field(
         None, description="the host the domains' MX records point at; default: smtp_hostname"
@@ -250,6 +251,17 @@ class Settings(BaseSettings):
         if self.plugins is None:
             return None
         return frozenset(name.strip() for name in self.plugins.split(",") if name.strip())
+
+    @property
+    def effective_dkim_key_dir(self) -> Path | None:
+        """Where DKIM key files go: ``dkim_key_dir``; outside dev mode with no
+        ``dkim_key_secret`` either, ``<home>/dkim-keys`` (keys never sit in clear in
+        the database there); else None."""
+        if self.dkim_key_dir is not None:
+            return self.dkim_key_dir
+        if not self.dev_mode and self.dkim_key_secret is None:
+            return self.home / "dkim-keys"
+        return None
 
     @property
     def check_recipient_domains(self) -> bool:

@@ -10,6 +10,8 @@ A key is stored in one of three forms (the JSON the domain row keeps):
 - **key file** (``dkim_key_dir`` set): the PEM is written to
   ``<dir>/<domain>/<selector>.pem`` (mode 0600, folders 0700) and the row
   holds only ``{"key_file": path}``.
+- Outside dev mode with neither set, keys go to key files under the fleet's
+  home (``Settings.effective_dkim_key_dir``), never in clear in the database.
 - **clear** (neither set; dev mode only, the embedded default of a laptop
   fleet): ``{"private_pem": ...}``, with a warning logged once per process.
 
@@ -54,7 +56,7 @@ class KeySettings(Protocol):
     @property
     def dkim_key_secret(self) -> _Secret | None: ...
     @property
-    def dkim_key_dir(self) -> Path | None: ...
+    def effective_dkim_key_dir(self) -> Path | None: ...
     @property
     def dev_mode(self) -> bool: ...
 
@@ -78,12 +80,12 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, settings: KeySettings) -> KeyStore:
-        """The key store the settings describe (``dkim_key_secret``, ``dkim_key_dir``;
+        """The key store the settings describe (``dkim_key_secret``, the key folder;
         keys in clear only in ``dev_mode``)."""
         secret = settings.dkim_key_secret
         return cls(
             secret=None if secret is None else secret.get_secret_value(),
-            key_dir=settings.dkim_key_dir,
+            key_dir=settings.effective_dkim_key_dir,
             allow_clear=settings.dev_mode,
         )
 

@@ -3,8 +3,10 @@
 Asked before a send is queued, so mail to a domain that cannot receive never
 reaches the relay and never counts as a bounce. A domain accepts mail when
 it has MX records that are not a null MX, or, without any MX, an address
-record (the implicit MX). A null MX (``0 .``), no MX and no address, or a
-name that does not exist (NXDOMAIN) refuses. A lookup that fails
+record (the implicit MX). A null MX (``0 .``), MX records that all name the
+root (``10 .``), no MX and no address, or a name that does not exist
+(NXDOMAIN) refuses; a null MX published beside real MX records (which
+RFC 7505 forbids) is ignored: mail goes to the real ones. A lookup that fails
 (SERVFAIL, timeout) says nothing: the send goes ahead and the relay decides.
 Answers are cached for their TTL by the resolver, negative ones too.
 """
@@ -38,6 +40,11 @@ async def check_recipient_domain(resolver: Resolver, domain: str) -> RecipientDo
         if exchanges == [(0, "")]:
             return RecipientDomain(
                 domain, False, f"{domain} does not accept mail (null MX, RFC 7505)"
+            )
+        if exchanges and all(host == "" for _, host in exchanges):
+            # "10 ." is no null MX, but names no host either: nothing can be delivered.
+            return RecipientDomain(
+                domain, False, f"{domain} does not accept mail (its MX names no host, only '.')"
             )
         if exchanges:
             return RecipientDomain(domain, True, f"{domain} has MX records")

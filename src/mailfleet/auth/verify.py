@@ -35,6 +35,7 @@ import ipaddress
 import logging
 import re
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -94,16 +95,18 @@ class InboundVerifier:
         self, raw: bytes, *, ip: str | None, helo: str, mail_from: str
     ) -> Authentication:
         """The results for ``raw``, as :func:`authenticate` gives them."""
+        verify = partial(
+            authenticate,
+            self._resolver,
+            raw,
+            ip=ip,
+            helo=helo,
+            mail_from=mail_from,
+            authserv_id=self._authserv_id,
+        )
         signed = _SIGNATURE_FIELD.search(raw, 0, _header_length(raw)) is not None
         if signed or ip is None:
-            return await authenticate(
-                self._resolver,
-                raw,
-                ip=ip,
-                helo=helo,
-                mail_from=mail_from,
-                authserv_id=self._authserv_id,
-            )
+            return await verify()
         from_domain, problem = _from_domain(raw)
         key = (ip, helo.lower(), mail_from.lower(), problem or from_domain)
         now = time.time()
@@ -111,14 +114,7 @@ class InboundVerifier:
         if known is not None and now < known[0]:
             return known[1]
         with answers_expiry() as expiries:
-            found = await authenticate(
-                self._resolver,
-                raw,
-                ip=ip,
-                helo=helo,
-                mail_from=mail_from,
-                authserv_id=self._authserv_id,
-            )
+            found = await verify()
         until = min([now + MEMO_SECONDS, *expiries])
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()

@@ -22,7 +22,7 @@ so the typed record and the header say the same thing:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast, get_args
 
 from .errors import InvalidInput
@@ -83,12 +83,7 @@ class SpfCheck:
 
     def as_json(self) -> dict[str, Any]:
         """A JSON object of the fields."""
-        return {
-            "result": self.result,
-            "domain": self.domain,
-            "identity": self.identity,
-            "explanation": self.explanation,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any) -> SpfCheck:
@@ -126,14 +121,7 @@ class DkimSignatureResult:
 
     def as_json(self) -> dict[str, Any]:
         """A JSON object of the fields."""
-        return {
-            "result": self.result,
-            "domain": self.domain,
-            "selector": self.selector,
-            "algorithm": self.algorithm,
-            "reason": self.reason,
-            "signature": self.signature,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any) -> DkimSignatureResult:
@@ -176,15 +164,7 @@ class DmarcCheck:
 
     def as_json(self) -> dict[str, Any]:
         """A JSON object of the fields."""
-        return {
-            "result": self.result,
-            "from_domain": self.from_domain,
-            "policy": self.policy,
-            "disposition": self.disposition,
-            "aligned_dkim": self.aligned_dkim,
-            "aligned_spf": self.aligned_spf,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any) -> DmarcCheck:

@@ -75,9 +75,9 @@ class Directory:
         A new domain gets its DKIM keys: ``dkim_keys`` if given (from
         configuration), else a fresh RSA-2048 key (selector ``selector``) and
         Ed25519 key (``<selector>-ed25519``). The private keys are sealed under
-        ``dkim_key_secret`` or written to ``dkim_key_dir``; outside dev mode one
-        of the two must be set (:class:`~mailfleet.InvalidInput` otherwise,
-        nothing stored). ``Domain.dkim_records`` lists the TXT records to
+        ``dkim_key_secret`` or written to ``dkim_key_dir`` (outside dev mode,
+        with neither set, to key files under ``home``); only dev mode keeps
+        them in clear. ``Domain.dkim_records`` lists the TXT records to
         publish; ``fleet.domain_records`` every record.
         """
         known = await self._scope.read(lambda tx: domains.domain_ids(tx, [name]))

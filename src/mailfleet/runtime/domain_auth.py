@@ -70,9 +70,11 @@ class DomainAuth:
 
     async def setup(self, name: str) -> DomainSetup:
         """What ``name``'s DNS must hold: the settings' view and the domain's published keys."""
+        return await self._setup(await self._scope.read(lambda tx: domains.get_domain(tx, name)))
+
+    async def _setup(self, domain: Domain) -> DomainSetup:
         from ..auth.records import DomainSetup
 
-        domain = await self._scope.read(lambda tx: domains.get_domain(tx, name))
         settings = self._settings
         return DomainSetup(
             domain=domain.name,
@@ -97,7 +99,7 @@ class DomainAuth:
         from ..auth.records import expected
 
         domain = await self._scope.read(lambda tx: domains.get_domain(tx, name))
-        setup = await self.setup(domain.name)
+        setup = await self._setup(domain)
         waiting = frozenset(k.selector for k in domain.dkim_keys if k.status == "next")
         report = _only_signing_keys_required(
             await preflight(self._resolver().fresh(), expected(setup)), waiting

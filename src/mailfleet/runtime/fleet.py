@@ -42,7 +42,8 @@ from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
-from .outbox import Outbox, RecipientDomains
+from .outbox import Outbox
+from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
 

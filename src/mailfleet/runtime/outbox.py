@@ -1,9 +1,12 @@
 """What ``Agent.send`` / ``reply`` reach: the outbound gates, building, signing, the outbox.
 
 The gates answer with values (:class:`~mailfleet.SendResult`): recipient
-syntax (``invalid_recipient``), then the grant's status and the suppression
-list, read in the transaction that queues the message so that a pause, a
-restriction or a bounce takes effect at once (``suppressed``: nothing queued). An accepted
+syntax and whether each recipient's domain accepts mail
+(``invalid_recipient``), then the grant's status, the sending domain's
+authentication (``domain_not_authenticated``, outside dev mode) and the
+suppression list, read in the transaction that queues the message so that a
+pause, a restriction, a failed audit or a bounce takes effect at once
+(``suppressed``: nothing queued). An accepted
 message is built, DKIM-signed with its domain's keys, stored with a VERP
 envelope sender (``bounces+TOKEN@domain``, unique to this send) and queued
 for the :class:`~mailfleet.runtime.sender.Sender`.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,17 +36,17 @@ from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
 from .batching import FLEET_CLOSED, GroupCommit
+from .recipients import RecipientDomains
 
 # Building, signing and parsing mail are imported by the first send: a fleet
 # opened to read or change the directory never needs them.
 if TYPE_CHECKING:
     from ..auth.dkim import DkimSigner
-    from ..auth.dns import Resolver
     from ..auth.keystore import KeyStore
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
 
-__all__ = ["SIGNER_LIFETIME", "Outbox", "RecipientDomains", "verp_address"]
+__all__ = ["SIGNER_LIFETIME", "Outbox", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
 
@@ -56,63 +59,6 @@ published while retiring, so signing with it meanwhile is harmless)."""
 def verp_address(token: str, domain: str) -> str:
     """The envelope sender of one send: bounces to it name the send."""
     return f"bounces+{token}@{domain}"
-
-
-class RecipientDomains:
-    """The outbound gate on recipient domains: which recipients' domains accept no mail.
-
-    The fleet's own domains (``owns_domain``) are never looked up: their grants
-    receive locally. Whether a domain is the fleet's is remembered for a minute;
-    the DNS answers for their TTL, in the resolver's cache.
-    """
-
-    _OWNED_SECONDS = 60.0
-
-    def __init__(
-        self, resolver: Callable[[], Resolver], owns_domain: Callable[[str], Awaitable[bool]]
-    ) -> None:
-        self._resolver = resolver
-        self._owns_domain = owns_domain
-        self._owned: dict[str, tuple[float, bool]] = {}
-
-    async def refused(self, recipients: Sequence[str]) -> list[tuple[str, str]]:
-        """``(address, reason)`` for each recipient whose domain refuses mail."""
-        from ..auth.recipients import check_recipient_domain
-
-        domains = {address.rsplit("@", 1)[1] for address in recipients}
-        verdicts: dict[str, str] = {}
-
-        async def judge(domain: str) -> None:
-            if await self._owned_domain(domain):
-                return
-            verdict = await check_recipient_domain(self._resolver(), domain)
-            if verdict.accepts is False:
-                verdicts[domain] = verdict.reason
-            elif verdict.accepts is None:
-                log.debug("recipient domain not checked: %s", verdict.reason)
-
-        if len(domains) == 1:
-            await judge(next(iter(domains)))
-        else:
-            async with anyio.create_task_group() as tasks:
-                for domain in domains:
-                    tasks.start_soon(judge, domain)
-        return [
-            (address, verdicts[domain])
-            for address in recipients
-            if (domain := address.rsplit("@", 1)[1]) in verdicts
-        ]
-
-    async def _owned_domain(self, domain: str) -> bool:
-        now = time.monotonic()
-        known = self._owned.get(domain)
-        if known is not None and now - known[0] < self._OWNED_SECONDS:
-            return known[1]
-        if len(self._owned) > 10_000:
-            self._owned.clear()
-        owned = await self._owns_domain(domain)
-        self._owned[domain] = (now, owned)
-        return owned
 
 
 @dataclass(frozen=True, slots=True)
