@@ -13,7 +13,8 @@ A key is stored in one of three forms (the JSON the domain row keeps):
 - Outside dev mode with neither set, keys go to key files under the fleet's
   home (``Settings.effective_dkim_key_dir``), never in clear in the database.
 - **clear** (neither set; dev mode only, the embedded default of a laptop
-  fleet): ``{"private_pem": ...}``, said once in the debug log.
+  fleet): ``{"private_pem": ...}``, said once per process in the debug log
+  (a warning would be noise on every command of a laptop fleet).
 
 Every form also keeps ``selector``, ``algorithm`` and ``dns_txt`` (the
 public record). Opening a key that cannot be opened (a wrong passphrase, a
@@ -227,6 +228,6 @@ def _warn_clear() -> None:
     if not _warned_clear:
         _warned_clear = True
         log.debug(
-            "DKIM private keys are stored unencrypted (dev mode); set "
-            "MAILFLEET_DKIM_KEY_SECRET or MAILFLEET_DKIM_KEY_DIR"
+            "DKIM private keys are stored unencrypted; set MAILFLEET_DKIM_KEY_SECRET "
+            "(or MAILFLEET_DKIM_KEY_DIR)"
         )

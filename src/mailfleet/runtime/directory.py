@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from ..model.addresses import normalize_domain, parse_address
 from ..model.deliverability import Suppression, SuppressionReason
-from ..model.errors import Conflict, GrantNotFound, InvalidInput, MailfleetError, NotFound
+from ..model.errors import Conflict, GrantNotFound, InvalidInput, MailfleetError
 from ..model.records import (
     ApiKey,
     Domain,
@@ -97,12 +97,15 @@ class Directory:
 
     async def rotate_dkim(self, domain: str, *, selector: str | None = None) -> Domain:
         """Start a key rotation: a new RSA-2048 and Ed25519 pair, published beside the
-        signing keys (status ``next``) under new selectors (``<base>-r<N>``, or
-        ``selector``). They start signing once a check finds their records; the old
-        pair then keeps its records (``retiring``) until :meth:`retire_dkim`.
+        signing keys (status ``next``) under new selectors (``<base>-r<N>`` and
+        ``<base>-r<N>-ed25519``, N the next generation; or ``selector`` and
+        ``<selector>-ed25519``). They start signing once a check finds their records
+        (or :meth:`promote_dkim`); the old pair then keeps its records (``retiring``)
+        until :meth:`retire_dkim`.
 
         A rotation already waiting for its records, or a selector the domain has
-        used, is a :class:`~mailfleet.Conflict`.
+        used, is a :class:`~mailfleet.Conflict`; the check is made again in the
+        transaction that stores the keys, so two rotations at once cannot both win.
         """
         current = await self._scope.read(lambda tx: domains.get_domain(tx, domain))
         entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, current.name))
@@ -124,15 +127,15 @@ class Directory:
                 keystore.seal(current.name, k, **_new_key_fields(generation, "next")) for k in keys
             ]
         )
-        rotated = await self._scope.write(
-            lambda tx: domains.replace_dkim_keys(
-                tx,
-                current.name,
-                [*entries, *sealed],
-                event="domain.dkim_rotated",
-                payload={"selectors": [k.selector for k in keys]},
+        try:
+            rotated = await self._scope.write(
+                lambda tx: domains.add_next_keys(tx, current.name, sealed)
             )
-        )
+        except Exception:  # not stored (another rotation won): no key file left behind
+            for entry in sealed:
+                keystore.forget(entry)
+            raise
+        self._keys_changed(current.name)
         log.info("DKIM rotation of %s: new selectors %s", current.name, base)
         return rotated
 
@@ -146,32 +149,15 @@ class Directory:
         return promoted
 
     async def retire_dkim(self, domain: str, selector: str) -> Domain:
-        """Remove a ``retiring`` key: it no longer needs its DNS record. Retiring a key
-        that signs, or one not yet signing, is a :class:`~mailfleet.Conflict`; an
-        unknown selector a :class:`~mailfleet.NotFound`."""
-        current = await self._scope.read(lambda tx: domains.get_domain(tx, domain))
-        entries = await self._scope.read(lambda tx: domains.dkim_keys(tx, current.name))
-        found = next((entry for entry in entries if entry["selector"] == selector), None)
-        if found is None:
-            raise NotFound("selector", f"{current.name} has no DKIM key {selector!r}")
-        status = found.get("status", "signing")
-        if status != "retiring":
-            raise Conflict(
-                "selector",
-                f"the key {selector!r} of {current.name} is {status}: only a key a rotation "
-                "replaced (retiring) can be retired",
-            )
-        remaining = [entry for entry in entries if entry is not found]
-        retired = await self._scope.write(
-            lambda tx: domains.replace_dkim_keys(
-                tx,
-                current.name,
-                remaining,
-                event="domain.dkim_retired",
-                payload={"selectors": [selector]},
-            )
+        """Remove a ``retiring`` key (and its key file, if it has one): it no longer
+        needs its DNS record. Retiring a key that signs, or one not yet signing, is a
+        :class:`~mailfleet.Conflict`; an unknown selector a :class:`~mailfleet.NotFound`."""
+        retired, removed = await self._scope.write(
+            lambda tx: domains.remove_retiring_key(tx, domain, selector)
         )
-        _keystore(self._settings).forget(found)
+        _keystore(self._settings).forget(removed)
+        self._keys_changed(retired.name)
+        log.info("DKIM key %s of %s retired", selector, retired.name)
         return retired
 
     async def domains(self) -> list[Domain]:

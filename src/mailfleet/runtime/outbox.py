@@ -93,9 +93,11 @@ class Outbox:
         self._envelope_domain = envelope_domain or (lambda domain: domain)
         self._recipient_domains = recipient_domains
         self._keystore = keystore
-        # domain -> (loaded at, signer): reloaded after SIGNER_LIFETIME, or at once when
-        # this process rotates the domain's keys (forget_signer).
-        self._signers: dict[str, tuple[float, DkimSigner | None]] = {}
+        # domain -> (loaded at, signer, or why its keys cannot be opened): reloaded after
+        # SIGNER_LIFETIME, or at once when this process rotates the domain's keys
+        # (forget_signer). A failure is kept as long, so a key that does not open is
+        # logged once per load, not at every send.
+        self._signers: dict[str, tuple[float, DkimSigner | SigningFailed | None]] = {}
         # Messages are signed in batches, one thread hop per batch: OpenSSL runs
         # beside the event loop without the GIL, and the hops do not pile up.
         self._signing: GroupCommit[_Unsigned, tuple[bytes, MessageHeaders]] = GroupCommit(
@@ -229,19 +231,20 @@ class Outbox:
     async def _signer(self, domain: str) -> DkimSigner | None:
         now = time.monotonic()
         cached = self._signers.get(domain)
-        if cached is not None and now - cached[0] < SIGNER_LIFETIME:
-            return cached[1]
-        async with self._signer_lock:  # one load per domain, however many senders
-            cached = self._signers.get(domain)
-            if cached is None or now - cached[0] >= SIGNER_LIFETIME:
-                signer = await self._load_signer(domain)
-                self._signers[domain] = (time.monotonic(), signer)
-                return signer
-            return cached[1]
+        if cached is None or now - cached[0] >= SIGNER_LIFETIME:
+            async with self._signer_lock:  # one load per domain, however many senders
+                cached = self._signers.get(domain)
+                if cached is None or now - cached[0] >= SIGNER_LIFETIME:
+                    cached = (time.monotonic(), await self._load_signer(domain))
+                    self._signers[domain] = cached
+        loaded = cached[1]
+        if isinstance(loaded, SigningFailed):
+            raise SigningFailed(str(loaded))
+        return loaded
 
-    async def _load_signer(self, domain: str) -> DkimSigner | None:
+    async def _load_signer(self, domain: str) -> DkimSigner | SigningFailed | None:
         """A signer with ``domain``'s signing keys (a rotation's next and retiring keys
-        do not sign). A key that cannot be opened raises SigningFailed for the send."""
+        do not sign), or why they cannot be opened (logged here, once per load)."""
         from ..auth.dkim import DkimSigner
         from ..auth.keystore import KeyStore
 
@@ -254,7 +257,7 @@ class Outbox:
             )
         except SigningFailed as exc:
             log.error("cannot sign for %s: %s", domain, exc, extra={"domain": domain})
-            raise
+            return exc
         return DkimSigner(domain, loaded) if loaded else None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..model.addresses import normalize_domain
-from ..model.errors import Conflict, DomainNotRegistered, InvalidInput
+from ..model.errors import Conflict, DomainNotRegistered, InvalidInput, NotFound
 from ..model.records import DkimKeyInfo, DnsRecord, Domain
 from .events import record
 from .scope import Tx
@@ -18,11 +18,13 @@ from .timestamps import aware
 
 __all__ = [
     "add_domain",
+    "add_next_keys",
     "dkim_keys",
     "domain_ids",
     "get_domain",
     "list_domains",
     "promote_next_keys",
+    "remove_retiring_key",
     "replace_dkim_keys",
 ]
 
@@ -142,25 +144,93 @@ def replace_dkim_keys(
     return get_domain(tx, domain.name)
 
 
+def _locked_keys(tx: Tx, name: str) -> tuple[str, list[dict[str, Any]]]:
+    """The domain's normal name and its keys, its row locked (PostgreSQL) until the
+    transaction ends, so that the changes below never lose a concurrent one (SQLite's
+    write transactions are serialized already)."""
+    domain = normalize_domain(name)
+    row = tx.conn.execute(
+        sa.select(_domains.c.dkim_keys)
+        .where(_domains.c.name == domain, _domains.c.application_id == tx.application_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise DomainNotRegistered(domain, field="domain")
+    return domain, list(row.dkim_keys or [])
+
+
+def _status(key: dict[str, Any]) -> str:
+    """A stored key's rotation status (rows from before rotation existed: ``signing``)."""
+    return str(key.get("status", "signing"))
+
+
+def add_next_keys(tx: Tx, name: str, new: Sequence[dict[str, Any]]) -> Domain:
+    """Add a rotation's ``new`` keys (status ``next``) to ``name``'s keys.
+
+    A :class:`Conflict` when the domain already has ``next`` keys or uses one of
+    the new selectors (checked under the row lock: two rotations at once cannot
+    both succeed). Records ``domain.dkim_rotated`` (selectors only).
+    """
+    domain, keys = _locked_keys(tx, name)
+    if any(_status(key) == "next" for key in keys):
+        raise Conflict(
+            "domain",
+            f"{domain} has a rotation waiting for its records: publish them "
+            f"(mailfleet domains records {domain}) and check the domain",
+        )
+    used = {key["selector"] for key in keys}
+    taken = sorted(used.intersection(key["selector"] for key in new))
+    if taken:
+        raise Conflict("selector", f"{domain} already used the selector {taken[0]!r}")
+    added = [{**key, "status": "next"} for key in new]
+    return replace_dkim_keys(
+        tx,
+        domain,
+        [*keys, *added],
+        event="domain.dkim_rotated",
+        payload={"selectors": [key["selector"] for key in added]},
+    )
+
+
 def promote_next_keys(tx: Tx, name: str) -> bool:
     """A rotation's ``next`` keys start signing; the ``signing`` ones become ``retiring``.
 
     Returns whether there was anything to promote (records
     ``domain.dkim_promoted``).
     """
-    keys = dkim_keys(tx, normalize_domain(name))
-    promoted = [key["selector"] for key in keys if key.get("status") == "next"]
+    domain, keys = _locked_keys(tx, name)
+    promoted = [key["selector"] for key in keys if _status(key) == "next"]
     if not promoted:
         return False
     moved = {"next": "signing", "signing": "retiring"}
-    changed = [
-        {**key, "status": moved.get(key.get("status", "signing"), key.get("status"))}
-        for key in keys
-    ]
+    changed = [{**key, "status": moved.get(_status(key), _status(key))} for key in keys]
     replace_dkim_keys(
-        tx, name, changed, event="domain.dkim_promoted", payload={"selectors": promoted}
+        tx, domain, changed, event="domain.dkim_promoted", payload={"selectors": promoted}
     )
     return True
+
+
+def remove_retiring_key(tx: Tx, name: str, selector: str) -> tuple[Domain, dict[str, Any]]:
+    """Remove the ``retiring`` key ``selector`` of ``name``; the domain and the removed entry.
+
+    :class:`NotFound` for a selector the domain does not have, :class:`Conflict`
+    for a key that signs or is still ``next``. Records ``domain.dkim_retired``.
+    """
+    domain, keys = _locked_keys(tx, name)
+    found = next((key for key in keys if key["selector"] == selector), None)
+    if found is None:
+        raise NotFound("selector", f"{domain} has no DKIM key {selector!r}")
+    if _status(found) != "retiring":
+        raise Conflict(
+            "selector",
+            f"the key {selector!r} of {domain} is {_status(found)}: only a key a rotation "
+            "replaced (retiring) can be retired",
+        )
+    remaining = [key for key in keys if key is not found]
+    retired = replace_dkim_keys(
+        tx, domain, remaining, event="domain.dkim_retired", payload={"selectors": [selector]}
+    )
+    return retired, found
 
 
 def domain_ids(tx: Tx, names: Iterable[str]) -> dict[str, str]:
