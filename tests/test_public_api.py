@@ -28,6 +28,8 @@ EXPECTED = {
     "DeadLetter",
     "DnsRecord",
     "DkimKeyInfo",
+    "ReputationLevel",
+    "ReputationState",
     "PreflightCheck",
     "PreflightReport",
     "DnsError",

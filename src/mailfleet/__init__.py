@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         ProvisionResult,
         Workspace,
     )
+    from .model.reputation import ReputationLevel, ReputationState
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
@@ -134,6 +135,8 @@ _EXPORTS: dict[str, str] = {
     "SendStatus": ".model.outbound",
     "Policy": ".model.policy",
     "ReputationThresholds": ".model.policy",
+    "ReputationLevel": ".model.reputation",
+    "ReputationState": ".model.reputation",
     "SpamSensitivity": ".model.policy",
     "ApiKey": ".model.records",
     "Application": ".model.records",
@@ -214,6 +217,8 @@ __all__ = [
     "QueueFull",
     "Report",
     "ReportKind",
+    "ReputationLevel",
+    "ReputationState",
     "ReputationThresholds",
     "SendResult",
     "SendStatus",

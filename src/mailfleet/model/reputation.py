@@ -39,6 +39,7 @@ from .policy import ReputationThresholds
 __all__ = [
     "DEFAULT_BUCKETS",
     "Assessment",
+    "ReputationLevel",
     "ReputationState",
     "RollingWindow",
     "assess",
@@ -220,6 +221,37 @@ class Assessment:
             "complaint_rate": self.complaint_rate,
             "sample": self.sample,
             "min_sample": self.min_sample,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationLevel:
+    """One level of a grant's reputation (``kind``: grant, workspace, domain or
+    application; ``subject``: its id, or a domain's name): its window's figures,
+    its state and why."""
+
+    kind: str
+    subject: str
+    state: ReputationState
+    sample: int
+    bounces: int
+    complaints: int
+    bounce_rate: float
+    complaint_rate: float
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The level as JSON."""
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "state": self.state.value,
+            "sample": self.sample,
+            "bounces": self.bounces,
+            "complaints": self.complaints,
+            "bounce_rate": self.bounce_rate,
+            "complaint_rate": self.complaint_rate,
             "reason": self.reason,
         }
 

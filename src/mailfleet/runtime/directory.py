@@ -31,8 +31,9 @@ from ..model.records import (
     ProvisionResult,
     Workspace,
 )
+from ..model.reputation import ReputationLevel
 from ..settings import Settings
-from ..store import applications, domains, events, grants, suppressions, workspaces
+from ..store import applications, domains, events, grants, reputation, suppressions, workspaces
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
 from .mailroom import check_json
@@ -402,6 +403,54 @@ class Directory:
             extra={"grant_id": changed.id, "status": changed.status.value},
         )
         return changed
+
+    async def reputation(self, grant: str) -> list[ReputationLevel]:
+        """A grant's bounce and complaint rates, sample and state at each level: the
+        grant, its workspace, its domain and the application (in that order)."""
+
+        def read(tx: Tx) -> list[ReputationLevel]:
+            return reputation.levels_of(tx, grants.get_grant(tx, grant).id)
+
+        return await self._scope.read(read)
+
+    async def reinstate(self, target: str, *, reason: str, by: str, kind: str = "grant") -> None:
+        """Lift a pause set by the rates (a pause never lifts by itself): ``target`` is a
+        grant (address or id), or with ``kind`` a workspace (name or id), a domain or
+        the application (``"application"``). Its window restarts empty, and
+        ``<kind>.reinstated`` records ``reason`` and ``by`` (who decided); a grant is
+        active again (``grant.status_changed``)."""
+        for name, value in (("reason", reason), ("by", by)):
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInput(name, f"say {name} the pause is lifted", value=value)
+        if kind not in reputation.KINDS:
+            raise InvalidInput("kind", f"one of {', '.join(reputation.KINDS)}", value=kind)
+
+        def lift(tx: Tx) -> str:
+            if kind == "grant":
+                found = grants.get_grant(tx, target)
+                reputation.reinstate(tx, "grant", found.id, reason=reason, by=by)
+                if found.status in (GrantStatus.PAUSED, GrantStatus.UNDER_REVIEW):
+                    grants.set_status(tx, found.id, GrantStatus.ACTIVE)
+                return found.id
+            subject = (
+                workspaces.get_workspace(tx, target).id
+                if kind == "workspace"
+                else normalize_domain(target)
+                if kind == "domain"
+                else tx.application_id
+            )
+            reputation.reinstate(tx, kind, subject, reason=reason, by=by)
+            return subject
+
+        subject = await self._scope.write(lift)
+        log.info(
+            "%s %s reinstated by %s: %s",
+            kind,
+            subject,
+            by,
+            reason,
+            extra={"kind": kind, "subject": subject},
+        )
 
     async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
         """A new API key for this application: its record and its secret (shown once)."""

@@ -261,6 +261,8 @@ class Fleet:
     rotate_dkim = _directory(Directory.rotate_dkim)
     promote_dkim = _directory(Directory.promote_dkim)
     retire_dkim = _directory(Directory.retire_dkim)
+    reputation = _directory(Directory.reputation)
+    reinstate = _directory(Directory.reinstate)
     domains = _directory(Directory.domains)
     create_workspace = _directory(Directory.create_workspace)
     workspace = _directory(Directory.workspace)

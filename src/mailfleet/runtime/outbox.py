@@ -31,7 +31,7 @@ from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domain_checks, domains, grants, outbound, suppressions
+from ..store import domain_checks, domains, grants, outbound, reputation, suppressions
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -187,6 +187,9 @@ class Outbox:
     def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
         # Statuses are read in the transaction: a pause takes effect at once.
         statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
+        paused = reputation.paused_subjects(
+            tx, {q.workspace_id for q in batch}, {q.domain for q in batch}
+        )
         blocked = _suppressed(tx, batch)
         domain_states = (
             domain_checks.sending_states(tx, {q.domain for q in batch})
@@ -208,10 +211,12 @@ class Outbox:
                 results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
-            elif domain_states is not None and _unverified(domain_states, queued.domain):
-                results.append(_not_authenticated(domain_states, queued.domain))
+            elif paused and (whole := _paused_as_a_whole(paused, queued, tx.application_id)):
+                results.append(SendResult(SendStatus.PAUSED, detail=whole))
             elif listed:
                 results.append(SendResult(SendStatus.SUPPRESSED, detail=_listed(listed)))
+            elif domain_states is not None and _unverified(domain_states, queued.domain):
+                results.append(_not_authenticated(domain_states, queued.domain))
             else:
                 accepted.append(queued.message)
                 results.append(
@@ -273,6 +278,22 @@ def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppr
             tx, addresses, workspace_id=workspace_id
         ).items()
     }
+
+
+def _paused_as_a_whole(
+    paused: set[tuple[str, str]], queued: _Queued, application_id: str
+) -> str | None:
+    """Why the send's workspace, domain or application is paused as a whole, or None."""
+    for kind, subject in (
+        ("workspace", queued.workspace_id),
+        ("domain", queued.domain),
+        ("application", application_id),
+    ):
+        if (kind, subject) in paused:
+            return (
+                f"{kind}_paused: the {kind}'s bounce or complaint rate reached its pause threshold"
+            )
+    return None
 
 
 def _unverified(states: dict[str, domain_checks.SendingState], domain: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..model.deliverability import Bounce, BounceClass, Complaint, SuppressionReason
+from .reputation import record_outcomes
 from .scope import Tx
 from .suppressions import NewSuppression, add_soft_bounces, suppress
 from .tables import (
@@ -187,9 +188,24 @@ def record_failures(tx: Tx, failures: Sequence[Failure], *, soft_bounce_limit: i
                     )
                 )
     suppress(tx, suppressions)
+    record_outcomes(
+        tx,
+        [
+            (f.send.outbound_id, f.send.grant_id, f.record.recipient, kind)
+            for f in failures
+            if f.send.grant_id in workspaces and (kind := _reputation_kind(f.record)) is not None
+        ],
+    )
     if entries:
         tx.conn.execute(sa.insert(_queue), entries)
     return {entry["grant_id"] for entry in entries}
+
+
+def _reputation_kind(record: Bounce | Complaint) -> str | None:
+    """What a failure counts as in the reputation windows: hard bounces and complaints only."""
+    if isinstance(record, Complaint):
+        return "complaint"
+    return "bounce" if record.bounce_class is BounceClass.HARD else None
 
 
 def report_seen(tx: Tx, source_key: str) -> str | None:

@@ -8,9 +8,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..model.deliverability import Bounce
 from ..model.messages import MessageHeaders
 from .events import record_many
 from .feedback import Failure, SendRef, record_failures
+from .reputation import record_sends
 from .scope import Tx
 from .suppressions import clear_soft_bounces
 from .tables import messages_table, new_id, outbound_table, utcnow
@@ -289,9 +291,25 @@ def record_results(
     if soft_bounce_limit > 0:  # with no limit no count is kept, and none needs clearing
         sent = by_type.get("message.sent", ())
         clear_soft_bounces(tx, (r for _, payload in sent for r in payload["recipients"]))
+    # Each recipient's final answer is a send in the reputation windows (a refusal too),
+    # counted before the refusals are recorded as bounces of it.
+    record_sends(tx, [send for result in results for send in _final_sends(result)])
     return record_failures(
         tx, [f for result in results for f in result.failures], soft_bounce_limit=soft_bounce_limit
     )
+
+
+def _final_sends(result: OutboundResult) -> list[tuple[int, str, str]]:
+    """``(outbound id, grant id, recipient)`` of each recipient answered for good."""
+    item = result.item
+    delivered = [
+        recipient
+        for kind, payload in result.events
+        if kind == "message.sent"
+        for recipient in payload.get("recipients", ())
+    ]
+    refused = [f.record.recipient for f in result.failures if isinstance(f.record, Bounce)]
+    return [(item.id, item.grant_id, recipient) for recipient in (*delivered, *refused)]
 
 
 def _view(row: Any, *, with_raw: bool) -> OutboundView:

@@ -33,6 +33,7 @@ __all__ = [
     "patterns_table",
     "queue_table",
     "reports_table",
+    "reputation_table",
     "soft_bounces_table",
     "suppressions_table",
     "utcnow",
@@ -327,6 +328,9 @@ outbound_table = sa.Table(
     sa.Column("lease_until", sa.Float),
     sa.Column("last_code", sa.Integer),
     sa.Column("last_response", sa.Text),
+    # {recipient: [grant, workspace, domain, application sequence numbers]}: the send's
+    # place in each reputation window, for the bounce or complaint that comes later
+    _json("reputation", nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("outbound_due", "application_id", "status", "not_before"),
@@ -354,6 +358,19 @@ suppressions_table = sa.Table(
 """An address the application (or one of its workspaces) must not mail, and why:
 ``hard_bounce``, ``complaint``, ``soft_bounces``, ``unsubscribe`` or ``manual``.
 ``event_id`` is the event that caused it, when one did."""
+
+reputation_table = sa.Table(
+    "reputation",
+    metadata,
+    _application(primary_key=True),
+    _text("kind", 12, primary_key=True),  # grant, workspace, domain, application
+    _text("subject", 253, primary_key=True),  # its id (a domain: its name)
+    _json("window"),  # RollingWindow.to_json
+    _text("state", 12),  # healthy, under_review, paused
+    sa.Column("reason", sa.Text),
+    _time("updated_at"),
+)
+"""Bounce and complaint counts over the most recent sends of each subject, and its state."""
 
 soft_bounces_table = sa.Table(
     "soft_bounces",
