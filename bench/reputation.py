@@ -10,15 +10,19 @@
 * **Gate**: ``assess`` (the rates against a policy's thresholds, the
   minimum sample, the reason) and ``next_state``, per send, in microseconds.
 
-The store's side (windows kept in the database, shared by workers) is
-measured once the runtime keeps them there.
+* **Store**: sends counted through the store, as the sender records them
+  (``store.reputation.record_sends``: the four windows of a grant read,
+  changed and written back under row locks, the sequence numbers kept),
+  batches of ``STORE_BATCH`` recipients per transaction, on SQLite and
+  PostgreSQL; an update is one send at one level.
 
 Usage (from the repository root)::
 
     .venv/bin/python bench/reputation.py
 
 The last line is one JSON object with ``reputation_updates_per_s``,
-``baseline_updates_per_s``, ``ratio`` and ``gate_us_per_send``.
+``baseline_updates_per_s``, ``ratio``, ``gate_us_per_send`` and
+``store_sqlite_updates_per_s`` / ``store_postgres_updates_per_s``.
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ from __future__ import annotations
 import collections
 import random
 
-from _common import emit, median, stopwatch
+import anyio
+from _common import BACKENDS, emit, median, scratch_database, stopwatch
 
+from mailfleet import Fleet
 from mailfleet.model.policy import ReputationThresholds
 from mailfleet.model.reputation import ReputationState, RollingWindow, assess, next_state
+from mailfleet.store import reputation
 
 SIZE = 1_000
 SENDS = 300_000
 ROUNDS = 5
+STORE_BATCH = 50
+STORE_BATCHES = 100
 
 
 def plan(seed: int) -> list[int]:
@@ -91,6 +100,30 @@ def gate_us(window: RollingWindow, thresholds: ReputationThresholds, rounds: int
     return elapsed() / rounds * 1e6
 
 
+async def through_store(url: str) -> float:
+    """Window updates per second through the store (four levels per send)."""
+    async with Fleet(database_url=url, application="bench") as fleet:
+        await fleet.add_domain("example.com")
+        grants = [(await fleet.provision(f"g{n}@example.com")).id for n in range(10)]
+        scope = fleet._open("bench").scope  # the store itself, without the sender
+        with stopwatch() as elapsed:
+            for batch in range(STORE_BATCHES):
+                sends = [
+                    (batch * STORE_BATCH + n, grants[n % len(grants)], f"r{n}@example.org")
+                    for n in range(STORE_BATCH)
+                ]
+                await scope.write(lambda tx, sends=sends: reputation.record_sends(tx, sends))
+        return STORE_BATCHES * STORE_BATCH * len(reputation.KINDS) / elapsed()
+
+
+def store_rates() -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for backend in BACKENDS:
+        with scratch_database(backend) as url:
+            rates[backend] = anyio.run(through_store, url)
+    return rates
+
+
 def main() -> None:
     ours_rates: list[float] = []
     base_rates: list[float] = []
@@ -112,12 +145,16 @@ def main() -> None:
         f"deque baseline {base_rate:,.0f}/s (no late attribution); medians of {ROUNDS} rounds"
     )
     print(f"gate: assess + next_state {gate:.2f} us per send")
+    stored = store_rates()
+    for backend, rate in stored.items():
+        print(f"store ({backend}): {rate:,.0f} window updates/s, {STORE_BATCH} sends a transaction")
     emit(
         {
             "reputation_updates_per_s": ours_rate,
             "baseline_updates_per_s": base_rate,
             "ratio": ours_rate / base_rate,
             "gate_us_per_send": gate,
+            **{f"store_{backend}_updates_per_s": rate for backend, rate in stored.items()},
         }
     )
 
