@@ -188,14 +188,7 @@ async def test_a_workspace_paused_as_a_whole_stops_all_its_grants(database_url: 
             [("healthy", "paused")],
             [("healthy", "under_review"), ("under_review", "paused")],
         )
-        assert (
-            moves[-1].payload["bounce_rate"]
-            == 2 / 18
-            == [
-                ("healthy", "under_review"),  # 1 of 17
-                ("under_review", "paused"),  # 2 of 18
-            ]
-        )
+        assert moves[-1].payload["bounce_rate"] == 2 / 18
         workspace = await fleet.workspace("outreach")
         await fleet.reinstate("outreach", kind="workspace", reason="fixed", by="ops")
         assert (await levels(fleet))["workspace"].state is ReputationState.HEALTHY
