@@ -33,7 +33,17 @@ from ..model.records import (
 )
 from ..model.reputation import ReputationLevel
 from ..settings import Settings
-from ..store import applications, domains, events, grants, reputation, suppressions, workspaces
+from ..store import (
+    applications,
+    domains,
+    events,
+    grants,
+    reputation,
+    restrictions,
+    suppressions,
+    workspaces,
+)
+from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
 from .mailroom import check_json
@@ -419,27 +429,13 @@ class Directory:
         the application (``"application"``). Its window restarts empty, and
         ``<kind>.reinstated`` records ``reason`` and ``by`` (who decided); a grant is
         active again (``grant.status_changed``)."""
-        for name, value in (("reason", reason), ("by", by)):
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidInput(name, f"say {name} the pause is lifted", value=value)
-        if kind not in reputation.KINDS:
-            raise InvalidInput("kind", f"one of {', '.join(reputation.KINDS)}", value=kind)
+        _check_act(reason, by, kind)
 
         def lift(tx: Tx) -> str:
-            if kind == "grant":
-                found = grants.get_grant(tx, target)
-                reputation.reinstate(tx, "grant", found.id, reason=reason, by=by)
-                if found.status in (GrantStatus.PAUSED, GrantStatus.UNDER_REVIEW):
-                    grants.set_status(tx, found.id, GrantStatus.ACTIVE)
-                return found.id
-            subject = (
-                workspaces.get_workspace(tx, target).id
-                if kind == "workspace"
-                else normalize_domain(target)
-                if kind == "domain"
-                else tx.application_id
-            )
+            subject = _subject(tx, kind, target)
             reputation.reinstate(tx, kind, subject, reason=reason, by=by)
+            if kind == "grant" and grants.get_grant(tx, subject).status in _REPUTATION_HELD:
+                grants.set_status(tx, subject, GrantStatus.ACTIVE)
             return subject
 
         subject = await self._scope.write(lift)
@@ -451,6 +447,56 @@ class Directory:
             reason,
             extra={"kind": kind, "subject": subject},
         )
+
+    async def restrict(
+        self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
+    ) -> None:
+        """Block sending for abuse, whatever the rates: a grant (address or id), or with
+        ``kind`` a workspace, a domain or the application. Every send under it answers
+        ``restricted`` (HTTP 403) until :meth:`lift`; ``<kind>.restricted`` records who
+        and why."""
+        _check_act(reason, by, kind)
+
+        def block(tx: Tx) -> str:
+            subject = _subject(tx, kind, target)
+            if kind == "grant":
+                grants.set_status(tx, subject, GrantStatus.RESTRICTED)
+                record_act(tx, kind, subject, "restricted", reason=reason, by=by)
+            else:
+                restrictions.restrict(tx, kind, subject, reason=reason, by=by)
+            return subject
+
+        subject = await self._scope.write(block)
+        log.warning(
+            "%s %s restricted by %s: %s",
+            kind,
+            subject,
+            by,
+            reason,
+            extra={"kind": kind, "subject": subject},
+        )
+
+    async def lift(
+        self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
+    ) -> bool:
+        """Undo :meth:`restrict`; whether there was a restriction to lift
+        (``<kind>.restriction_lifted`` records who and why)."""
+        _check_act(reason, by, kind)
+
+        def unblock(tx: Tx) -> bool:
+            subject = _subject(tx, kind, target)
+            if kind != "grant":
+                return restrictions.lift(tx, kind, subject, reason=reason, by=by)
+            if grants.get_grant(tx, subject).status is not GrantStatus.RESTRICTED:
+                return False
+            grants.set_status(tx, subject, GrantStatus.ACTIVE)
+            record_act(tx, kind, subject, "restriction_lifted", reason=reason, by=by)
+            return True
+
+        lifted = await self._scope.write(unblock)
+        if lifted:
+            log.info("%s %s: restriction lifted by %s: %s", kind, target, by, reason)
+        return lifted
 
     async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
         """A new API key for this application: its record and its secret (shown once)."""
@@ -598,6 +644,29 @@ class SuppressionRow:
     reason: SuppressionReason | str = SuppressionReason.MANUAL
     detail: str | None = None
     workspace: str | None = None
+
+
+_REPUTATION_HELD = (GrantStatus.PAUSED, GrantStatus.UNDER_REVIEW)
+
+
+def _check_act(reason: str, by: str, kind: str) -> None:
+    """An operator's act says why and who, on a kind of subject that exists."""
+    for name, value in (("reason", reason), ("by", by)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(name, f"say {name} (who decided, and why)", value=value)
+    if kind not in reputation.KINDS:
+        raise InvalidInput("kind", f"one of {', '.join(reputation.KINDS)}", value=kind)
+
+
+def _subject(tx: Tx, kind: str, target: str) -> str:
+    """The stored key of ``target``: a grant's or workspace's id, a domain, the application."""
+    if kind == "grant":
+        return grants.get_grant(tx, target).id
+    if kind == "workspace":
+        return workspaces.get_workspace(tx, target).id
+    if kind == "domain":
+        return domains.get_domain(tx, target).name
+    return tx.application_id
 
 
 def _keystore(settings: Settings) -> KeyStore:

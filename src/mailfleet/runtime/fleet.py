@@ -263,6 +263,8 @@ class Fleet:
     retire_dkim = _directory(Directory.retire_dkim)
     reputation = _directory(Directory.reputation)
     reinstate = _directory(Directory.reinstate)
+    restrict = _directory(Directory.restrict)
+    lift = _directory(Directory.lift)
     domains = _directory(Directory.domains)
     create_workspace = _directory(Directory.create_workspace)
     workspace = _directory(Directory.workspace)

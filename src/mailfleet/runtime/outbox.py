@@ -31,7 +31,15 @@ from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
 from ..model.outbound import SendResult, SendStatus
 from ..model.records import Grant, GrantStatus
-from ..store import domain_checks, domains, grants, outbound, reputation, suppressions
+from ..store import (
+    domain_checks,
+    domains,
+    grants,
+    outbound,
+    reputation,
+    restrictions,
+    suppressions,
+)
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -187,9 +195,9 @@ class Outbox:
     def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
         # Statuses are read in the transaction: a pause takes effect at once.
         statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
-        paused = reputation.paused_subjects(
-            tx, {q.workspace_id for q in batch}, {q.domain for q in batch}
-        )
+        wide = ({q.workspace_id for q in batch}, {q.domain for q in batch})
+        paused = reputation.paused_subjects(tx, *wide)
+        restricted = restrictions.restricted_subjects(tx, *wide)
         blocked = _suppressed(tx, batch)
         domain_states = (
             domain_checks.sending_states(tx, {q.domain for q in batch})
@@ -211,6 +219,8 @@ class Outbox:
                 results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
             elif status is None:
                 results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
+            elif restricted and (why := _restricted(restricted, queued, tx.application_id)):
+                results.append(SendResult(SendStatus.RESTRICTED, detail=why))
             elif paused and (whole := _paused_as_a_whole(paused, queued, tx.application_id)):
                 results.append(SendResult(SendStatus.PAUSED, detail=whole))
             elif listed:
@@ -280,15 +290,30 @@ def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppr
     }
 
 
+def _restricted(
+    restricted: dict[tuple[str, str], str], queued: _Queued, application_id: str
+) -> str | None:
+    """Why the send's workspace, domain or application is restricted, or None."""
+    for subject in _wider(queued, application_id):
+        if subject in restricted:
+            return f"{subject[0]}_restricted: {restricted[subject]}"
+    return None
+
+
+def _wider(queued: _Queued, application_id: str) -> tuple[tuple[str, str], ...]:
+    """The subjects a send answers to beyond its grant: workspace, domain, application."""
+    return (
+        ("workspace", queued.workspace_id),
+        ("domain", queued.domain),
+        ("application", application_id),
+    )
+
+
 def _paused_as_a_whole(
     paused: set[tuple[str, str]], queued: _Queued, application_id: str
 ) -> str | None:
     """Why the send's workspace, domain or application is paused as a whole, or None."""
-    for kind, subject in (
-        ("workspace", queued.workspace_id),
-        ("domain", queued.domain),
-        ("application", application_id),
-    ):
+    for kind, subject in _wider(queued, application_id):
         if (kind, subject) in paused:
             return (
                 f"{kind}_paused: the {kind}'s bounce or complaint rate reached its pause threshold"

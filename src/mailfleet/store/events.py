@@ -13,7 +13,7 @@ from .scope import Tx
 from .tables import events_table, utcnow
 from .timestamps import aware
 
-__all__ = ["count_events", "list_events", "record", "record_many"]
+__all__ = ["count_events", "list_events", "record", "record_act", "record_many"]
 
 _events = events_table
 _insert = Prepared(
@@ -30,6 +30,19 @@ def record(
 ) -> None:
     """Append one event to the outbox in the caller's transaction."""
     record_many(tx, type, [(grant_id, payload)])
+
+
+def record_act(
+    tx: Tx, kind: str, subject: str, act: str, *, reason: str, by: str, **extra: Any
+) -> None:
+    """The event of an operator's act on a grant, workspace, domain or the application:
+    ``<kind>.<act>`` (``grant.reinstated``, ``workspace.restricted``...) with who and why."""
+    grant_id = subject if kind == "grant" else None
+    payload: dict[str, Any] = {"kind": kind, "subject": subject, "reason": reason, "by": by}
+    payload.update(extra)
+    if grant_id is not None:
+        payload["grant_id"] = grant_id
+    record_many(tx, f"{kind}.{act}", [(grant_id, payload)])
 
 
 def record_many(

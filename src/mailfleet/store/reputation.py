@@ -40,7 +40,7 @@ from ..model.reputation import (
     next_state,
 )
 from .dialect import insert
-from .events import record_many
+from .events import record_act, record_many
 from .scope import Tx
 from .tables import grants_table, outbound_table, reputation_table, utcnow, workspaces_table
 from .workspaces import policy_of
@@ -249,11 +249,7 @@ def reinstate(tx: Tx, kind: str, subject: str, *, reason: str, by: str) -> None:
                 updated_at=utcnow(),
             )
         )
-    payload = {"kind": kind, "subject": subject, "from": before.value, "reason": reason, "by": by}
-    grant_id = subject if kind == "grant" else None
-    if grant_id is not None:
-        payload["grant_id"] = grant_id
-    record_many(tx, f"{kind}.reinstated", [(grant_id, payload)])
+    record_act(tx, kind, subject, "reinstated", reason=reason, by=by, **{"from": before.value})
 
 
 # -- applying changes -------------------------------------------------------------------

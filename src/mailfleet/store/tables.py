@@ -34,6 +34,7 @@ __all__ = [
     "queue_table",
     "reports_table",
     "reputation_table",
+    "restrictions_table",
     "soft_bounces_table",
     "suppressions_table",
     "utcnow",
@@ -371,6 +372,18 @@ reputation_table = sa.Table(
     _time("updated_at"),
 )
 """Bounce and complaint counts over the most recent sends of each subject, and its state."""
+
+restrictions_table = sa.Table(
+    "restrictions",
+    metadata,
+    _application(primary_key=True),
+    _text("kind", 12, primary_key=True),  # workspace, domain, application
+    _text("subject", 253, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    _text("by", 320),
+    _time(),
+)
+"""Sending blocked by an operator (abuse), whatever the rates; a grant's is its status."""
 
 soft_bounces_table = sa.Table(
     "soft_bounces",
