@@ -122,6 +122,8 @@ def record_sends(tx: Tx, sends: Sequence[tuple[int, str, str]]) -> None:
             changes[subject].seqs[(outbound_id, recipient)]
             for subject in owner.subjects(tx.application_id)
         ]
+    if not numbered:
+        return
     current = dict(
         tx.conn.execute(
             sa.select(_out.c.id, _out.c.reputation).where(
