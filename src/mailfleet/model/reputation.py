@@ -29,7 +29,7 @@ that a pause never lifts by itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -215,14 +215,7 @@ class Assessment:
 
     def as_json(self) -> dict[str, Any]:
         """The assessment as JSON."""
-        return {
-            "state": self.state.value,
-            "bounce_rate": self.bounce_rate,
-            "complaint_rate": self.complaint_rate,
-            "sample": self.sample,
-            "min_sample": self.min_sample,
-            "reason": self.reason,
-        }
+        return {**asdict(self), "state": self.state.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,17 +236,7 @@ class ReputationLevel:
 
     def as_json(self) -> dict[str, Any]:
         """The level as JSON."""
-        return {
-            "kind": self.kind,
-            "subject": self.subject,
-            "state": self.state.value,
-            "sample": self.sample,
-            "bounces": self.bounces,
-            "complaints": self.complaints,
-            "bounce_rate": self.bounce_rate,
-            "complaint_rate": self.complaint_rate,
-            "reason": self.reason,
-        }
+        return {**asdict(self), "state": self.state.value}
 
 
 def assess(

@@ -439,14 +439,7 @@ class Directory:
             return subject
 
         subject = await self._scope.write(lift)
-        log.info(
-            "%s %s reinstated by %s: %s",
-            kind,
-            subject,
-            by,
-            reason,
-            extra={"kind": kind, "subject": subject},
-        )
+        _log_act(logging.INFO, kind, subject, "reinstated", by, reason)
 
     async def restrict(
         self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
@@ -467,14 +460,7 @@ class Directory:
             return subject
 
         subject = await self._scope.write(block)
-        log.warning(
-            "%s %s restricted by %s: %s",
-            kind,
-            subject,
-            by,
-            reason,
-            extra={"kind": kind, "subject": subject},
-        )
+        _log_act(logging.WARNING, kind, subject, "restricted", by, reason)
 
     async def lift(
         self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
@@ -495,7 +481,7 @@ class Directory:
 
         lifted = await self._scope.write(unblock)
         if lifted:
-            log.info("%s %s: restriction lifted by %s: %s", kind, target, by, reason)
+            _log_act(logging.INFO, kind, target, "lifted (restriction)", by, reason)
         return lifted
 
     async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
@@ -647,6 +633,19 @@ class SuppressionRow:
 
 
 _REPUTATION_HELD = (GrantStatus.PAUSED, GrantStatus.UNDER_REVIEW)
+
+
+def _log_act(level: int, kind: str, subject: str, act: str, by: str, reason: str) -> None:
+    log.log(
+        level,
+        "%s %s %s by %s: %s",
+        kind,
+        subject,
+        act,
+        by,
+        reason,
+        extra={"kind": kind, "subject": subject},
+    )
 
 
 def _check_act(reason: str, by: str, kind: str) -> None:
