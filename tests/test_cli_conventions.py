@@ -54,6 +54,7 @@ def footer(result: Result) -> str | None:
 READING = [
     ("grants", "list"),
     ("grants", "list", "--unserved"),
+    ("grants", "show", "a@example.com"),
     ("grants", "deprovision", "a@example.com"),
     ("events",),
     ("status",),
@@ -516,7 +517,11 @@ NOT_LIST_OR_SHOW = {
     "domains check",  # looks the domain up in DNS: tests/test_domain_auth.py covers its --json
 }
 # Arguments a list or show command needs.
-ARGUMENTS = {"outbox show": ["1"], "domains records": ["example.com"]}
+ARGUMENTS = {
+    "outbox show": ["1"],
+    "domains records": ["example.com"],
+    "grants show": ["dead@example.com"],
+}
 
 
 def commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

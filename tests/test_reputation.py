@@ -235,3 +235,30 @@ async def test_two_workers_counting_at_once_lose_nothing(database_url: str) -> N
             "application": 400,
         }
         assert found["application"].subject == application
+
+
+def test_grants_show_gives_each_level(mailfleet: Any, state: Any) -> None:
+    async def setup(fleet: Fleet) -> None:
+        await fleet.add_domain("example.com")
+        await fleet.provision(SENDER)
+
+    state(setup)
+    shown = mailfleet("grants", "show", SENDER)
+    assert shown.exit_code == 0, shown.output
+    assert f"{SENDER} (" in shown.output
+    assert ": active, workspace default" in shown.output
+    for level in ("grant", "workspace", "domain", "application"):
+        assert level in shown.output
+    import json
+
+    data = json.loads(mailfleet("grants", "show", SENDER, "--json").stdout)
+    assert data["address"] == SENDER
+    assert [level["kind"] for level in data["reputation"]] == [
+        "grant",
+        "workspace",
+        "domain",
+        "application",
+    ]
+    assert data["reputation"][0]["state"] == "healthy"
+    missing = mailfleet("grants", "show", "nobody@example.com")
+    assert missing.exit_code == 1

@@ -101,6 +101,7 @@ if TYPE_CHECKING:
     import anyio
 
     from .agent import Agent
+    from .model.reputation import ReputationLevel
     from .runtime.fleet import Fleet
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
@@ -1296,6 +1297,38 @@ def list_grants(
         lambda fleet: fleet.count_grants(workspace=workspace, status=status),
         limit=limit,
         as_json=as_json,
+    )
+
+
+@grants_app.command("show")
+def show_grant(ctx: typer.Context, address: str, as_json: AsJson = False) -> None:
+    """Show one grant: its status, workspace and agent, and its reputation at each level
+    (grant, workspace, domain, application): sends in the window, bounce and complaint
+    rates, state and why."""
+
+    async def read(fleet: Fleet) -> tuple[Grant, list[ReputationLevel]]:
+        grant = await fleet.grant(address)
+        return grant, await fleet.reputation(grant.id)
+
+    grant, levels = _call(ctx, read)
+    if as_json:
+        _print_json({**_grant_json(grant), "reputation": [lv.as_json() for lv in levels]})
+        return
+    _say(f"{grant.address} ({grant.id}): {grant.status.value}, workspace {grant.workspace}")
+    _print_table(
+        "reputation",
+        ("level", "state", "sends", "bounces", "complaints", "why"),
+        (
+            (
+                level.kind,
+                level.state.value,
+                level.sample,
+                f"{level.bounces} ({level.bounce_rate:.2%})",
+                f"{level.complaints} ({level.complaint_rate:.2%})",
+                level.reason,
+            )
+            for level in levels
+        ),
     )
 
 
