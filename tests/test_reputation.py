@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from mailers import dsn, mail_to_mx
-from mailfleet import Fleet, InvalidInput, ReputationState
+from mailfleet import Fleet, GrantStatus, InvalidInput, ReputationState
 from mailfleet.model.outbound import SendStatus
 from mailfleet.store import reputation
 from relay import RelayPeer, relay_peer
@@ -262,3 +262,24 @@ def test_grants_show_gives_each_level(mailfleet: Any, state: Any) -> None:
     assert data["reputation"][0]["state"] == "healthy"
     missing = mailfleet("grants", "show", "nobody@example.com")
     assert missing.exit_code == 1
+
+
+async def test_the_rates_never_move_a_grant_an_operator_paused(database_url: str) -> None:
+    async with relay_peer() as peer, fleet_sending(database_url, peer) as fleet:
+        await send_to(fleet, peer, [f"ok{n}@example.org" for n in range(19)])
+        first = peer.received[0]
+        await fleet.set_grant_status(SENDER, GrantStatus.PAUSED)  # an operator's pause
+        report = dsn(
+            first.mail_from,
+            first.rcpt_tos[0],
+            "<unknown@example.com>",
+            status="5.1.1",
+            diagnostic="550 5.1.1 user unknown",
+        )
+        assert (await mail_to_mx(fleet, "", first.mail_from, report)).startswith("250")
+        with anyio.fail_after(20):
+            while (await levels(fleet))["grant"].bounces != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        found = await levels(fleet)
+        assert found["grant"].state is ReputationState.UNDER_REVIEW  # 1 of 19 by the rates
+        assert (await fleet.grant(SENDER)).status is GrantStatus.PAUSED  # still the operator's

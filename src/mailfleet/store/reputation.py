@@ -374,8 +374,8 @@ def _moved(
             _grants.c.application_id == tx.application_id, _grants.c.id == subject
         )
     ).scalar()
-    if status is None or GrantStatus(status) not in _FOLLOWS_REPUTATION | {GrantStatus.PAUSED}:
-        return  # restricted or deleted: an administrator's state, not the rates'
+    if status is None or GrantStatus(status) not in _FOLLOWS_REPUTATION:
+        return  # paused, restricted or deleted: only a reinstatement or an operator moves it
     wanted = _STATUS_OF[after]
     if GrantStatus(status) is wanted:
         return
