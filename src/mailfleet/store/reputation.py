@@ -358,7 +358,7 @@ def _moved(
     after: ReputationState,
     judged: Assessment,
 ) -> None:
-    """The event of a state change; a grant's status follows (unless it was restricted)."""
+    """The event of a state change; an active or under-review grant's status follows."""
     figures = {
         "reason": judged.reason,
         "bounce_rate": judged.bounce_rate,
