@@ -15,8 +15,9 @@ an update or count one twice. After the change each touched subject is
 judged (:func:`~mailfleet.model.reputation.assess`) with its workspace's
 policy (a domain and the application with the platform's): a grant's
 status follows its state (``active``, ``under_review``, ``paused``) with a
-``grant.status_changed`` event; a workspace, domain or application records
-``<kind>.status_changed`` and, paused, stops the sending of all its grants.
+``grant.status_changed`` event, unless an operator paused or restricted it;
+a workspace, domain or application records ``<kind>.status_changed`` and,
+paused, stops the sending of all its grants.
 A pause never lifts by itself: :func:`reinstate` does, and restarts the
 window.
 """
