@@ -96,7 +96,7 @@ class Expected:
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
+class PreflightCheck:
     """The verdict on one record: ``status``, what was found, what is wrong, the fix.
 
     ``name`` is ``mx``, ``spf``, ``dkim:<selector>``, ``dmarc``, ``mta_sts``,
@@ -131,7 +131,7 @@ class Check:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Check:
+    def from_json(cls, data: dict[str, Any]) -> PreflightCheck:
         """The check :meth:`as_json` gave; :class:`InvalidInput` for anything else."""
         try:
             status, problem = data["status"], data.get("dns_error")
@@ -150,8 +150,8 @@ class Check:
             raise InvalidInput("check", f"not a preflight check: {data!r}") from None
 
 
-PreflightCheck = Check
-"""The name :mod:`mailfleet` exports :class:`Check` under."""
+Check = PreflightCheck
+"""A preflight check (:class:`PreflightCheck`, the name :mod:`mailfleet` exports)."""
 
 
 @dataclass(frozen=True, slots=True)
