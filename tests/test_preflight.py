@@ -358,3 +358,17 @@ async def test_spf_lookups_are_counted_as_a_receiver_evaluates_them(
     # a, redirect, include (nested), a and mx of the include: 5; example.org has no MX: void
     assert (two.lookups, two.void_lookups, two.valid) == (5, 1, True)
     assert two.reached == ["next.example.org", "_spf.example.org"]
+
+
+async def test_a_lookup_failing_while_the_relay_is_evaluated_is_a_dns_error(
+    dns_server: DnsServer,
+) -> None:
+    """The record is fine; the address of the MX host it names cannot be looked up."""
+    zones.publish_good_zone(dns_server)
+    dns_server.set("example.org", "MX", [(10, "out.example.org")])
+    dns_server.set(zones.DOMAIN, "TXT", ["v=spf1 mx:example.org -all"])
+    dns_server.servfail("out.example.org")
+    spf = (await run(dns_server)).check("spf")
+    assert (spf.status, spf.dns_error, spf.temporary) == ("fail", "servfail", True)
+    assert zones.RELAY in spf.explanation
+    assert "not a wrong record" in spf.explanation
