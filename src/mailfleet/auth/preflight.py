@@ -3,7 +3,7 @@
 :func:`preflight` checks one domain against an :class:`Expected` (the
 fleet's MX host, the relay's addresses and include, the DKIM keys, the
 envelope domain) and answers a :class:`PreflightReport`: one
-:class:`PreflightCheck` per record, each ``pass``, ``warn`` or ``fail`` with what was
+:class:`Check` per record, each ``pass``, ``warn`` or ``fail`` with what was
 found, what is wrong in plain words, and the fix.
 
 - ``mx``: an MX record points at the fleet's MX host (replies and bounces
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .dns import Resolver
 
 __all__ = [
+    "Check",
     "CheckStatus",
     "DnsProblem",
     "Expected",
@@ -96,7 +97,13 @@ class Expected:
 
 @dataclass(frozen=True, slots=True)
 class PreflightCheck:
-    """The verdict on one record: ``status``, what was found, what is wrong, the fix."""
+    """The verdict on one record: ``status``, what was found, what is wrong, the fix.
+
+    ``name`` is ``mx``, ``spf``, ``dkim:<selector>``, ``dmarc``, ``mta_sts``,
+    ``tls_rpt``, ``bounce_mx`` or ``bounce_spf``; ``record`` the DNS name
+    looked at; ``fix`` None on a pass; ``dns_error`` set when the lookup
+    failed rather than the record being wrong; ``found`` what is published.
+    """
 
     name: str
     record: str
@@ -143,12 +150,16 @@ class PreflightCheck:
             raise InvalidInput("check", f"not a preflight check: {data!r}") from None
 
 
+Check = PreflightCheck
+"""A preflight check (:class:`PreflightCheck`, the name :mod:`mailfleet` exports)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PreflightReport:
     """Every check of one domain; ``state`` is ``failed`` when any check fails."""
 
     domain: str
-    checks: tuple[PreflightCheck, ...]
+    checks: tuple[Check, ...]
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -157,12 +168,12 @@ class PreflightReport:
         return "failed" if self.failing else "verified"
 
     @property
-    def failing(self) -> tuple[PreflightCheck, ...]:
+    def failing(self) -> tuple[Check, ...]:
         """The checks that fail."""
         return tuple(check for check in self.checks if check.status == "fail")
 
     @property
-    def warnings(self) -> tuple[PreflightCheck, ...]:
+    def warnings(self) -> tuple[Check, ...]:
         """The checks that warn."""
         return tuple(check for check in self.checks if check.status == "warn")
 
@@ -172,7 +183,7 @@ class PreflightReport:
         failing = self.failing
         return bool(failing) and all(check.temporary for check in failing)
 
-    def check(self, name: str) -> PreflightCheck:
+    def check(self, name: str) -> Check:
         """The check called ``name``; KeyError when there is none."""
         for check in self.checks:
             if check.name == name:
@@ -194,7 +205,7 @@ class PreflightReport:
         try:
             return cls(
                 domain=str(data["domain"]),
-                checks=tuple(PreflightCheck.from_json(check) for check in data["checks"]),
+                checks=tuple(Check.from_json(check) for check in data["checks"]),
                 checked_at=datetime.fromisoformat(str(data["checked_at"])),
             )
         except (KeyError, TypeError, ValueError):
@@ -202,10 +213,16 @@ class PreflightReport:
 
 
 async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
-    """PreflightCheck ``expected.domain``'s published DNS; the lookups run concurrently."""
+    """Check ``expected.domain``'s published DNS against ``expected``.
+
+    The checks run concurrently, each on its own lookups; none raises for
+    what the DNS answers (a failed lookup is a failing check with
+    ``dns_error``). When the domain itself does not exist, every check
+    fails with ``dns_error="nxdomain"``.
+    """
     domain = expected.domain.lower().rstrip(".")
     envelope = expected.envelope.rstrip(".")
-    work: list[tuple[str, Callable[[], Awaitable[PreflightCheck]]]] = [
+    work: list[tuple[str, Callable[[], Awaitable[Check]]]] = [
         ("mx", lambda: _mx(resolver, domain, expected.mx_hosts, "mx")),
         ("spf", lambda: _spf(resolver, domain, expected, "spf")),
     ]
@@ -218,9 +235,9 @@ async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
     work.append(("mta_sts", lambda: _advised_txt(resolver, domain, "mta_sts")))
     work.append(("tls_rpt", lambda: _advised_txt(resolver, domain, "tls_rpt")))
 
-    results: dict[str, PreflightCheck] = {}
+    results: dict[str, Check] = {}
 
-    async def run(name: str, job: Callable[[], Awaitable[PreflightCheck]]) -> None:
+    async def run(name: str, job: Callable[[], Awaitable[Check]]) -> None:
         results[name] = await job()
 
     async with anyio.create_task_group() as tasks:
@@ -235,7 +252,7 @@ async def preflight(resolver: Resolver, expected: Expected) -> PreflightReport:
 # -- the checks -------------------------------------------------------------------------------
 
 
-async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str) -> PreflightCheck:
+async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str) -> Check:
     wanted = [host.lower().rstrip(".") for host in hosts]
     fix = f"{domain}. IN MX 10 {wanted[0]}." if wanted else None
     try:
@@ -244,9 +261,9 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
         return _lookup_failed(name, domain, exc, fix)
     found = tuple(f"{preference} {host or '.'}" for preference, host in records)
     if not records:
-        return PreflightCheck(name, domain, "fail", f"{domain} has no MX record", fix)
+        return Check(name, domain, "fail", f"{domain} has no MX record", fix)
     if records == [(0, "")]:
-        return PreflightCheck(
+        return Check(
             name,
             domain,
             "fail",
@@ -258,7 +275,7 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
     pointed = [host for _, host in records if host in wanted]
     if not pointed:
         others = ", ".join(host for _, host in records)
-        return PreflightCheck(
+        return Check(
             name,
             domain,
             "fail",
@@ -267,10 +284,10 @@ async def _mx(resolver: Resolver, domain: str, hosts: tuple[str, ...], name: str
             fix,
             found=found,
         )
-    return PreflightCheck(name, domain, "pass", f"MX points at {pointed[0]}", found=found)
+    return Check(name, domain, "pass", f"MX points at {pointed[0]}", found=found)
 
 
-async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -> PreflightCheck:
+async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -> Check:
     value = spf_value(expected.relay_addresses, expected.spf_include)
     fix = f'{domain}. IN TXT "{value}"'
     try:
@@ -280,27 +297,30 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
     found = analysis.records
     if analysis.error is not None or analysis.record is None:
         why = analysis.error or "no SPF record"
-        if len(found) > 1:
+        if analysis.count > 1:
             fix = f"merge them into one: {fix}"
-        return PreflightCheck(name, domain, "fail", why, fix, found=found)
+        elif analysis.count == 1:
+            why = f"the SPF record does not parse: {why}; receivers answer permerror"
+        return Check(name, domain, "fail", why, fix, found=found)
     record = analysis.record
     if analysis.dns_errors:
         return _lookup_failed(name, domain, analysis.dns_errors[0], None, found)
     if analysis.problems:
-        return PreflightCheck(name, domain, "fail", "; ".join(analysis.problems), fix, found=found)
+        why = "; ".join(analysis.problems) + ": receivers answer permerror"
+        return Check(name, domain, "fail", why, fix, found=found)
     if analysis.lookups > LOOKUP_LIMIT:
-        return PreflightCheck(
+        return Check(
             name,
             domain,
             "fail",
             f"the record needs {analysis.lookups} DNS lookups (include, a, "
             f"mx, ptr, exists, redirect, nested includes counted); receivers stop at "
             f"{LOOKUP_LIMIT} and answer permerror",
-            "flatten includes into ip4:/ip6: terms",
+            f"flatten includes into ip4:/ip6: terms, e.g. {value}",
             found=found,
         )
     if analysis.void_lookups > VOID_LOOKUP_LIMIT:
-        return PreflightCheck(
+        return Check(
             name,
             domain,
             "fail",
@@ -309,9 +329,8 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             "remove the terms that name nothing",
             found=found,
         )
-    every = record.all
-    if every is None and record.redirect is None:
-        return PreflightCheck(
+    if record.all is None and record.redirect is None:
+        return Check(
             name,
             domain,
             "fail",
@@ -319,13 +338,14 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             fix,
             found=found,
         )
-    if every is not None and every.qualifier == "+":
-        return PreflightCheck(
+    qualifier = analysis.all_qualifier
+    if qualifier == "+":
+        return Check(
             name, domain, "fail", "+all authorises every host on the internet", fix, found=found
         )
     include = expected.spf_include
-    if include and include.lower() not in analysis.reached:
-        return PreflightCheck(
+    if include and include.lower().rstrip(".") not in analysis.reached:
+        return Check(
             name,
             domain,
             "fail",
@@ -335,8 +355,23 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
         )
     for address in expected.relay_addresses:
         verdict = await check_host(resolver, address, sender=f"postmaster@{domain}", helo=domain)
+        if verdict.result == "temperror":  # a lookup the evaluation needed failed
+            problem: DnsProblem = (
+                "timeout" if "no answer within" in verdict.explanation else "servfail"
+            )
+            return Check(
+                name,
+                domain,
+                "fail",
+                f"the relay's address {address} could not be checked, a lookup failed "
+                f"({verdict.explanation}): a DNS failure, not a wrong record; "
+                "check the nameservers and try again",
+                None,
+                problem,
+                found,
+            )
         if not verdict.passed:
-            return PreflightCheck(
+            return Check(
                 name,
                 domain,
                 "fail",
@@ -346,7 +381,7 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
                 found=found,
             )
     if not expected.relay_addresses and not include:
-        return PreflightCheck(
+        return Check(
             name,
             domain,
             "warn",
@@ -354,17 +389,17 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
             "set MAILFLEET_RELAY_ADDRESSES (or MAILFLEET_SPF_INCLUDE)",
             found=found,
         )
-    if every is not None and every.qualifier == "?":
-        return PreflightCheck(
+    if qualifier == "?":
+        return Check(
             name,
             domain,
             "warn",
-            "?all says nothing about other hosts: forged mail is neutral",
+            "?all says nothing about other hosts: forged mail is neutral, not refused",
             fix,
             found=found,
         )
     checked = ", ".join(expected.relay_addresses) or f"include:{include}"
-    return PreflightCheck(
+    return Check(
         name,
         domain,
         "pass",
@@ -376,80 +411,66 @@ async def _spf(resolver: Resolver, domain: str, expected: Expected, name: str) -
 
 def _dkim_work(
     resolver: Resolver, domain: str, selector: str, value: str
-) -> Callable[[], Awaitable[PreflightCheck]]:
+) -> Callable[[], Awaitable[Check]]:
     return lambda: _dkim(resolver, domain, selector, value)
 
 
-async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> PreflightCheck:
+async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Check:
     name, record = f"dkim:{selector}", f"{selector}._domainkey.{domain}"
     fix = f'{record}. IN TXT "{ours}"'
+
+    def failed(why: str, fix: str = fix) -> Check:
+        return Check(name, record, "fail", why, fix, found=found)
+
     try:
         texts = await resolver.txt(record)
     except DnsNameNotFound:
         texts = []
     except DnsError as exc:
         return _lookup_failed(name, record, exc, fix)
-    keys = [text for text in texts if "p=" in text.replace(" ", "")]
     found = tuple(texts)
+    keys = [text for text in texts if _is_dkim(text)]
     if not keys:
-        return PreflightCheck(name, record, "fail", f"no DKIM record at {record}", fix, found=found)
+        return failed(f"no DKIM record at {record}: receivers cannot verify our signatures")
     if len(keys) > 1:
-        return PreflightCheck(
-            name,
-            record,
-            "fail",
-            f"{len(keys)} DKIM records at {record}: receivers may take either",
-            f"keep one: {fix}",
-            found=found,
+        return failed(
+            f"{len(keys)} DKIM records at {record}: receivers may take either", f"keep one: {fix}"
         )
-    published, wanted = _dkim_tags(keys[0]), _dkim_tags(ours)
+    published, wanted = _dkim_tags(keys[0]), _dkim_tags(ours) or {}
     if published is None:
-        return PreflightCheck(
-            name, record, "fail", "the DKIM record does not parse", fix, found=found
-        )
+        return failed("the DKIM record does not parse (tag=value pairs separated by ;)")
     if published.get("v", "DKIM1") != "DKIM1":
-        return PreflightCheck(name, record, "fail", "v= is not DKIM1", fix, found=found)
-    key = published.get("p", "")
+        return failed(f"v={published['v']}, not DKIM1: receivers ignore the record")
+    if "p" not in published:
+        return failed("the DKIM record has no p= tag (the public key)")
+    key = published["p"]
     if not key:
-        return PreflightCheck(
-            name, record, "fail", "the key is revoked (empty p=)", fix, found=found
-        )
-    wanted_tags = wanted or {}
-    if published.get("k", "rsa").lower() != wanted_tags.get("k", "rsa").lower():
-        return PreflightCheck(
-            name,
-            record,
-            "fail",
-            f"k={published.get('k', 'rsa')}, but our key is k={wanted_tags.get('k', 'rsa')}",
-            fix,
-            found=found,
-        )
-    if _key_bytes(key) != _key_bytes(wanted_tags.get("p", "")):
-        return PreflightCheck(
-            name,
-            record,
-            "fail",
-            "the published key is not ours: mail signed with our key will fail DKIM",
-            fix,
-            found=found,
-        )
-    services = {part.strip() for part in published.get("s", "*").split(":")}
+        return failed("the key is revoked (empty p=): mail signed with it fails DKIM")
+    kind, our_kind = published.get("k", "rsa").lower(), wanted.get("k", "rsa").lower()
+    if kind != our_kind:
+        return failed(f"k={kind}, but our key is k={our_kind}: the published key is not ours")
+    published_key = _key_bytes(key)
+    if published_key is None:
+        return failed("p= is not base64: receivers cannot read the key")
+    if published_key != _key_bytes(wanted.get("p", "")):
+        return failed("the published key is not ours: mail signed with our key will fail DKIM")
+    services = {part.strip().lower() for part in published.get("s", "*").split(":")}
     if not services & {"*", "email"}:
-        return PreflightCheck(name, record, "fail", "s= does not allow email", fix, found=found)
-    flags = {part.strip() for part in published.get("t", "").split(":")}
+        return failed(f"s={published['s']} does not allow email: receivers ignore the key")
+    flags = {part.strip().lower() for part in published.get("t", "").split(":")}
     if "y" in flags:
-        return PreflightCheck(
+        return Check(
             name,
             record,
             "warn",
-            "the key is in testing mode (t=y): receivers may ignore failures",
-            "remove t=y",
+            "the key is in testing mode (t=y): receivers may treat failures as unsigned mail",
+            f"remove t=y: {fix}",
             found=found,
         )
-    return PreflightCheck(name, record, "pass", "the record holds our key", found=found)
+    return Check(name, record, "pass", f"the record holds our {our_kind} key", found=found)
 
 
-async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> PreflightCheck:
+async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> Check:
     record_name = f"_dmarc.{domain}"
     fix = f'{record_name}. IN TXT "v=DMARC1; p=none; adkim=r; aspf=r"'
     try:
@@ -458,28 +479,39 @@ async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> PreflightChe
         return _lookup_failed("dmarc", record_name, exc, fix)
     found = lookup.records
     if lookup.record is None:
-        return PreflightCheck(
-            "dmarc", lookup.name, "fail", lookup.problem or "no record", fix, found=found
-        )
+        if not found:
+            where = (
+                record_name
+                if lookup.record_domain == domain
+                else f"{record_name} nor {lookup.name}"
+            )
+            why = f"no DMARC record at {where}: receivers apply no policy to forged mail"
+            return Check("dmarc", record_name, "fail", why, fix)
+        why = f"{lookup.problem}: receivers apply no policy"
+        return Check("dmarc", lookup.name, "fail", why, fix, found=found)
     record = lookup.record
     where = (
         ""
         if lookup.record_domain == domain
-        else (f" (the organizational domain {lookup.record_domain}'s record applies)")
+        else f" (no record at {record_name}: the organizational domain "
+        f"{lookup.record_domain}'s applies)"
     )
     policy = lookup.policy
     if not aligned(envelope, domain, record.aspf):
-        return PreflightCheck(
+        relaxed_helps = aligned(envelope, domain, "r")
+        return Check(
             "dmarc",
             lookup.name,
             "warn",
             f"p={policy}{where}; SPF cannot align: mail leaves "
             f"with the envelope domain {envelope}, which aspf={record.aspf} does not match "
             f"with {domain}, so DMARC rests on DKIM alone",
-            "use aspf=r and a bounce domain under the domain",
+            f'{lookup.name}. IN TXT "{_relaxed(record.text)}"'
+            if relaxed_helps
+            else f"use a bounce domain under {domain} (MAILFLEET_BOUNCE_DOMAIN)",
             found=found,
         )
-    return PreflightCheck(
+    return Check(
         "dmarc",
         lookup.name,
         "pass",
@@ -488,10 +520,19 @@ async def _dmarc(resolver: Resolver, domain: str, envelope: str) -> PreflightChe
     )
 
 
+def _relaxed(text: str) -> str:
+    """A DMARC record with ``aspf=r`` instead of ``aspf=s``."""
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    kept = [part for part in parts if part.partition("=")[0].strip().lower() != "aspf"]
+    return "; ".join([*kept, "aspf=r"])
+
+
 _ADVISED = {
+    # name: (label, version, the tag a record needs, the record to publish, title, more)
     "mta_sts": (
         "_mta-sts",
         "v=STSv1",
+        "id",
         "v=STSv1; id=20260101",
         "MTA-STS",
         "and serve its policy at https://mta-sts.{domain}/.well-known/mta-sts.txt",
@@ -499,6 +540,7 @@ _ADVISED = {
     "tls_rpt": (
         "_smtp._tls",
         "v=TLSRPTv1",
+        "rua",
         "v=TLSRPTv1; rua=mailto:tls-reports@{domain}",
         "TLS-RPT",
         "",
@@ -506,8 +548,10 @@ _ADVISED = {
 }
 
 
-async def _advised_txt(resolver: Resolver, domain: str, name: str) -> PreflightCheck:
-    prefix, version, example, title, more = _ADVISED[name]
+async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
+    """MTA-STS (RFC 8461) or TLS-RPT (RFC 8460): advised, so a missing or unusable record
+    only warns; a lookup that fails still fails (with ``dns_error``), like any other."""
+    prefix, version, needed, example, title, more = _ADVISED[name]
     record = f"{prefix}.{domain}"
     fix = f'{record}. IN TXT "{example.format(domain=domain)}"' + (
         f" {more.format(domain=domain)}" if more else ""
@@ -517,11 +561,11 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> PreflightC
     except DnsNameNotFound:
         texts = []
     except DnsError as exc:
-        failed = _lookup_failed(name, record, exc, fix)
-        return PreflightCheck(name, record, "warn", failed.explanation, fix, failed.dns_error)
+        return _lookup_failed(name, record, exc, fix)
     found = tuple(texts)
-    if not any(text.strip().startswith(version) for text in texts):
-        return PreflightCheck(
+    published = [text for text in texts if _tags(text).get("v") == version[2:]]
+    if not published:
+        return Check(
             name,
             record,
             "warn",
@@ -531,7 +575,30 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> PreflightC
             fix,
             found=found,
         )
-    return PreflightCheck(name, record, "pass", f"{title} is published", found=found)
+    if len(published) > 1:
+        return Check(
+            name,
+            record,
+            "warn",
+            f"{len(published)} {title} records: receivers use none",
+            fix,
+            found=found,
+        )
+    if not _tags(published[0]).get(needed):
+        return Check(
+            name, record, "warn", f"the {title} record has no {needed}= tag", fix, found=found
+        )
+    return Check(name, record, "pass", f"{title} is published", found=found)
+
+
+def _tags(text: str) -> dict[str, str]:
+    """``k=v; k=v`` as a dict (keys in lower case); what does not parse is left out."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            tags.setdefault(key.strip().lower(), value.strip())
+    return tags
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -539,7 +606,7 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> PreflightC
 
 def _lookup_failed(
     name: str, record: str, exc: DnsError, fix: str | None, found: tuple[str, ...] = ()
-) -> PreflightCheck:
+) -> Check:
     """A check that could not be made: the lookup failed, the record is not known wrong."""
     problem: DnsProblem
     if isinstance(exc, DnsNameNotFound):
@@ -553,11 +620,11 @@ def _lookup_failed(
         )
     if problem != "nxdomain":
         why += ": a DNS failure, not a wrong record; check the nameservers and try again"
-    return PreflightCheck(name, record, "fail", why, fix, problem, found)
+    return Check(name, record, "fail", why, fix, problem, found)
 
 
-def _missing_domain(check: PreflightCheck, domain: str) -> PreflightCheck:
-    return PreflightCheck(
+def _missing_domain(check: Check, domain: str) -> Check:
+    return Check(
         check.name,
         check.record,
         "fail",
@@ -568,15 +635,23 @@ def _missing_domain(check: PreflightCheck, domain: str) -> PreflightCheck:
     )
 
 
+def _is_dkim(text: str) -> bool:
+    """Whether a TXT record at a selector is meant as a DKIM key record."""
+    compact = "".join(text.split())
+    return compact.startswith("v=DKIM1") or compact.startswith("p=") or ";p=" in compact
+
+
 def _dkim_tags(text: str) -> dict[str, str] | None:
+    """The tags of a DKIM key record (RFC 6376 3.6.1), or None when it is not tag=value pairs."""
     tags: dict[str, str] = {}
     for part in text.split(";"):
         if not part.strip():
             continue
         key, sep, value = part.partition("=")
-        if not sep:
+        key = key.strip().lower()
+        if not sep or not key or key in tags:  # a tag twice makes the record invalid
             return None
-        tags[key.strip().lower()] = "".join(value.split())
+        tags[key] = "".join(value.split())
     return tags
 
 

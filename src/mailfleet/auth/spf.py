@@ -99,6 +99,19 @@ class SpfRecord:
         """The ``redirect=`` target: the record to use instead when nothing matches."""
         return next((t.value for t in self.terms if t.is_modifier and t.name == "redirect"), None)
 
+    @property
+    def evaluated(self) -> tuple[SpfTerm, ...]:
+        """The terms a receiver may evaluate: the mechanisms up to the first ``all`` (it
+        always matches, so nothing after it is reached), then the ``redirect``, which
+        counts only when there is no ``all`` (RFC 7208 6.1)."""
+        terms: list[SpfTerm] = []
+        for term in self.mechanisms:
+            terms.append(term)
+            if term.name == "all":
+                return tuple(terms)
+        redirect = next((t for t in self.terms if t.is_modifier and t.name == "redirect"), None)
+        return (*terms, redirect) if redirect is not None else tuple(terms)
+
 
 def is_spf(text: str) -> bool:
     """Whether a TXT record is an SPF record (starts with ``v=spf1``)."""
@@ -150,7 +163,10 @@ class SpfAnalysis:
     terms of the record and of every record it reaches (``reached``: the
     domains of its includes and redirects, nested); ``void_lookups`` the
     ones that found nothing. ``problems`` are errors in the nested records;
-    ``dns_errors`` the lookups that could not be made.
+    ``dns_errors`` the lookups that could not be made. ``all_qualifier`` is
+    the qualifier of the terminating ``all`` (``+``, ``-``, ``~``, ``?``),
+    the redirect target's when the record ends in a ``redirect=``, or None
+    when there is none.
     """
 
     domain: str
@@ -162,6 +178,29 @@ class SpfAnalysis:
     reached: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     dns_errors: list[DnsError] = field(default_factory=list)
+    all_qualifier: str | None = None
+
+    @property
+    def count(self) -> int:
+        """How many ``v=spf1`` records the domain publishes (exactly one is valid)."""
+        return len(self.records)
+
+    @property
+    def redirect(self) -> str | None:
+        """The record's ``redirect=`` target, if any."""
+        return self.record.redirect if self.record is not None else None
+
+    @property
+    def valid(self) -> bool:
+        """Whether a receiver can evaluate the record: one record, correct syntax, nested
+        records usable, within the lookup and void-lookup limits (DNS failures aside)."""
+        return (
+            self.record is not None
+            and self.error is None
+            and not self.problems
+            and self.lookups <= LOOKUP_LIMIT
+            and self.void_lookups <= VOID_LOOKUP_LIMIT
+        )
 
 
 async def analyse_spf(resolver: Resolver, domain: str) -> SpfAnalysis:
@@ -184,7 +223,9 @@ async def analyse_spf(resolver: Resolver, domain: str) -> SpfAnalysis:
     except SpfError as exc:
         analysis.error = str(exc)
         return analysis
-    await _walk(resolver, analysis, analysis.record, domain, depth=0)
+    every = analysis.record.all
+    analysis.all_qualifier = every.qualifier if every is not None else None
+    await _walk(resolver, analysis, analysis.record, domain, depth=0, terminal=True)
     return analysis
 
 
@@ -198,10 +239,20 @@ async def _spf_records(resolver: Resolver, domain: str) -> list[str]:
 
 
 async def _walk(
-    resolver: Resolver, analysis: SpfAnalysis, record: SpfRecord, domain: str, *, depth: int
+    resolver: Resolver,
+    analysis: SpfAnalysis,
+    record: SpfRecord,
+    domain: str,
+    *,
+    depth: int,
+    terminal: bool,
 ) -> None:
-    """Count ``record``'s querying terms and follow its includes and redirect."""
-    for term in record.terms:
+    """Count ``record``'s querying terms and follow its includes and redirect.
+
+    ``terminal``: the record is the domain's own or one it redirects to (not
+    an included one), so its ``all`` is the domain's last word.
+    """
+    for term in record.evaluated:
         if not term.queries_dns:
             continue
         analysis.lookups += 1
@@ -211,13 +262,27 @@ async def _walk(
         if "%" in target:
             continue  # a macro: what it names is known only per message
         if term.name in ("include", "redirect"):
-            await _follow(resolver, analysis, target, depth=depth)
+            redirect = term.name == "redirect"
+            await _follow(
+                resolver, analysis, term.name, target, depth=depth, terminal=terminal and redirect
+            )
         elif term.name in ("a", "mx", "exists"):
             await _count_void(resolver, analysis, term.name, target)
 
 
-async def _follow(resolver: Resolver, analysis: SpfAnalysis, target: str, *, depth: int) -> None:
+async def _follow(
+    resolver: Resolver,
+    analysis: SpfAnalysis,
+    kind: str,
+    target: str,
+    *,
+    depth: int,
+    terminal: bool,
+) -> None:
+    """Fetch the record an ``include`` or ``redirect`` names and walk it; a target with no
+    record, several or a bad one is a permerror for receivers (RFC 7208 5.2, 6.1)."""
     analysis.reached.append(target.lower().rstrip("."))
+    how = "included" if kind == "include" else "the redirect target"
     try:
         found = await _spf_records(resolver, target)
     except DnsError as exc:
@@ -225,17 +290,20 @@ async def _follow(resolver: Resolver, analysis: SpfAnalysis, target: str, *, dep
         return
     if not found:
         analysis.void_lookups += 1
-        analysis.problems.append(f"{target} (included) has no SPF record")
+        analysis.problems.append(f"{target} ({how}) has no SPF record")
         return
     if len(found) > 1:
-        analysis.problems.append(f"{target} (included) has {len(found)} SPF records")
+        analysis.problems.append(f"{target} ({how}) has {len(found)} SPF records")
         return
     try:
         nested = parse_spf(found[0])
     except SpfError as exc:
-        analysis.problems.append(f"{target} (included): {exc}")
+        analysis.problems.append(f"{target} ({how}): {exc}")
         return
-    await _walk(resolver, analysis, nested, target, depth=depth + 1)
+    if terminal:  # the redirect target's all is the domain's last word
+        every = nested.all
+        analysis.all_qualifier = every.qualifier if every is not None else None
+    await _walk(resolver, analysis, nested, target, depth=depth + 1, terminal=terminal)
 
 
 async def _count_void(resolver: Resolver, analysis: SpfAnalysis, kind: str, target: str) -> None:
