@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from mailfleet.model.addresses import normalize_domain
-from mailfleet.model.errors import DnsNameNotFound
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
@@ -206,10 +205,7 @@ def _suffix_list() -> PublicSuffixList:
 
 async def _records_at(resolver: Resolver, domain: str) -> list[str]:
     """The DMARC records (``v=DMARC1...``) at ``_dmarc.<domain>``; none when it does not exist."""
-    try:
-        texts = await resolver.txt(f"_dmarc.{domain}")
-    except DnsNameNotFound:
-        return []
+    texts = await resolver.txt(f"_dmarc.{domain}", missing_empty=True)
     return [text for text in texts if _VERSION.match(text)]
 
 

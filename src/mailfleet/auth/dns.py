@@ -183,11 +183,22 @@ class Resolver:
         _note(answer.expiration)
         return [] if answer.rrset is None else list(answer.rrset)
 
-    async def txt(self, name: str) -> list[str]:
-        """The TXT records at ``name``, each one's strings joined (as bytes, read as latin-1)."""
+    async def txt(self, name: str, *, missing_empty: bool = False) -> list[str]:
+        """The TXT records at ``name``, each one's strings joined (as bytes, read as latin-1).
+
+        With ``missing_empty``, a name that does not exist answers an empty list
+        rather than :class:`~mailfleet.model.errors.DnsNameNotFound`: for records
+        (SPF, DMARC, DKIM...) whose absence is an answer, not an error.
+        """
+        try:
+            records = await self.query(name, "TXT")
+        except DnsNameNotFound:
+            if missing_empty:
+                return []
+            raise
         return [
             b"".join(rdata.strings).decode("latin-1")
-            for rdata in await self.query(name, "TXT")
+            for rdata in records
             if isinstance(rdata, TXTBase)
         ]
 

@@ -423,9 +423,7 @@ async def _dkim(resolver: Resolver, domain: str, selector: str, ours: str) -> Ch
         return Check(name, record, "fail", why, fix, found=found)
 
     try:
-        texts = await resolver.txt(record)
-    except DnsNameNotFound:
-        texts = []
+        texts = await resolver.txt(record, missing_empty=True)
     except DnsError as exc:
         return _lookup_failed(name, record, exc, fix)
     found = tuple(texts)
@@ -557,9 +555,7 @@ async def _advised_txt(resolver: Resolver, domain: str, name: str) -> Check:
         f" {more.format(domain=domain)}" if more else ""
     )
     try:
-        texts = await resolver.txt(record)
-    except DnsNameNotFound:
-        texts = []
+        texts = await resolver.txt(record, missing_empty=True)
     except DnsError as exc:
         return _lookup_failed(name, record, exc, fix)
     found = tuple(texts)

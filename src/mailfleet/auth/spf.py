@@ -231,11 +231,7 @@ async def analyse_spf(resolver: Resolver, domain: str) -> SpfAnalysis:
 
 async def _spf_records(resolver: Resolver, domain: str) -> list[str]:
     """The ``v=spf1`` records at ``domain``; none when the name does not exist."""
-    try:
-        texts = await resolver.txt(domain)
-    except DnsNameNotFound:
-        return []
-    return [text for text in texts if is_spf(text)]
+    return [text for text in await resolver.txt(domain, missing_empty=True) if is_spf(text)]
 
 
 async def _walk(
