@@ -67,7 +67,7 @@ def save_check(
     after = before if state is None else state
     tx.conn.execute(
         sa.update(_domains)
-        .where(_domains.c.id == row.id)
+        .where(_domains.c.application_id == tx.application_id, _domains.c.id == row.id)
         .values(
             state=after,
             authenticated=after == "verified",
@@ -112,7 +112,9 @@ def claim_due_audits(tx: Tx, *, interval: float, limit: int = 50) -> list[str]:
         unchanged = seen.is_(None) if row.next_audit_at is None else seen == row.next_audit_at
         claimed = tx.conn.execute(
             sa.update(_domains)
-            .where(_domains.c.id == row.id, unchanged)
+            .where(
+                _domains.c.application_id == tx.application_id, _domains.c.id == row.id, unchanged
+            )
             .values(next_audit_at=later)
         )
         if claimed.rowcount == 1:

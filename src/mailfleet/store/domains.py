@@ -138,7 +138,9 @@ def replace_dkim_keys(
     """Store ``keys`` as the DKIM keys of ``name`` and record ``event`` (selectors only)."""
     domain = get_domain(tx, name)
     tx.conn.execute(
-        sa.update(_domains).where(_domains.c.id == domain.id).values(dkim_keys=list(keys))
+        sa.update(_domains)
+        .where(_domains.c.application_id == tx.application_id, _domains.c.id == domain.id)
+        .values(dkim_keys=list(keys))
     )
     record(tx, event, {"domain_id": domain.id, "domain": domain.name, **payload})
     return get_domain(tx, domain.name)

@@ -134,7 +134,7 @@ def record_sends(tx: Tx, sends: Sequence[tuple[int, str, str]]) -> None:
     )
     tx.conn.execute(
         sa.update(_out)
-        .where(_out.c.id == sa.bindparam("oid"))
+        .where(_out.c.application_id == tx.application_id, _out.c.id == sa.bindparam("oid"))
         .values(reputation=sa.bindparam("seqs", type_=_out.c.reputation.type)),
         [
             {"oid": oid, "seqs": {**(current.get(oid) or {}), **seqs}}
@@ -382,7 +382,7 @@ def _moved(
         return
     tx.conn.execute(
         sa.update(_grants)
-        .where(_grants.c.id == subject)
+        .where(_grants.c.application_id == tx.application_id, _grants.c.id == subject)
         .values(status=wanted.value, updated_at=utcnow())
     )
     payload = {"grant_id": subject, "from": status, "to": wanted.value}
