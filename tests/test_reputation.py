@@ -19,7 +19,9 @@ from relay import RelayPeer, relay_peer
 pytestmark = pytest.mark.anyio
 
 SENDER = "sales@example.com"
-SMALL = {"reputation_window": 20, "reputation_min_sample": 10}
+# The breaker (tests/test_breaker.py) would hold these grants before their pause.
+FREE = {"breaker": {"enabled": False}, "send_burst": 1000, "send_rate_per_minute": 60_000}
+SMALL = {"reputation_window": 20, "reputation_min_sample": 10, **FREE}
 
 
 @asynccontextmanager
@@ -92,7 +94,7 @@ async def test_a_refusal_at_the_pause_threshold_pauses_the_grant(database_url: s
 
 
 async def test_the_minimum_sample_and_review_below_pause(database_url: str) -> None:
-    policy = {"reputation_window": 100, "reputation_min_sample": 20}
+    policy = {"reputation_window": 100, "reputation_min_sample": 20, **FREE}
     async with relay_peer() as peer, fleet_sending(database_url, peer, policy=policy) as fleet:
         refuse(peer, "gone@example.org")
         await send_to(fleet, peer, ["gone@example.org"] + [f"ok{n}@example.org" for n in range(18)])

@@ -60,8 +60,10 @@ class AgentContext(Protocol):
         html: str | None,
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
+        defer: bool = False,
     ) -> SendResult:
-        """Pass a message through the outbound gates and into the outbox."""
+        """Pass a message through the outbound gates and into the outbox (``defer``: a
+        send the quota, rate or a warm-up ramp refuses is scheduled instead)."""
         ...
 
 
@@ -102,6 +104,10 @@ class Agent:
         workspace = _Workspace(None)
     handlers: ClassVar[frozenset[str]] = frozenset()
     """The handlers this class defines, found when the class was created."""
+    defer_rate_limited: ClassVar[bool] = False
+    """True: a send the daily quota, the rate or a warm-up ramp would answer
+    ``rate_limited`` is queued for when it is admitted instead (``queued``, with its
+    ``send_at``). ``send(..., defer=...)`` decides for one send."""
 
     _grant: Grant
     _context: AgentContext
@@ -154,11 +160,14 @@ class Agent:
         text: str,
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
+        defer: bool | None = None,
     ) -> SendResult:
         """Send a new message; the result says whether it was accepted or why not.
 
-        Expected refusals (paused, restricted, a bad recipient...) come back as
-        the result's ``status`` and ``detail``, never as exceptions.
+        Expected refusals (paused, restricted, a bad recipient, ``rate_limited``
+        with its ``retry_after``...) come back as the result's ``status`` and
+        ``detail``, never as exceptions. ``defer`` (default: the class's
+        :attr:`defer_rate_limited`) queues a rate-limited send for later instead.
         """
         recipients = [to] if isinstance(to, str) else list(to)
         return await self._context.send(
@@ -169,6 +178,7 @@ class Agent:
             html=html,
             in_reply_to=None,
             attachments=attachments,
+            defer=self.defer_rate_limited if defer is None else defer,
         )
 
     async def reply(
@@ -179,12 +189,14 @@ class Agent:
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
         to_automatic: bool = False,
+        defer: bool | None = None,
     ) -> SendResult:
         """Answer ``message`` in its thread, to its sender (``Re:`` added once).
 
         Messages that must not get automatic replies (RFC 3834: auto-replies,
         bulk and list mail, bounces) are answered ``suppressed`` unless
         ``to_automatic`` is true: agents never start mail loops by themselves.
+        ``defer`` as for :meth:`send`.
         """
         if not message.sender:
             return SendResult(
@@ -203,6 +215,7 @@ class Agent:
             html=html,
             in_reply_to=message,
             attachments=attachments,
+            defer=self.defer_rate_limited if defer is None else defer,
         )
 
 

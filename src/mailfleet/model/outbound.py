@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["SendResult", "SendStatus"]
+__all__ = ["OutgoingMail", "SendResult", "SendStatus"]
 
 
 class SendStatus(StrEnum):
@@ -18,7 +18,9 @@ class SendStatus(StrEnum):
     RESTRICTED = "restricted"
     """The grant is restricted for abuse (HTTP 403 ``grant_restricted``)."""
     RATE_LIMITED = "rate_limited"
-    """Quota or rate reached (HTTP 429, see ``retry_after``)."""
+    """The daily quota, the queue of scheduled sends or a warm-up ramp is full (HTTP 429):
+    ``retry_after`` says in how many seconds a send may be admitted again. Nothing was
+    queued (unless the send asked to be deferred: then it is ``queued`` with ``send_at``)."""
     SUPPRESSED = "suppressed"
     """A recipient is on the suppression list (it bounced, complained or
     unsubscribed; ``detail`` says which and why): nothing was queued."""
@@ -27,6 +29,9 @@ class SendStatus(StrEnum):
     DOMAIN_NOT_AUTHENTICATED = "domain_not_authenticated"
     """The sending domain's DNS is not verified (SPF, DKIM, DMARC, MX): outside dev mode
     it cannot send until a check passes; ``failing_checks`` names what is wrong."""
+    BLOCKED_BY_RULE = "blocked_by_rule"
+    """An outbound rule of the workspace or application blocks it (HTTP 403; ``detail``
+    names the rule): nothing was queued."""
     REJECTED = "rejected"
     """The message itself is not acceptable (see ``detail``)."""
 
@@ -45,7 +50,22 @@ class SendResult:
     """``domain_not_authenticated``: the failing checks of the domain (``spf``,
     ``dkim:<selector>``...); ``detail`` explains each."""
 
+    send_at: float | None = None
+    """``queued``: when the message is due to leave (epoch seconds), later than now when
+    it was paced, scheduled past the burst or deferred (``detail`` says which); None: now."""
+
     @property
     def ok(self) -> bool:
         """Whether the message was accepted."""
         return self.status is SendStatus.QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """What an outbound rule sees of a send: who sends, to whom, and the subject."""
+
+    grant_id: str
+    workspace_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str

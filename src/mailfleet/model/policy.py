@@ -7,6 +7,7 @@ effective policy is its workspace's, looked up, never copied.
 from __future__ import annotations
 
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,9 +17,12 @@ from .errors import InvalidPolicy
 __all__ = [
     "PLATFORM_MAX_MESSAGE_BYTES",
     "PLATFORM_THRESHOLDS",
+    "CircuitBreaker",
     "Policy",
+    "RampStep",
     "ReputationThresholds",
     "SpamSensitivity",
+    "Warmup",
 ]
 
 MiB = 1024 * 1024
@@ -84,6 +88,70 @@ class ReputationThresholds(BaseModel):
 PLATFORM_THRESHOLDS = ReputationThresholds.model_construct()
 
 
+class CircuitBreaker(BaseModel):
+    """The runtime's own brake, applied before a mail provider's: as a grant's (or its
+    domain's) rates near the pause threshold, its outbound slows, then is held.
+
+    ``slow_at`` and ``hold_at`` are fractions of the pause thresholds (0.5: half of
+    ``bounce_pause`` or of ``complaint_pause``, whichever is nearer). Slow: one
+    message per ``slowdown`` times the sustained send interval. Held: one probe
+    per ``probe_interval`` seconds, so the window rolls and the breaker reopens by
+    itself once the probes are delivered. Whatever the rates, a message is held
+    while it, and every message of its grant still in flight, could bounce the
+    grant into its pause.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    slow_at: float = Field(0.5, gt=0, le=1)
+    hold_at: float = Field(0.8, gt=0, le=1)
+    slowdown: float = Field(4.0, ge=1, description="the sustained interval is multiplied by it")
+    probe_interval: float = Field(60.0, gt=0, description="seconds between a held grant's probes")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.slow_at > self.hold_at:
+            raise _FieldProblem("slow_at", "cannot exceed hold_at")
+        return self
+
+
+class RampStep(BaseModel):
+    """Up to ``within`` seconds after its first send, a sender may have mailed at most
+    ``recipients`` distinct recipients in all."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    within: float = Field(gt=0, description="seconds since the first send")
+    recipients: int = Field(ge=1, description="distinct recipients mailed up to then")
+
+
+_HOUR, _DAY, _WEEK = 3_600.0, 86_400.0, 604_800.0
+
+
+def _ramp(*steps: tuple[float, int]) -> tuple[RampStep, ...]:
+    return tuple(RampStep(within=within, recipients=recipients) for within, recipients in steps)
+
+
+class Warmup(BaseModel):
+    """The ramps a new grant and a new domain follow: a fleet expanding by thousands of
+    identities does not burst from cold addresses and domains. An empty ramp: none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grant: tuple[RampStep, ...] = _ramp((_HOUR, 50), (_DAY, 200), (_WEEK, 1_000))
+    domain: tuple[RampStep, ...] = _ramp((_HOUR, 500), (_DAY, 2_000), (_WEEK, 10_000))
+
+    @model_validator(mode="after")
+    def _growing(self) -> Self:
+        for name in ("grant", "domain"):
+            steps: tuple[RampStep, ...] = getattr(self, name)
+            for before, after in pairwise(steps):
+                if after.within <= before.within or after.recipients < before.recipients:
+                    raise _FieldProblem(name, "steps must grow: later and at least as many")
+        return self
+
+
 class Policy(BaseModel):
     """Limits and behaviour shared by every grant of a workspace.
 
@@ -118,6 +186,17 @@ class Policy(BaseModel):
     reputation_min_sample: int = Field(
         100, ge=1, description="sends in the window before the rates may change a state"
     )
+    send_queue_limit: int = Field(
+        100, ge=0, description="sends a grant may have waiting for its rate before rate_limited"
+    )
+    quota_pacing_from: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="share of the daily quota after which the rest is spread over the day",
+    )
+    breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    warmup: Warmup = Field(default_factory=Warmup)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -144,12 +223,13 @@ class Policy(BaseModel):
     def updated(self, changes: dict[str, Any]) -> Policy:
         """A copy with ``changes`` applied and the whole policy re-validated.
 
-        ``thresholds`` may be given partially: ``{"thresholds": {"bounce_pause": 0.08}}``.
+        A group (``thresholds``, ``breaker``, ``warmup``) may be given partially:
+        ``{"thresholds": {"bounce_pause": 0.08}}``.
         """
         merged = self.model_dump(mode="json")
         for key, value in changes.items():
-            if key == "thresholds" and isinstance(value, dict):
-                merged["thresholds"] = {**merged["thresholds"], **value}
+            if key in _GROUPS and isinstance(value, dict):
+                merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
         return Policy.parse(merged)
@@ -157,6 +237,9 @@ class Policy(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The policy as plain JSON values."""
         return self.model_dump(mode="json")
+
+
+_GROUPS = ("thresholds", "breaker", "warmup")
 
 
 def _as_invalid_policy(exc: ValidationError) -> InvalidPolicy:

@@ -355,6 +355,7 @@ class Fleet:
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
         in_reply_to: InboundMessage | None = None,
+        defer: bool = False,
     ) -> SendResult:
         """Send as a grant (id, address or record) from outside an agent.
 
@@ -374,6 +375,7 @@ class Fleet:
             html=html,
             in_reply_to=in_reply_to,
             attachments=attachments,
+            defer=defer,
         )
 
     # -- domain authentication -------------------------------------------------------

@@ -1,15 +1,32 @@
 """What ``Agent.send`` / ``reply`` reach: the outbound gates, building, signing, the outbox.
 
-The gates answer with values (:class:`~mailfleet.SendResult`): recipient
-syntax and whether each recipient's domain accepts mail
-(``invalid_recipient``), then the grant's status, the sending domain's
-authentication (``domain_not_authenticated``, outside dev mode) and the
-suppression list, read in the transaction that queues the message so that a
-pause, a restriction, a failed audit or a bounce takes effect at once
-(``suppressed``: nothing queued). An accepted
-message is built, DKIM-signed with its domain's keys, stored with a VERP
-envelope sender (``bounces+TOKEN@domain``, unique to this send) and queued
-for the :class:`~mailfleet.runtime.sender.Sender`.
+The gates answer with values (:class:`~mailfleet.SendResult`), in one fixed
+order, the first that refuses giving the answer:
+
+1. **status**: the grant paused (``paused``) or gone; its workspace, domain or
+   application paused as a whole (``paused``);
+2. **restriction**: the grant, its workspace, domain or application
+   restricted by an operator (``restricted``);
+3. **recipient**: syntax, and whether each recipient's domain accepts mail
+   (``invalid_recipient``);
+4. **suppression**: a recipient bounced, complained or unsubscribed
+   (``suppressed``);
+5. **rules**: an outbound rule blocks it (``blocked_by_rule``);
+6. **quota and rate**: the warm-up ramps, the daily quota, the rate and burst
+   (``rate_limited`` with ``retry_after``; a send over the burst is
+   ``queued`` with the ``send_at`` it leaves at, and a deferred one too);
+7. **breaker**: a grant whose breaker is slow or held is ``queued`` all the
+   same, its message leaving as the breaker allows (``detail`` says so; the
+   sender decides at release, :mod:`mailfleet.store.breaker`);
+8. **domain authentication**: outside dev mode, the sending domain's DNS
+   must be verified (``domain_not_authenticated``).
+
+Recipient syntax and domains are checked before the transaction, every other
+gate inside the one that queues the message, so a pause, a restriction, a
+failed audit or a bounce takes effect at once. An accepted message is built,
+DKIM-signed with its domain's keys, stored with a VERP envelope sender
+(``bounces+TOKEN@domain``, unique to this send) and queued for the
+:class:`~mailfleet.runtime.sender.Sender`.
 """
 
 from __future__ import annotations
@@ -18,7 +35,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -29,13 +46,15 @@ from ..model.addresses import parse_address
 from ..model.deliverability import Suppression
 from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
-from ..model.outbound import SendResult, SendStatus
+from ..model.outbound import OutgoingMail, SendResult, SendStatus
+from ..model.pacing import Admission
 from ..model.records import Grant, GrantStatus
 from ..store import (
     domain_checks,
     domains,
     grants,
     outbound,
+    pacing,
     reputation,
     restrictions,
     suppressions,
@@ -54,7 +73,7 @@ if TYPE_CHECKING:
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
 
-__all__ = ["SIGNER_LIFETIME", "Outbox", "verp_address"]
+__all__ = ["SIGNER_LIFETIME", "OutboundRule", "Outbox", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
 
@@ -69,12 +88,33 @@ def verp_address(token: str, domain: str) -> str:
     return f"bounces+{token}@{domain}"
 
 
+OutboundRule = Callable[[Tx, OutgoingMail], "str | None"]
+"""An outbound rule: given the queuing transaction and the send, why it is blocked
+(``blocked_by_rule``), or None."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Queued:
-    message: NewOutbound
-    message_id: str
-    workspace_id: str
-    domain: str
+    grant: Grant
+    recipients: tuple[str, ...]
+    subject: str
+    message: NewOutbound | None
+    """None when the recipient gate refused it (``refusal``): nothing was built."""
+    message_id: str | None = None
+    refusal: SendResult | None = None
+    defer: bool = False
+
+    @property
+    def grant_id(self) -> str:
+        return self.grant.id
+
+    @property
+    def workspace_id(self) -> str:
+        return self.grant.workspace_id
+
+    @property
+    def domain(self) -> str:
+        return self.grant.domain
 
 
 class Outbox:
@@ -101,6 +141,7 @@ class Outbox:
         self._envelope_domain = envelope_domain or (lambda domain: domain)
         self._recipient_domains = recipient_domains
         self._keystore = keystore
+        self._rules: list[OutboundRule] = []
         # domain -> (loaded at, signer, or why its keys cannot be opened): reloaded after
         # SIGNER_LIFETIME, or at once when this process rotates the domain's keys
         # (forget_signer). A failure is kept as long, so a key that does not open is
@@ -115,6 +156,10 @@ class Outbox:
         self._batches: GroupCommit[_Queued, SendResult] = GroupCommit(
             self._commit, closed_error=FLEET_CLOSED
         )
+
+    def add_rule(self, rule: OutboundRule) -> None:
+        """Evaluate ``rule`` on every send, after the suppression list (gate 5)."""
+        self._rules.append(rule)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Sign and commit queued messages until cancelled."""
@@ -133,10 +178,15 @@ class Outbox:
         html: str | None,
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
+        defer: bool = False,
     ) -> SendResult:
-        """Pass the gates, build, sign and queue the message."""
+        """Pass the gates, build, sign and queue the message; ``defer``: a send the quota,
+        rate or a ramp would refuse is queued for when it is admitted instead."""
         from ..mail.build import build_message
         from ..mail.parse import normalize_subject
+
+        def refused(result: SendResult, recipients: tuple[str, ...] = ()) -> _Queued:
+            return _Queued(grant, recipients, subject, None, refusal=result)
 
         if not to:
             return _refused(
@@ -145,12 +195,14 @@ class Outbox:
         try:
             recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
         except InvalidAddress as exc:
-            return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc)))
+            invalid = SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc))
+            return await self._batches.submit(refused(invalid))
         if self._recipient_domains is not None:
             undeliverable = await self._recipient_domains.refused(recipients)
             if undeliverable:
                 detail = "to: " + "; ".join(f"{a}: {why}" for a, why in undeliverable)
-                return _refused(grant.id, SendResult(SendStatus.INVALID_RECIPIENT, detail=detail))
+                invalid = SendResult(SendStatus.INVALID_RECIPIENT, detail=detail)
+                return await self._batches.submit(refused(invalid, recipients))
         try:
             built = build_message(
                 sender=grant.address,
@@ -180,7 +232,7 @@ class Outbox:
             thread_subject=normalize_subject(subject) or None,
         )
         return await self._batches.submit(
-            _Queued(item, message_id, grant.workspace_id, grant.domain)
+            _Queued(grant, recipients, subject, item, message_id, defer=defer)
         )
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
@@ -189,55 +241,109 @@ class Outbox:
             self._queued()
         for queued, result in zip(batch, results, strict=True):
             if not result.ok:
-                _refused(queued.message.grant_id, result)
+                _refused(queued.grant_id, result)
         return results
 
     def _store(self, tx: Tx, batch: Sequence[_Queued]) -> list[SendResult]:
-        # Statuses are read in the transaction: a pause takes effect at once.
-        statuses = grants.statuses(tx, {q.message.grant_id for q in batch})
+        # Every gate reads the store in the transaction that queues: a change takes
+        # effect at once. The gates run in the documented order (module docstring).
+        statuses = grants.statuses(tx, {q.grant_id for q in batch})
         wide = ({q.workspace_id for q in batch}, {q.domain for q in batch})
         paused = reputation.paused_subjects(tx, *wide)
         restricted = restrictions.restricted_subjects(tx, *wide)
         blocked = _suppressed(tx, batch)
+        results: list[SendResult | None] = []
+        for queued in batch:
+            refusal = _status_gates(queued, statuses, paused, restricted, tx.application_id)
+            if refusal is None:
+                refusal = queued.refusal
+            if refusal is None:
+                listed = [
+                    blocked[key]
+                    for key in ((queued.workspace_id, r) for r in queued.recipients)
+                    if key in blocked
+                ]
+                if listed:
+                    refusal = SendResult(SendStatus.SUPPRESSED, detail=_listed(listed))
+            if refusal is None:
+                refusal = self._ruled(tx, queued)
+            results.append(refusal)
+        due = self._pace(tx, batch, results)
+        accepted = [
+            replace(q.message, not_before=due[i])
+            for i, q in enumerate(batch)
+            if i in due and q.message is not None
+        ]
+        outbound.queue_outbound(tx, accepted)
+        return [result for result in results if result is not None]
+
+    def _ruled(self, tx: Tx, queued: _Queued) -> SendResult | None:
+        """Gate 5: the first outbound rule that blocks the send."""
+        if not self._rules:
+            return None
+        mail = OutgoingMail(
+            queued.grant_id,
+            queued.workspace_id,
+            queued.grant.address,
+            queued.recipients,
+            queued.subject,
+        )
+        for rule in self._rules:
+            why = rule(tx, mail)
+            if why:
+                return SendResult(SendStatus.BLOCKED_BY_RULE, detail=f"blocked_by_rule: {why}")
+        return None
+
+    def _pace(
+        self, tx: Tx, batch: Sequence[_Queued], results: list[SendResult | None]
+    ) -> dict[int, float]:
+        """Gates 6 to 8, for the sends the earlier gates let through: quota and rate, the
+        breaker's word, domain authentication. A send the last gate refuses is paced as
+        a dry run, so it takes no token and its answer still follows the order.
+        Returns when each accepted send (by its place in the batch) is due."""
+        open_ = [i for i, result in enumerate(results) if result is None]
+        due: dict[int, float] = {}
+        if not open_:
+            return due
         domain_states = (
-            domain_checks.sending_states(tx, {q.domain for q in batch})
+            domain_checks.sending_states(tx, {batch[i].domain for i in open_})
             if self._require_verified
             else None
         )
-        results: list[SendResult] = []
-        accepted: list[NewOutbound] = []
-        for queued in batch:
-            status = statuses.get(queued.message.grant_id)
-            listed = [
-                blocked[key]
-                for key in ((queued.workspace_id, r) for r in queued.message.recipients)
-                if key in blocked
-            ]
-            if status is GrantStatus.PAUSED:
-                results.append(SendResult(SendStatus.PAUSED, detail="grant_paused"))
-            elif status is GrantStatus.RESTRICTED:
-                results.append(SendResult(SendStatus.RESTRICTED, detail="grant_restricted"))
-            elif status is None:
-                results.append(SendResult(SendStatus.REJECTED, detail="grant: no longer exists"))
-            elif restricted and (why := _restricted(restricted, queued, tx.application_id)):
-                results.append(SendResult(SendStatus.RESTRICTED, detail=why))
-            elif paused and (whole := _paused_as_a_whole(paused, queued, tx.application_id)):
-                results.append(SendResult(SendStatus.PAUSED, detail=whole))
-            elif listed:
-                results.append(SendResult(SendStatus.SUPPRESSED, detail=_listed(listed)))
-            elif domain_states is not None and _unverified(domain_states, queued.domain):
-                results.append(_not_authenticated(domain_states, queued.domain))
-            else:
-                accepted.append(queued.message)
-                results.append(
-                    SendResult(
-                        SendStatus.QUEUED,
-                        message_id=queued.message_id,
-                        thread_id=queued.message.thread_id,
-                    )
+        policies = pacing.policies(tx, {batch[i].workspace_id for i in open_})
+        unverified = {
+            i
+            for i in open_
+            if domain_states is not None and _unverified(domain_states, batch[i].domain)
+        }
+        requests = [
+            pacing.PacingRequest(
+                grant_id=batch[i].grant_id,
+                domain=batch[i].domain,
+                policy=policies[batch[i].workspace_id],
+                recipients=batch[i].recipients,
+                defer=batch[i].defer,
+                dry_run=i in unverified,
+            )
+            for i in open_
+        ]
+        admissions, breakers = pacing.admit_sends(tx, requests, now=time.time())
+        for i, admission in zip(open_, admissions, strict=True):
+            queued = batch[i]
+            if not admission.admitted:
+                results[i] = SendResult(
+                    SendStatus.RATE_LIMITED,
+                    detail=admission.reason,
+                    retry_after=admission.retry_after,
                 )
-        outbound.queue_outbound(tx, accepted)
-        return results
+            elif i in unverified:
+                assert domain_states is not None
+                results[i] = _not_authenticated(domain_states, queued.domain)
+            else:
+                assert admission.send_at is not None
+                due[i] = admission.send_at
+                results[i] = _queued(queued, admission, breakers.get(queued.grant_id))
+        return due
 
     def forget_signer(self, domain: str) -> None:
         """Load ``domain``'s keys again at its next send (they were rotated)."""
@@ -276,11 +382,52 @@ class Outbox:
         return DkimSigner(domain, loaded) if loaded else None
 
 
+def _status_gates(
+    queued: _Queued,
+    statuses: dict[str, GrantStatus],
+    paused: set[tuple[str, str]],
+    restricted: dict[tuple[str, str], str],
+    application_id: str,
+) -> SendResult | None:
+    """Gates 1 and 2: the grant's status, then the restrictions and pauses of its
+    workspace, domain and application."""
+    status = statuses.get(queued.grant_id)
+    if status is GrantStatus.PAUSED:
+        return SendResult(SendStatus.PAUSED, detail="grant_paused")
+    if status is None:
+        return SendResult(SendStatus.REJECTED, detail="grant: no longer exists")
+    if paused and (whole := _paused_as_a_whole(paused, queued, application_id)):
+        return SendResult(SendStatus.PAUSED, detail=whole)
+    if status is GrantStatus.RESTRICTED:
+        return SendResult(SendStatus.RESTRICTED, detail="grant_restricted")
+    if restricted and (why := _restricted(restricted, queued, application_id)):
+        return SendResult(SendStatus.RESTRICTED, detail=why)
+    return None
+
+
+def _queued(queued: _Queued, admission: Admission, breaker: str | None) -> SendResult:
+    """The answer of an accepted send: when it leaves, and why not at once."""
+    notes = [admission.reason] if admission.reason else []
+    if breaker in ("slow", "held"):
+        notes.append(
+            f"circuit breaker {breaker}: the grant's rates near its pause threshold, "
+            "its mail leaves as the breaker allows"
+        )
+    return SendResult(
+        SendStatus.QUEUED,
+        message_id=queued.message_id,
+        thread_id=None if queued.message is None else queued.message.thread_id,
+        detail="; ".join(notes) or None,
+        send_at=admission.send_at if admission.reason else None,
+        retry_after=admission.retry_after,
+    )
+
+
 def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppression]:
     """The suppressed recipients of the batch, by (workspace id, address)."""
     by_workspace: dict[str, set[str]] = {}
     for queued in batch:
-        by_workspace.setdefault(queued.workspace_id, set()).update(queued.message.recipients)
+        by_workspace.setdefault(queued.workspace_id, set()).update(queued.recipients)
     return {
         (workspace_id, address): entry
         for workspace_id, addresses in by_workspace.items()

@@ -32,10 +32,10 @@ from anyio.abc import TaskStatus
 
 from ..model.deliverability import Bounce, BounceClass
 from ..model.errors import GrantNotFound, QueueFull
-from ..store import outbound
+from ..store import breaker, outbound
 from ..store.feedback import Failure
 from ..store.outbound import OutboundItem, OutboundResult
-from ..store.scope import Scope
+from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
 from ..transports.smtp_out import SmtpOutcome, SmtpRelay
 
@@ -101,24 +101,27 @@ class Sender:
                 due = await self._scope.read(outbound.next_due)
                 items: list[OutboundItem] = []
                 if due is not None and due <= time.time():
-                    items = await self._scope.write(
-                        lambda tx: outbound.claim_due(
-                            tx,
-                            self._worker,
-                            now=time.time(),
-                            lease=self._lease,
-                            limit=self._concurrency * 8,
-                        )
-                    )
+                    claimed, items = await self._scope.write(self._claim)
+                else:
+                    claimed = 0
                 for item in items:
                     await send.send(item)
-                if len(items) == self._concurrency * 8:
+                if claimed == self._concurrency * 8:
                     await anyio.lowlevel.checkpoint()
                     continue
                 wait = self._poll if due is None else min(self._poll, max(due - time.time(), 0))
                 with anyio.move_on_after(wait):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
+
+    def _claim(self, tx: Tx) -> tuple[int, list[OutboundItem]]:
+        """Lease due messages, and keep those their grant's breaker holds back (or its
+        pause, or a restriction): how many were due, and those that may leave now."""
+        now = time.time()
+        claimed = outbound.claim_due(
+            tx, self._worker, now=now, lease=self._lease, limit=self._concurrency * 8
+        )
+        return len(claimed), breaker.hold_back(tx, claimed, now=now)
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let sends in flight finish (up to ``grace``), record them."""

@@ -104,6 +104,8 @@ class NewOutbound:
     mail_from: str
     thread_id: str
     thread_subject: str | None
+    not_before: float = 0.0
+    """When it may leave (epoch seconds): later than now when paced or deferred."""
 
 
 def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
@@ -149,7 +151,7 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
                 "recipients": list(item.recipients),
                 "status": "pending",
                 "attempts": 0,
-                "not_before": 0.0,
+                "not_before": item.not_before,
                 "created_at": now,
                 "updated_at": now,
             }

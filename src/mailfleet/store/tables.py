@@ -32,9 +32,11 @@ __all__ = [
     "outbound_table",
     "patterns_table",
     "queue_table",
+    "ramp_recipients_table",
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
     "utcnow",
@@ -384,6 +386,31 @@ restrictions_table = sa.Table(
     _time(),
 )
 """Sending blocked by an operator (abuse), whatever the rates; a grant's is its status."""
+
+send_clocks_table = sa.Table(
+    "send_clocks",
+    metadata,
+    _application(primary_key=True),
+    _text("kind", 12, primary_key=True),  # grant, domain
+    _text("subject", 253, primary_key=True),  # its id (a domain: its name)
+    _json("clock"),  # SendClock.to_json: rate, daily quota, warm-up
+    _text("breaker", 12, default="closed"),  # closed, slow, held
+    sa.Column("next_release", sa.Float, nullable=False, default=0.0),
+    _time("updated_at"),
+    sa.Index("send_clocks_open_breakers", "application_id", "breaker", "subject"),
+)
+"""When a grant (or a domain) may send next: its pacing clock, and its breaker's state
+with the time its next slowed or probing message may leave."""
+
+ramp_recipients_table = sa.Table(
+    "ramp_recipients",
+    metadata,
+    _application(primary_key=True),
+    _text("kind", 12, primary_key=True),
+    _text("subject", 253, primary_key=True),
+    _text("address", 320, primary_key=True),
+)
+"""The distinct recipients a warming grant or domain has mailed (kept while its ramp lasts)."""
 
 soft_bounces_table = sa.Table(
     "soft_bounces",
