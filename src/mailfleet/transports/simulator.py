@@ -129,7 +129,7 @@ class DomainProfile:
         total = sum(getattr(self, fate.value) for fate in _FATES)
         if total > 1.0 + 1e-9:
             raise InvalidInput(
-                "profile",
+                "rates",
                 f"the per-address rates add up to {total:g}, more than 1 "
                 "(unknown_user + mailbox_full + greylist + late_bounce + complaint)",
                 value=total,
