@@ -151,7 +151,7 @@ def test_profiles_are_validated_and_merged_over_the_defaults() -> None:
     with pytest.raises(InvalidInput, match="must be a fraction from 0 to 1") as bad:
         DomainProfile(complaint=1.5)
     assert bad.value.field == "complaint"
-    with pytest.raises(InvalidInput, match="add up to 1.2, more than 1"):
+    with pytest.raises(InvalidInput, match=r"add up to 1\.2, more than 1"):
         DomainProfile(unknown_user=0.6, late_bounce=0.6)
     with pytest.raises(InvalidInput, match="no such profile field") as unknown:
         profiles_with({"x.test": {"bounce": 0.1}})
@@ -234,7 +234,7 @@ def test_settings_refuse_a_relay_with_the_simulator(monkeypatch: pytest.MonkeyPa
     assert both.value.field == "settings.simulate"
     monkeypatch.setenv("MAILFLEET_SIMULATOR_PROFILES", '{"corp.example.net": {"late_bounce": 0.5}}')
     assert Settings().simulator_profiles == {"corp.example.net": {"late_bounce": 0.5}}
-    with pytest.raises(InvalidInput, match="corp.example.net.late_bounce: must be a fraction"):
+    with pytest.raises(InvalidInput, match=r"corp\.example\.net\.late_bounce: must be a fraction"):
         Settings.load(simulator_profiles='{"corp.example.net": {"late_bounce": 3}}')
     with pytest.raises(InvalidInput, match="a JSON object"):
         Settings.load(simulator_profiles="[]")
