@@ -360,3 +360,23 @@ async def test_run_simulate_sends_the_helpdesk_reply_to_the_simulated_internet(
             assert await process.wait() == 0
     assert reply.status == "sent"
     assert reply.recipients == ("complain@inbox.example.com",)
+
+
+async def test_a_fleet_without_an_mx_simulates_but_says_reports_cannot_come_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with Fleet(home=tmp_path / "state", poll_interval=0.02, simulate=True) as fleet:
+        await fleet.add_domain("example.com")
+        await fleet.provision(SENDER)
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.serve)
+            assert fleet.simulator is not None
+            assert fleet.simulator.mx is None
+            await send_all(fleet, ["late-bounce@corp.example.net"])
+            tg.cancel_scope.cancel()
+        (sent,) = await fleet.outbox()
+    assert sent.status == "sent"
+    warnings = [r.message for r in caplog.records if r.name == "mailfleet.simulator"]
+    assert warnings == ["no MX to mail reports to: late bounces and complaints will be dropped"]
+    assert "simulated internet on 127.0.0.1:" in caplog.text
