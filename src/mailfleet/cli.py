@@ -628,6 +628,14 @@ def run(
         int | None,
         typer.Option(help="SMTP port to listen on (0: any free one). [default: 2525]"),
     ] = None,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate",
+            help="Send to a simulated internet on loopback: bounces, throttling, late "
+            "DSNs and complaints by domain profile, no real mail (MAILFLEET_SIMULATE).",
+        ),
+    ] = False,
 ) -> None:
     """Run an agent: provision the addresses it declares and serve until Ctrl-C or SIGTERM.
 
@@ -636,9 +644,10 @@ def run(
     """
     session = _session(ctx)
     port = smtp_port if smtp_port is not None else session.settings.smtp_port
-    session.settings = session.settings.model_copy(
-        update={"smtp_port": 2525 if port is None else port}
-    )
+    update: dict[str, Any] = {"smtp_port": 2525 if port is None else port}
+    if simulate:
+        update["simulate"] = True
+    session.settings = Settings.load(session.settings, **update)
     _serve_until_signal(ctx, reference, _run_agent)
     _say("mailfleet stopped. Goodbye.")
 
@@ -657,14 +666,19 @@ async def _run_agent(fleet: Fleet, agent: type[Agent]) -> None:
         _say(f"database: {fleet.database.display_url}")
         if serving.smtp_port is not None:
             _say(f"SMTP: {fleet.settings.smtp_host}:{serving.smtp_port} (mail the addresses above)")
-        relay = fleet.settings.relay_host
-        _say(
-            f"outbound: relay {relay}:{fleet.settings.relay_port}"
-            if relay
-            else "outbound: dev mode (local grants get it, the rest is captured: "
-            "`mailfleet outbox list`)"
-        )
+        _say(f"outbound: {_outbound_line(fleet)}")
         _say(f"application: {fleet.application.name}; serving, press Ctrl-C to stop")
+
+
+def _outbound_line(fleet: Fleet) -> str:
+    """Where a serving fleet's outbound mail goes, for ``run``'s banner."""
+    settings, simulator = fleet.settings, fleet.simulator
+    if simulator is not None:
+        profiles = ", ".join(sorted(simulator.profiles))
+        return f"simulated internet on 127.0.0.1:{simulator.port} (profiles: {profiles})"
+    if settings.relay_host:
+        return f"relay {settings.relay_host}:{settings.relay_port}"
+    return "dev mode (local grants get it, the rest is captured: `mailfleet outbox list`)"
 
 
 @app.command()

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model.addresses import normalize_domain
@@ -84,6 +84,24 @@ class Settings(BaseSettings):
     relay_password: SecretStr | None = Field(None, description="relay AUTH password")
     relay_pool_size: int = Field(4, ge=1, le=64, description="reused connections to the relay")
     relay_validate_certs: bool = Field(True, description="verify the relay's certificate")
+    simulate: bool = Field(
+        False,
+        description="route mail for external domains to the simulated internet instead of "
+        "the capture sink (dev mode; excludes relay_host)",
+    )
+    simulator_profiles: Annotated[dict[str, dict[str, float]], NoDecode] = Field(
+        default_factory=dict,
+        description="the simulated internet's domain profiles, merged over its defaults: "
+        'a JSON object domain -> rates, e.g. {"corp.example.net": {"late_bounce": 0.2}} '
+        "(unknown_user, mailbox_full, throttle, greylist, late_bounce, complaint)",
+    )
+    simulator_seed: int = Field(0, description="the seed the simulated internet's outcomes follow")
+    simulator_report_delay: float = Field(
+        2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds before the simulated internet mails a late bounce or complaint",
+    )
     retry_schedule: list[float] = Field(
         [60.0, 300.0, 1800.0, 7200.0, 21600.0],
         description="seconds between tries after a 4xx; a soft bounce when spent (JSON list)",
@@ -173,6 +191,46 @@ class Settings(BaseSettings):
             if isinstance(parsed, list):
                 return parsed
         return [entry.strip() for entry in text.split(",")]
+
+    @field_validator("simulator_profiles", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        """A JSON object (from the environment); blank: none."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError("not JSON: give an object, domain -> profile rates") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("give a JSON object, domain -> profile rates")
+        return parsed
+
+    @field_validator("simulator_profiles")
+    @classmethod
+    def _valid_profiles(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        if not value:
+            return value
+        from .transports.simulator import profiles_with  # only when profiles are given
+
+        try:
+            profiles_with(value)
+        except InvalidInput as exc:
+            raise ValueError(f"{exc.field}: {exc.message}") from None
+        return {domain.strip().lower().rstrip("."): rates for domain, rates in value.items()}
+
+    @field_validator("simulate")
+    @classmethod
+    def _simulate_or_relay(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("relay_host"):
+            raise ValueError(
+                "simulate sends every message to the simulated internet, relay_host to a "
+                "real relay: set one or the other"
+            )
+        return value
 
     @field_validator("dns_nameservers")
     @classmethod

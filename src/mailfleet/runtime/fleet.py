@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
     from ..plugins import InboundSource
+    from ..transports.simulator import SimulatedInternet
     from .sender import Sender
     from .worker import Worker
 
@@ -143,6 +144,7 @@ class Fleet:
         self._resolver: Resolver | None = None
         self._serving: Serving | None = None
         self._worker: Worker | None = None
+        self._simulator: SimulatedInternet | None = None
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
 
@@ -454,7 +456,9 @@ class Fleet:
                 finally:
                     self._serving = None
                 return
-            worker, sender = self._new_worker(scope, opened), self._new_sender(scope, opened)
+            simulated = await self._start_simulator(tg, smtp_port) if s.simulate else None
+            worker = self._new_worker(scope, opened)
+            sender = self._new_sender(scope, opened, simulated)
             # The worker runs shielded: cancelling serve() must not interrupt handlers
             # mid-flight; the finally block drains it, then cancels it.
             shield = anyio.CancelScope(shield=True)
@@ -473,6 +477,7 @@ class Fleet:
                     await anyio.sleep_forever()
                 finally:
                     self._serving = self._worker = None
+                    self._simulator = None
                     log.info("stopping: running handlers get %gs to finish", s.shutdown_grace)
                     with anyio.CancelScope(shield=True):
                         try:
@@ -519,14 +524,43 @@ class Fleet:
             worker_id=s.worker_id,
         )
 
-    def _new_sender(self, scope: Scope, opened: _Opened) -> Sender:
+    async def _start_simulator(self, tg: TaskGroup, smtp_port: int | None) -> int:
+        """Start the simulated internet in ``tg``; its port. Its reports go to the MX
+        (``smtp_host``, the bound port), or are dropped when there is none."""
+        from ..transports.simulator import SimulatedInternet, profiles_with
+
+        s = self.settings
+        simulator = SimulatedInternet(
+            profiles_with(s.simulator_profiles),
+            seed=s.simulator_seed,
+            report_delay=s.simulator_report_delay,
+            mx=None if smtp_port is None else (s.smtp_host, smtp_port),
+        )
+        port: int = await tg.start(simulator.run)
+        self._simulator = simulator
+        log.info("simulated internet on 127.0.0.1:%d: profiles %s", port, simulator.describe())
+        return port
+
+    @property
+    def simulator(self) -> SimulatedInternet | None:
+        """The simulated internet outbound mail goes to, while serving with ``simulate``."""
+        return self._simulator
+
+    def _new_sender(self, scope: Scope, opened: _Opened, simulated: int | None = None) -> Sender:
+        """The sender: to the relay, to the simulated internet on port ``simulated``, or
+        (neither) local delivery and capture. With the simulator, every message goes to
+        it, to the fleet's own addresses too (it delivers them like any domain's)."""
         from ..transports.smtp_out import RelayConfig, SmtpRelay
         from .sender import Sender
         from .worker import new_worker_id
 
         s = self.settings
         relay = None
-        if s.relay_host is not None:
+        if simulated is not None:
+            relay = SmtpRelay(
+                RelayConfig(host="127.0.0.1", port=simulated, starttls=False, pool_size=4)
+            )
+        elif s.relay_host is not None:
             relay = SmtpRelay(
                 RelayConfig(
                     host=s.relay_host,
