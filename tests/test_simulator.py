@@ -246,6 +246,8 @@ POLICY = {
     "reputation_min_sample": 10,
     "send_rate_per_minute": 100_000,
     "send_burst": 1_000,
+    # the breaker would hold the grant before its pause (tests/test_breaker.py)
+    "breaker": {"enabled": False},
 }
 
 

@@ -10,9 +10,10 @@ before that, on the same rolling window (:mod:`mailfleet.model.reputation`):
   sustained intervals), from ``hold_at`` it is **held** (one probe per
   ``probe_interval``);
 - whatever the risk, a message is held when it, and every message of its
-  sender still in flight, bouncing (or complained of) would reach the pause:
-  the breaker never lets a sender reach the pause threshold through sends it
-  could have held (:func:`releasable`).
+  sender still in flight, bouncing would reach the bounce pause: the breaker
+  never lets a sender reach the pause threshold through sends it could have
+  held (:func:`releasable`). Complaints come days after delivery, from mail
+  long out of reach, so they weigh through the risk alone.
 
 Probes that are delivered roll the window forward: the old bounces leave it,
 the risk falls and the breaker closes by itself. Only a pause (the platform's
@@ -55,10 +56,11 @@ def risk(window: RollingWindow, thresholds: ReputationThresholds, *, min_sample:
     sample (too few sends to judge; :func:`releasable` still guards the crossing)."""
     if window.sample < min_sample:
         return 0.0
-    return max(
+    level = max(
         window.bounce_rate / thresholds.bounce_pause,
         window.complaint_rate / thresholds.complaint_pause,
     )
+    return round(level, 9)  # 8 % of a 10 % pause is 0.8, not 0.7999999999999999
 
 
 def judge(
@@ -92,21 +94,17 @@ def releasable(
     wanted: int,
 ) -> int:
     """How many of ``wanted`` further sends may leave while ``in_flight`` are unresolved,
-    so that even if all of them bounced (or all drew complaints) the window would not
-    reach a pause threshold. O(1) when even that worst case stays clear of the
-    thresholds, else O(``in_flight + wanted``) on copies of the window."""
+    so that even if all of them bounced the window would not reach the bounce pause.
+    O(1) when even that worst case stays clear of it, else O(``in_flight + wanted``)
+    on a copy of the window."""
     more = in_flight + wanted
     if _clear(window, thresholds, min_sample=min_sample, more=more):
         return wanted
-    worst_bounce = RollingWindow.from_json(window.to_json())
-    worst_complaint = RollingWindow.from_json(window.to_json())
+    worst = RollingWindow.from_json(window.to_json())
     released = 0
     for n in range(in_flight + wanted):
-        worst_bounce.bounce(worst_bounce.send())
-        worst_complaint.complaint(worst_complaint.send())
-        if _paused(worst_bounce, thresholds, min_sample) or _paused(
-            worst_complaint, thresholds, min_sample
-        ):
+        worst.bounce(worst.send())
+        if _paused(worst, thresholds, min_sample):
             break
         if n >= in_flight:
             released += 1
@@ -116,16 +114,17 @@ def releasable(
 def _clear(
     window: RollingWindow, thresholds: ReputationThresholds, *, min_sample: int, more: int
 ) -> bool:
-    """Whether ``more`` sends, all bounced and all complained of, surely stay below the
-    pause thresholds: a full window never holds fewer than ``size`` sends, so the
-    rates after them are at most ``(count + more) / min(size, sample + more)``."""
+    """Whether ``more`` sends, all bounced, surely stay below the bounce pause (and the
+    window's complaints below theirs): a full window never holds fewer than ``size``
+    sends, so the bounce rate after them is at most
+    ``(bounces + more) / min(size, sample + more)``."""
     sample = window.sample + more
     if sample < min_sample:
         return True
     least = min(window.size, sample)
     return (window.bounces + more) / least < thresholds.bounce_pause and (
-        window.complaints + more
-    ) / least < thresholds.complaint_pause
+        window.complaints / least < thresholds.complaint_pause
+    )
 
 
 def _paused(window: RollingWindow, thresholds: ReputationThresholds, min_sample: int) -> bool:

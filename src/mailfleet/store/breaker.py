@@ -45,12 +45,16 @@ from .tables import (
 )
 from .workspaces import policy_of
 
-__all__ = ["BLOCKED_RECHECK", "hold_back"]
+__all__ = ["BLOCKED_RECHECK", "GUARD_RECHECK", "hold_back"]
 
 log = logging.getLogger("mailfleet.breaker")
 
 BLOCKED_RECHECK = 60.0
 """Seconds before the queued mail of a paused or restricted grant is looked at again."""
+
+GUARD_RECHECK = 0.5
+"""Seconds before messages the in-flight guard kept back are looked at again: by then
+the outcomes of those in flight are usually recorded."""
 
 _PLATFORM = Policy()
 _grants, _workspaces, _out, _rep, _clocks = (
@@ -96,7 +100,7 @@ def hold_back(tx: Tx, items: Sequence[OutboundItem], *, now: float) -> list[Outb
         allowed = _messages_within(claimed, allowed)
         if verdict.state is BreakerState.CLOSED and grant_id not in stored:
             released.extend(claimed[:allowed])
-            wait = now + sender.policy.breaker.probe_interval
+            wait = now + min(sender.policy.breaker.probe_interval, GUARD_RECHECK)
             later.extend((item.id, wait) for item in claimed[allowed:])
             continue
         judged[grant_id] = (verdict, allowed)
@@ -109,7 +113,7 @@ def hold_back(tx: Tx, items: Sequence[OutboundItem], *, now: float) -> list[Outb
             take = 0
             if verdict.state is BreakerState.CLOSED:
                 take, due = allowed, 0.0
-            elif allowed and due <= now:
+            elif allowed and due <= now:  # one slowed message, or one probe
                 take, due = 1, now + _spacing(sender.policy, verdict.state)
             released.extend(claimed[:take])
             wait = due if due > now else now + sender.policy.breaker.probe_interval
@@ -175,12 +179,6 @@ def _judge(
     worst = max(verdicts, key=lambda v: order.index(v.state), default=None)
     if worst is None:
         worst = BreakerVerdict(BreakerState.CLOSED, 0.0, "no sends counted yet")
-    if allowed < wanted and worst.state is BreakerState.CLOSED:
-        worst = BreakerVerdict(
-            BreakerState.HELD,
-            worst.risk,
-            "held: the next message, bouncing with those in flight, would reach the pause",
-        )
     return worst, allowed
 
 
