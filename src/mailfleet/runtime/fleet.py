@@ -42,7 +42,7 @@ from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
-from .outbox import Outbox
+from .outbox import OutboundRule, Outbox
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -346,6 +346,12 @@ class Fleet:
     async def set_cursor(self, grant: str, source: str, value: dict[str, Any]) -> None:
         """Remember how far ``source`` has been read for a grant (a JSON value)."""
         await self.mailroom.set_cursor(grant, source, value)
+
+    def add_outbound_rule(self, rule: OutboundRule) -> None:
+        """Evaluate ``rule`` on every send of this process, after the suppression list:
+        given the queuing transaction and the :class:`~mailfleet.model.outbound.OutgoingMail`,
+        it answers why the send is blocked (``blocked_by_rule``), or None."""
+        self._open("Fleet.add_outbound_rule()").outbox.add_rule(rule)
 
     async def send(
         self,
