@@ -7,8 +7,11 @@
   as the baseline, on the obvious window: a ``collections.deque`` of the
   last N outcomes with running counts, which can only count an outcome when
   it is known at send time (it cannot attribute a late bounce at all).
-* **Gate**: ``assess`` (the rates against a policy's thresholds, the
-  minimum sample, the reason) and ``next_state``, per send, in microseconds.
+* **Gate**: what the runtime decides per send in memory, in microseconds:
+  ``assess`` (the rates against a policy's thresholds, the minimum sample,
+  the reason) and ``next_state``; the breaker's verdict (``judge``) and its
+  in-flight guard (``releasable``); the pacing (``admit``: rate, burst,
+  daily quota) and the warm-up ramp (``admit_recipients``).
 
 * **Store**: sends counted through the store, as the sender records them
   (``store.reputation.record_sends``: the four windows of a grant read,
@@ -34,7 +37,9 @@ import anyio
 from _common import BACKENDS, emit, median, scratch_database, stopwatch
 
 from mailfleet import Fleet
-from mailfleet.model.policy import ReputationThresholds
+from mailfleet.model.breaker import judge, releasable
+from mailfleet.model.pacing import PacingLimits, SendClock, admit, admit_recipients
+from mailfleet.model.policy import Policy, ReputationThresholds
 from mailfleet.model.reputation import ReputationState, RollingWindow, assess, next_state
 from mailfleet.store import reputation
 
@@ -93,10 +98,18 @@ def baseline(delays: list[int]) -> tuple[int, float]:
 
 
 def gate_us(window: RollingWindow, thresholds: ReputationThresholds, rounds: int) -> float:
+    """Every in-memory decision a send passes, per send (microseconds)."""
+    policy = Policy.parse({"daily_send_quota": rounds + 1, "send_burst": rounds + 1})
+    limits, breaker, ramp = PacingLimits.of(policy), policy.breaker, policy.warmup.grant
+    clock, now = SendClock(), 1_800_000_000.0
     state = ReputationState.HEALTHY
     with stopwatch() as elapsed:
         for _ in range(rounds):
             state = next_state(state, assess(window, thresholds, min_sample=100))
+            judge(window, thresholds, breaker, min_sample=100)
+            releasable(window, thresholds, min_sample=100, in_flight=0, wanted=1)
+            admit(clock, limits, now)
+            admit_recipients(clock, ramp, now, 0)
     return elapsed() / rounds * 1e6
 
 
@@ -144,7 +157,7 @@ def main() -> None:
         f"updates: RollingWindow {ours_rate:,.0f}/s (late bounces attributed to their send), "
         f"deque baseline {base_rate:,.0f}/s (no late attribution); medians of {ROUNDS} rounds"
     )
-    print(f"gate: assess + next_state {gate:.2f} us per send")
+    print(f"gate: assess, breaker, in-flight guard, pacing and ramp {gate:.2f} us per send")
     stored = store_rates()
     for backend, rate in stored.items():
         print(f"store ({backend}): {rate:,.0f} window updates/s, {STORE_BATCH} sends a transaction")
