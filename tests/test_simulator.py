@@ -322,6 +322,70 @@ async def test_late_bounces_from_the_simulator_review_then_pause_a_grant(
         assert fleet.simulator is None  # only while serving
 
 
+async def test_grants_sending_to_domains_of_differing_rates_each_reach_their_state(
+    database_url: str,
+) -> None:
+    """Three grants, twenty sends each, through the simulator: none, one and two of them
+    late-bounce, so the rates are 0 %, 5 % and 10 %: healthy, under review, paused."""
+    plans = {
+        "good@example.com": 0,
+        "review@example.com": 1,
+        "paused@example.com": 2,
+    }
+    async with Fleet(
+        database_url=database_url,
+        smtp_port=0,
+        poll_interval=0.02,
+        simulate=True,
+        simulator_report_delay=0.05,
+    ) as fleet:
+        await fleet.add_domain("example.com")
+        await fleet.create_workspace("outreach", policy=POLICY)
+        for address in plans:
+            await fleet.provision(address, workspace="outreach")
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.serve)
+            for address, bounces in plans.items():
+                local = address.split("@")[0]
+                recipients = [f"{local}{n}@example.org" for n in range(20 - bounces)]
+                recipients += [f"late-bounce+{local}{n}@corp.example.net" for n in range(bounces)]
+                for to in recipients:
+                    sent = await fleet.send(address, to, subject="Offer", text="Hello.")
+                    assert sent.ok, sent
+            await wait_for_events(fleet, "message.bounced", count=3)
+            with anyio.fail_after(20):
+                while not await _all_final(fleet):  # noqa: ASYNC110 - polling the store
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        states = {a: (await fleet.grant(a)).status.value for a in plans}
+        assert states == {
+            "good@example.com": "active",
+            "review@example.com": "under_review",
+            "paused@example.com": "paused",
+        }
+        changes = sorted(await fleet.events(type="grant.status_changed"), key=lambda e: e.id)
+        by_grant: dict[str, list[tuple[str, str]]] = {}
+        for event in changes:
+            by_grant.setdefault(event.grant_id or "", []).append(
+                (event.payload["from"], event.payload["to"])
+            )
+        ids = {a: (await fleet.grant(a)).id for a in plans}
+        assert ids["good@example.com"] not in by_grant
+        assert by_grant[ids["review@example.com"]] == [("active", "under_review")]
+        assert by_grant[ids["paused@example.com"]] == [
+            ("active", "under_review"),
+            ("under_review", "paused"),
+        ]
+        for address, bounces in plans.items():
+            (grant,) = [lv for lv in await fleet.reputation(address) if lv.kind == "grant"]
+            assert (grant.sample, grant.bounces) == (20, bounces)
+
+
+async def _all_final(fleet: Fleet) -> bool:
+    listed = await fleet.outbox(limit=1_000)
+    return len(listed) == 60 and all(o.status in ("sent", "bounced") for o in listed)
+
+
 async def test_run_simulate_sends_the_helpdesk_reply_to_the_simulated_internet(
     tmp_path: Path,
 ) -> None:
