@@ -115,7 +115,7 @@ async def test_the_breaker_holds_sends_in_flight_short_of_the_pause(database_url
         # 4 bounces of 44 sends is 9.1 %: a fifth would have been 10.9 %, a pause
         assert await outbox_statuses(fleet) == {"sent": 40, "bounced": 4, "pending": 16}
         grant = (await levels(fleet))["grant"]
-        assert (grant.sample, grant.bounces) == (44, 4)
+        assert (grant.sample, grant.bounces, grant.breaker) == (44, 4, "held")
         assert (await fleet.grant(SENDER)).status is GrantStatus.UNDER_REVIEW  # never paused
         assert (await transitions(fleet))[-1][1] == "held"
         assert len(peer.received) == 40
@@ -140,7 +140,7 @@ async def test_the_breaker_slows_holds_and_reopens_as_probes_roll_the_window(
         assert seen[:2] == [("closed", "slow"), ("slow", "held")]  # the breaker acted...
         assert seen[-1] == ("slow", "closed")  # ...and reopened by itself, through slow
         grant = (await levels(fleet))["grant"]
-        assert grant.bounces == 0
+        assert (grant.bounces, grant.breaker) == (0, "closed")
         assert (await fleet.grant(SENDER)).status is not GrantStatus.PAUSED
         changes = await fleet.events(type="grant.status_changed", limit=100)
         assert all(e.payload["to"] != "paused" for e in changes)

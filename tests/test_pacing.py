@@ -190,46 +190,70 @@ async def test_the_gates_answer_in_their_documented_order(database_url: str) -> 
 # -- two processes on PostgreSQL ------------------------------------------------------------
 
 SENDING_PROCESS = """
-import asyncio, json, sys
-from mailfleet import Fleet, GrantStatus
+import anyio, json, sys
+from mailfleet import Fleet
 
-async def main(url, count):
-    async with Fleet(database_url=url, application="test") as fleet:
-        answers = []
-        for n in range(count):
-            result = await fleet.send(
-                "sales@example.com", f"r{n}@example.org", subject="Offer", text="Hello."
-            )
-            answers.append(result.status.value)
+async def main(url, port, count):
+    async with Fleet(
+        database_url=url, application="test", smtp_port=None, poll_interval=0.02,
+        relay_host="127.0.0.1", relay_port=port, relay_starttls=False,
+    ) as fleet:
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.serve)
+            answers = []
+            for n in range(count):
+                result = await fleet.send(
+                    "sales@example.com", f"r{n}@example.org", subject="Offer", text="Hello."
+                )
+                answers.append(result.status.value)
+            while any(o.status == "pending" for o in await fleet.outbox(limit=1000)):
+                await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
         print(json.dumps(answers))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+anyio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
 """
 
 
 @pytest.mark.postgres
-async def test_two_processes_sending_for_one_grant_share_its_quota(postgres_url: str) -> None:
-    fleet = await quiet_fleet(
-        postgres_url, {"daily_send_quota": 50, "quota_pacing_from": 1.0, "send_burst": 1_000}
-    )
+async def test_two_processes_sending_for_one_grant_share_its_quota_and_count_bounces_once(
+    postgres_url: str,
+) -> None:
+    policy = {"daily_send_quota": 50, "quota_pacing_from": 1.0, "send_burst": 1_000}
+    fleet = await quiet_fleet(postgres_url, policy)
     await fleet.__aexit__(None, None, None)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    async with relay_peer() as peer:
+        gone = [f"r{n}@example.org" for n in range(0, 40, 4)]
+        for address in gone:
+            peer.rcpt_replies[address] = f"550 5.1.1 <{address}>: user unknown"
 
-    def run_both() -> list[list[str]]:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", SENDING_PROCESS, postgres_url, "40"],
-                stdout=subprocess.PIPE,
-                env=env,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        return [json.loads(p.communicate(timeout=120)[0]) for p in processes]
+        def run_both() -> list[list[str]]:
+            processes = [
+                subprocess.Popen(
+                    [sys.executable, "-c", SENDING_PROCESS, postgres_url, str(peer.port), "40"],
+                    stdout=subprocess.PIPE,
+                    env=env,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            return [json.loads(p.communicate(timeout=120)[0]) for p in processes]
 
-    answers = await anyio.to_thread.run_sync(run_both)
+        answers = await anyio.to_thread.run_sync(run_both)
     flat = [status for one in answers for status in one]
     assert flat.count("queued") == 50  # exactly the quota, across both
-    assert flat.count("rate_limited") == 30
+    assert set(flat) <= {"queued", "rate_limited", "suppressed"}  # a bounced address is listed
+    queued_gone = sum(
+        1
+        for one in answers
+        for n, status in enumerate(one)
+        if status == "queued" and f"r{n}@example.org" in gone
+    )
     async with Fleet(database_url=postgres_url, application="test") as reopened:
-        assert len(await reopened.outbox(limit=1_000)) == 50
+        listed = await reopened.outbox(limit=1_000)
+        assert len(listed) == 50
+        assert sum(o.status == "bounced" for o in listed) == queued_gone
+        grant = {lv.kind: lv for lv in await reopened.reputation(SENDER)}["grant"]
+        assert (grant.sample, grant.bounces) == (50, queued_gone)  # each send, each bounce once
+    assert len(peer.received) == 50 - queued_gone  # each message sent once

@@ -1329,6 +1329,8 @@ def show_grant(ctx: typer.Context, address: str, as_json: AsJson = False) -> Non
         _print_json({**_grant_json(grant), "reputation": [lv.as_json() for lv in levels]})
         return
     _say(f"{grant.address} ({grant.id}): {grant.status.value}, workspace {grant.workspace}")
+    if levels and levels[0].breaker != "closed":
+        _say(f"circuit breaker: {levels[0].breaker} (its mail leaves as the breaker allows)")
     _print_table(
         "reputation",
         ("level", "state", "sends", "bounces", "complaints", "why"),

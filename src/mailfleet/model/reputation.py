@@ -233,6 +233,8 @@ class ReputationLevel:
     bounce_rate: float
     complaint_rate: float
     reason: str
+    breaker: str = "closed"
+    """The grant's circuit breaker (``closed``, ``slow``, ``held``); other levels: closed."""
 
     def as_json(self) -> dict[str, Any]:
         """The level as JSON."""

@@ -43,7 +43,14 @@ from ..model.reputation import (
 from .dialect import insert
 from .events import record_act, record_many
 from .scope import Tx
-from .tables import grants_table, outbound_table, reputation_table, utcnow, workspaces_table
+from .tables import (
+    grants_table,
+    outbound_table,
+    reputation_table,
+    send_clocks_table,
+    utcnow,
+    workspaces_table,
+)
 from .workspaces import policy_of
 
 __all__ = [
@@ -198,6 +205,13 @@ def levels_of(tx: Tx, grant_id: str) -> list[ReputationLevel]:
             )
         )
     }
+    breaker = tx.conn.execute(
+        sa.select(send_clocks_table.c.breaker).where(
+            send_clocks_table.c.application_id == tx.application_id,
+            send_clocks_table.c.kind == "grant",
+            send_clocks_table.c.subject == grant_id,
+        )
+    ).scalar()
     levels = []
     for kind, subject in subjects:
         policy = owner.policy if kind in ("grant", "workspace") else _PLATFORM
@@ -217,6 +231,7 @@ def levels_of(tx: Tx, grant_id: str) -> list[ReputationLevel]:
                 bounce_rate=window.bounce_rate,
                 complaint_rate=window.complaint_rate,
                 reason=(row.reason if row and row.reason else judged.reason),
+                breaker=(breaker or "closed") if kind == "grant" else "closed",
             )
         )
     return levels
