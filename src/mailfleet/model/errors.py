@@ -14,6 +14,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── DomainNotRegistered
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
+    │   ├── WebhookNotFound
     │   └── ApplicationNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
@@ -62,6 +63,7 @@ __all__ = [
     "QueueFull",
     "SigningFailed",
     "StoreUnavailable",
+    "WebhookNotFound",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -154,6 +156,14 @@ class GrantNotFound(NotFound):
     def __init__(self, grant: str, *, field: str = "grant") -> None:
         super().__init__(field, f"no grant {grant!r}", value=grant)
         self.grant = grant
+
+
+class WebhookNotFound(NotFound):
+    """No webhook subscription with that id in the application."""
+
+    def __init__(self, webhook: str, *, field: str = "webhook") -> None:
+        super().__init__(field, f"no webhook {webhook!r}", value=webhook)
+        self.webhook = webhook
 
 
 class ApplicationNotFound(NotFound):

@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -46,6 +46,7 @@ from .outbox import OutboundRule, Outbox
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
+from .webhooks import Webhooks
 
 # What only serving needs (the SMTP server and client, plugins, the worker and
 # the sender, mail building and parsing) is imported by serve(), so that a
@@ -95,6 +96,7 @@ class _Opened:
     mailroom: Mailroom
     feedback: Feedback
     domain_auth: DomainAuth
+    webhooks: Webhooks
     tasks: TaskGroup
 
 
@@ -209,6 +211,7 @@ class Fleet:
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
+            webhooks=Webhooks(scope, self.settings),
             tasks=tasks,
         )
         return self
@@ -256,6 +259,13 @@ class Fleet:
         ``fleet.directory.provision(...)``).
         """
         return self._open("the directory").directory
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """The application's webhook subscriptions: ``create``, ``list``, ``get``,
+        ``update``, ``delete``, ``rotate_secret``, ``deliveries``, ``attempts``,
+        ``replay``; ``serve`` delivers (``serve()`` runs it with ``webhook_delivery``)."""
+        return self._open("Fleet.webhooks").webhooks
 
     # -- the administrative side (a façade over the directory) ----------------------
 
@@ -445,7 +455,7 @@ class Fleet:
         s = self.settings
         scope = opened.scope.serving(self._registry.served)
         sources = inbound_sources(plugin_manager(s.plugin_allowlist), s)
-        async with anyio.create_task_group() as tg:
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             smtp_port = (
                 await tg.start(self._serve_smtp, opened) if s.smtp_port is not None else None
             )
@@ -453,6 +463,12 @@ class Fleet:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
             if s.audit_domains:
                 await tg.start(opened.domain_auth.run)
+            if s.webhook_delivery:
+                delivery = opened.webhooks.delivery()
+                await tg.start(delivery.run)
+                ring = _notifier(delivery.notify)
+                stack.enter_context(self._work_committed.listening(ring))
+                stack.enter_context(self._outbound_queued.listening(ring))
             if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
                 self._serving = Serving(smtp_port, None)
                 self._log_serving(opened, scope)
@@ -756,6 +772,15 @@ async def _run_shielded(
             await inner.start(sender.run)
             await inner.start(worker.run)
             started.set()
+
+
+def _notifier(notify: Callable[[], None]) -> Callable[..., None]:
+    """A doorbell listener that calls ``notify`` whatever the ring carries."""
+
+    def ring(*_: Any) -> None:
+        notify()
+
+    return ring
 
 
 async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:

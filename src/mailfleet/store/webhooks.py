@@ -1,0 +1,1176 @@
+"""Webhook subscriptions, and the deliveries that carry the event outbox to them.
+
+Every function takes the caller's :class:`~mailfleet.store.scope.Tx` and is
+limited to its application.
+
+**Fan-out.** Each subscription keeps a cursor in the outbox, the last
+``(txid, id)`` it took (see ``events_table``): :func:`fan_out` reads the
+events after it, in that order, up to the oldest transaction still running
+(PostgreSQL), turns those its filter lets through into ``webhook_deliveries``
+rows and moves the cursor, in one transaction that holds the subscription's
+row (``FOR UPDATE SKIP LOCKED``: one process fans out a subscription at a
+time, the others pass it by). A subscription that is disabled is not fanned
+out: its cursor waits, and re-enabling it continues where it stopped.
+
+**Lanes.** The deliveries of one grant to one subscription form a lane
+(``webhook_lanes``, ``""`` for events of no grant), delivered in ``id`` order:
+a process takes a lane under a lease (:func:`claim`, ``FOR UPDATE SKIP
+LOCKED``), posts its first deliveries one after the other, stops at the first
+failure, and :func:`record_attempts` writes what happened and gives the lane
+back, due at once or after its backoff. Different lanes go in parallel, on
+any number of processes, and each delivery is posted by one of them at a
+time; a process that dies leaves its leases to expire (at-least-once).
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..model.errors import InvalidInput, WebhookNotFound
+from ..model.records import Event
+from ..model.webhooks import (
+    DeliveryStatus,
+    FailurePolicy,
+    Health,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookFilter,
+    WebhookStatus,
+    after_attempts,
+    retry_delay,
+)
+from .events import record_many
+from .scope import Tx
+from .tables import (
+    events_table,
+    grants_table,
+    new_id,
+    utcnow,
+    webhook_attempts_table,
+    webhook_deliveries_table,
+    webhook_lanes_table,
+    webhooks_table,
+)
+from .timestamps import aware
+
+__all__ = [
+    "AttemptResult",
+    "Backlog",
+    "DueDelivery",
+    "LaneDone",
+    "LaneWork",
+    "backlog",
+    "claim",
+    "create_webhook",
+    "delete_webhook",
+    "fan_out",
+    "get_webhook",
+    "list_attempts",
+    "list_deliveries",
+    "list_webhooks",
+    "record_attempts",
+    "release",
+    "replay_deliveries",
+    "replay_events",
+    "rotate_secret",
+    "update_webhook",
+]
+
+_hooks = webhooks_table
+_lanes = webhook_lanes_table
+_deliveries = webhook_deliveries_table
+_attempts = webhook_attempts_table
+_events = events_table
+_grants = grants_table
+
+_NO_BOUND = 2**62
+"""SQLite's bound on ``txid``: every event is committed in id order (txid 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery claimed for posting, with its event."""
+
+    id: int
+    event: Event
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneWork:
+    """A lane claimed for posting: its subscription's endpoint and signing secrets, and
+    its first pending deliveries in order."""
+
+    webhook_id: str
+    grant_key: str
+    url: str
+    secrets: tuple[str, ...]
+    deliveries: tuple[DueDelivery, ...]
+    failures: int
+    """Failed tries in a row of its first delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """One POST and its answer."""
+
+    delivery_id: int
+    webhook_id: str
+    event_id: int
+    ok: bool
+    status_code: int | None
+    latency_ms: float
+    response: str | None
+    error: str | None
+    at: float
+    """When it was made (epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneDone:
+    """A lane given back: ``failed`` when it stopped at a failed delivery, ``drained``
+    when it delivered all it may have had (it is removed if nothing came meanwhile)."""
+
+    webhook_id: str
+    grant_key: str
+    failed: bool
+    drained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What is left to deliver for the application's enabled subscriptions."""
+
+    pending: int
+    """Deliveries not yet answered 2xx."""
+    unfanned: bool
+    """Whether some event has not reached a subscription's deliveries yet."""
+    oldest_pending: datetime | None
+    """When the oldest pending delivery's event was recorded (the delivery lag)."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left: every event so far has been delivered."""
+        return not self.pending and not self.unfanned
+
+
+# -- subscriptions ----------------------------------------------------------------------
+
+
+def _filter(row: Any) -> WebhookFilter:
+    return WebhookFilter(tuple(row.event_types), tuple(row.workspaces), tuple(row.grants))
+
+
+def _valid_until(secrets: Sequence[dict[str, Any]], now: float) -> tuple[datetime | None, ...]:
+    return tuple(
+        None if s["expires_at"] is None else datetime.fromtimestamp(s["expires_at"], UTC)
+        for s in secrets
+        if s["expires_at"] is None or s["expires_at"] > now
+    )
+
+
+def _webhook(row: Any, now: float) -> Webhook:
+    return Webhook(
+        id=row.id,
+        application_id=row.application_id,
+        url=row.url,
+        description=row.description,
+        filter=_filter(row),
+        status=WebhookStatus(row.status),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        consecutive_failures=row.consecutive_failures,
+        failing_since=None if row.failing_since is None else aware(row.failing_since),
+        last_error=row.last_error,
+        secrets_valid_until=_valid_until(row.secrets, now),
+    )
+
+
+def _bound(tx: Tx) -> int:
+    """Events with a ``txid`` below this are all committed (or gone) for good."""
+    if tx.conn.dialect.name != "postgresql":
+        return _NO_BOUND
+    value = tx.conn.exec_driver_sql(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    ).scalar_one()
+    return int(value)
+
+
+def create_webhook(
+    tx: Tx,
+    *,
+    url: str,
+    description: str | None,
+    filter: WebhookFilter,
+    secret: str,
+    now: float,
+) -> Webhook:
+    """A new subscription, active, that receives the events recorded from now on."""
+    conn = tx.conn
+    latest = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.max(_events.c.id), 0)).where(
+            _events.c.application_id == tx.application_id
+        )
+    ).scalar_one()
+    bound = _bound(tx)
+    # Everything below the bound is older than the subscription; above it, the ids tell.
+    cursor_txid, cursor_event = (0, int(latest)) if bound == _NO_BOUND else (bound - 1, _NO_BOUND)
+    stamp = utcnow()
+    webhook_id = new_id()
+    conn.execute(
+        sa.insert(_hooks).values(
+            id=webhook_id,
+            application_id=tx.application_id,
+            url=url,
+            description=description,
+            event_types=list(filter.event_types),
+            workspaces=list(filter.workspaces),
+            grants=list(filter.grants),
+            status=WebhookStatus.ACTIVE.value,
+            secrets=[{"secret": secret, "expires_at": None}],
+            cursor_txid=cursor_txid,
+            cursor_event=cursor_event,
+            start_after=int(latest),
+            consecutive_failures=0,
+            retry_at=0.0,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+    )
+    return get_webhook(tx, webhook_id, now=now)
+
+
+def _row(tx: Tx, webhook_id: str, *, lock: bool = False) -> Any:
+    query = sa.select(_hooks).where(
+        _hooks.c.application_id == tx.application_id, _hooks.c.id == webhook_id
+    )
+    if lock:
+        query = query.with_for_update()
+    row = tx.conn.execute(query).first()
+    if row is None:
+        raise WebhookNotFound(webhook_id)
+    return row
+
+
+def get_webhook(tx: Tx, webhook_id: str, *, now: float) -> Webhook:
+    """A subscription by id; :class:`~mailfleet.WebhookNotFound` otherwise."""
+    return _webhook(_row(tx, webhook_id), now)
+
+
+def list_webhooks(tx: Tx, *, now: float) -> list[Webhook]:
+    """The application's subscriptions, oldest first."""
+    rows = tx.conn.execute(
+        sa.select(_hooks)
+        .where(_hooks.c.application_id == tx.application_id)
+        .order_by(_hooks.c.created_at, _hooks.c.id)
+    )
+    return [_webhook(row, now) for row in rows]
+
+
+def update_webhook(
+    tx: Tx,
+    webhook_id: str,
+    *,
+    now: float,
+    url: str | None = None,
+    description: str | None = None,
+    filter: WebhookFilter | None = None,
+    status: WebhookStatus | None = None,
+    clear_description: bool = False,
+) -> Webhook:
+    """Change a subscription's endpoint, description, filter or status.
+
+    ``active`` on a failing or disabled subscription re-enables it: its
+    failures are forgotten and its lanes due at once (a disabled one's cursor
+    continues where it stopped, so no event is missed). ``disabled`` stops
+    its deliveries; ``failing`` is the runtime's verdict, not to be set.
+    """
+    row = _row(tx, webhook_id, lock=True)
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if url is not None:
+        values["url"] = url
+    if description is not None or clear_description:
+        values["description"] = description
+    if filter is not None:
+        values.update(
+            event_types=list(filter.event_types),
+            workspaces=list(filter.workspaces),
+            grants=list(filter.grants),
+        )
+    if status is not None:
+        if status is WebhookStatus.FAILING:
+            raise InvalidInput(
+                "status", "failing is the delivery's verdict: set active or disabled", value=status
+            )
+        values["status"] = status.value
+        if status is WebhookStatus.ACTIVE and row.status != WebhookStatus.ACTIVE:
+            values.update(consecutive_failures=0, failing_since=None, retry_at=0.0, last_error=None)
+            _wake_lanes(tx, webhook_id, now)
+    tx.conn.execute(sa.update(_hooks).where(_hooks.c.id == row.id).values(**values))
+    return get_webhook(tx, webhook_id, now=now)
+
+
+def delete_webhook(tx: Tx, webhook_id: str) -> bool:
+    """Delete a subscription with its lanes, deliveries and attempts; whether it existed."""
+    conn = tx.conn
+    found = conn.execute(
+        sa.select(_hooks.c.id).where(
+            _hooks.c.application_id == tx.application_id, _hooks.c.id == webhook_id
+        )
+    ).first()
+    if found is None:
+        return False
+    # Children first: SQLite's cascades need foreign keys on, PostgreSQL's cost the same.
+    deliveries = sa.select(_deliveries.c.id).where(_deliveries.c.webhook_id == webhook_id)
+    conn.execute(
+        sa.delete(_attempts).where(
+            _attempts.c.application_id == tx.application_id,
+            _attempts.c.delivery_id.in_(deliveries),
+        )
+    )
+    for table in (_deliveries, _lanes):
+        conn.execute(
+            sa.delete(table).where(
+                table.c.application_id == tx.application_id, table.c.webhook_id == webhook_id
+            )
+        )
+    conn.execute(sa.delete(_hooks).where(_hooks.c.id == webhook_id))
+    return True
+
+
+def rotate_secret(tx: Tx, webhook_id: str, secret: str, *, grace: float, now: float) -> Webhook:
+    """Make ``secret`` the signing secret; the ones in use keep signing beside it for
+    ``grace`` seconds (or until they expire, if sooner), then stop."""
+    row = _row(tx, webhook_id, lock=True)
+    until = now + grace
+    kept = [
+        {
+            "secret": s["secret"],
+            "expires_at": until if s["expires_at"] is None else min(s["expires_at"], until),
+        }
+        for s in row.secrets
+        if (s["expires_at"] is None or s["expires_at"] > now) and grace > 0
+    ]
+    tx.conn.execute(
+        sa.update(_hooks)
+        .where(_hooks.c.id == row.id)
+        .values(secrets=[{"secret": secret, "expires_at": None}, *kept], updated_at=utcnow())
+    )
+    return get_webhook(tx, webhook_id, now=now)
+
+
+def _signing(secrets: Sequence[dict[str, Any]], now: float) -> tuple[str, ...]:
+    """The secrets that sign now: the current one first."""
+    return tuple(s["secret"] for s in secrets if s["expires_at"] is None or s["expires_at"] > now)
+
+
+# -- fan-out ------------------------------------------------------------------------------
+
+
+def fan_out(tx: Tx, *, now: float, limit: int = 1000) -> int:
+    """Turn the events after each enabled subscription's cursor into deliveries (up to
+    ``limit`` events per subscription); how many deliveries were made."""
+    conn = tx.conn
+    subscriptions = conn.execute(
+        sa.select(
+            _hooks.c.id,
+            _hooks.c.event_types,
+            _hooks.c.workspaces,
+            _hooks.c.grants,
+            _hooks.c.cursor_txid,
+            _hooks.c.cursor_event,
+            _hooks.c.start_after,
+        )
+        .where(
+            _hooks.c.application_id == tx.application_id,
+            _hooks.c.status != WebhookStatus.DISABLED.value,
+        )
+        .order_by(_hooks.c.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not subscriptions:
+        return 0
+    bound = _bound(tx)
+    made = 0
+    stamp = utcnow()
+    for sub in subscriptions:
+        wanted = _filter(sub)
+        columns = [_events.c.id, _events.c.txid, _events.c.grant_id, _events.c.type]
+        if wanted.needs_workspace:
+            columns.append(_events.c.payload)
+        rows = conn.execute(
+            sa.select(*columns)
+            .where(
+                _events.c.application_id == tx.application_id,
+                sa.tuple_(_events.c.txid, _events.c.id)
+                > sa.tuple_(sa.literal(sub.cursor_txid), sa.literal(sub.cursor_event)),
+                _events.c.txid < bound,
+                _events.c.id > sub.start_after,
+            )
+            .order_by(_events.c.txid, _events.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            continue
+        workspace_of = _workspaces_of(tx, rows) if wanted.needs_workspace else {}
+        deliveries = []
+        for row in rows:
+            workspace = None
+            if wanted.needs_workspace:
+                workspace = (row.payload or {}).get("workspace_id") or workspace_of.get(
+                    row.grant_id
+                )
+            if wanted.matches(row.type, row.grant_id, workspace):
+                deliveries.append(
+                    {
+                        "application_id": tx.application_id,
+                        "webhook_id": sub.id,
+                        "event_id": row.id,
+                        "grant_key": row.grant_id or "",
+                        "status": DeliveryStatus.PENDING.value,
+                        "attempts": 0,
+                        "created_at": stamp,
+                    }
+                )
+        if deliveries:
+            conn.execute(sa.insert(_deliveries), deliveries)
+            _open_lanes(tx, sub.id, {d["grant_key"] for d in deliveries}, now)
+            made += len(deliveries)
+        last = rows[-1]
+        conn.execute(
+            sa.update(_hooks)
+            .where(_hooks.c.id == sub.id)
+            .values(cursor_txid=last.txid, cursor_event=last.id)
+        )
+    return made
+
+
+def _workspaces_of(tx: Tx, rows: Sequence[Any]) -> dict[str | None, str]:
+    grant_ids = sorted({r.grant_id for r in rows if r.grant_id is not None})
+    found: dict[str | None, str] = {}
+    for start in range(0, len(grant_ids), 500):
+        chunk = grant_ids[start : start + 500]
+        found.update(
+            tx.conn.execute(
+                sa.select(_grants.c.id, _grants.c.workspace_id).where(
+                    _grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk)
+                )
+            ).tuples()
+        )
+    return found
+
+
+def _open_lanes(tx: Tx, webhook_id: str, keys: Iterable[str], now: float) -> None:
+    """Make sure each lane exists; an existing one keeps its schedule. The upsert
+    locks an existing lane, so a claim cannot find it empty and drop it meanwhile."""
+    from .dialect import insert
+
+    statement = insert(tx.conn, _lanes)
+    statement = statement.on_conflict_do_update(
+        index_elements=[_lanes.c.webhook_id, _lanes.c.grant_key],
+        set_={"failures": statement.excluded.failures + _lanes.c.failures},
+    )
+    tx.conn.execute(
+        statement,
+        [
+            {
+                "application_id": tx.application_id,
+                "webhook_id": webhook_id,
+                "grant_key": key,
+                "next_attempt_at": now,
+                "failures": 0,
+                "lease_owner": None,
+                "lease_until": 0.0,
+            }
+            for key in sorted(keys)
+        ],
+    )
+
+
+def _wake_lanes(tx: Tx, webhook_id: str, now: float) -> None:
+    """Make every waiting lane of a subscription due now (its endpoint is back)."""
+    tx.conn.execute(
+        sa.update(_lanes)
+        .where(
+            _lanes.c.application_id == tx.application_id,
+            _lanes.c.webhook_id == webhook_id,
+            _lanes.c.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now, failures=0)
+    )
+
+
+# -- claiming and recording -------------------------------------------------------------------
+
+
+def claim(
+    tx: Tx, owner: str, *, now: float, lease: float, lanes: int, per_lane: int
+) -> list[LaneWork]:
+    """Lease up to ``lanes`` due lanes with their first ``per_lane`` pending deliveries.
+
+    A subscription whose endpoint failed last time gets one lane at most, once
+    its ``retry_at`` has come (a probe); a disabled one none. Lanes found empty
+    are removed.
+    """
+    conn = tx.conn
+    subs = {
+        row.id: row
+        for row in conn.execute(
+            sa.select(
+                _hooks.c.id,
+                _hooks.c.url,
+                _hooks.c.secrets,
+                _hooks.c.consecutive_failures,
+                _hooks.c.retry_at,
+            ).where(
+                _hooks.c.application_id == tx.application_id,
+                _hooks.c.status != WebhookStatus.DISABLED.value,
+            )
+        )
+    }
+    healthy = [i for i, s in subs.items() if s.consecutive_failures == 0]
+    probing = [i for i, s in subs.items() if s.consecutive_failures > 0 and s.retry_at <= now]
+    due = sa.select(_lanes.c.webhook_id, _lanes.c.grant_key, _lanes.c.failures).where(
+        _lanes.c.application_id == tx.application_id,
+        _lanes.c.next_attempt_at <= now,
+        _lanes.c.lease_until <= now,
+    )
+    taken: list[Any] = []
+    if healthy:
+        taken = [
+            *conn.execute(
+                due.where(_lanes.c.webhook_id.in_(healthy))
+                .order_by(_lanes.c.next_attempt_at)
+                .limit(lanes)
+                .with_for_update(skip_locked=True)
+            )
+        ]
+    for webhook_id in probing:
+        probe = conn.execute(
+            due.where(_lanes.c.webhook_id == webhook_id)
+            .order_by(_lanes.c.next_attempt_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if probe is None:
+            continue
+        # Compare-and-set: one process probes the endpoint at a time.
+        won = conn.execute(
+            sa.update(_hooks)
+            .where(_hooks.c.id == webhook_id, _hooks.c.retry_at <= now)
+            .values(retry_at=now + lease)
+        ).rowcount
+        if won:
+            taken.append(probe)
+    if not taken:
+        return []
+    conn.execute(
+        sa.update(_lanes)
+        .where(_lanes.c.webhook_id == sa.bindparam("w"), _lanes.c.grant_key == sa.bindparam("g"))
+        .values(lease_owner=owner, lease_until=now + lease),
+        [{"w": lane.webhook_id, "g": lane.grant_key} for lane in taken],
+    )
+    loaded = _load(tx, [(lane.webhook_id, lane.grant_key) for lane in taken], per_lane)
+    work: list[LaneWork] = []
+    empty: list[dict[str, str]] = []
+    for lane in taken:
+        key = (lane.webhook_id, lane.grant_key)
+        items = loaded.get(key)
+        if not items:
+            empty.append({"w": lane.webhook_id, "g": lane.grant_key})
+            continue
+        sub = subs[lane.webhook_id]
+        work.append(
+            LaneWork(
+                webhook_id=lane.webhook_id,
+                grant_key=lane.grant_key,
+                url=sub.url,
+                secrets=_signing(sub.secrets, now),
+                deliveries=tuple(items),
+                failures=lane.failures,
+            )
+        )
+    if empty:
+        conn.execute(
+            sa.delete(_lanes).where(
+                _lanes.c.webhook_id == sa.bindparam("w"), _lanes.c.grant_key == sa.bindparam("g")
+            ),
+            empty,
+        )
+    return work
+
+
+def _load(
+    tx: Tx, keys: Sequence[tuple[str, str]], per_lane: int
+) -> dict[tuple[str, str], list[DueDelivery]]:
+    """The first ``per_lane`` pending deliveries of each lane, with their events."""
+    webhook_ids = sorted({w for w, _ in keys})
+    grant_keys = sorted({g for _, g in keys})
+    ranked = (
+        sa.select(
+            _deliveries.c.id,
+            _deliveries.c.webhook_id,
+            _deliveries.c.grant_key,
+            _deliveries.c.event_id,
+            _deliveries.c.attempts,
+            sa.func.row_number()
+            .over(
+                partition_by=(_deliveries.c.webhook_id, _deliveries.c.grant_key),
+                order_by=_deliveries.c.id,
+            )
+            .label("place"),
+        )
+        .where(
+            _deliveries.c.application_id == tx.application_id,
+            _deliveries.c.webhook_id.in_(webhook_ids),
+            _deliveries.c.grant_key.in_(grant_keys),
+            _deliveries.c.status == DeliveryStatus.PENDING.value,
+        )
+        .subquery()
+    )
+    rows = tx.conn.execute(
+        sa.select(
+            ranked.c.id,
+            ranked.c.webhook_id,
+            ranked.c.grant_key,
+            ranked.c.attempts,
+            _events.c.id.label("event_id"),
+            _events.c.grant_id,
+            _events.c.type,
+            _events.c.payload,
+            _events.c.created_at,
+        )
+        .join(_events, _events.c.id == ranked.c.event_id)
+        .where(ranked.c.place <= per_lane)
+        .order_by(ranked.c.webhook_id, ranked.c.grant_key, ranked.c.id)
+    )
+    wanted = set(keys)
+    found: dict[tuple[str, str], list[DueDelivery]] = defaultdict(list)
+    for row in rows:
+        key = (row.webhook_id, row.grant_key)
+        if key not in wanted:
+            continue
+        event = Event(
+            id=row.event_id,
+            application_id=tx.application_id,
+            grant_id=row.grant_id,
+            type=row.type,
+            payload=row.payload,
+            created_at=aware(row.created_at),
+        )
+        found[key].append(DueDelivery(row.id, event, row.attempts))
+    return found
+
+
+def record_attempts(
+    tx: Tx,
+    owner: str,
+    attempts: Sequence[AttemptResult],
+    lanes: Sequence[LaneDone],
+    policy: FailurePolicy,
+    *,
+    now: float,
+    random: _random.Random | None = None,
+) -> list[tuple[str, WebhookStatus]]:
+    """Write attempts and their deliveries' state, give the lanes back (due now, or
+    after their backoff when they stopped at a failure), and judge each endpoint:
+    the subscriptions that became failing, disabled or active again (their events
+    are recorded here)."""
+    conn = tx.conn
+    stamp = utcnow()
+    if attempts:
+        conn.execute(
+            sa.insert(_attempts),
+            [
+                {
+                    "application_id": tx.application_id,
+                    "delivery_id": a.delivery_id,
+                    "webhook_id": a.webhook_id,
+                    "event_id": a.event_id,
+                    "attempted_at": datetime.fromtimestamp(a.at, UTC),
+                    "ok": a.ok,
+                    "status_code": a.status_code,
+                    "latency_ms": a.latency_ms,
+                    "response": a.response,
+                    "error": a.error,
+                }
+                for a in attempts
+            ],
+        )
+        conn.execute(
+            sa.update(_deliveries)
+            .where(
+                _deliveries.c.application_id == tx.application_id,
+                _deliveries.c.id == sa.bindparam("d"),
+            )
+            .values(
+                status=sa.bindparam("s"),
+                attempts=_deliveries.c.attempts + 1,
+                last_status_code=sa.bindparam("code"),
+                last_error=sa.bindparam("error"),
+                delivered_at=sa.bindparam("at"),
+            ),
+            [
+                {
+                    "d": a.delivery_id,
+                    "s": (DeliveryStatus.DELIVERED if a.ok else DeliveryStatus.PENDING).value,
+                    "code": a.status_code,
+                    "error": a.error,
+                    "at": stamp if a.ok else None,
+                }
+                for a in attempts
+            ],
+        )
+    _give_back(tx, owner, lanes, policy, now, random)
+    return _judge(tx, attempts, policy, now, random)
+
+
+def _give_back(
+    tx: Tx,
+    owner: str,
+    lanes: Sequence[LaneDone],
+    policy: FailurePolicy,
+    now: float,
+    random: _random.Random | None,
+) -> None:
+    failed = [lane for lane in lanes if lane.failed]
+    counts: dict[tuple[str, str], int] = {}
+    if failed:
+        rows = tx.conn.execute(
+            sa.select(_lanes.c.webhook_id, _lanes.c.grant_key, _lanes.c.failures).where(
+                _lanes.c.application_id == tx.application_id,
+                _lanes.c.webhook_id.in_(sorted({lane.webhook_id for lane in failed})),
+                _lanes.c.grant_key.in_(sorted({lane.grant_key for lane in failed})),
+            )
+        )
+        counts = {(r.webhook_id, r.grant_key): r.failures for r in rows}
+    drained = [lane for lane in lanes if lane.drained and not lane.failed]
+    if drained:
+        lanes = _drop_empty(tx, owner, lanes, drained)
+    rows_out = []
+    for lane in lanes:
+        failures = counts.get((lane.webhook_id, lane.grant_key), 0) + 1 if lane.failed else 0
+        wait = (
+            retry_delay(failures, base=policy.retry_base, maximum=policy.retry_max, random=random)
+            if lane.failed
+            else 0.0
+        )
+        rows_out.append(
+            {"w": lane.webhook_id, "g": lane.grant_key, "f": failures, "next": now + wait}
+        )
+    if rows_out:
+        tx.conn.execute(
+            sa.update(_lanes)
+            .where(
+                _lanes.c.application_id == tx.application_id,
+                _lanes.c.webhook_id == sa.bindparam("w"),
+                _lanes.c.grant_key == sa.bindparam("g"),
+                _lanes.c.lease_owner == owner,
+            )
+            .values(
+                failures=sa.bindparam("f"),
+                next_attempt_at=sa.bindparam("next"),
+                lease_owner=None,
+                lease_until=0.0,
+            ),
+            rows_out,
+        )
+
+
+def _drop_empty(
+    tx: Tx, owner: str, lanes: Sequence[LaneDone], drained: Sequence[LaneDone]
+) -> list[LaneDone]:
+    """Remove the drained lanes that have no pending delivery; the lanes left to give back.
+
+    The lanes are locked first, and only then are their deliveries counted (a later
+    statement sees every fan-out that committed while it waited for the lock)."""
+    conn = tx.conn
+    webhook_ids = sorted({lane.webhook_id for lane in drained})
+    grant_keys = sorted({lane.grant_key for lane in drained})
+    wanted = {(lane.webhook_id, lane.grant_key) for lane in drained}
+    conn.execute(
+        sa.select(_lanes.c.grant_key)
+        .where(
+            _lanes.c.application_id == tx.application_id,
+            _lanes.c.webhook_id.in_(webhook_ids),
+            _lanes.c.grant_key.in_(grant_keys),
+        )
+        .with_for_update()
+    ).all()
+    busy = {
+        (row.webhook_id, row.grant_key)
+        for row in conn.execute(
+            sa.select(_deliveries.c.webhook_id, _deliveries.c.grant_key)
+            .where(
+                _deliveries.c.application_id == tx.application_id,
+                _deliveries.c.webhook_id.in_(webhook_ids),
+                _deliveries.c.grant_key.in_(grant_keys),
+                _deliveries.c.status == DeliveryStatus.PENDING.value,
+            )
+            .distinct()
+        )
+    }
+    empty = wanted - busy
+    if empty:
+        conn.execute(
+            sa.delete(_lanes).where(
+                _lanes.c.application_id == tx.application_id,
+                _lanes.c.webhook_id == sa.bindparam("w"),
+                _lanes.c.grant_key == sa.bindparam("g"),
+                _lanes.c.lease_owner == owner,
+            ),
+            [{"w": w, "g": g} for w, g in sorted(empty)],
+        )
+    return [lane for lane in lanes if (lane.webhook_id, lane.grant_key) not in empty]
+
+
+def _judge(
+    tx: Tx,
+    attempts: Sequence[AttemptResult],
+    policy: FailurePolicy,
+    now: float,
+    random: _random.Random | None,
+) -> list[tuple[str, WebhookStatus]]:
+    by_webhook: dict[str, list[AttemptResult]] = defaultdict(list)
+    for attempt in attempts:
+        by_webhook[attempt.webhook_id].append(attempt)
+    if not by_webhook:
+        return []
+    rows = tx.conn.execute(
+        sa.select(_hooks)
+        .where(
+            _hooks.c.application_id == tx.application_id,
+            _hooks.c.id.in_(sorted(by_webhook)),
+        )
+        .order_by(_hooks.c.id)
+        .with_for_update()
+    ).all()
+    changed: list[tuple[str, WebhookStatus]] = []
+    events: list[tuple[str, tuple[str | None, dict[str, Any]]]] = []
+    for row in rows:
+        made = sorted(by_webhook[row.id], key=lambda a: a.at)
+        before = Health(
+            WebhookStatus(row.status),
+            row.consecutive_failures,
+            None if row.failing_since is None else aware(row.failing_since).timestamp(),
+            row.retry_at,
+        )
+        health, entered = after_attempts(
+            before, [(a.ok, a.at) for a in made], policy, now=now, random=random
+        )
+        last_failure = next((a for a in reversed(made) if not a.ok), None)
+        values: dict[str, Any] = {
+            "status": health.status.value,
+            "consecutive_failures": health.consecutive_failures,
+            "failing_since": None
+            if health.failing_since is None
+            else datetime.fromtimestamp(health.failing_since, UTC),
+            "retry_at": health.retry_at,
+        }
+        if health.consecutive_failures and last_failure is not None:
+            values["last_error"] = _describe(last_failure)
+        if entered:
+            values["updated_at"] = utcnow()
+        tx.conn.execute(sa.update(_hooks).where(_hooks.c.id == row.id).values(**values))
+        if before.consecutive_failures and not health.consecutive_failures:
+            _wake_lanes(tx, row.id, now)
+        for status in entered:
+            changed.append((row.id, status))
+            kind = {
+                WebhookStatus.FAILING: "webhook.failing",
+                WebhookStatus.DISABLED: "webhook.disabled",
+                WebhookStatus.ACTIVE: "webhook.recovered",
+            }[status]
+            payload: dict[str, Any] = {
+                "webhook_id": row.id,
+                "url": row.url,
+                "status": status.value,
+                "consecutive_failures": health.consecutive_failures,
+                "failing_since": values["failing_since"].isoformat()
+                if values["failing_since"] is not None
+                else None,
+            }
+            if last_failure is not None and status is not WebhookStatus.ACTIVE:
+                payload["last_error"] = _describe(last_failure)
+            events.append((kind, (None, payload)))
+    for kind, item in events:
+        record_many(tx, kind, [item])
+    return changed
+
+
+def _describe(attempt: AttemptResult) -> str:
+    if attempt.error:
+        return attempt.error
+    return f"HTTP {attempt.status_code}"
+
+
+def release(tx: Tx, owner: str, lanes: Iterable[tuple[str, str]]) -> None:
+    """Give back leased lanes untouched (a shutdown before they were posted)."""
+    rows = [{"w": w, "g": g} for w, g in lanes]
+    if rows:
+        tx.conn.execute(
+            sa.update(_lanes)
+            .where(
+                _lanes.c.application_id == tx.application_id,
+                _lanes.c.webhook_id == sa.bindparam("w"),
+                _lanes.c.grant_key == sa.bindparam("g"),
+                _lanes.c.lease_owner == owner,
+            )
+            .values(lease_owner=None, lease_until=0.0),
+            rows,
+        )
+
+
+def backlog(tx: Tx) -> Backlog:
+    """What is left to deliver to the enabled subscriptions."""
+    conn = tx.conn
+    enabled = sa.select(_hooks.c.id).where(
+        _hooks.c.application_id == tx.application_id,
+        _hooks.c.status != WebhookStatus.DISABLED.value,
+    )
+    pending, oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(_events.c.created_at))
+        .select_from(_deliveries.join(_events, _events.c.id == _deliveries.c.event_id))
+        .where(
+            _deliveries.c.application_id == tx.application_id,
+            _deliveries.c.status == DeliveryStatus.PENDING.value,
+            _deliveries.c.webhook_id.in_(enabled),
+        )
+    ).one()
+    unfanned = False
+    for sub in conn.execute(
+        sa.select(_hooks.c.cursor_txid, _hooks.c.cursor_event, _hooks.c.start_after).where(
+            _hooks.c.application_id == tx.application_id,
+            _hooks.c.status != WebhookStatus.DISABLED.value,
+        )
+    ):
+        behind = conn.execute(
+            sa.select(_events.c.id)
+            .where(
+                _events.c.application_id == tx.application_id,
+                sa.tuple_(_events.c.txid, _events.c.id)
+                > sa.tuple_(sa.literal(sub.cursor_txid), sa.literal(sub.cursor_event)),
+                _events.c.id > sub.start_after,
+            )
+            .limit(1)
+        ).first()
+        if behind is not None:
+            unfanned = True
+            break
+    return Backlog(int(pending), unfanned, None if oldest is None else aware(oldest))
+
+
+# -- listing and replay -----------------------------------------------------------------------
+
+
+def list_deliveries(
+    tx: Tx,
+    webhook_id: str,
+    *,
+    status: DeliveryStatus | None = None,
+    before: int | None = None,
+    event_id: int | None = None,
+    limit: int = 100,
+) -> list[WebhookDelivery]:
+    """A subscription's deliveries, newest first (``before``: the last id of the
+    previous page)."""
+    _row(tx, webhook_id)
+    query = (
+        sa.select(
+            _deliveries,
+            _events.c.type,
+            _events.c.grant_id,
+            _lanes.c.next_attempt_at,
+        )
+        .join(_events, _events.c.id == _deliveries.c.event_id)
+        .outerjoin(
+            _lanes,
+            sa.and_(
+                _lanes.c.webhook_id == _deliveries.c.webhook_id,
+                _lanes.c.grant_key == _deliveries.c.grant_key,
+                _deliveries.c.status == DeliveryStatus.PENDING.value,
+            ),
+        )
+        .where(
+            _deliveries.c.application_id == tx.application_id,
+            _deliveries.c.webhook_id == webhook_id,
+        )
+        .order_by(_deliveries.c.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(_deliveries.c.status == DeliveryStatus(status).value)
+    if before is not None:
+        query = query.where(_deliveries.c.id < before)
+    if event_id is not None:
+        query = query.where(_deliveries.c.event_id == event_id)
+    return [
+        WebhookDelivery(
+            id=row.id,
+            webhook_id=row.webhook_id,
+            event_id=row.event_id,
+            event_type=row.type,
+            grant_id=row.grant_id,
+            status=DeliveryStatus(row.status),
+            attempts=row.attempts,
+            created_at=aware(row.created_at),
+            next_attempt_at=None
+            if row.next_attempt_at is None
+            else datetime.fromtimestamp(row.next_attempt_at, UTC),
+            delivered_at=None if row.delivered_at is None else aware(row.delivered_at),
+            last_status_code=row.last_status_code,
+            last_error=row.last_error,
+        )
+        for row in tx.conn.execute(query)
+    ]
+
+
+def list_attempts(
+    tx: Tx,
+    webhook_id: str,
+    *,
+    delivery_id: int | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[WebhookAttempt]:
+    """A subscription's attempts (of one delivery), newest first."""
+    _row(tx, webhook_id)
+    query = (
+        sa.select(_attempts)
+        .where(
+            _attempts.c.application_id == tx.application_id,
+            _attempts.c.webhook_id == webhook_id,
+        )
+        .order_by(_attempts.c.id.desc())
+        .limit(limit)
+    )
+    if delivery_id is not None:
+        query = query.where(_attempts.c.delivery_id == delivery_id)
+    if before is not None:
+        query = query.where(_attempts.c.id < before)
+    return [
+        WebhookAttempt(
+            id=row.id,
+            delivery_id=row.delivery_id,
+            webhook_id=row.webhook_id,
+            event_id=row.event_id,
+            attempted_at=aware(row.attempted_at),
+            ok=row.ok,
+            status_code=row.status_code,
+            latency_ms=row.latency_ms,
+            response=row.response,
+            error=row.error,
+        )
+        for row in tx.conn.execute(query)
+    ]
+
+
+def replay_events(
+    tx: Tx,
+    webhook_id: str,
+    *,
+    now: float,
+    after_event: int | None = None,
+    since: datetime | None = None,
+    limit: int = 100_000,
+) -> int:
+    """Deliver again every event the subscription's filter lets through recorded after
+    the event ``after_event`` (or at or after ``since``), up to what it has been fanned
+    out so far (later ones come anyway), at most ``limit``: how many were queued.
+
+    Each is a new delivery, behind those already waiting in its grant's lane.
+    """
+    row = _row(tx, webhook_id, lock=True)
+    wanted = _filter(row)
+    conn = tx.conn
+    conditions: list[sa.ColumnElement[bool]] = [
+        _events.c.application_id == tx.application_id,
+        sa.tuple_(_events.c.txid, _events.c.id)
+        <= sa.tuple_(sa.literal(row.cursor_txid), sa.literal(row.cursor_event)),
+    ]
+    if after_event is not None:
+        conditions.append(_events.c.id > after_event)
+    if since is not None:
+        conditions.append(_events.c.created_at >= since)
+    columns = [_events.c.id, _events.c.grant_id, _events.c.type]
+    if wanted.needs_workspace:
+        columns.append(_events.c.payload)
+    rows = conn.execute(
+        sa.select(*columns).where(*conditions).order_by(_events.c.txid, _events.c.id).limit(limit)
+    ).all()
+    workspace_of = _workspaces_of(tx, rows) if wanted.needs_workspace else {}
+    stamp = utcnow()
+    deliveries = []
+    for event in rows:
+        workspace = None
+        if wanted.needs_workspace:
+            workspace = (event.payload or {}).get("workspace_id") or workspace_of.get(
+                event.grant_id
+            )
+        if wanted.matches(event.type, event.grant_id, workspace):
+            deliveries.append(
+                {
+                    "application_id": tx.application_id,
+                    "webhook_id": row.id,
+                    "event_id": event.id,
+                    "grant_key": event.grant_id or "",
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": stamp,
+                }
+            )
+    for start in range(0, len(deliveries), 5000):
+        conn.execute(sa.insert(_deliveries), deliveries[start : start + 5000])
+    if deliveries:
+        _open_lanes(tx, row.id, {d["grant_key"] for d in deliveries}, now)
+    return len(deliveries)
+
+
+def replay_deliveries(tx: Tx, webhook_id: str, delivery_ids: Iterable[int], *, now: float) -> int:
+    """Deliver again the given deliveries of the subscription (each a new delivery of
+    its event, behind those waiting in its lane); how many were queued."""
+    row = _row(tx, webhook_id, lock=True)
+    wanted = sorted({int(i) for i in delivery_ids})
+    if not wanted:
+        return 0
+    conn = tx.conn
+    found: list[Any] = []
+    for start in range(0, len(wanted), 500):
+        found.extend(
+            conn.execute(
+                sa.select(_deliveries.c.event_id, _deliveries.c.grant_key)
+                .where(
+                    _deliveries.c.application_id == tx.application_id,
+                    _deliveries.c.webhook_id == row.id,
+                    _deliveries.c.id.in_(wanted[start : start + 500]),
+                )
+                .order_by(_deliveries.c.id)
+            ).all()
+        )
+    stamp = utcnow()
+    if found:
+        conn.execute(
+            sa.insert(_deliveries),
+            [
+                {
+                    "application_id": tx.application_id,
+                    "webhook_id": row.id,
+                    "event_id": f.event_id,
+                    "grant_key": f.grant_key,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": stamp,
+                }
+                for f in found
+            ],
+        )
+        _open_lanes(tx, row.id, {f.grant_key for f in found}, now)
+    return len(found)
