@@ -22,7 +22,7 @@ import builtins
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("mailfleet.webhooks")
+
+_FLUSH_WAIT = 0.01
+"""Seconds the attempts made may wait to be written together."""
 
 
 class Webhooks:
@@ -403,14 +406,14 @@ class WebhookSender:
         scope: Scope,
         options: DeliveryOptions | None = None,
         *,
-        poster: WebhookPoster | None = None,
+        poster_factory: Callable[[], WebhookPoster] | None = None,
     ) -> None:
         from .worker import new_worker_id
 
         self._scope = scope
         self._options = options = options or DeliveryOptions()
         self._owner = options.owner or new_worker_id()
-        self._poster = poster
+        self._poster_factory = poster_factory
         self._held: dict[tuple[str, str], LaneWork] = {}
         self._attempts: list[AttemptResult] = []
         self._done: list[LaneDone] = []
@@ -438,13 +441,14 @@ class WebhookSender:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled."""
         options = self._options
-        poster = self._poster or WebhookPoster(
-            timeout=options.timeout, max_connections=options.lanes
-        )
+        # One small pool per lane task: a task posts one delivery at a time, and
+        # httpcore scans every pooled connection on each request, so one pool of
+        # N connections costs N times more per request than N pools of one.
+        posters = [self._new_poster() for _ in range(options.lanes)]
         send, receive = anyio.create_memory_object_stream[LaneWork](options.lanes)
         try:
             async with anyio.create_task_group() as tg, send, receive:
-                for _ in range(options.lanes):
+                for poster in posters:
                     tg.start_soon(self._posting, poster, receive.clone())
                 tg.start_soon(self._flusher)
                 task_status.started()
@@ -456,7 +460,13 @@ class WebhookSender:
                     await self._flush()
                     await self._release_held()
                 finally:
-                    await poster.aclose()
+                    for poster in posters:
+                        await poster.aclose()
+
+    def _new_poster(self) -> WebhookPoster:
+        if self._poster_factory is not None:
+            return self._poster_factory()
+        return WebhookPoster(timeout=self._options.timeout, max_connections=4)
 
     async def _claiming(self, send: Any) -> None:
         options = self._options
@@ -502,7 +512,9 @@ class WebhookSender:
                     await self._post_lane(poster, lane)
                 except Exception:  # a bug: the lane is given back, its delivery retried
                     log.exception("posting lane %s/%s failed", lane.webhook_id, lane.grant_key)
-                    self._done.append(LaneDone(lane.webhook_id, lane.grant_key, failed=True))
+                    self._done.append(
+                        LaneDone(lane.webhook_id, lane.grant_key, failed=True, healthy=False)
+                    )
                     self._flush_wakeup.set()
 
     def _signer(self, secrets: tuple[str, ...]) -> Signer:
@@ -560,14 +572,19 @@ class WebhookSender:
             and posted == len(lane.deliveries)
             and len(lane.deliveries) < options.per_lane
         )
-        self._done.append(LaneDone(lane.webhook_id, lane.grant_key, failed, drained))
+        self._done.append(LaneDone(lane.webhook_id, lane.grant_key, failed, drained, lane.healthy))
         self._flush_wakeup.set()
 
     async def _flusher(self) -> None:
         while True:
             await self._flush_wakeup.wait()
             self._flush_wakeup = anyio.Event()
-            await anyio.sleep(0.003)  # let a few more lanes finish into the same write
+            # Let more lanes finish into the same write: up to a few ms, less when
+            # many are done already (each write costs about the same, whatever its size).
+            with anyio.move_on_after(_FLUSH_WAIT):
+                while len(self._done) < self._options.lanes // 2:
+                    await self._flush_wakeup.wait()
+                    self._flush_wakeup = anyio.Event()
             await self._flush()
 
     async def _flush(self) -> None:

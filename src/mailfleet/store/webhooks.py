@@ -116,6 +116,8 @@ class LaneWork:
     deliveries: tuple[DueDelivery, ...]
     failures: int
     """Failed tries in a row of its first delivery."""
+    healthy: bool = True
+    """Whether its endpoint had not failed since its last success, at the claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,8 @@ class LaneDone:
     grant_key: str
     failed: bool
     drained: bool = False
+    healthy: bool = True
+    """As the claim found its endpoint (:attr:`LaneWork.healthy`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,13 +462,12 @@ def _workspaces_of(tx: Tx, rows: Sequence[Any]) -> dict[str | None, str]:
     found: dict[str | None, str] = {}
     for start in range(0, len(grant_ids), 500):
         chunk = grant_ids[start : start + 500]
-        found.update(
-            tx.conn.execute(
-                sa.select(_grants.c.id, _grants.c.workspace_id).where(
-                    _grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk)
-                )
-            ).tuples()
+        grants = tx.conn.execute(
+            sa.select(_grants.c.id, _grants.c.workspace_id).where(
+                _grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk)
+            )
         )
+        found.update((grant.id, grant.workspace_id) for grant in grants)
     return found
 
 
@@ -574,18 +577,22 @@ def claim(
         return []
     conn.execute(
         sa.update(_lanes)
-        .where(_lanes.c.webhook_id == sa.bindparam("w"), _lanes.c.grant_key == sa.bindparam("g"))
-        .values(lease_owner=owner, lease_until=now + lease),
-        [{"w": lane.webhook_id, "g": lane.grant_key} for lane in taken],
+        .where(
+            _lanes.c.application_id == tx.application_id,
+            sa.tuple_(_lanes.c.webhook_id, _lanes.c.grant_key).in_(
+                [(lane.webhook_id, lane.grant_key) for lane in taken]
+            ),
+        )
+        .values(lease_owner=owner, lease_until=now + lease)
     )
     loaded = _load(tx, [(lane.webhook_id, lane.grant_key) for lane in taken], per_lane)
     work: list[LaneWork] = []
-    empty: list[dict[str, str]] = []
+    empty: list[tuple[str, str]] = []
     for lane in taken:
         key = (lane.webhook_id, lane.grant_key)
         items = loaded.get(key)
         if not items:
-            empty.append({"w": lane.webhook_id, "g": lane.grant_key})
+            empty.append(key)
             continue
         sub = subs[lane.webhook_id]
         work.append(
@@ -596,14 +603,15 @@ def claim(
                 secrets=_signing(sub.secrets, now),
                 deliveries=tuple(items),
                 failures=lane.failures,
+                healthy=sub.consecutive_failures == 0,
             )
         )
     if empty:
         conn.execute(
             sa.delete(_lanes).where(
-                _lanes.c.webhook_id == sa.bindparam("w"), _lanes.c.grant_key == sa.bindparam("g")
-            ),
-            empty,
+                _lanes.c.application_id == tx.application_id,
+                sa.tuple_(_lanes.c.webhook_id, _lanes.c.grant_key).in_(empty),
+            )
         )
     return work
 
@@ -612,8 +620,6 @@ def _load(
     tx: Tx, keys: Sequence[tuple[str, str]], per_lane: int
 ) -> dict[tuple[str, str], list[DueDelivery]]:
     """The first ``per_lane`` pending deliveries of each lane, with their events."""
-    webhook_ids = sorted({w for w, _ in keys})
-    grant_keys = sorted({g for _, g in keys})
     ranked = (
         sa.select(
             _deliveries.c.id,
@@ -630,8 +636,7 @@ def _load(
         )
         .where(
             _deliveries.c.application_id == tx.application_id,
-            _deliveries.c.webhook_id.in_(webhook_ids),
-            _deliveries.c.grant_key.in_(grant_keys),
+            sa.tuple_(_deliveries.c.webhook_id, _deliveries.c.grant_key).in_(keys),
             _deliveries.c.status == DeliveryStatus.PENDING.value,
         )
         .subquery()
@@ -730,7 +735,10 @@ def record_attempts(
             ],
         )
     _give_back(tx, owner, lanes, policy, now, random)
-    return _judge(tx, attempts, policy, now, random)
+    # Only endpoints that failed now, or had failed before, change state.
+    judged = {a.webhook_id for a in attempts if not a.ok}
+    judged.update(lane.webhook_id for lane in lanes if not lane.healthy)
+    return _judge(tx, [a for a in attempts if a.webhook_id in judged], policy, now, random)
 
 
 def _give_back(
@@ -788,48 +796,56 @@ def _give_back(
 def _drop_empty(
     tx: Tx, owner: str, lanes: Sequence[LaneDone], drained: Sequence[LaneDone]
 ) -> list[LaneDone]:
-    """Remove the drained lanes that have no pending delivery; the lanes left to give back.
-
-    The lanes are locked first, and only then are their deliveries counted (a later
-    statement sees every fan-out that committed while it waited for the lock)."""
+    """Remove the drained lanes that have no pending delivery; the lanes left to give back."""
     conn = tx.conn
-    webhook_ids = sorted({lane.webhook_id for lane in drained})
-    grant_keys = sorted({lane.grant_key for lane in drained})
-    wanted = {(lane.webhook_id, lane.grant_key) for lane in drained}
-    conn.execute(
-        sa.select(_lanes.c.grant_key)
-        .where(
-            _lanes.c.application_id == tx.application_id,
-            _lanes.c.webhook_id.in_(webhook_ids),
-            _lanes.c.grant_key.in_(grant_keys),
-        )
-        .with_for_update()
-    ).all()
-    busy = {
-        (row.webhook_id, row.grant_key)
-        for row in conn.execute(
-            sa.select(_deliveries.c.webhook_id, _deliveries.c.grant_key)
+    pairs = sorted({(lane.webhook_id, lane.grant_key) for lane in drained})
+    lane_key = sa.tuple_(_lanes.c.webhook_id, _lanes.c.grant_key)
+    mine = [_lanes.c.application_id == tx.application_id, _lanes.c.lease_owner == owner]
+    if conn.dialect.name != "postgresql":  # one writer: nothing can come in between
+        pending = (
+            sa.select(_deliveries.c.id)
             .where(
-                _deliveries.c.application_id == tx.application_id,
-                _deliveries.c.webhook_id.in_(webhook_ids),
-                _deliveries.c.grant_key.in_(grant_keys),
+                _deliveries.c.webhook_id == _lanes.c.webhook_id,
+                _deliveries.c.grant_key == _lanes.c.grant_key,
                 _deliveries.c.status == DeliveryStatus.PENDING.value,
             )
-            .distinct()
+            .exists()
         )
-    }
-    empty = wanted - busy
-    if empty:
-        conn.execute(
-            sa.delete(_lanes).where(
-                _lanes.c.application_id == tx.application_id,
-                _lanes.c.webhook_id == sa.bindparam("w"),
-                _lanes.c.grant_key == sa.bindparam("g"),
-                _lanes.c.lease_owner == owner,
-            ),
-            [{"w": w, "g": g} for w, g in sorted(empty)],
-        )
-    return [lane for lane in lanes if (lane.webhook_id, lane.grant_key) not in empty]
+        removed = conn.execute(
+            sa.delete(_lanes)
+            .where(*mine, lane_key.in_(pairs), ~pending)
+            .returning(_lanes.c.webhook_id, _lanes.c.grant_key)
+        ).all()
+    else:
+        # Lock the lanes first, and only then look for deliveries: a later statement
+        # sees every fan-out that committed while it waited for the lock (a subquery
+        # rechecked after a lock wait would not).
+        locked = sa.select(_lanes.c.grant_key).where(*mine, lane_key.in_(pairs))
+        conn.execute(locked.with_for_update()).all()
+        busy = {
+            (row.webhook_id, row.grant_key)
+            for row in conn.execute(
+                sa.select(_deliveries.c.webhook_id, _deliveries.c.grant_key)
+                .where(
+                    _deliveries.c.application_id == tx.application_id,
+                    sa.tuple_(_deliveries.c.webhook_id, _deliveries.c.grant_key).in_(pairs),
+                    _deliveries.c.status == DeliveryStatus.PENDING.value,
+                )
+                .distinct()
+            )
+        }
+        empty = [pair for pair in pairs if pair not in busy]
+        removed = []
+        if empty:
+            removed = list(
+                conn.execute(
+                    sa.delete(_lanes)
+                    .where(*mine, lane_key.in_(empty))
+                    .returning(_lanes.c.webhook_id, _lanes.c.grant_key)
+                )
+            )
+    gone = {(row.webhook_id, row.grant_key) for row in removed}
+    return [lane for lane in lanes if (lane.webhook_id, lane.grant_key) not in gone]
 
 
 def _judge(
