@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         QueueFull,
         SigningFailed,
         StoreUnavailable,
+        WebhookNotFound,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
@@ -70,13 +71,22 @@ if TYPE_CHECKING:
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
+    from .model.webhooks import (
+        Webhook,
+        WebhookAttempt,
+        WebhookDelivery,
+        WebhookFilter,
+        WebhookStatus,
+    )
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
     from .runtime.status import FleetStatistics, Serving
+    from .runtime.webhooks import Webhooks, WebhookSender, WebhookStatistics
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
+    from .store.webhooks import WebhookBacklog
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -128,6 +138,7 @@ _EXPORTS: dict[str, str] = {
     "QueueFull": ".model.errors",
     "SigningFailed": ".model.errors",
     "StoreUnavailable": ".model.errors",
+    "WebhookNotFound": ".model.errors",
     "WorkspaceExists": ".model.errors",
     "WorkspaceNotEmpty": ".model.errors",
     "WorkspaceNotFound": ".model.errors",
@@ -149,6 +160,15 @@ _EXPORTS: dict[str, str] = {
     "ProvisionOutcome": ".model.records",
     "ProvisionResult": ".model.records",
     "Workspace": ".model.records",
+    "Webhook": ".model.webhooks",
+    "WebhookAttempt": ".model.webhooks",
+    "WebhookDelivery": ".model.webhooks",
+    "WebhookFilter": ".model.webhooks",
+    "WebhookStatus": ".model.webhooks",
+    "Webhooks": ".runtime.webhooks",
+    "WebhookSender": ".runtime.webhooks",
+    "WebhookStatistics": ".runtime.webhooks",
+    "WebhookBacklog": ".store.webhooks",
     "Directory": ".runtime.directory",
     "Fleet": ".runtime.fleet",
     "Mailroom": ".runtime.mailroom",
@@ -232,6 +252,16 @@ __all__ = [
     "SuppressionReason",
     "SuppressionRow",
     "UnservedGrant",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookBacklog",
+    "WebhookDelivery",
+    "WebhookFilter",
+    "WebhookNotFound",
+    "WebhookSender",
+    "WebhookStatistics",
+    "WebhookStatus",
+    "Webhooks",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

@@ -46,7 +46,6 @@ from .outbox import OutboundRule, Outbox
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
-from .webhooks import Webhooks
 
 # What only serving needs (the SMTP server and client, plugins, the worker and
 # the sender, mail building and parsing) is imported by serve(), so that a
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
     from ..plugins import InboundSource
     from ..transports.simulator import SimulatedInternet
     from .sender import Sender
+    from .webhooks import Webhooks
     from .worker import Worker
 
 __all__ = ["Fleet"]
@@ -96,7 +96,6 @@ class _Opened:
     mailroom: Mailroom
     feedback: Feedback
     domain_auth: DomainAuth
-    webhooks: Webhooks
     tasks: TaskGroup
 
 
@@ -149,6 +148,7 @@ class Fleet:
         self._simulator: SimulatedInternet | None = None
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
+        self._webhooks: Webhooks | None = None
 
     # -- opening and closing -------------------------------------------------------
 
@@ -211,7 +211,6 @@ class Fleet:
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
-            webhooks=Webhooks(scope, self.settings),
             tasks=tasks,
         )
         return self
@@ -223,6 +222,7 @@ class Fleet:
         tb: TracebackType | None,
     ) -> None:
         opened, self._opened = self._opened, None
+        self._webhooks = None
         if opened is not None:
             # The body's own exception is not handed to the task group: it comes
             # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
@@ -265,7 +265,12 @@ class Fleet:
         """The application's webhook subscriptions: ``create``, ``list``, ``get``,
         ``update``, ``delete``, ``rotate_secret``, ``deliveries``, ``attempts``,
         ``replay``; ``serve`` delivers (``serve()`` runs it with ``webhook_delivery``)."""
-        return self._open("Fleet.webhooks").webhooks
+        opened = self._open("Fleet.webhooks")
+        if self._webhooks is None:
+            from .webhooks import Webhooks  # on first use: a command that reads skips it
+
+            self._webhooks = Webhooks(opened.scope, self.settings)
+        return self._webhooks
 
     # -- the administrative side (a façade over the directory) ----------------------
 
@@ -464,7 +469,7 @@ class Fleet:
             if s.audit_domains:
                 await tg.start(opened.domain_auth.run)
             if s.webhook_delivery:
-                delivery = opened.webhooks.delivery()
+                delivery = self.webhooks.delivery()
                 await tg.start(delivery.run)
                 ring = _notifier(delivery.notify)
                 stack.enter_context(self._work_committed.listening(ring))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -51,13 +51,15 @@ from ..store import grants as grant_store
 from ..store import webhooks as store
 from ..store import workspaces as workspace_store
 from ..store.scope import Scope, Tx
-from ..store.webhooks import AttemptResult, Backlog, LaneDone, LaneWork
-from ..transports.webhook_http import WebhookPoster
+from ..store.webhooks import AttemptResult, LaneDone, LaneWork, WebhookBacklog
+
+if TYPE_CHECKING:  # the HTTP client is imported by the delivery loop, when it runs
+    from ..transports.webhook_http import WebhookPoster
 
 __all__ = [
     "DeliveryOptions",
-    "DeliveryStatistics",
     "WebhookSender",
+    "WebhookStatistics",
     "Webhooks",
     "run_webhook_delivery",
 ]
@@ -264,7 +266,7 @@ class Webhooks:
         log.info("webhook %s: %d events queued again", webhook_id, count)
         return count
 
-    async def backlog(self) -> Backlog:
+    async def backlog(self) -> WebhookBacklog:
         """What is left to deliver to the enabled subscriptions (``pending``, whether some
         event is not fanned out yet, the oldest pending event's time: the lag)."""
         return await self._scope.read(store.backlog)
@@ -380,7 +382,7 @@ class DeliveryOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryStatistics:
+class WebhookStatistics:
     """A snapshot of one delivery loop."""
 
     delivered: int
@@ -434,9 +436,9 @@ class WebhookSender:
         """Events were recorded: look now rather than at the next poll."""
         self._wakeup.set()
 
-    def statistics(self) -> DeliveryStatistics:
+    def statistics(self) -> WebhookStatistics:
         """What this loop has done so far."""
-        return DeliveryStatistics(self._delivered, self._failed, len(self._held))
+        return WebhookStatistics(self._delivered, self._failed, len(self._held))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled."""
@@ -466,6 +468,8 @@ class WebhookSender:
     def _new_poster(self) -> WebhookPoster:
         if self._poster_factory is not None:
             return self._poster_factory()
+        from ..transports.webhook_http import WebhookPoster
+
         return WebhookPoster(timeout=self._options.timeout, max_connections=4)
 
     async def _claiming(self, send: Any) -> None:

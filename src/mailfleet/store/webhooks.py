@@ -63,10 +63,10 @@ from .timestamps import aware
 
 __all__ = [
     "AttemptResult",
-    "Backlog",
     "DueDelivery",
     "LaneDone",
     "LaneWork",
+    "WebhookBacklog",
     "backlog",
     "claim",
     "create_webhook",
@@ -150,7 +150,7 @@ class LaneDone:
 
 
 @dataclass(frozen=True, slots=True)
-class Backlog:
+class WebhookBacklog:
     """What is left to deliver for the application's enabled subscriptions."""
 
     pending: int
@@ -945,7 +945,7 @@ def release(tx: Tx, owner: str, lanes: Iterable[tuple[str, str]]) -> None:
         )
 
 
-def backlog(tx: Tx) -> Backlog:
+def backlog(tx: Tx) -> WebhookBacklog:
     """What is left to deliver to the enabled subscriptions."""
     conn = tx.conn
     enabled = sa.select(_hooks.c.id).where(
@@ -981,7 +981,7 @@ def backlog(tx: Tx) -> Backlog:
         if behind is not None:
             unfanned = True
             break
-    return Backlog(int(pending), unfanned, None if oldest is None else aware(oldest))
+    return WebhookBacklog(int(pending), unfanned, None if oldest is None else aware(oldest))
 
 
 # -- listing and replay -----------------------------------------------------------------------
