@@ -37,6 +37,8 @@ class Receiver:
     status: int = 200
     answer: Callable[[Received], int] | None = None
     reply: bytes = b"ok"
+    delay: float = 0.0
+    """Seconds each answer waits."""
     received: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -83,6 +85,8 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 request = Received(path, headers, body)
                 status = self.answer(request) if self.answer is not None else self.status
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 request.headers["x-answered"] = str(status)
                 self.received.append(request)
                 writer.write(

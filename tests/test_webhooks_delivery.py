@@ -1,0 +1,152 @@
+"""How webhook delivery behaves under load and failure: commits that land late on
+PostgreSQL, shutdown and restart, an endpoint that is down, delivery in its own task."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import sqlalchemy as sa
+
+from mailfleet import Fleet, GrantStatus
+from mailfleet.store.database import normalize_url
+from mailfleet.store.tables import events_table, utcnow, webhook_lanes_table
+from support import wait_until
+from webhook_receiver import Receiver, receiver
+
+pytestmark = pytest.mark.anyio
+
+FAST = {
+    "webhook_poll_interval": 0.02,
+    "webhook_retry_base_seconds": 0.05,
+    "webhook_retry_max_seconds": 0.2,
+}
+
+
+@pytest.mark.postgres
+async def test_an_event_whose_transaction_commits_late_is_not_missed(postgres_url: str) -> None:
+    """PostgreSQL hands out event ids before commit: a transaction that took a lower id
+    and commits after a higher one became visible must still be delivered, first."""
+    async with receiver() as hook, Fleet(database_url=postgres_url, **FAST) as fleet:
+        await fleet.add_domain("example.com")
+        _, secret = await fleet.webhooks.create(hook.url)
+        engine = sa.create_engine(normalize_url(postgres_url))
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(fleet.webhooks.serve)
+                with engine.connect() as conn:
+                    late = conn.begin()
+                    late_id = conn.execute(
+                        sa.insert(events_table)
+                        .values(
+                            application_id=fleet.application.id,
+                            grant_id=None,
+                            type="test.late",
+                            payload={},
+                            created_at=utcnow(),
+                        )
+                        .returning(events_table.c.id)
+                    ).scalar_one()
+                    grant = await fleet.provision("early@example.com")  # a higher id, committed
+                    await anyio.sleep(0.5)
+                    assert hook.received == []  # it waits for the open transaction
+                    late.commit()
+                with anyio.fail_after(10):
+                    await fleet.webhooks.wait_delivered()
+                tg.cancel_scope.cancel()
+        finally:
+            engine.dispose()
+        got = [r.verified(secret) for r in hook.ok()]
+        assert [e["type"] for e in got] == ["test.late", "grant.created"]
+        assert int(got[0]["id"]) == late_id < int(got[1]["id"])
+        assert got[1]["data"]["grant_id"] == grant.id
+
+
+async def test_stopping_gives_the_lanes_back_and_a_restart_goes_on(database_url: str) -> None:
+    async with receiver(delay=0.05) as hook, Fleet(database_url=database_url, **FAST) as fleet:
+        await fleet.add_domain("example.com")
+        _, secret = await fleet.webhooks.create(hook.url)
+        await fleet.provision_many([f"agent{i}@example.com" for i in range(3)])
+        for _ in range(10):
+            for i in range(3):
+                await fleet.set_grant_status(f"agent{i}@example.com", GrantStatus.PAUSED)
+                await fleet.set_grant_status(f"agent{i}@example.com", GrantStatus.ACTIVE)
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.webhooks.serve)
+            await wait_until(lambda: len(hook.received) >= 5)
+            tg.cancel_scope.cancel()
+        assert not (await fleet.webhooks.backlog()).idle
+        leases = await fleet.database.read(
+            lambda c: c.execute(sa.select(webhook_lanes_table.c.lease_owner)).scalars().all()
+        )
+        assert leases
+        assert set(leases) == {None}  # given back at once, not left to expire
+        hook.delay = 0.0
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.webhooks.serve)
+            with anyio.fail_after(10):  # far sooner than a lease would expire
+                await fleet.webhooks.wait_delivered()
+            tg.cancel_scope.cancel()
+        outbox = [e for e in await fleet.events(limit=1000) if e.grant_id is not None]
+        got = [r.verified(secret) for r in hook.ok()]
+        assert {int(e["id"]) for e in got} == {e.id for e in outbox}
+        first: dict[str, list[int]] = {}
+        for e in got:
+            ids = first.setdefault(e["data"]["grant_id"], [])
+            if int(e["id"]) not in ids:
+                ids.append(int(e["id"]))
+        for grant_id, ids in first.items():
+            assert ids == [e.id for e in outbox if e.grant_id == grant_id]
+
+
+async def test_an_endpoint_that_is_down_is_probed_one_delivery_at_a_time(
+    database_url: str,
+) -> None:
+    async with (
+        receiver(status=500) as hook,
+        Fleet(database_url=database_url, webhook_lanes=8, **FAST) as fleet,
+    ):
+        await fleet.add_domain("example.com")
+        webhook, _ = await fleet.webhooks.create(hook.url)
+        await fleet.provision_many([f"agent{i}@example.com" for i in range(30)])
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.webhooks.serve)
+            await wait_until(lambda: len(hook.received) >= 1)
+            await anyio.sleep(0.3)  # the lanes in flight at the first failure come back
+            before = len(hook.received)
+            await anyio.sleep(1.0)
+            probes = len(hook.received) - before
+            assert 1 <= probes <= 12  # about one every 0.2 s, not 30 lanes each time
+            assert (await fleet.webhooks.get(webhook.id)).status.value == "failing"
+            hook.status = 200
+            with anyio.fail_after(10):
+                await fleet.webhooks.wait_delivered()
+            tg.cancel_scope.cancel()
+        assert (await fleet.webhooks.get(webhook.id)).status.value == "active"
+        (recovered,) = await fleet.events(type="webhook.recovered")
+        assert recovered.payload["webhook_id"] == webhook.id
+
+
+async def test_delivery_runs_in_a_task_of_its_own_when_serve_does_not(database_url: str) -> None:
+    """``mailfleet api`` processes deliver with ``fleet.webhooks.serve`` beside a fleet
+    that serves without ``webhook_delivery``."""
+    hook = Receiver()
+    await hook.start()
+    try:
+        async with Fleet(
+            database_url=database_url, webhook_delivery=False, poll_interval=0.02, **FAST
+        ) as fleet:
+            await fleet.add_domain("example.com")
+            _, secret = await fleet.webhooks.create(hook.url)
+            async with anyio.create_task_group() as tg:
+                await tg.start(fleet.serve)
+                grant = await fleet.provision("a@example.com")
+                await anyio.sleep(0.3)
+                assert hook.received == []
+                await tg.start(fleet.webhooks.serve)
+                with anyio.fail_after(10):
+                    await fleet.webhooks.wait_delivered()
+                tg.cancel_scope.cancel()
+        (one,) = [r.verified(secret) for r in hook.ok()]
+        assert one["data"]["grant_id"] == grant.id
+    finally:
+        await hook.stop()
