@@ -11,7 +11,7 @@ from mailfleet import Fleet, GrantStatus
 from mailfleet.store.database import normalize_url
 from mailfleet.store.tables import events_table, utcnow, webhook_lanes_table
 from support import wait_until
-from webhook_receiver import Receiver, receiver
+from webhook_receiver import Receiver, in_delivery_order, receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -87,6 +87,7 @@ async def test_stopping_gives_the_lanes_back_and_a_restart_goes_on(database_url:
                 await fleet.webhooks.wait_delivered()
             tg.cancel_scope.cancel()
         outbox = [e for e in await fleet.events(limit=1000) if e.grant_id is not None]
+        outbox = await in_delivery_order(fleet, outbox)
         got = [r.verified(secret) for r in hook.ok()]
         assert {int(e["id"]) for e in got} == {e.id for e in outbox}
         first: dict[str, list[int]] = {}
@@ -150,3 +151,27 @@ async def test_delivery_runs_in_a_task_of_its_own_when_serve_does_not(database_u
         assert one["data"]["grant_id"] == grant.id
     finally:
         await hook.stop()
+
+
+async def test_a_subscription_deleted_while_delivering_takes_its_deliveries_along(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        receiver(delay=0.2) as slow,
+        receiver() as other,
+        Fleet(database_url=database_url, **FAST) as fleet,
+    ):
+        await fleet.add_domain("example.com")
+        doomed, _ = await fleet.webhooks.create(slow.url)
+        _, secret = await fleet.webhooks.create(other.url)
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.webhooks.serve)
+            await fleet.provision_many([f"agent{i}@example.com" for i in range(5)])
+            await wait_until(lambda: len(slow.received) >= 1)
+            assert await fleet.webhooks.delete(doomed.id)
+            with anyio.fail_after(10):
+                await fleet.webhooks.wait_delivered()
+            await anyio.sleep(0.4)  # the posts in flight came back and were recorded
+            tg.cancel_scope.cancel()
+        assert len({r.verified(secret)["id"] for r in other.ok()}) == 5
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]

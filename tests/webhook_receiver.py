@@ -10,7 +10,11 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook as Verifier
+
+from mailfleet import Event, Fleet
+from mailfleet.store.tables import events_table
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Receiver:
     reply: bytes = b"ok"
     delay: float = 0.0
     """Seconds each answer waits."""
+    keep: bool = True
+    """Whether to record the requests (a benchmark's receiver does not)."""
     received: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -88,7 +94,8 @@ class Receiver:
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 request.headers["x-answered"] = str(status)
-                self.received.append(request)
+                if self.keep:
+                    self.received.append(request)
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-length: {len(self.reply)}\r\n"
                     "content-type: text/plain\r\n\r\n".encode()
@@ -104,6 +111,22 @@ class Receiver:
                 await writer.wait_closed()
 
 
+async def in_delivery_order(fleet: Fleet, events: list[Event]) -> list[Event]:
+    """``events`` in the order webhooks deliver them: by their transaction, then id (on
+    PostgreSQL two concurrent transactions may commit their ids out of order; on
+    SQLite this is id order)."""
+    ids = [e.id for e in events]
+
+    def read(conn: sa.Connection) -> dict[int, int]:
+        rows = conn.execute(
+            sa.select(events_table.c.id, events_table.c.txid).where(events_table.c.id.in_(ids))
+        )
+        return {row.id: row.txid for row in rows}
+
+    txids = await fleet.database.read(read)
+    return sorted(events, key=lambda e: (txids[e.id], e.id))
+
+
 @asynccontextmanager
 async def receiver(**options: Any) -> AsyncIterator[Receiver]:
     """A receiver on a free loopback port for the duration of the block."""
@@ -113,3 +136,16 @@ async def receiver(**options: Any) -> AsyncIterator[Receiver]:
         yield server
     finally:
         await server.stop()
+
+
+async def _serve_forever(port: int) -> None:
+    server = Receiver(port=port, keep=False)
+    await server.start()
+    print(server.port, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # a receiver in a process of its own (benchmarks): PORT (0: any)
+    import sys
+
+    asyncio.run(_serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -475,13 +475,23 @@ class WebhookSender:
     async def _claiming(self, send: Any) -> None:
         options = self._options
         room_for = options.lanes * 2
+        backoff = 1.0
         while True:
             self._wakeup = anyio.Event()
             room = room_for - len(self._held)
             now = time.time()
-            made, work = await self._scope.write(
-                partial(self._fan_out_and_claim, now=now, room=room)
-            )
+            try:
+                made, work = await self._scope.write(
+                    partial(self._fan_out_and_claim, now=now, room=room)
+                )
+            except Exception:
+                # The loop outlives a store that is down for a while: nothing is lost,
+                # the events wait in the outbox.
+                log.exception("webhook delivery round failed; trying again in %gs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
             for lane in work:
                 self._held[(lane.webhook_id, lane.grant_key)] = lane
             for lane in work:

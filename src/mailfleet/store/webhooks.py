@@ -252,6 +252,11 @@ def create_webhook(
     return get_webhook(tx, webhook_id, now=now)
 
 
+def _this(tx: Tx, webhook_id: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """The conditions that name one subscription of the application."""
+    return (_hooks.c.application_id == tx.application_id, _hooks.c.id == webhook_id)
+
+
 def _row(tx: Tx, webhook_id: str, *, lock: bool = False) -> Any:
     query = sa.select(_hooks).where(
         _hooks.c.application_id == tx.application_id, _hooks.c.id == webhook_id
@@ -318,7 +323,7 @@ def update_webhook(
         if status is WebhookStatus.ACTIVE and row.status != WebhookStatus.ACTIVE:
             values.update(consecutive_failures=0, failing_since=None, retry_at=0.0, last_error=None)
             _wake_lanes(tx, webhook_id, now)
-    tx.conn.execute(sa.update(_hooks).where(_hooks.c.id == row.id).values(**values))
+    tx.conn.execute(sa.update(_hooks).where(*_this(tx, row.id)).values(**values))
     return get_webhook(tx, webhook_id, now=now)
 
 
@@ -346,7 +351,7 @@ def delete_webhook(tx: Tx, webhook_id: str) -> bool:
                 table.c.application_id == tx.application_id, table.c.webhook_id == webhook_id
             )
         )
-    conn.execute(sa.delete(_hooks).where(_hooks.c.id == webhook_id))
+    conn.execute(sa.delete(_hooks).where(*_this(tx, webhook_id)))
     return True
 
 
@@ -365,7 +370,7 @@ def rotate_secret(tx: Tx, webhook_id: str, secret: str, *, grace: float, now: fl
     ]
     tx.conn.execute(
         sa.update(_hooks)
-        .where(_hooks.c.id == row.id)
+        .where(*_this(tx, row.id))
         .values(secrets=[{"secret": secret, "expires_at": None}, *kept], updated_at=utcnow())
     )
     return get_webhook(tx, webhook_id, now=now)
@@ -451,7 +456,7 @@ def fan_out(tx: Tx, *, now: float, limit: int = 1000) -> int:
         last = rows[-1]
         conn.execute(
             sa.update(_hooks)
-            .where(_hooks.c.id == sub.id)
+            .where(*_this(tx, sub.id))
             .values(cursor_txid=last.txid, cursor_event=last.id)
         )
     return made
@@ -568,7 +573,7 @@ def claim(
         # Compare-and-set: one process probes the endpoint at a time.
         won = conn.execute(
             sa.update(_hooks)
-            .where(_hooks.c.id == webhook_id, _hooks.c.retry_at <= now)
+            .where(*_this(tx, webhook_id), _hooks.c.retry_at <= now)
             .values(retry_at=now + lease)
         ).rowcount
         if won:
@@ -653,7 +658,12 @@ def _load(
             _events.c.payload,
             _events.c.created_at,
         )
-        .join(_events, _events.c.id == ranked.c.event_id)
+        .join(
+            _events,
+            sa.and_(
+                _events.c.id == ranked.c.event_id, _events.c.application_id == tx.application_id
+            ),
+        )
         .where(ranked.c.place <= per_lane)
         .order_by(ranked.c.webhook_id, ranked.c.grant_key, ranked.c.id)
     )
@@ -691,6 +701,20 @@ def record_attempts(
     are recorded here)."""
     conn = tx.conn
     stamp = utcnow()
+    if attempts:
+        # A subscription deleted while its deliveries were in flight takes them along;
+        # the lock waits for a deletion under way, and keeps the rows until commit.
+        present = set(
+            conn.execute(
+                sa.select(_deliveries.c.id)
+                .where(
+                    _deliveries.c.application_id == tx.application_id,
+                    _deliveries.c.id.in_(sorted({a.delivery_id for a in attempts})),
+                )
+                .with_for_update(key_share=True)
+            ).scalars()
+        )
+        attempts = [a for a in attempts if a.delivery_id in present]
     if attempts:
         conn.execute(
             sa.insert(_attempts),
@@ -895,7 +919,7 @@ def _judge(
             values["last_error"] = _describe(last_failure)
         if entered:
             values["updated_at"] = utcnow()
-        tx.conn.execute(sa.update(_hooks).where(_hooks.c.id == row.id).values(**values))
+        tx.conn.execute(sa.update(_hooks).where(*_this(tx, row.id)).values(**values))
         if before.consecutive_failures and not health.consecutive_failures:
             _wake_lanes(tx, row.id, now)
         for status in entered:
