@@ -8,7 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from mailfleet import Fleet, GrantStatus
+from mailfleet.runtime.webhooks import webhook_lag
 from mailfleet.store.database import normalize_url
+from mailfleet.store.scope import Scope
 from mailfleet.store.tables import events_table, utcnow, webhook_lanes_table
 from support import wait_until
 from webhook_receiver import Receiver, in_delivery_order, receiver
@@ -118,11 +120,16 @@ async def test_an_endpoint_that_is_down_is_probed_one_delivery_at_a_time(
             probes = len(hook.received) - before
             assert 1 <= probes <= 12  # about one every 0.2 s, not 30 lanes each time
             assert (await fleet.webhooks.get(webhook.id)).status.value == "failing"
+            scope = Scope(fleet.database, fleet.application.id)
+            lag = await webhook_lag(scope)
+            assert lag is not None
+            assert lag >= 1.0  # the oldest event has waited since before the first failure
             hook.status = 200
             with anyio.fail_after(10):
                 await fleet.webhooks.wait_delivered()
             tg.cancel_scope.cancel()
         assert (await fleet.webhooks.get(webhook.id)).status.value == "active"
+        assert await webhook_lag(scope) is None
         (recovered,) = await fleet.events(type="webhook.recovered")
         assert recovered.payload["webhook_id"] == webhook.id
 

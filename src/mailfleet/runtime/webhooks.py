@@ -51,6 +51,7 @@ from ..store import grants as grant_store
 from ..store import webhooks as store
 from ..store import workspaces as workspace_store
 from ..store.scope import Scope, Tx
+from ..store.tables import utcnow
 from ..store.webhooks import AttemptResult, LaneDone, LaneWork, WebhookBacklog
 
 if TYPE_CHECKING:  # the HTTP client is imported by the delivery loop, when it runs
@@ -62,6 +63,7 @@ __all__ = [
     "WebhookStatistics",
     "Webhooks",
     "run_webhook_delivery",
+    "webhook_lag",
 ]
 
 log = logging.getLogger("mailfleet.webhooks")
@@ -268,7 +270,7 @@ class Webhooks:
 
     async def backlog(self) -> WebhookBacklog:
         """What is left to deliver to the enabled subscriptions (``pending``, whether some
-        event is not fanned out yet, the oldest pending event's time: the lag)."""
+        event is not fanned out yet, the oldest waiting event's time: ``lag()``)."""
         return await self._scope.read(store.backlog)
 
     async def wait_delivered(self, *, poll: float = 0.02) -> None:
@@ -649,6 +651,13 @@ class WebhookSender:
         except Exception:
             log.exception("giving back %d webhook lanes failed; their leases expire", len(held))
         self._held.clear()
+
+
+async def webhook_lag(scope: Scope) -> float | None:
+    """How long the oldest event not yet delivered to ``scope``'s application's webhooks
+    has waited, in seconds; None when nothing waits (the ``/metrics`` gauge)."""
+    found = await scope.read(store.backlog)
+    return found.lag(utcnow())
 
 
 async def run_webhook_delivery(

@@ -157,13 +157,23 @@ class WebhookBacklog:
     """Deliveries not yet answered 2xx."""
     unfanned: bool
     """Whether some event has not reached a subscription's deliveries yet."""
-    oldest_pending: datetime | None
-    """When the oldest pending delivery's event was recorded (the delivery lag)."""
+    oldest_waiting: datetime | None
+    """When the oldest event not yet delivered was recorded (about: the oldest of the
+    first pending delivery's event and the first event each cursor has not reached)."""
+    subscriptions: int = 0
+    """Enabled subscriptions."""
 
     @property
     def idle(self) -> bool:
         """Nothing left: every event so far has been delivered."""
         return not self.pending and not self.unfanned
+
+    def lag(self, now: datetime) -> float | None:
+        """Seconds the oldest event not yet delivered has waited at ``now``; None when
+        nothing waits (or there is no enabled subscription)."""
+        if self.oldest_waiting is None:
+            return None
+        return max((now - self.oldest_waiting).total_seconds(), 0.0)
 
 
 # -- subscriptions ----------------------------------------------------------------------
@@ -972,26 +982,26 @@ def release(tx: Tx, owner: str, lanes: Iterable[tuple[str, str]]) -> None:
 def backlog(tx: Tx) -> WebhookBacklog:
     """What is left to deliver to the enabled subscriptions."""
     conn = tx.conn
-    enabled = sa.select(_hooks.c.id).where(
-        _hooks.c.application_id == tx.application_id,
-        _hooks.c.status != WebhookStatus.DISABLED.value,
-    )
-    pending, oldest = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(_events.c.created_at))
-        .select_from(_deliveries.join(_events, _events.c.id == _deliveries.c.event_id))
-        .where(
-            _deliveries.c.application_id == tx.application_id,
-            _deliveries.c.status == DeliveryStatus.PENDING.value,
-            _deliveries.c.webhook_id.in_(enabled),
-        )
-    ).one()
-    unfanned = False
-    for sub in conn.execute(
-        sa.select(_hooks.c.cursor_txid, _hooks.c.cursor_event, _hooks.c.start_after).where(
+    subs = conn.execute(
+        sa.select(
+            _hooks.c.id, _hooks.c.cursor_txid, _hooks.c.cursor_event, _hooks.c.start_after
+        ).where(
             _hooks.c.application_id == tx.application_id,
             _hooks.c.status != WebhookStatus.DISABLED.value,
         )
-    ):
+    ).all()
+    if not subs:
+        return WebhookBacklog(0, False, None, subscriptions=0)
+    pending, first = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(_deliveries.c.event_id)).where(
+            _deliveries.c.application_id == tx.application_id,
+            _deliveries.c.status == DeliveryStatus.PENDING.value,
+            _deliveries.c.webhook_id.in_([sub.id for sub in subs]),
+        )
+    ).one()
+    waiting = [] if first is None else [first]
+    unfanned = False
+    for sub in subs:
         behind = conn.execute(
             sa.select(_events.c.id)
             .where(
@@ -1000,12 +1010,22 @@ def backlog(tx: Tx) -> WebhookBacklog:
                 > sa.tuple_(sa.literal(sub.cursor_txid), sa.literal(sub.cursor_event)),
                 _events.c.id > sub.start_after,
             )
+            .order_by(_events.c.txid, _events.c.id)
             .limit(1)
-        ).first()
+        ).scalar()
         if behind is not None:
             unfanned = True
-            break
-    return WebhookBacklog(int(pending), unfanned, None if oldest is None else aware(oldest))
+            waiting.append(behind)
+    oldest = None
+    if waiting:
+        oldest = conn.execute(
+            sa.select(_events.c.created_at).where(
+                _events.c.application_id == tx.application_id, _events.c.id == min(waiting)
+            )
+        ).scalar()
+    return WebhookBacklog(
+        int(pending), unfanned, None if oldest is None else aware(oldest), subscriptions=len(subs)
+    )
 
 
 # -- listing and replay -----------------------------------------------------------------------
