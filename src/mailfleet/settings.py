@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     smtp_port: int | None = Field(
         None, ge=0, le=65535, description="SMTP port; unset: no SMTP server (`run` uses 2525)"
     )
+    api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    api_port: int = Field(
+        8025, ge=0, le=65535, description="HTTP API port (`run` and `api`; 0: any free one)"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="dev mode: the admin API key `run` registers and prints (default: a new one)",
+    )
     smtp_hostname: str = Field("localhost", description="the name the MX greets with")
     smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
     smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")

@@ -38,6 +38,9 @@ name that exists without records of the type asked (an empty answer).
 
 from __future__ import annotations
 
+import os
+import socket
+
 __all__ = [
     "ApplicationNotFound",
     "Conflict",
@@ -232,6 +235,17 @@ class ListenFailed(MailfleetError, OSError):
         super().__init__(errno, reason)
         self.service = service
         self.address = address
+
+    @classmethod
+    def from_os_error(cls, service: str, host: str, port: int, exc: OSError) -> ListenFailed:
+        """``exc`` of a bind as a :class:`ListenFailed` with the system's reason (asyncio
+        puts its own words around it: "error while attempting to bind...")."""
+        if exc.errno and not isinstance(exc, socket.gaierror):  # resolver codes are no errnos
+            reason = os.strerror(exc.errno)
+        else:
+            reason = exc.strerror or str(exc)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls(service, address, exc.errno, reason[:1].lower() + reason[1:])
 
     def __str__(self) -> str:
         number = "" if self.errno is None else f" ([Errno {self.errno}])"

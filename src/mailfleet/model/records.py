@@ -242,3 +242,5 @@ class ApiKey:
     application_id: str
     name: str
     created_at: datetime
+    admin: bool = False
+    """Whether the key may also act as the operator (reinstate, restrict, lift)."""

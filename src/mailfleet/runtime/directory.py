@@ -484,9 +484,19 @@ class Directory:
             _log_act(logging.INFO, kind, target, "lifted (restriction)", by, reason)
         return lifted
 
-    async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
-        """A new API key for this application: its record and its secret (shown once)."""
-        return await self._scope.write(lambda tx: applications.create_api_key(tx, name))
+    async def create_api_key(
+        self, name: str, *, admin: bool = False, secret: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new API key of the application (an ``admin`` key may also reinstate,
+        restrict and lift): its record, and the secret, shown only now and stored
+        hashed. ``secret`` registers one the caller chose."""
+        return await self._scope.write(
+            lambda tx: applications.create_api_key(tx, name, admin=admin, secret=secret)
+        )
+
+    async def revoke_api_keys(self, name: str) -> int:
+        """Revoke the application's live API keys called ``name``; how many were."""
+        return await self._scope.write(lambda tx: applications.revoke_api_keys(tx, name))
 
     async def events(
         self,

@@ -122,6 +122,10 @@ class Fleet:
     :meth:`serve`): its worker claims only grants of that application whose
     class it runs; grants provisioned with no class run ``default_agent``.
     Keyword ``overrides`` are settings, validated like the environment.
+
+    ``database`` shares an open :class:`~mailfleet.store.database.Database`
+    (the HTTP API serves every application of a store through one): the
+    fleet then neither migrates it nor closes it; its owner does both.
     """
 
     database: Database
@@ -134,11 +138,13 @@ class Fleet:
         agents: Iterable[type[Agent]] = (),
         default_agent: type[Agent] | None = None,
         create: bool = True,
+        database: Database | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = Settings.load(settings, **overrides)
         normalize_url(self.settings.effective_database_url)  # a bad URL fails here, not later
         self._create = create
+        self._shared_database = database
         self._registry = AgentRegistry(agents, default_agent)
         self._opened: _Opened | None = None
         self._resolver: Resolver | None = None
@@ -153,21 +159,23 @@ class Fleet:
     async def __aenter__(self) -> Self:
         if self._opened is not None:
             raise Conflict("fleet", "the fleet is open already")
-        self.database = database = Database(
+        shared = self._shared_database
+        self.database = database = shared or Database(
             self.settings.effective_database_url, create=self._create
         )
+        owned = None if shared is not None else database
         try:
-            created = await migrate(database, create=self._create)
+            created = False if shared is not None else await migrate(database, create=self._create)
             application = await database.write(partial(self._ensure_application, database))
         except StoreUnavailable as exc:
-            await _close(None, database)
+            await _close(None, owned)
             cause = exc.__cause__
             detail = getattr(cause, "orig", None) or cause or exc
             one_line = " ".join(str(detail).split())  # the driver's may span lines
             message = f"cannot open the database {database.display_url}: {one_line}"
             raise StoreUnavailable(message) from cause
         except BaseException:
-            await _close(None, database)
+            await _close(None, owned)
             raise
         scope = Scope(database, application.id, self._registry.served)
         intake = Intake(
@@ -191,7 +199,7 @@ class Fleet:
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
         except BaseException:
-            await _close(tasks, database)
+            await _close(tasks, owned)
             raise
         self._opened = _Opened(
             application=application,
@@ -223,7 +231,8 @@ class Fleet:
         if opened is not None:
             # The body's own exception is not handed to the task group: it comes
             # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
-            await _close(opened.tasks, self.database)
+            owned = None if self._shared_database is not None else self.database
+            await _close(opened.tasks, owned)
 
     def _ensure_application(self, database: Database, conn: Any) -> Application:
         if not self._create:  # a reading command: a mistyped name must not make a tenant
@@ -292,6 +301,7 @@ class Fleet:
     count_suppressions = _directory(Directory.count_suppressions)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
+    revoke_api_keys = _directory(Directory.revoke_api_keys)
     events = _directory(Directory.events)
 
     # -- agents -----------------------------------------------------------------------
@@ -771,17 +781,19 @@ async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:
         delay = min(delay * 2, 60.0)
 
 
-async def _close(tasks: TaskGroup | None, database: Database) -> None:
-    """Stop the fleet's background tasks (if started), then close the database, even
-    when the caller is cancelled; an error of the tasks comes out as itself."""
+async def _close(tasks: TaskGroup | None, database: Database | None) -> None:
+    """Stop the fleet's background tasks (if started), then close the database (the
+    fleet's own, not a shared one), even when the caller is cancelled; an error of
+    the tasks comes out as itself."""
     try:
         if tasks is not None:
             tasks.cancel_scope.cancel()
             with _single_errors():
                 await tasks.__aexit__(None, None, None)
     finally:
-        with anyio.CancelScope(shield=True):
-            await database.aclose()
+        if database is not None:
+            with anyio.CancelScope(shield=True):
+                await database.aclose()
 
 
 @contextmanager

@@ -139,6 +139,8 @@ api_keys_table = sa.Table(
     _application(index=True),
     _text("name", 200),
     _text("secret_hash", 64, unique=True),
+    # admin keys may also act as the operator: reinstate, restrict, lift
+    sa.Column("admin", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     _time("revoked_at", nullable=True),
 )

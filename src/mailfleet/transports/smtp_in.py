@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -501,11 +499,4 @@ async def serve_smtp(
 
 
 def _listen_failed(host: str, port: int, exc: OSError) -> ListenFailed:
-    """``exc`` of ``create_server`` as a :class:`ListenFailed` with the system's reason
-    (asyncio puts its own words around it: "error while attempting to bind...")."""
-    if exc.errno and not isinstance(exc, socket.gaierror):  # resolver codes are not errnos
-        reason = os.strerror(exc.errno)
-    else:
-        reason = exc.strerror or str(exc)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return ListenFailed("SMTP", address, exc.errno, reason[:1].lower() + reason[1:])
+    return ListenFailed.from_os_error("SMTP", host, port, exc)
