@@ -306,3 +306,24 @@ async def test_the_token_of_a_deleted_grant_is_refused(database_url: str) -> Non
             lambda conn: conn.execute(sa.select(unsubscribe_tokens_table)).all()
         )
         assert rows == []
+
+
+async def test_the_signing_key_is_the_setting_or_the_applications_own(database_url: str) -> None:
+    """Tokens are signed with ``unsubscribe_secret`` when it is set, else with a random key
+    the application keeps in the store: the same for every process, across restarts."""
+    async with relay_peer() as peer:
+        async with consent_fleet(database_url, peer) as fleet:
+            _, sent = await send_and_receive(fleet, peer, "ada@example.org", category="bulk")
+            stored = list_unsubscribe(sent.data)
+        async with consent_fleet(database_url, peer) as fleet:  # a restart: the same key
+            _, sent = await send_and_receive(fleet, peer, "ada@example.org", category="bulk")
+            assert list_unsubscribe(sent.data) == stored
+        secret = "s3cret-for-the-tests-only"
+        async with consent_fleet(database_url, peer, unsubscribe_secret=secret) as fleet:
+            _, sent = await send_and_receive(fleet, peer, "ada@example.org", category="bulk")
+            configured = list_unsubscribe(sent.data)
+            assert configured != stored
+            token = configured[1].rsplit("/", 1)[1]
+            assert (await fleet.unsubscribe(token)).unsubscribed
+    with pytest.raises(InvalidInput, match="16 characters"):
+        Fleet(database_url=database_url, unsubscribe_secret="short")

@@ -289,6 +289,13 @@ class Settings(BaseSettings):
             raise ValueError("give an http:// or https:// URL without query or fragment")
         return text
 
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("give at least 16 characters (or leave it unset)")
+        return value
+
     @field_validator("bounce_domain")
     @classmethod
     def _bounce_domain(cls, value: str | None) -> str | None:

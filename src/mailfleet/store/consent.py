@@ -122,7 +122,11 @@ def remember_recipients(tx: Tx, recipients: Sequence[RecipientToken]) -> None:
     statement = insert(tx.conn, _tokens)
     statement = statement.on_conflict_do_update(
         index_elements=[_tokens.c.grant_id, _tokens.c.address],
-        set_={"message_id": statement.excluded.message_id},
+        # the key changes only with the signing key: the latest link is the one that works
+        set_={
+            "message_id": statement.excluded.message_id,
+            "token_key": statement.excluded.token_key,
+        },
     )
     rows = {
         (r.grant_id, r.address): {
