@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .mail.parse import Attachment, Mailbox, ParsedMessage
     from .mail.reports import FailedRecipient, Report, ReportKind
     from .model.authentication import Authentication, DkimSignatureResult, DmarcCheck, SpfCheck
+    from .model.consent import OptIn, OptInStatus, UnsubscribeResult
     from .model.deliverability import (
         Bounce,
         BounceClass,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         Complaint,
         Suppression,
         SuppressionReason,
+        Unsubscribe,
     )
     from .model.errors import (
         ApplicationNotFound,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         InvalidInput,
         InvalidPattern,
         InvalidPolicy,
+        InvalidToken,
         ListenFailed,
         MailfleetError,
         NotFound,
@@ -50,11 +53,12 @@ if TYPE_CHECKING:
         QueueFull,
         SigningFailed,
         StoreUnavailable,
+        TokenExpired,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
-    from .model.outbound import SendResult, SendStatus
+    from .model.outbound import SendCategory, SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
         ApiKey,
@@ -104,6 +108,10 @@ _EXPORTS: dict[str, str] = {
     "Complaint": ".model.deliverability",
     "Suppression": ".model.deliverability",
     "SuppressionReason": ".model.deliverability",
+    "Unsubscribe": ".model.deliverability",
+    "OptIn": ".model.consent",
+    "OptInStatus": ".model.consent",
+    "UnsubscribeResult": ".model.consent",
     "SuppressionRow": ".runtime.directory",
     "ApplicationNotFound": ".model.errors",
     "Conflict": ".model.errors",
@@ -121,6 +129,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidInput": ".model.errors",
     "InvalidPattern": ".model.errors",
     "InvalidPolicy": ".model.errors",
+    "InvalidToken": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
     "NotFound": ".model.errors",
@@ -128,9 +137,11 @@ _EXPORTS: dict[str, str] = {
     "QueueFull": ".model.errors",
     "SigningFailed": ".model.errors",
     "StoreUnavailable": ".model.errors",
+    "TokenExpired": ".model.errors",
     "WorkspaceExists": ".model.errors",
     "WorkspaceNotEmpty": ".model.errors",
     "WorkspaceNotFound": ".model.errors",
+    "SendCategory": ".model.outbound",
     "SendResult": ".model.outbound",
     "SendStatus": ".model.outbound",
     "Policy": ".model.policy",
@@ -200,11 +211,14 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
     "ListenFailed",
     "Mailbox",
     "MailfleetError",
     "Mailroom",
     "NotFound",
+    "OptIn",
+    "OptInStatus",
     "OutboundView",
     "OutgoingAttachment",
     "ParsedMessage",
@@ -220,6 +234,7 @@ __all__ = [
     "ReputationLevel",
     "ReputationState",
     "ReputationThresholds",
+    "SendCategory",
     "SendResult",
     "SendStatus",
     "Serving",
@@ -231,7 +246,10 @@ __all__ = [
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "TokenExpired",
     "UnservedGrant",
+    "Unsubscribe",
+    "UnsubscribeResult",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

@@ -8,7 +8,9 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── InvalidInput (ValueError)            .field names what was wrong
     │   ├── InvalidAddress
     │   ├── InvalidPolicy
-    │   └── InvalidPattern
+    │   ├── InvalidPattern
+    │   └── InvalidToken                     an unsubscribe or opt-in token not issued here
+    │       └── TokenExpired                 an opt-in confirmation past its expiry
     ├── NotFound (LookupError)
     │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 
 __all__ = [
     "ApplicationNotFound",
@@ -58,6 +61,7 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
     "ListenFailed",
     "MailfleetError",
     "NotFound",
@@ -65,6 +69,7 @@ __all__ = [
     "QueueFull",
     "SigningFailed",
     "StoreUnavailable",
+    "TokenExpired",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -107,6 +112,27 @@ class InvalidPolicy(InvalidInput):
 
 class InvalidPattern(InvalidInput):
     """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
+
+
+class InvalidToken(InvalidInput):
+    """A token of an unsubscribe or opt-in link (or address) that this application did not
+    issue: malformed, forged, mistyped, superseded by a newer request, or of a grant
+    deleted since. Nothing was changed. ``kind`` is ``unsubscribe`` or ``opt_in``."""
+
+    def __init__(self, kind: str, message: str, *, value: object = None) -> None:
+        super().__init__("token", message, value=value)
+        self.kind = kind
+
+
+class TokenExpired(InvalidToken):
+    """An opt-in confirmation used after it expired (setting ``opt_in_expiry_days``):
+    nothing was confirmed; a new request sends a new confirmation. ``expired_at`` says when."""
+
+    def __init__(
+        self, kind: str, message: str, *, expired_at: datetime, value: object = None
+    ) -> None:
+        super().__init__(kind, message, value=value)
+        self.expired_at = expired_at
 
 
 class NotFound(_FieldError, LookupError):
