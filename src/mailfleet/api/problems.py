@@ -29,6 +29,8 @@ PROBLEM_JSON = "application/problem+json"
 
 # The codes of mailfleet's own exceptions: the most specific class wins.
 _CODES: Sequence[tuple[type[Exception], int, str]] = (
+    (errors.TokenExpired, 410, "opt_in_expired"),
+    (errors.InvalidToken, 404, "invalid_token"),
     (errors.InvalidAddress, 422, "invalid_address"),
     (errors.InvalidPolicy, 422, "invalid_policy"),
     (errors.InvalidPattern, 422, "invalid_pattern"),

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..model.deliverability import SuppressionReason, Unsubscribe
 from .dialect import insert
@@ -44,6 +45,7 @@ __all__ = [
     "RepliedConfirmation",
     "UnsubscribeRow",
     "application_secret",
+    "applications_of_token",
     "begin_opt_in",
     "confirm_opt_in",
     "confirm_replies",
@@ -140,6 +142,20 @@ def remember_recipients(tx: Tx, recipients: Sequence[RecipientToken]) -> None:
         for r in recipients
     }
     tx.conn.execute(statement, [rows[key] for key in sorted(rows)])  # one lock order
+
+
+def applications_of_token(conn: Connection, kind: str, token_key: str) -> list[str]:
+    """The applications holding a token with this lookup key (``kind``: ``unsubscribe``
+    or ``opt_in``): the one unscoped read of consent, for links that carry no key of
+    their application. The token is verified by that application's scoped read next."""
+    table = _tokens if kind == "unsubscribe" else _opt
+    query = (
+        sa.select(table.c.application_id)
+        .where(table.c.token_key == token_key)
+        .distinct()
+        .order_by(table.c.application_id)
+    )
+    return list(conn.execute(query).scalars())
 
 
 def unsubscribe_by_key(tx: Tx, token_key: str) -> list[UnsubscribeRow]:
