@@ -45,15 +45,18 @@ if TYPE_CHECKING:
         InvalidPolicy,
         ListenFailed,
         MailfleetError,
+        MessageNotFound,
         NotFound,
         PatternInUse,
         QueueFull,
         SigningFailed,
         StoreUnavailable,
+        ThreadNotFound,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
+    from .model.messages import MessageRecord, ThreadRecord
     from .model.outbound import SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
         GrantStatus,
         ProvisionOutcome,
         ProvisionResult,
+        Restriction,
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
@@ -123,6 +127,10 @@ _EXPORTS: dict[str, str] = {
     "InvalidPolicy": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
+    "MessageNotFound": ".model.errors",
+    "ThreadNotFound": ".model.errors",
+    "MessageRecord": ".model.messages",
+    "ThreadRecord": ".model.messages",
     "NotFound": ".model.errors",
     "PatternInUse": ".model.errors",
     "QueueFull": ".model.errors",
@@ -148,6 +156,7 @@ _EXPORTS: dict[str, str] = {
     "GrantStatus": ".model.records",
     "ProvisionOutcome": ".model.records",
     "ProvisionResult": ".model.records",
+    "Restriction": ".model.records",
     "Workspace": ".model.records",
     "Directory": ".runtime.directory",
     "Fleet": ".runtime.fleet",
@@ -204,6 +213,8 @@ __all__ = [
     "Mailbox",
     "MailfleetError",
     "Mailroom",
+    "MessageNotFound",
+    "MessageRecord",
     "NotFound",
     "OutboundView",
     "OutgoingAttachment",
@@ -220,6 +231,7 @@ __all__ = [
     "ReputationLevel",
     "ReputationState",
     "ReputationThresholds",
+    "Restriction",
     "SendResult",
     "SendStatus",
     "Serving",
@@ -231,6 +243,8 @@ __all__ = [
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "ThreadNotFound",
+    "ThreadRecord",
     "UnservedGrant",
     "Workspace",
     "WorkspaceExists",

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import health, me
+from . import health, me, messages, reputation, restrictions, suppressions, threads
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     health.router,
     me.router,
+    messages.router,
+    threads.router,
+    suppressions.router,
+    reputation.router,
+    restrictions.router,
 ]
