@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .mail.parse import Attachment, Mailbox, ParsedMessage
     from .mail.reports import FailedRecipient, Report, ReportKind
     from .model.authentication import Authentication, DkimSignatureResult, DmarcCheck, SpfCheck
+    from .model.consent import OptIn, OptInStatus, UnsubscribeResult
     from .model.deliverability import (
         Bounce,
         BounceClass,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         Complaint,
         Suppression,
         SuppressionReason,
+        Unsubscribe,
     )
     from .model.errors import (
         ApplicationNotFound,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         InvalidInput,
         InvalidPattern,
         InvalidPolicy,
+        InvalidToken,
         ListenFailed,
         MailfleetError,
         MessageNotFound,
@@ -52,12 +55,13 @@ if TYPE_CHECKING:
         SigningFailed,
         StoreUnavailable,
         ThreadNotFound,
+        TokenExpired,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
     from .model.messages import MessageRecord, ThreadRecord
-    from .model.outbound import SendResult, SendStatus
+    from .model.outbound import SendCategory, SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
         ApiKey,
@@ -108,6 +112,10 @@ _EXPORTS: dict[str, str] = {
     "Complaint": ".model.deliverability",
     "Suppression": ".model.deliverability",
     "SuppressionReason": ".model.deliverability",
+    "Unsubscribe": ".model.deliverability",
+    "OptIn": ".model.consent",
+    "OptInStatus": ".model.consent",
+    "UnsubscribeResult": ".model.consent",
     "SuppressionRow": ".runtime.directory",
     "ApplicationNotFound": ".model.errors",
     "Conflict": ".model.errors",
@@ -125,6 +133,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidInput": ".model.errors",
     "InvalidPattern": ".model.errors",
     "InvalidPolicy": ".model.errors",
+    "InvalidToken": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
     "MessageNotFound": ".model.errors",
@@ -136,9 +145,11 @@ _EXPORTS: dict[str, str] = {
     "QueueFull": ".model.errors",
     "SigningFailed": ".model.errors",
     "StoreUnavailable": ".model.errors",
+    "TokenExpired": ".model.errors",
     "WorkspaceExists": ".model.errors",
     "WorkspaceNotEmpty": ".model.errors",
     "WorkspaceNotFound": ".model.errors",
+    "SendCategory": ".model.outbound",
     "SendResult": ".model.outbound",
     "SendStatus": ".model.outbound",
     "Policy": ".model.policy",
@@ -209,6 +220,7 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
     "ListenFailed",
     "Mailbox",
     "MailfleetError",
@@ -216,6 +228,8 @@ __all__ = [
     "MessageNotFound",
     "MessageRecord",
     "NotFound",
+    "OptIn",
+    "OptInStatus",
     "OutboundView",
     "OutgoingAttachment",
     "ParsedMessage",
@@ -232,6 +246,7 @@ __all__ = [
     "ReputationState",
     "ReputationThresholds",
     "Restriction",
+    "SendCategory",
     "SendResult",
     "SendStatus",
     "Serving",
@@ -245,7 +260,10 @@ __all__ = [
     "SuppressionRow",
     "ThreadNotFound",
     "ThreadRecord",
+    "TokenExpired",
     "UnservedGrant",
+    "Unsubscribe",
+    "UnsubscribeResult",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

@@ -8,7 +8,9 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── InvalidInput (ValueError)            .field names what was wrong
     │   ├── InvalidAddress
     │   ├── InvalidPolicy
-    │   └── InvalidPattern
+    │   ├── InvalidPattern
+    │   └── InvalidToken                     an unsubscribe or opt-in token not issued here
+    │       └── TokenExpired                 an opt-in confirmation past its expiry
     ├── NotFound (LookupError)
     │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 
 __all__ = [
     "ApplicationNotFound",
@@ -60,6 +63,7 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
     "ListenFailed",
     "MailfleetError",
     "MessageNotFound",
@@ -69,6 +73,7 @@ __all__ = [
     "SigningFailed",
     "StoreUnavailable",
     "ThreadNotFound",
+    "TokenExpired",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -111,6 +116,27 @@ class InvalidPolicy(InvalidInput):
 
 class InvalidPattern(InvalidInput):
     """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
+
+
+class InvalidToken(InvalidInput):
+    """A token of an unsubscribe or opt-in link (or address) that this application did not
+    issue: malformed, forged, mistyped, superseded by a newer request, or of a grant
+    deleted since. Nothing was changed. ``kind`` is ``unsubscribe`` or ``opt_in``."""
+
+    def __init__(self, kind: str, message: str, *, value: object = None) -> None:
+        super().__init__("token", message, value=value)
+        self.kind = kind
+
+
+class TokenExpired(InvalidToken):
+    """An opt-in confirmation used after it expired (setting ``opt_in_expiry_days``):
+    nothing was confirmed; a new request sends a new confirmation. ``expired_at`` says when."""
+
+    def __init__(
+        self, kind: str, message: str, *, expired_at: datetime, value: object = None
+    ) -> None:
+        super().__init__(kind, message, value=value)
+        self.expired_at = expired_at
 
 
 class NotFound(_FieldError, LookupError):

@@ -25,8 +25,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..model.addresses import parse_address
+from ..model.consent import OptIn, UnsubscribeResult
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
-from ..model.outbound import SendResult
+from ..model.outbound import SendCategory, SendResult
 from ..model.records import Application, DnsRecord, Grant
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
@@ -36,6 +37,7 @@ from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
+from .consent import Consent, ConsentTokens
 from .directory import Directory
 from .domain_auth import DomainAuth
 from .doorbell import Doorbell
@@ -94,6 +96,7 @@ class _Opened:
     outbox: Outbox
     mailroom: Mailroom
     feedback: Feedback
+    consent: Consent
     domain_auth: DomainAuth
     tasks: TaskGroup
 
@@ -183,6 +186,7 @@ class Fleet:
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
         directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
@@ -192,6 +196,15 @@ class Fleet:
             recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
             if self.settings.check_recipient_domains
             else None,
+            tokens=tokens,
+            opt_in_pending=lambda grant, address: consent.campaign_refused(grant, address),
+        )
+        consent = Consent(
+            scope,
+            tokens,
+            outbox,
+            expiry_days=self.settings.opt_in_expiry_days,
+            committed=self._work_committed.ring,
         )
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
@@ -214,6 +227,7 @@ class Fleet:
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
             ),
+            consent=consent,
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
@@ -381,6 +395,7 @@ class Fleet:
         attachments: Sequence[OutgoingAttachment] = (),
         in_reply_to: InboundMessage | str | None = None,
         defer: bool = False,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
         cc: str | Sequence[str] = (),
         bcc: str | Sequence[str] = (),
         reply_to: str | Sequence[str] = (),
@@ -396,8 +411,11 @@ class Fleet:
         the envelope; ``headers`` adds fields the builder does not write. A send
         given an ``idempotency_key`` is queued at most once under it: a second send
         with the key answers the first one's result (its ``id``) and queues nothing.
-        An unknown grant is a :class:`~mailfleet.GrantNotFound`, an unknown
-        ``in_reply_to`` a :class:`~mailfleet.MessageNotFound`.
+        ``category`` as for ``Agent.send``: ``bulk`` and ``campaign`` sends carry
+        one-click unsubscribe headers, and ``campaign`` ones reach only recipients
+        who confirmed (``opt_in_pending``). An unknown grant is a
+        :class:`~mailfleet.GrantNotFound`, an unknown ``in_reply_to`` a
+        :class:`~mailfleet.MessageNotFound`.
         """
         opened = self._open("Fleet.send()")
         record = await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
@@ -413,12 +431,72 @@ class Fleet:
             in_reply_to=parent,
             attachments=attachments,
             defer=defer,
+            category=category,
             cc=_listed(cc),
             bcc=_listed(bcc),
             reply_to=_listed(reply_to),
             headers=headers,
             idempotency_key=idempotency_key,
         )
+
+    # -- unsubscribes and double opt-in -----------------------------------------------
+
+    async def unsubscribe(self, token: str, *, via: str = "one_click") -> UnsubscribeResult:
+        """Unsubscribe the recipient of a bulk or campaign send, by the token of its
+        ``List-Unsubscribe`` link (``POST /v1/unsubscribe/TOKEN``, RFC 8058 one-click).
+
+        See :meth:`Consent.unsubscribe <mailfleet.runtime.consent.Consent.unsubscribe>`:
+        suppressed at once, idempotent, :class:`~mailfleet.InvalidToken` for a token this
+        application did not issue (nothing changes).
+        """
+        return await self._open("Fleet.unsubscribe()").consent.unsubscribe(token, via=via)
+
+    async def unsubscribe_status(self, token: str) -> UnsubscribeResult:
+        """Who ``token`` unsubscribes from whom, and whether it did: changes nothing
+        (a page shown before the one-click POST). :class:`~mailfleet.InvalidToken` as
+        for :meth:`unsubscribe`."""
+        return await self._open("Fleet.unsubscribe_status()").consent.unsubscribe_status(token)
+
+    async def request_opt_in(
+        self,
+        grant: str | Grant,
+        recipient: str,
+        *,
+        subject: str | None = None,
+        text: str | None = None,
+    ) -> OptIn:
+        """Ask ``recipient`` to confirm ``grant``'s campaign mail (double opt-in): a
+        confirmation with a signed link (``public_url``/v1/opt-in/TOKEN) that a reply
+        answers too. See :meth:`Consent.request_opt_in
+        <mailfleet.runtime.consent.Consent.request_opt_in>`."""
+        opened = self._open("Fleet.request_opt_in()")
+        record = await self._grant_record(opened, grant)
+        return await opened.consent.request_opt_in(record, recipient, subject=subject, text=text)
+
+    async def opt_in(self, grant: str | Grant, recipient: str) -> OptIn:
+        """Where ``recipient`` stands with ``grant``'s campaign mail: not requested,
+        pending, confirmed or expired (changes nothing)."""
+        opened = self._open("Fleet.opt_in()")
+        return await opened.consent.opt_in(await self._grant_record(opened, grant), recipient)
+
+    async def confirm_opt_in(self, token: str, *, via: str = "link") -> OptIn:
+        """Confirm the opt-in a confirmation's link names (``/v1/opt-in/TOKEN``).
+
+        Idempotent; :class:`~mailfleet.InvalidToken` for a token this application did
+        not issue (or a newer request replaced), :class:`~mailfleet.TokenExpired` past
+        ``opt_in_expiry_days``: nothing changes then.
+        """
+        return await self._open("Fleet.confirm_opt_in()").consent.confirm_opt_in(token, via=via)
+
+    async def opt_in_status(self, token: str) -> OptIn:
+        """The opt-in a confirmation's token names, without confirming it (a page shown
+        before the confirming POST); :class:`~mailfleet.InvalidToken` as for
+        :meth:`confirm_opt_in`."""
+        return await self._open("Fleet.opt_in_status()").consent.opt_in_status(token)
+
+    @staticmethod
+    async def _grant_record(opened: _Opened, grant: str | Grant) -> Grant:
+        return await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
 
     # -- domain authentication -------------------------------------------------------
 
@@ -646,6 +724,8 @@ class Fleet:
             owns_domain=opened.mailroom.owns_domain,
             report=opened.feedback.receive,
             authenticate=verify,
+            unsubscribe=opened.consent.unsubscribe_by_mail,
+            unsubscribe_known=opened.consent.knows_unsubscribe,
         )
         await serve_smtp(
             mx,

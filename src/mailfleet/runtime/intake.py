@@ -7,6 +7,11 @@ the cost of a commit is shared by every message that waited for it. The
 same transaction resolves each recipient grant and checks its backlog
 against the queue limit: a full queue refuses the message
 (:class:`~mailfleet.QueueFull`) and stores nothing of it.
+
+A message that answers a double opt-in confirmation (it cites the
+confirmation's Message-ID, comes from the address it was sent to, and is not
+automatic, RFC 3834) confirms it in the same transaction, whatever source
+brought it; it is stored and handled as any other message.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskStatus
 
+from ..model.addresses import parse_address
 from ..model.authentication import Authentication
-from ..model.errors import GrantNotFound, QueueFull
+from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
-from ..store import grants, queue
+from ..store import consent, grants, queue
+from ..store.consent import RepliedConfirmation
 from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
 
@@ -106,6 +113,7 @@ class Intake:
         self, tx: Tx, batch: Sequence[_Delivery]
     ) -> tuple[list[StoredMessage | Exception], list[StoredMessage]]:
         """Each delivery's outcome, and the messages stored new (not repeats)."""
+        from ..mail.inbound import automatic_reason
         from ..mail.threads import thread_keys
 
         found = grants.grant_ids(tx, {d.key for d in batch})
@@ -121,6 +129,7 @@ class Intake:
         )
         outcomes: list[StoredMessage | Exception | None] = [None] * len(batch)
         new: dict[tuple[str, str] | int, queue.Delivery] = {}  # one per source key
+        replies: list[RepliedConfirmation] = []
         slot: dict[int, tuple[str, str] | int] = {}
         for index, delivery in enumerate(batch):
             grant_id = grant_ids.get(delivery.key)
@@ -138,16 +147,23 @@ class Intake:
                 outcomes[index] = QueueFull(grant_id, self._limit)
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
+                keys = thread_keys(delivery.headers)
                 new[key] = queue.Delivery(
                     grant_id,
                     delivery.raw,
                     delivery.source_key,
                     delivery.headers,
-                    *thread_keys(delivery.headers),
+                    *keys,
                     authentication=delivery.authentication,
                 )
                 slot[index] = key
+                if keys.references and not automatic_reason(delivery.headers.headers):
+                    sender = _normal_sender(delivery.headers.sender)
+                    if sender is not None:
+                        replies.append(RepliedConfirmation(grant_id, sender, keys.references))
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
+        if replies:
+            consent.confirm_replies(tx, replies)
         self._backlog.update(waiting)
         for index, key in slot.items():
             outcomes[index] = stored[key]
@@ -194,6 +210,16 @@ class BacklogGauge:
         for grant_id, count in waiting.items():
             counted_at = self._bounds.get(grant_id, (0.0, 0))[0]
             self._bounds[grant_id] = (counted_at, count)
+
+
+def _normal_sender(sender: str | None) -> str | None:
+    """The From address in normal form, or None when there is none or it is not valid."""
+    if not sender:
+        return None
+    try:
+        return str(parse_address(sender))
+    except InvalidInput:
+        return None
 
 
 def _normal(key: str) -> str:

@@ -6,6 +6,13 @@ on the application's registered domains only. What reaches them, and mail to
 a grant that looks automatic (a null envelope sender, a ``multipart/report``),
 goes to ``report`` (:class:`~mailfleet.runtime.feedback.Feedback`) first.
 
+Unsubscribe addresses are recipients as well: ``unsubscribe+TOKEN@domain``,
+the mailto of a bulk send's ``List-Unsubscribe``, on the same domains, and
+only for a token the application issued (any other is refused at RCPT, as an
+unknown mailbox). A message to one unsubscribes its recipient
+(:meth:`~mailfleet.runtime.consent.Consent.unsubscribe`, ``via="mail"``)
+and is not stored: what it says does not matter (RFC 2369).
+
 Every message is verified once, whatever its number of recipients, before
 it is stored (``authenticate``: SPF, DKIM and DMARC, ``auth/verify.py``):
 the results go with the message to ``deliver`` and into its bytes as an
@@ -42,6 +49,10 @@ Lookup = Callable[[str], Awaitable[Grant | None]]
 Deliver = Callable[..., Awaitable[StoredMessage]]
 DomainLookup = Callable[[str], Awaitable[bool]]
 Report = Callable[..., Awaitable[Taken]]
+Unsubscribe = Callable[[str], Awaitable[object]]
+"""``unsubscribe(token)``: act on a mail to an unsubscribe address."""
+TokenLookup = Callable[[str], Awaitable[bool]]
+"""``known(token)``: whether the application issued this unsubscribe token."""
 Authenticate = Callable[..., Awaitable[Authentication]]
 """``authenticate(raw, *, ip, helo, mail_from)``: the verification results of a message."""
 
@@ -49,6 +60,7 @@ log = logging.getLogger("mailfleet.mx")
 
 _T = TypeVar("_T")
 _BOUNCE_ADDRESS = re.compile(r"bounces(?:\+[^@\s]+)?@[^@\s]+", re.IGNORECASE)
+_UNSUBSCRIBE_ADDRESS = re.compile(r"unsubscribe\+([a-z2-7]{32})@[^@\s]+")
 _REPORT_TYPE = re.compile(rb"^content-type:[ \t]*multipart/report", re.IGNORECASE | re.MULTILINE)
 
 
@@ -65,8 +77,12 @@ class FleetMx(MxContext):
         owns_domain: DomainLookup | None = None,
         report: Report | None = None,
         authenticate: Authenticate | None = None,
+        unsubscribe: Unsubscribe | None = None,
+        unsubscribe_known: TokenLookup | None = None,
     ) -> None:
         self._lookup = lookup
+        self._unsubscribe = unsubscribe
+        self._unsubscribe_known = unsubscribe_known
         self._authenticate = authenticate
         self._deliver = deliver
         self._hostname = hostname
@@ -121,7 +137,7 @@ class FleetMx(MxContext):
             return None
         grant = await self._grant(normal)
         if grant is None or grant.status is GrantStatus.DELETED:
-            return await self._bounce_address(normal)
+            return await self._bounce_address(normal) or await self._unsubscribe_address(normal)
         policy = grant.policy
         return Recipient(
             address=normal,
@@ -147,6 +163,27 @@ class FleetMx(MxContext):
             max_message_bytes=PLATFORM_MAX_MESSAGE_BYTES,
             storage_left=sys.maxsize,
             report=True,
+        )
+
+    async def _unsubscribe_address(self, address: str) -> Recipient | None:
+        """An unsubscribe address with a token the application issued, on one of its
+        domains, or None."""
+        if self._unsubscribe_known is None or self._owns_domain is None:
+            return None
+        match = _UNSUBSCRIBE_ADDRESS.fullmatch(address)
+        if match is None:
+            return None
+        domain = address.rsplit("@", 1)[1]
+        if not await self._cached(self._domains, domain, self._owns_domain):
+            return None
+        if not await self._unsubscribe_known(match[1]):
+            return None
+        return Recipient(
+            address=address,
+            grant_id="",
+            max_message_bytes=PLATFORM_MAX_MESSAGE_BYTES,
+            storage_left=sys.maxsize,
+            unsubscribe=True,
         )
 
     async def accept(
@@ -177,6 +214,13 @@ class FleetMx(MxContext):
         automatic = self._report is not None and _looks_automatic(mail_from, data)
 
         async def one(recipient: Recipient) -> None:
+            if recipient.unsubscribe:
+                assert self._unsubscribe is not None
+                match = _UNSUBSCRIBE_ADDRESS.fullmatch(recipient.address)
+                assert match is not None
+                await self._unsubscribe(match[1])
+                stored.append("unsubscribe")
+                return
             if recipient.report or automatic:
                 assert self._report is not None
                 taken = await self._report(
@@ -216,6 +260,8 @@ class FleetMx(MxContext):
             return Accepted("450 4.2.0 Mailbox unavailable, please try again later")
         if stored[0] == "report":
             return Accepted("250 2.0.0 Ok: report received")
+        if stored[0] == "unsubscribe":
+            return Accepted("250 2.0.0 Ok: unsubscribed")
         return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")
 
     async def _verified(

@@ -132,9 +132,9 @@ class QueuedMessage:
     attempts: int
     not_before: float | None
     kind: str = "message"
-    """``message`` (for ``on_message``), ``bounce`` or ``complaint``."""
+    """``message`` (for ``on_message``), ``bounce``, ``complaint`` or ``unsubscribe``."""
     payload: dict[str, Any] | None = None
-    """The bounce or complaint record, for those kinds."""
+    """The bounce, complaint or unsubscribe record, for those kinds."""
 
 
 @dataclass(frozen=True, slots=True)

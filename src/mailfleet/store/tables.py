@@ -20,6 +20,7 @@ __all__ = [
     "JSONType",
     "Timestamp",
     "api_keys_table",
+    "application_secrets_table",
     "applications_table",
     "cursors_table",
     "domains_table",
@@ -30,6 +31,7 @@ __all__ = [
     "messages_table",
     "metadata",
     "new_id",
+    "opt_ins_table",
     "outbound_table",
     "patterns_table",
     "queue_table",
@@ -40,6 +42,7 @@ __all__ = [
     "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
+    "unsubscribe_tokens_table",
     "utcnow",
     "workers_table",
     "workspaces_table",
@@ -273,8 +276,9 @@ queue_table = sa.Table(
 """A message waiting for its grant's handler; deleted once handled.
 
 ``kind`` names the handler: ``message`` (``on_message``, the entry's
-message), ``bounce`` or ``complaint`` (``on_bounce`` / ``on_complaint``,
-the typed record in ``payload``; the message is the send it is about).
+message), ``bounce``, ``complaint`` or ``unsubscribe`` (``on_bounce`` /
+``on_complaint`` / ``on_unsubscribe``, the typed record in ``payload``; the
+message is the send it is about).
 
 ``id`` orders a grant's entries. A failing entry carries its ``attempts``
 and the time before which it must not run again (``not_before``, epoch
@@ -472,3 +476,54 @@ idempotency_table = sa.Table(
 """A POST's ``Idempotency-Key`` and its first answer, remembered for a day per application;
 ``in_flight`` while the first request runs (until ``locked_until``: a process that died
 meanwhile lets a retry take over)."""
+application_secrets_table = sa.Table(
+    "application_secrets",
+    metadata,
+    _application(primary_key=True),
+    _text("name", 32, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    _time(),
+)
+"""Random keys an application made for itself, once: ``consent`` signs unsubscribe and
+opt-in tokens with it when the setting ``unsubscribe_secret`` is unset."""
+
+unsubscribe_tokens_table = sa.Table(
+    "unsubscribe_tokens",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("token_key", 16),
+    # the stored copy (messages.id) of the last send that carried the link; no foreign
+    # key: a deleted message leaves it dangling, and on_unsubscribe is then not queued
+    _text("message_id", 36, nullable=True),
+    _time("unsubscribed_at", nullable=True),
+    _text("via", 12, nullable=True),
+    _time(),
+    sa.Index("unsubscribe_tokens_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("unsubscribe_tokens_by_key", "application_id", "token_key"),
+)
+"""The recipients of a grant's bulk and campaign mail, each with the key of its one
+unsubscribe token (``model/consent.py``), and whether and how it unsubscribed."""
+
+opt_ins_table = sa.Table(
+    "opt_ins",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("status", 10),  # pending, confirmed
+    _text("token_key", 16),  # the nonce of the last request's token
+    _text("header_message_id", 998, nullable=True),  # the confirmation mail's Message-ID
+    _time("requested_at"),
+    _time("expires_at"),
+    _time("confirmed_at", nullable=True),
+    _text("via", 8, nullable=True),  # link, reply
+    sa.Index("opt_ins_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("opt_ins_by_key", "application_id", "token_key"),
+    sa.Index("opt_ins_by_confirmation", "application_id", "header_message_id"),
+)
+"""Double opt-in per grant and recipient: a confirmation pending until ``expires_at``
+(past it, expired), or confirmed. Only confirmed recipients get ``campaign`` mail."""

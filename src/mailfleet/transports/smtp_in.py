@@ -101,6 +101,8 @@ class Recipient:
     storage_left: int
     report: bool = False
     """A bounce address (``bounces+TOKEN@domain``): reports, not a grant's mail."""
+    unsubscribe: bool = False
+    """An unsubscribe address (``unsubscribe+TOKEN@domain``): a request, not a grant's mail."""
 
 
 @dataclass(frozen=True, slots=True)

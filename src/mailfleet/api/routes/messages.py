@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 from ...mail.build import OutgoingAttachment
 from ...mail.parse import ParsedMessage, parse_message
 from ...model.messages import MessageRecord
-from ...model.outbound import SendResult, SendStatus
+from ...model.outbound import SendCategory, SendResult, SendStatus
 from ..idempotency import HEADER
 from ..problems import Problem
 from ..schemas import Body, Page, page
@@ -99,6 +99,11 @@ class SendIn(Body):
     defer: bool = Field(
         False, description="a send the quota or a ramp refuses now is queued for later"
     )
+    category: SendCategory = Field(
+        SendCategory.TRANSACTIONAL,
+        description="bulk and campaign: one recipient, with one-click unsubscribe headers; "
+        "campaign: only to recipients who confirmed by double opt-in",
+    )
 
 
 class QueuedMessage(BaseModel):
@@ -118,7 +123,8 @@ class QueuedMessage(BaseModel):
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "grant_paused, domain_not_authenticated, invalid_recipient, "
-        "recipient_suppressed (`suppressed`: each address and reason)"
+        "recipient_suppressed (`suppressed`: each address and reason), opt_in_pending "
+        "(a campaign to a recipient who has not confirmed: a confirmation was sent)"
     },
     403: {"description": "grant_restricted, blocked_by_rule"},
     404: {"description": "grant_not_found, message_not_found (in_reply_to)"},
@@ -155,6 +161,7 @@ async def send_message(
         attachments=[a.outgoing() for a in body.attachments],
         headers=body.headers,
         defer=body.defer,
+        category=body.category,
         idempotency_key=idempotency_key,
     )
     if not result.ok:
@@ -204,6 +211,8 @@ def refusal(result: SendResult) -> Problem:
         return Problem(
             400, "domain_not_authenticated", detail, failing_checks=list(result.failing_checks)
         )
+    if status is SendStatus.OPT_IN_PENDING:
+        return Problem(400, "opt_in_pending", detail)
     if status is SendStatus.BLOCKED_BY_RULE:
         return Problem(403, "blocked_by_rule", detail)
     if status is SendStatus.RATE_LIMITED:

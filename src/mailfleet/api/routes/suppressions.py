@@ -100,7 +100,7 @@ async def list_suppressions(
     """One page of the application's (or a workspace's) suppressed addresses."""
     position = 0
     if after is not None:
-        if not after.isdigit():
+        if not after.isdigit() or len(after) > 18:
             raise InvalidInput("after", "not a cursor this list gave", value=after)
         position = int(after)
     found = await caller.fleet.suppressions(
