@@ -246,6 +246,29 @@ async def test_a_burst_past_the_rate_is_queued_with_its_send_at(api: ApiServer) 
     assert "scheduled" in second.json()["detail"]
 
 
+async def test_bulk_sends_carry_unsubscribe_and_campaigns_wait_for_opt_in(
+    api: ApiServer,
+) -> None:
+    grant = await sender(api.fleet)
+    client = await api.client()
+    url = f"/v1/grants/{grant.id}/messages"
+    bulk = await client.post(url, json=message(category="bulk"))
+    assert bulk.status_code == 202, bulk.text
+    read = await client.get(f"{url}/{bulk.json()['id']}")
+    names = {h["name"].lower() for h in read.json()["headers"]}
+    assert {"list-unsubscribe", "list-unsubscribe-post"} <= names
+    problem(
+        await client.post(url, json=message(category="bulk", cc=["b@example.org"])),
+        422,
+        "message_rejected",
+    )
+    pending = problem(
+        await client.post(url, json=message(category="campaign")), 400, "opt_in_pending"
+    )
+    assert "someone@example.org" in pending["detail"]
+    problem(await client.post(url, json=message(category="spam")), 422, "validation_failed")
+
+
 @pytest.fixture
 async def strict_api(database_url: str) -> AsyncIterator[ApiServer]:
     """The API over a fleet outside dev mode: its domain must pass a DNS check to send."""
