@@ -293,7 +293,11 @@ class MessageDetail(MessageOut):
     defects: list[str] = Field(description="what was malformed in its MIME")
 
 
-@router.get("/messages", summary="The grant's messages, newest first")
+@router.get(
+    "/messages",
+    summary="The grant's messages, newest first",
+    responses={404: {"description": "grant_not_found"}},
+)
 async def list_messages(
     grant: str,
     caller: Authorized,

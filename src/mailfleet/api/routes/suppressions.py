@@ -89,7 +89,11 @@ class SuppressionsAdded(BaseModel):
     received: int
 
 
-@router.get("", summary="The suppression list, in the order entries were added")
+@router.get(
+    "",
+    summary="The suppression list, in the order entries were added",
+    responses={404: {"description": "workspace_not_found"}},
+)
 async def list_suppressions(
     caller: Authorized,
     reason: Annotated[SuppressionReason | None, Query()] = None,

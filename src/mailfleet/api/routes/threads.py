@@ -48,7 +48,11 @@ class ThreadDetail(ThreadOut):
     messages: list[MessageOut]
 
 
-@router.get("/threads", summary="The grant's threads, the most recently active first")
+@router.get(
+    "/threads",
+    summary="The grant's threads, the most recently active first",
+    responses={404: {"description": "grant_not_found"}},
+)
 async def list_threads(
     grant: str, caller: Authorized, limit: Limit = 100, after: After = None
 ) -> Page[ThreadOut]:
