@@ -89,6 +89,11 @@ EXPECTED = {
     "SpamSensitivity",
     "StoreUnavailable",
     "Workspace",
+    "MessageNotFound",
+    "MessageRecord",
+    "Restriction",
+    "ThreadNotFound",
+    "ThreadRecord",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
     "__version__",
@@ -114,7 +119,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 28
+    assert len(errors) == 30
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

@@ -48,16 +48,19 @@ if TYPE_CHECKING:
         InvalidToken,
         ListenFailed,
         MailfleetError,
+        MessageNotFound,
         NotFound,
         PatternInUse,
         QueueFull,
         SigningFailed,
         StoreUnavailable,
+        ThreadNotFound,
         TokenExpired,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
+    from .model.messages import MessageRecord, ThreadRecord
     from .model.outbound import SendCategory, SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
         GrantStatus,
         ProvisionOutcome,
         ProvisionResult,
+        Restriction,
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
@@ -132,6 +136,10 @@ _EXPORTS: dict[str, str] = {
     "InvalidToken": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
+    "MessageNotFound": ".model.errors",
+    "ThreadNotFound": ".model.errors",
+    "MessageRecord": ".model.messages",
+    "ThreadRecord": ".model.messages",
     "NotFound": ".model.errors",
     "PatternInUse": ".model.errors",
     "QueueFull": ".model.errors",
@@ -159,6 +167,7 @@ _EXPORTS: dict[str, str] = {
     "GrantStatus": ".model.records",
     "ProvisionOutcome": ".model.records",
     "ProvisionResult": ".model.records",
+    "Restriction": ".model.records",
     "Workspace": ".model.records",
     "Directory": ".runtime.directory",
     "Fleet": ".runtime.fleet",
@@ -216,6 +225,8 @@ __all__ = [
     "Mailbox",
     "MailfleetError",
     "Mailroom",
+    "MessageNotFound",
+    "MessageRecord",
     "NotFound",
     "OptIn",
     "OptInStatus",
@@ -234,6 +245,7 @@ __all__ = [
     "ReputationLevel",
     "ReputationState",
     "ReputationThresholds",
+    "Restriction",
     "SendCategory",
     "SendResult",
     "SendStatus",
@@ -246,6 +258,8 @@ __all__ = [
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "ThreadNotFound",
+    "ThreadRecord",
     "TokenExpired",
     "UnservedGrant",
     "Unsubscribe",

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         None,
         description="dev mode: the admin API key `run` registers and prints (default: a new one)",
     )
+    api_idempotency_ttl: float = Field(
+        86_400.0, gt=0, description="seconds an Idempotency-Key and its first answer are kept"
+    )
+    api_idempotency_lock: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a request holds its Idempotency-Key; a retry after that takes over",
+    )
     smtp_hostname: str = Field("localhost", description="the name the MX greets with")
     smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
     smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")

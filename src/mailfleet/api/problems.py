@@ -38,6 +38,8 @@ _CODES: Sequence[tuple[type[Exception], int, str]] = (
     (errors.DomainNotRegistered, 404, "domain_not_found"),
     (errors.WorkspaceNotFound, 404, "workspace_not_found"),
     (errors.GrantNotFound, 404, "grant_not_found"),
+    (errors.MessageNotFound, 404, "message_not_found"),
+    (errors.ThreadNotFound, 404, "thread_not_found"),
     (errors.NotFound, 404, "not_found"),
     (errors.DefaultWorkspaceProtected, 409, "default_workspace_protected"),
     (errors.PatternInUse, 409, "pattern_in_use"),

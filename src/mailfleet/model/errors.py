@@ -16,6 +16,8 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── DomainNotRegistered
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
+    │   ├── MessageNotFound
+    │   ├── ThreadNotFound
     │   └── ApplicationNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
@@ -64,11 +66,13 @@ __all__ = [
     "InvalidToken",
     "ListenFailed",
     "MailfleetError",
+    "MessageNotFound",
     "NotFound",
     "PatternInUse",
     "QueueFull",
     "SigningFailed",
     "StoreUnavailable",
+    "ThreadNotFound",
     "TokenExpired",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
@@ -183,6 +187,22 @@ class GrantNotFound(NotFound):
     def __init__(self, grant: str, *, field: str = "grant") -> None:
         super().__init__(field, f"no grant {grant!r}", value=grant)
         self.grant = grant
+
+
+class MessageNotFound(NotFound):
+    """No stored message with that id among a grant's mail."""
+
+    def __init__(self, message: str, *, field: str = "message") -> None:
+        super().__init__(field, f"no message {message!r} of this grant", value=message)
+        self.message_key = message
+
+
+class ThreadNotFound(NotFound):
+    """No thread with that id among a grant's mail."""
+
+    def __init__(self, thread: str, *, field: str = "thread") -> None:
+        super().__init__(field, f"no thread {thread!r} of this grant", value=thread)
+        self.thread = thread
 
 
 class ApplicationNotFound(NotFound):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .deliverability import Suppression
+
 __all__ = ["OutgoingMail", "SendCategory", "SendResult", "SendStatus"]
 
 
@@ -72,6 +74,12 @@ class SendResult:
     send_at: float | None = None
     """``queued``: when the message is due to leave (epoch seconds), later than now when
     it was paced, scheduled past the burst or deferred (``detail`` says which); None: now."""
+
+    id: str | None = None
+    """``queued``: mailfleet's id of the stored message (its ``sent`` copy, which
+    ``fleet.message(grant, id)`` and ``GET /v1/grants/{grant}/messages/{id}`` read)."""
+    suppressed: tuple[Suppression, ...] = ()
+    """``suppressed``: each listed recipient with its reason."""
 
     @property
     def ok(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -313,6 +313,13 @@ class Fleet:
     suppressions = _directory(Directory.suppressions)
     suppression = _directory(Directory.suppression)
     count_suppressions = _directory(Directory.count_suppressions)
+    messages = _directory(Directory.messages)
+    message = _directory(Directory.message)
+    stored_message = _directory(Directory.stored_message)
+    threads = _directory(Directory.threads)
+    thread = _directory(Directory.thread)
+    reputation_of = _directory(Directory.reputation_of)
+    restrictions = _directory(Directory.restrictions)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
     revoke_api_keys = _directory(Directory.revoke_api_keys)
@@ -386,32 +393,50 @@ class Fleet:
         text: str,
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
-        in_reply_to: InboundMessage | None = None,
+        in_reply_to: InboundMessage | str | None = None,
         defer: bool = False,
         category: SendCategory | str = SendCategory.TRANSACTIONAL,
+        cc: str | Sequence[str] = (),
+        bcc: str | Sequence[str] = (),
+        reply_to: str | Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> SendResult:
         """Send as a grant (id, address or record) from outside an agent.
 
         The same gates, building, signing and outbox as ``Agent.send`` (and, with
-        ``in_reply_to``, ``Agent.reply``'s threading); the result says whether the
-        message was queued or why not. An unknown grant is a
-        :class:`~mailfleet.GrantNotFound`. ``category`` as for ``Agent.send``:
-        ``bulk`` and ``campaign`` sends carry one-click unsubscribe headers, and
-        ``campaign`` ones reach only recipients who confirmed (``opt_in_pending``).
+        ``in_reply_to``, ``Agent.reply``'s threading: a message, or the id of one of
+        the grant's stored messages); the result says whether the message was queued
+        or why not. ``cc`` recipients are named in the message, ``bcc`` ones only in
+        the envelope; ``headers`` adds fields the builder does not write. A send
+        given an ``idempotency_key`` is queued at most once under it: a second send
+        with the key answers the first one's result (its ``id``) and queues nothing.
+        ``category`` as for ``Agent.send``: ``bulk`` and ``campaign`` sends carry
+        one-click unsubscribe headers, and ``campaign`` ones reach only recipients
+        who confirmed (``opt_in_pending``). An unknown grant is a
+        :class:`~mailfleet.GrantNotFound`, an unknown ``in_reply_to`` a
+        :class:`~mailfleet.MessageNotFound`.
         """
         opened = self._open("Fleet.send()")
         record = await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
-        recipients = [to] if isinstance(to, str) else list(to)
+        parent = in_reply_to
+        if isinstance(parent, str):
+            parent = await opened.directory.stored_message(record.id, parent, field="in_reply_to")
         return await opened.outbox.send(
             record,
-            recipients,
+            _listed(to),
             subject=subject,
             text=text,
             html=html,
-            in_reply_to=in_reply_to,
+            in_reply_to=parent,
             attachments=attachments,
             defer=defer,
             category=category,
+            cc=_listed(cc),
+            bcc=_listed(bcc),
+            reply_to=_listed(reply_to),
+            headers=headers,
+            idempotency_key=idempotency_key,
         )
 
     # -- unsubscribes and double opt-in -----------------------------------------------
@@ -834,6 +859,11 @@ class Fleet:
         if count:
             self._work_committed.ring(None)
         return count
+
+
+def _listed(addresses: str | Sequence[str]) -> list[str]:
+    """One address or several, as a list."""
+    return [addresses] if isinstance(addresses, str) else list(addresses)
 
 
 async def _run_shielded(

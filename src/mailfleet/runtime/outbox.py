@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,7 @@ from ..store import (
     domain_checks,
     domains,
     grants,
+    idempotency,
     outbound,
     pacing,
     reputation,
@@ -122,6 +123,8 @@ class _Queued:
     unsubscribe_key: str | None = None
     """Bulk and campaign: the key of the recipient's unsubscribe token, to remember."""
     on_queued: QueuedHook | None = None
+    idempotency_key: str | None = None
+    """The digest of the send's idempotency key."""
 
     @property
     def grant_id(self) -> str:
@@ -202,6 +205,11 @@ class Outbox:
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool = False,
+        cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
+        reply_to: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
         category: SendCategory | str = SendCategory.TRANSACTIONAL,
         auto_submitted: str | None = None,
         on_queued: QueuedHook | None = None,
@@ -211,12 +219,22 @@ class Outbox:
         ``category``: ``bulk`` and ``campaign`` sends carry the recipient's unsubscribe
         headers, ``campaign`` ones go only to confirmed recipients (module docstring).
         ``auto_submitted`` sets that header; ``on_queued`` runs in the queuing
-        transaction of an accepted send (:data:`QueuedHook`)."""
+        transaction of an accepted send (:data:`QueuedHook`).
+
+        ``cc`` recipients are named in the message, ``bcc`` ones only in the envelope;
+        every recipient passes the recipient, suppression and rule gates. ``headers``
+        adds fields the builder does not write itself (``X-Campaign``...). With
+        ``idempotency_key``, a send already queued under that key (by any process of the
+        application) is answered again instead of being sent twice: the key's digest is
+        stored with the message, in the transaction that queues it.
+        """
         from ..mail.build import build_message
         from ..mail.parse import normalize_subject
 
+        key = None if idempotency_key is None else idempotency.digest(idempotency_key)
+
         def refused(result: SendResult, recipients: tuple[str, ...] = ()) -> _Queued:
-            return _Queued(grant, recipients, subject, None, refusal=result)
+            return _Queued(grant, recipients, subject, None, refusal=result, idempotency_key=key)
 
         if not to:
             return _refused(
@@ -229,10 +247,14 @@ class Outbox:
             detail = f"category: {category!r} is not one of {allowed}"
             return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=detail))
         try:
-            recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
+            named = {
+                field: tuple(dict.fromkeys(str(parse_address(a, field=field)) for a in given))
+                for field, given in (("to", to), ("cc", cc), ("bcc", bcc))
+            }
         except InvalidAddress as exc:
             invalid = SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc))
             return await self._batches.submit(refused(invalid))
+        recipients = tuple(dict.fromkeys((*named["to"], *named["cc"], *named["bcc"])))
         if self._recipient_domains is not None:
             undeliverable = await self._recipient_domains.refused(recipients)
             if undeliverable:
@@ -256,32 +278,35 @@ class Outbox:
         try:
             built = build_message(
                 sender=grant.address,
-                to=recipients,
+                to=named["to"],
+                cc=named["cc"],
+                reply_to=tuple(reply_to) or None,
+                headers={**(headers or {}), **list_fields},
                 subject=subject,
                 text=text,
                 html=html,
                 in_reply_to=None if in_reply_to is None else in_reply_to.parsed,
                 attachments=attachments,
                 message_id_domain=grant.domain,
-                headers=list_fields,
                 auto_submitted=auto_submitted,
             )
         except InvalidInput as exc:  # a line break in the subject, a bad header...
             return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=str(exc)))
         raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
-        raw, headers = await self._signing.submit(_Unsigned(signer, raw))
+        raw, read = await self._signing.submit(_Unsigned(signer, raw))
         token = secrets.token_hex(10)
         thread = (in_reply_to.thread_id if in_reply_to else None) or new_id()
         item = NewOutbound(
             grant_id=grant.id,
             raw=raw,
-            headers=headers,
+            headers=read,
             recipients=tuple(recipients),
             verp_token=token,
             mail_from=verp_address(token, self._envelope_domain(grant.domain)),
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
+            idempotency_key=key,
         )
         result = await self._batches.submit(
             _Queued(
@@ -294,6 +319,7 @@ class Outbox:
                 category=kind,
                 unsubscribe_key=unsubscribe_key,
                 on_queued=on_queued,
+                idempotency_key=key,
             )
         )
         if result.status is SendStatus.OPT_IN_PENDING and self._opt_in_pending is not None:
@@ -318,8 +344,12 @@ class Outbox:
         restricted = restrictions.restricted_subjects(tx, *wide)
         blocked = _suppressed(tx, batch)
         confirmed = _confirmed(tx, batch)
+        again, same_as = _already_queued(tx, batch)
         results: list[SendResult | None] = []
-        for queued in batch:
+        for index, queued in enumerate(batch):
+            if index in again or index in same_as:  # answered below, through no gate
+                results.append(again.get(index, _PLACEHOLDER))
+                continue
             refusal = _status_gates(queued, statuses, paused, restricted, tx.application_id)
             if refusal is None:
                 refusal = queued.refusal
@@ -330,7 +360,9 @@ class Outbox:
                     if key in blocked
                 ]
                 if listed:
-                    refusal = SendResult(SendStatus.SUPPRESSED, detail=_listed(listed))
+                    refusal = SendResult(
+                        SendStatus.SUPPRESSED, detail=_listed(listed), suppressed=tuple(listed)
+                    )
             if refusal is None and queued.category is SendCategory.CAMPAIGN:
                 waiting = [r for r in queued.recipients if (queued.grant_id, r) not in confirmed]
                 if waiting:
@@ -351,6 +383,10 @@ class Outbox:
         stored = outbound.queue_outbound(
             tx, [replace(message, not_before=due[i]) for i, message in accepted]
         )
+        for (i, _), stored_id in zip(accepted, stored, strict=True):
+            result = results[i]
+            assert result is not None
+            results[i] = replace(result, id=stored_id)
         consent.remember_recipients(
             tx,
             [
@@ -359,6 +395,8 @@ class Outbox:
                 if (key := batch[i].unsubscribe_key) is not None
             ],
         )
+        for index, first in same_as.items():
+            results[index] = results[first]
         return [result for result in results if result is not None]
 
     def _ruled(self, tx: Tx, queued: _Queued) -> SendResult | None:
@@ -487,6 +525,44 @@ def _status_gates(
     if restricted and (why := _restricted(restricted, queued, application_id)):
         return SendResult(SendStatus.RESTRICTED, detail=why)
     return None
+
+
+_PLACEHOLDER = SendResult(SendStatus.REJECTED, detail="answered as the earlier send")
+
+
+def _already_queued(
+    tx: Tx, batch: Sequence[_Queued]
+) -> tuple[dict[int, SendResult], dict[int, int]]:
+    """The sends of ``batch`` whose idempotency key was queued already: by a committed
+    transaction (their first answer again, by place in the batch), or earlier in this
+    batch (the place of that first send)."""
+    keys = [q.idempotency_key for q in batch if q.idempotency_key is not None]
+    if not keys:
+        return {}, {}
+    found = outbound.sends_by_key(tx, keys)
+    again: dict[int, SendResult] = {}
+    same_as: dict[int, int] = {}
+    first: dict[str, int] = {}
+    now = time.time()
+    for index, queued in enumerate(batch):
+        key = queued.idempotency_key
+        if key is None:
+            continue
+        if key in found:
+            sent = found[key]
+            again[index] = SendResult(
+                SendStatus.QUEUED,
+                id=sent.message_id,
+                message_id=sent.header_message_id,
+                thread_id=sent.thread_id,
+                send_at=sent.not_before if sent.not_before > now else None,
+                detail="queued before under this idempotency key",
+            )
+        elif key in first:
+            same_as[index] = first[key]
+        else:
+            first[key] = index
+    return again, same_as
 
 
 def _queued(queued: _Queued, admission: Admission, breaker: str | None) -> SendResult:

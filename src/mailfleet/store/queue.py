@@ -51,6 +51,7 @@ __all__ = [
     "renew",
     "replay",
     "retry_later",
+    "stored_message",
     "to_dead_letter",
 ]
 
@@ -275,6 +276,11 @@ def _padded(source_keys: Sequence[str]) -> dict[str, str | None]:
     return {
         f"key{n}": source_keys[n] if n < len(source_keys) else None for n in range(_KEYS_PER_LOOKUP)
     }
+
+
+def stored_message(row: Any) -> StoredMessage:
+    """The stored message of a row of ``messages`` (all its columns)."""
+    return _stored(row, row.id, row.message_id)
 
 
 def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) -> StoredMessage:

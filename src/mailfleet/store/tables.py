@@ -26,6 +26,7 @@ __all__ = [
     "domains_table",
     "events_table",
     "grants_table",
+    "idempotency_table",
     "leases_table",
     "messages_table",
     "metadata",
@@ -340,9 +341,13 @@ outbound_table = sa.Table(
     # {recipient: [grant, workspace, domain, application sequence numbers]}: the send's
     # place in each reputation window, for the bounce or complaint that comes later
     _json("reputation", nullable=True),
+    # the SHA-256 of the send's idempotency key, written with the message: a retry
+    # after a crash between commit and answer finds the send instead of sending again
+    _text("idempotency_key", 64, nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("outbound_due", "application_id", "status", "not_before"),
+    sa.Index("outbound_by_idempotency_key", "application_id", "idempotency_key", unique=True),
 )
 """An outbound message on its way to the relay (or captured, or delivered locally).
 
@@ -453,6 +458,24 @@ found among a grant's mail: what it said (``summary``, the ``inspect`` form),
 and the send it was matched to. An unknown or forged token is kept here,
 ``attributed`` false, and acts on nothing."""
 
+idempotency_table = sa.Table(
+    "idempotency_keys",
+    metadata,
+    _application(primary_key=True),
+    _text("key", 64, primary_key=True),  # the SHA-256 of the Idempotency-Key header
+    _text("fingerprint", 64),  # the SHA-256 of the method, path and body
+    _text("state", 10),  # in_flight, done
+    sa.Column("locked_until", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer),
+    _json("headers", nullable=True),
+    sa.Column("body", sa.LargeBinary),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    _time(),
+    sa.Index("idempotency_keys_by_expiry", "application_id", "expires_at"),
+)
+"""A POST's ``Idempotency-Key`` and its first answer, remembered for a day per application;
+``in_flight`` while the first request runs (until ``locked_until``: a process that died
+meanwhile lets a retry take over)."""
 application_secrets_table = sa.Table(
     "application_secrets",
     metadata,

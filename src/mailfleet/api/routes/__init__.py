@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import consent, health, me
+from . import (
+    consent,
+    health,
+    me,
+    messages,
+    reputation,
+    restrictions,
+    suppressions,
+    threads,
+)
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     health.router,
     me.router,
+    messages.router,
+    threads.router,
+    suppressions.router,
+    reputation.router,
+    restrictions.router,
     consent.router,
 ]
