@@ -133,7 +133,9 @@ class InvalidListItems(InvalidInput):
     def __init__(self, errors: Sequence[Any]) -> None:
         first = errors[0]
         more = f" (and {len(errors) - 1:,} more)" if len(errors) > 1 else ""
-        super().__init__(first.field, f"{first.message}{more}; nothing was applied", value=first.value)
+        super().__init__(
+            first.field, f"{first.message}{more}; nothing was applied", value=first.value
+        )
         self.errors = tuple(errors)
 
 

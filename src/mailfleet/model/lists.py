@@ -156,7 +156,9 @@ def normalize_entry(list_type: ListType, raw: object, *, field: str = "value") -
         raise InvalidInput(field, f"{raw!r} is not a valid top-level domain", value=raw) from None
 
 
-def normalize_entries(list_type: ListType, raws: Sequence[object] | Iterable[object]) -> NormalizedEntries:
+def normalize_entries(
+    list_type: ListType, raws: Sequence[object] | Iterable[object]
+) -> NormalizedEntries:
     """Check every entry (at most :data:`MAX_ITEMS_PER_CALL`): its normal form, or why not.
 
     More entries than allowed is one :class:`InvalidInput` (``items``).

@@ -56,6 +56,7 @@ __all__ = [
     "MessageFacts",
     "Operator",
     "Rule",
+    "RuleEvaluation",
     "RuleMatch",
     "RuleSet",
     "RuleSpec",
@@ -191,8 +192,10 @@ class RuleSpec:
         action = _choice(data.get("action"), ACTIONS, "action")
         match = _choice(data.get("match", "all"), MATCHES, "match")
         priority = data.get("priority", 100)
-        if isinstance(priority, bool) or not isinstance(priority, int) or not (
-            -1_000_000 <= priority <= 1_000_000
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not (-1_000_000 <= priority <= 1_000_000)
         ):
             raise InvalidInput("priority", "an integer from -1000000 to 1000000", value=priority)
         enabled = data.get("enabled", True)
@@ -376,6 +379,26 @@ class RuleMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleEvaluation:
+    """A recorded match: a rule that applied to a message of a grant, and when."""
+
+    id: int
+    grant_id: str
+    rule_id: str
+    rule: str
+    """The rule's name when it matched."""
+    action: Action
+    trigger: Trigger
+    message_ref: str | None
+    """Inbound: the stored message's id (None when refused at SMTP); outbound: the
+    Message-ID of the send."""
+    detail: dict[str, Any]
+    """``stage`` (``rcpt``, ``data``, ``delivery``, ``send``), ``sender``,
+    ``recipients``, ``subject``, and ``folder`` when it filed the message."""
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the rules decided for one message."""
 
@@ -489,7 +512,10 @@ def compile_rules(
     every value and set bound by name, never written into the source), so
     evaluating them is a run of inline set lookups and comparisons.
     """
-    tables: dict[str, dict[str | None, list[Rule]]] = {"inbound": {None: []}, "outbound": {None: []}}
+    tables: dict[str, dict[str | None, list[Rule]]] = {
+        "inbound": {None: []},
+        "outbound": {None: []},
+    }
     for rule in rules:
         if rule.enabled:
             tables[rule.trigger].setdefault(rule.workspace_id, []).append(rule)
@@ -504,7 +530,7 @@ def _ordered(table: dict[str | None, list[Rule]]) -> dict[str | None, list[Rule]
     def key(rule: Rule) -> tuple[int, datetime, str]:
         return (rule.priority, rule.created_at, rule.id)
 
-    ordered = {None: sorted(common, key=key)}
+    ordered: dict[str | None, list[Rule]] = {None: sorted(common, key=key)}
     for workspace_id, own in table.items():
         if workspace_id is not None:
             ordered[workspace_id] = sorted(own + common, key=key)
@@ -552,7 +578,7 @@ def _function(
             lines.append(f"        hits.append({i})")
     lines.append("    return hits")
     namespace = dict(names)
-    exec(compile("\n".join(lines), "<mailfleet rules>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<mailfleet rules>", "exec"), namespace)
     evaluate: _Evaluate = namespace["evaluate"]
     return evaluate
 
@@ -611,9 +637,7 @@ def _condition(item: object, where: str, trigger: str) -> Condition:
     if name == "category" and trigger == "inbound":
         raise InvalidInput(f"{where}.field", "category applies to outbound rules", value=name)
     if name == "authentication" and trigger == "outbound":
-        raise InvalidInput(
-            f"{where}.field", "authentication applies to inbound rules", value=name
-        )
+        raise InvalidInput(f"{where}.field", "authentication applies to inbound rules", value=name)
     if operator == "in_list":
         if name not in ENVELOPE_FIELDS:
             raise InvalidInput(
@@ -625,7 +649,9 @@ def _condition(item: object, where: str, trigger: str) -> Condition:
             or not ids
             or not all(isinstance(i, str) and i.strip() for i in ids)
         ):
-            raise InvalidInput(f"{where}.value", "in_list takes a list id, or a list of them", value=raw)
+            raise InvalidInput(
+                f"{where}.value", "in_list takes a list id, or a list of them", value=raw
+            )
         return Condition(name, "in_list", tuple(dict.fromkeys(i.strip() for i in ids)))  # type: ignore[arg-type]
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput(f"{where}.value", f"{operator} takes a non-empty string", value=raw)
@@ -729,4 +755,3 @@ def _ascii_domain(domain: str) -> str:
         return str(idna.encode(domain, uts46=True).decode("ascii"))
     except Exception:  # not a valid IDN: compared as it is (it matches no list entry)
         return domain
-
