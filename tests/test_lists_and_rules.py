@@ -101,7 +101,8 @@ def test_priority_orders_the_rules_the_first_folder_wins_and_block_ends() -> Non
     assert [m.rule for m in verdict.matches] == ["r2", "r1", "r3", "r4"]  # none after the block
     assert verdict.folder == "deals"
     assert verdict.read
-    assert verdict.blocked is not None and verdict.blocked.rule == "r4"
+    assert verdict.blocked is not None
+    assert verdict.blocked.rule == "r4"
 
 
 def test_all_needs_every_condition_and_any_one() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -131,9 +132,9 @@ _NOTHING = Screened(Verdict(), ())
 class PolicyRules:
     """The application's lists and rules: administration, the compiled cache, evaluation."""
 
-    def __init__(self, scope: Scope, *, check_interval: float = CHECK_INTERVAL) -> None:
+    def __init__(self, scope: Scope, *, check_interval: float | None = None) -> None:
         self._scope = scope
-        self._check_interval = check_interval
+        self._check_interval = CHECK_INTERVAL if check_interval is None else check_interval
         self._ruleset = RuleSet()
         self._loaded = False
         self._checked_at = 0.0
@@ -175,18 +176,24 @@ class PolicyRules:
         conninfo = url.render_as_string(hide_password=False)
         delay = 1.0
         while True:
+            conn: psycopg.AsyncConnection[Any] | None = None
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {store_rules.CHANNEL}")
-                    delay = 1.0
-                    await self.refresh()  # a change may have come before the LISTEN
-                    async for notice in conn.notifies():
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                await conn.execute(f"LISTEN {store_rules.CHANNEL}")
+                delay = 1.0
+                await self.refresh()  # a change may have come before the LISTEN
+                async with aclosing(conn.notifies()) as notices:
+                    async for notice in notices:
                         if notice.payload == self._scope.application_id:
                             await self.refresh()
             except Exception as exc:
                 log.warning(
                     "listening for policy changes failed (%s); retrying in %.0fs", exc, delay
                 )
+            finally:
+                if conn is not None:
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
             await anyio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
