@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         InvalidPolicy,
         ListenFailed,
         MailfleetError,
+        MessageBlocked,
         NotFound,
         PatternInUse,
         QueueFull,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
+    from .model.lists import ListItemResult, ListItemsResult, PolicyList
     from .model.outbound import SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
@@ -70,9 +72,11 @@ if TYPE_CHECKING:
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
+    from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
+    from .runtime.policy import DryRunResult, PolicyRules, Screened
     from .runtime.status import FleetStatistics, Serving
     from .settings import Settings
     from .store.outbound import OutboundView
@@ -123,6 +127,20 @@ _EXPORTS: dict[str, str] = {
     "InvalidPolicy": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
+    "MessageBlocked": ".model.errors",
+    "Condition": ".model.rules",
+    "DryRunResult": ".runtime.policy",
+    "ListItemResult": ".model.lists",
+    "ListItemsResult": ".model.lists",
+    "PolicyList": ".model.lists",
+    "PolicyRules": ".runtime.policy",
+    "Rule": ".model.rules",
+    "RuleEvaluation": ".model.rules",
+    "RuleMatch": ".model.rules",
+    "RuleSet": ".model.rules",
+    "RuleSpec": ".model.rules",
+    "Screened": ".runtime.policy",
+    "Verdict": ".model.rules",
     "NotFound": ".model.errors",
     "PatternInUse": ".model.errors",
     "QueueFull": ".model.errors",
@@ -171,6 +189,7 @@ __all__ = [
     "BounceClass",
     "BounceReason",
     "Complaint",
+    "Condition",
     "Conflict",
     "DatabaseNotFound",
     "DeadLetter",
@@ -186,6 +205,7 @@ __all__ = [
     "DnsTimeout",
     "Domain",
     "DomainNotRegistered",
+    "DryRunResult",
     "Event",
     "FailedRecipient",
     "Fleet",
@@ -200,16 +220,21 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "ListItemResult",
+    "ListItemsResult",
     "ListenFailed",
     "Mailbox",
     "MailfleetError",
     "Mailroom",
+    "MessageBlocked",
     "NotFound",
     "OutboundView",
     "OutgoingAttachment",
     "ParsedMessage",
     "PatternInUse",
     "Policy",
+    "PolicyList",
+    "PolicyRules",
     "PreflightCheck",
     "PreflightReport",
     "ProvisionOutcome",
@@ -220,6 +245,12 @@ __all__ = [
     "ReputationLevel",
     "ReputationState",
     "ReputationThresholds",
+    "Rule",
+    "RuleEvaluation",
+    "RuleMatch",
+    "RuleSet",
+    "RuleSpec",
+    "Screened",
     "SendResult",
     "SendStatus",
     "Serving",
@@ -232,6 +263,7 @@ __all__ = [
     "SuppressionReason",
     "SuppressionRow",
     "UnservedGrant",
+    "Verdict",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import TaskStatus
@@ -173,7 +173,7 @@ class Intake:
                 e
                 for index, verdict in screened.items()
                 for e in (
-                    verdict.stored_as(stored[slot[index]].id)
+                    [replace(e, message_ref=stored[slot[index]].id) for e in verdict.evaluations]
                     if index in slot and slot[index] in stored
                     else verdict.evaluations
                     if verdict.verdict.blocked is not None

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -120,10 +120,6 @@ class Screened:
         """The error of a blocked delivery, else None."""
         hit = self.verdict.blocked
         return None if hit is None else MessageBlocked(hit.rule_id, hit.rule)
-
-    def stored_as(self, message_id: str) -> list[NewEvaluation]:
-        """The evaluations to record, naming the stored message."""
-        return [replace(e, message_ref=message_id) for e in self.evaluations]
 
 
 _NOTHING = Screened(Verdict(), ())
