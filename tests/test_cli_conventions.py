@@ -517,6 +517,16 @@ NOT_LIST_OR_SHOW = {
     "suppressions export",  # CSV, the format import reads
     "inspect",  # JSON lines whatever the options: its only output
     "domains check",  # looks the domain up in DNS: tests/test_domain_auth.py covers its --json
+    # lists and rules: changes, or need an id; tests/test_cli_policy.py covers their --json
+    "lists create",
+    "lists add",
+    "lists remove",
+    "lists delete",
+    "lists show",
+    "rules create",
+    "rules delete",
+    "rules show",
+    "rules dry-run",
 }
 # Arguments a list or show command needs.
 ARGUMENTS = {

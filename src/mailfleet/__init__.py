@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         InvalidToken,
         ListenFailed,
         MailfleetError,
+        MessageBlocked,
         MessageNotFound,
         NotFound,
         PatternInUse,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
+    from .model.lists import ListItemResult, ListItemsResult, PolicyList
     from .model.messages import MessageRecord, ThreadRecord
     from .model.outbound import SendCategory, SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
@@ -78,9 +80,11 @@ if TYPE_CHECKING:
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
+    from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
+    from .runtime.policy import DryRunResult, PolicyRules, Screened
     from .runtime.status import FleetStatistics, Serving
     from .settings import Settings
     from .store.outbound import OutboundView
@@ -140,6 +144,20 @@ _EXPORTS: dict[str, str] = {
     "ThreadNotFound": ".model.errors",
     "MessageRecord": ".model.messages",
     "ThreadRecord": ".model.messages",
+    "MessageBlocked": ".model.errors",
+    "Condition": ".model.rules",
+    "DryRunResult": ".runtime.policy",
+    "ListItemResult": ".model.lists",
+    "ListItemsResult": ".model.lists",
+    "PolicyList": ".model.lists",
+    "PolicyRules": ".runtime.policy",
+    "Rule": ".model.rules",
+    "RuleEvaluation": ".model.rules",
+    "RuleMatch": ".model.rules",
+    "RuleSet": ".model.rules",
+    "RuleSpec": ".model.rules",
+    "Screened": ".runtime.policy",
+    "Verdict": ".model.rules",
     "NotFound": ".model.errors",
     "PatternInUse": ".model.errors",
     "QueueFull": ".model.errors",
@@ -191,6 +209,7 @@ __all__ = [
     "BounceClass",
     "BounceReason",
     "Complaint",
+    "Condition",
     "Conflict",
     "DatabaseNotFound",
     "DeadLetter",
@@ -206,6 +225,7 @@ __all__ = [
     "DnsTimeout",
     "Domain",
     "DomainNotRegistered",
+    "DryRunResult",
     "Event",
     "FailedRecipient",
     "Fleet",
@@ -221,10 +241,13 @@ __all__ = [
     "InvalidPattern",
     "InvalidPolicy",
     "InvalidToken",
+    "ListItemResult",
+    "ListItemsResult",
     "ListenFailed",
     "Mailbox",
     "MailfleetError",
     "Mailroom",
+    "MessageBlocked",
     "MessageNotFound",
     "MessageRecord",
     "NotFound",
@@ -235,6 +258,8 @@ __all__ = [
     "ParsedMessage",
     "PatternInUse",
     "Policy",
+    "PolicyList",
+    "PolicyRules",
     "PreflightCheck",
     "PreflightReport",
     "ProvisionOutcome",
@@ -246,6 +271,12 @@ __all__ = [
     "ReputationState",
     "ReputationThresholds",
     "Restriction",
+    "Rule",
+    "RuleEvaluation",
+    "RuleMatch",
+    "RuleSet",
+    "RuleSpec",
+    "Screened",
     "SendCategory",
     "SendResult",
     "SendStatus",
@@ -264,6 +295,7 @@ __all__ = [
     "UnservedGrant",
     "Unsubscribe",
     "UnsubscribeResult",
+    "Verdict",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

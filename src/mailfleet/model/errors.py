@@ -9,8 +9,9 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── InvalidAddress
     │   ├── InvalidPolicy
     │   ├── InvalidPattern
-    │   └── InvalidToken                     an unsubscribe or opt-in token not issued here
-    │       └── TokenExpired                 an opt-in confirmation past its expiry
+    │   ├── InvalidToken                     an unsubscribe or opt-in token not issued here
+    │   │   └── TokenExpired                 an opt-in confirmation past its expiry
+    │   └── InvalidListItems                 .errors: one per entry of a bulk call
     ├── NotFound (LookupError)
     │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
@@ -18,12 +19,17 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── GrantNotFound
     │   ├── MessageNotFound
     │   ├── ThreadNotFound
-    │   └── ApplicationNotFound
+    │   ├── ApplicationNotFound
+    │   ├── ListNotFound
+    │   └── RuleNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
     │   ├── PatternInUse
     │   ├── WorkspaceExists
-    │   └── WorkspaceNotEmpty
+    │   ├── WorkspaceNotEmpty
+    │   ├── ListExists
+    │   └── ListInUse                        rules still refer to the list
+    ├── MessageBlocked                       an inbound rule refused the message (SMTP 550 5.7.1)
     ├── QueueFull                            a grant's queue is at its limit (SMTP 451)
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
     ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
@@ -44,7 +50,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "ApplicationNotFound",
@@ -61,15 +69,21 @@ __all__ = [
     "InvalidAddress",
     "InvalidAgent",
     "InvalidInput",
+    "InvalidListItems",
     "InvalidPattern",
     "InvalidPolicy",
     "InvalidToken",
+    "ListExists",
+    "ListInUse",
+    "ListNotFound",
     "ListenFailed",
     "MailfleetError",
+    "MessageBlocked",
     "MessageNotFound",
     "NotFound",
     "PatternInUse",
     "QueueFull",
+    "RuleNotFound",
     "SigningFailed",
     "StoreUnavailable",
     "ThreadNotFound",
@@ -137,6 +151,22 @@ class TokenExpired(InvalidToken):
     ) -> None:
         super().__init__(kind, message, value=value)
         self.expired_at = expired_at
+
+
+class InvalidListItems(InvalidInput):
+    """Entries of a bulk add or remove are not valid: nothing was applied.
+
+    ``errors`` holds one :class:`~mailfleet.model.lists.EntryError` per faulty entry
+    (its index, the value given, why); ``field`` names the first (``items[3]``).
+    """
+
+    def __init__(self, errors: Sequence[Any]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1:,} more)" if len(errors) > 1 else ""
+        super().__init__(
+            first.field, f"{first.message}{more}; nothing was applied", value=first.value
+        )
+        self.errors = tuple(errors)
 
 
 class NotFound(_FieldError, LookupError):
@@ -215,6 +245,22 @@ class ApplicationNotFound(NotFound):
         super().__init__(field, f"no application {application!r}{hint}", value=application)
 
 
+class ListNotFound(NotFound):
+    """No list with that id (or name) in the application."""
+
+    def __init__(self, key: str, *, field: str = "list") -> None:
+        super().__init__(field, f"no list {key!r}", value=key)
+        self.key = key
+
+
+class RuleNotFound(NotFound):
+    """No rule with that id in the application."""
+
+    def __init__(self, key: str, *, field: str = "rule") -> None:
+        super().__init__(field, f"no rule {key!r}", value=key)
+        self.key = key
+
+
 class Conflict(MailfleetError):
     """The request contradicts the current state."""
 
@@ -238,6 +284,31 @@ class WorkspaceExists(Conflict):
 
 class WorkspaceNotEmpty(Conflict):
     """A workspace that still holds grants cannot be deleted."""
+
+
+class ListExists(Conflict):
+    """A list of that name exists already in the application."""
+
+
+class ListInUse(Conflict):
+    """A list that rules still refer to cannot be deleted (``rules`` names their ids)."""
+
+    def __init__(self, field: str, message: str, *, rules: Sequence[str] = ()) -> None:
+        super().__init__(field, message)
+        self.rules = tuple(rules)
+
+
+class MessageBlocked(MailfleetError):
+    """An inbound rule refused the message: nothing was stored.
+
+    The MX answers ``550 5.7.1``; other sources (IMAP) skip the message.
+    ``rule_id`` and ``rule`` (its name) say which rule.
+    """
+
+    def __init__(self, rule_id: str, rule: str) -> None:
+        super().__init__(f"refused by rule {rule!r} ({rule_id})")
+        self.rule_id = rule_id
+        self.rule = rule
 
 
 class InvalidAgent(MailfleetError, TypeError):

@@ -45,6 +45,7 @@ from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
 from .outbox import OutboundRule, Outbox
+from .policy import PolicyRules
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -84,6 +85,18 @@ def _directory(
     return call
 
 
+def _policy(
+    method: Callable[Concatenate[PolicyRules, P], R],
+) -> Callable[Concatenate[Fleet, P], R]:
+    """Expose a :class:`PolicyRules` method (lists and rules) as the fleet's own."""
+
+    @functools.wraps(method)
+    def call(fleet: Fleet, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(fleet.policy, *args, **kwargs)
+
+    return call
+
+
 @dataclass(frozen=True, slots=True)
 class _Opened:
     """The components of an open fleet."""
@@ -98,6 +111,7 @@ class _Opened:
     feedback: Feedback
     consent: Consent
     domain_auth: DomainAuth
+    policy: PolicyRules
     tasks: TaskGroup
 
 
@@ -181,8 +195,12 @@ class Fleet:
             await _close(None, owned)
             raise
         scope = Scope(database, application.id, self._registry.served)
+        policy = PolicyRules(scope)
         intake = Intake(
-            scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
+            scope,
+            queue_limit=self.settings.queue_limit,
+            committed=self._work_committed.ring,
+            screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
         directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
@@ -206,9 +224,11 @@ class Fleet:
             expiry_days=self.settings.opt_in_expiry_days,
             committed=self._work_committed.ring,
         )
+        outbox.add_rule(policy.outbound_rule)  # the stored outbound rules (gate 5)
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         try:
+            await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
         except BaseException:
@@ -231,6 +251,7 @@ class Fleet:
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
+            policy=policy,
             tasks=tasks,
         )
         return self
@@ -324,6 +345,31 @@ class Fleet:
     create_api_key = _directory(Directory.create_api_key)
     revoke_api_keys = _directory(Directory.revoke_api_keys)
     events = _directory(Directory.events)
+
+    # -- lists and rules (a façade over the policy) --------------------------------------
+
+    @property
+    def policy(self) -> PolicyRules:
+        """The application's lists and rules, and the compiled rules in force here.
+
+        Its methods are also the fleet's own (``fleet.create_list(...)``).
+        """
+        return self._open("the lists and rules").policy
+
+    create_list = _policy(PolicyRules.create_list)
+    lists = _policy(PolicyRules.lists)
+    get_list = _policy(PolicyRules.get_list)
+    list_items = _policy(PolicyRules.list_items)
+    delete_list = _policy(PolicyRules.delete_list)
+    add_list_items = _policy(PolicyRules.add_list_items)
+    remove_list_items = _policy(PolicyRules.remove_list_items)
+    create_rule = _policy(PolicyRules.create_rule)
+    rules = _policy(PolicyRules.rules)
+    rule = _policy(PolicyRules.rule)
+    update_rule = _policy(PolicyRules.update_rule)
+    delete_rule = _policy(PolicyRules.delete_rule)
+    dry_run_rule = _policy(PolicyRules.dry_run_rule)
+    rule_evaluations = _policy(PolicyRules.rule_evaluations)
 
     # -- agents -----------------------------------------------------------------------
 
@@ -726,6 +772,7 @@ class Fleet:
             authenticate=verify,
             unsubscribe=opened.consent.unsubscribe_by_mail,
             unsubscribe_known=opened.consent.knows_unsubscribe,
+            screen=opened.policy.screen_recipient,
         )
         await serve_smtp(
             mx,
@@ -859,6 +906,11 @@ class Fleet:
         if count:
             self._work_committed.ring(None)
         return count
+
+    # Last in the class: a member named ``list`` would shadow the builtin in the
+    # annotations of every member after it.
+    list = get_list
+    """A list by id or name (:meth:`get_list`)."""
 
 
 def _listed(addresses: str | Sequence[str]) -> list[str]:

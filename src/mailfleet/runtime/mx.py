@@ -36,7 +36,7 @@ import anyio
 from ..mail.authresults import add_authentication_results, strip_authentication_results
 from ..model.addresses import parse_address
 from ..model.authentication import Authentication
-from ..model.errors import GrantNotFound, InvalidInput, QueueFull
+from ..model.errors import GrantNotFound, InvalidInput, MessageBlocked, QueueFull
 from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
@@ -55,6 +55,8 @@ TokenLookup = Callable[[str], Awaitable[bool]]
 """``known(token)``: whether the application issued this unsubscribe token."""
 Authenticate = Callable[..., Awaitable[Authentication]]
 """``authenticate(raw, *, ip, helo, mail_from)``: the verification results of a message."""
+Screen = Callable[[Grant, str], Awaitable[str | None]]
+"""``screen(grant, mail_from)``: the RCPT refusal of the grant's rules, or None."""
 
 log = logging.getLogger("mailfleet.mx")
 
@@ -79,10 +81,12 @@ class FleetMx(MxContext):
         authenticate: Authenticate | None = None,
         unsubscribe: Unsubscribe | None = None,
         unsubscribe_known: TokenLookup | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self._lookup = lookup
         self._unsubscribe = unsubscribe
         self._unsubscribe_known = unsubscribe_known
+        self._screen = screen
         self._authenticate = authenticate
         self._deliver = deliver
         self._hostname = hostname
@@ -129,8 +133,9 @@ class FleetMx(MxContext):
         """The platform's bound on ``max_message_bytes``: no workspace takes more."""
         return PLATFORM_MAX_MESSAGE_BYTES
 
-    async def recipient(self, address: str) -> Recipient | None:
-        """The grant behind ``address``, with its workspace's limits."""
+    async def recipient(self, address: str, *, mail_from: str = "") -> Recipient | None:
+        """The grant behind ``address``, with its workspace's limits (and the refusal of
+        its rules for ``mail_from``, when a block rule on the envelope matches)."""
         try:
             normal = str(parse_address(address))
         except InvalidInput:
@@ -146,6 +151,7 @@ class FleetMx(MxContext):
             storage_left=policy.storage_limit_bytes
             - grant.stored_bytes
             - self._grown.get(normal, 0),
+            refusal=None if self._screen is None else await self._screen(grant, mail_from),
         )
 
     async def _bounce_address(self, address: str) -> Recipient | None:
@@ -210,6 +216,7 @@ class FleetMx(MxContext):
         ).encode()
         stored: list[str] = []
         failures: list[Exception] = []
+        blocked: list[MessageBlocked] = []
 
         automatic = self._report is not None and _looks_automatic(mail_from, data)
 
@@ -238,7 +245,10 @@ class FleetMx(MxContext):
                     trace + data,
                     source_key=key,
                     authentication=authentication,
+                    mail_from=mail_from,
                 )
+            except MessageBlocked as exc:
+                blocked.append(exc)
             except (QueueFull, GrantNotFound) as exc:
                 failures.append(exc)
             else:
@@ -258,6 +268,8 @@ class FleetMx(MxContext):
             if any(isinstance(f, QueueFull) for f in failures):
                 return Accepted("451 4.3.0 Mailbox busy, please try again later")
             return Accepted("450 4.2.0 Mailbox unavailable, please try again later")
+        if not stored:  # every recipient's rules refused it
+            return Accepted("550 5.7.1 Message refused by policy")
         if stored[0] == "report":
             return Accepted("250 2.0.0 Ok: report received")
         if stored[0] == "unsubscribe":

@@ -78,6 +78,7 @@ _MESSAGE_COLUMNS = (
     "source_key",
     "raw",
     "authentication",
+    "read",
     "created_at",
 )
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
@@ -120,6 +121,10 @@ class Delivery:
     is_reply: bool = False
     authentication: Authentication | None = None
     """What the MX verified (stored as JSON in ``messages.authentication``)."""
+    folder: str = "inbox"
+    """Where the inbound rules filed it (``spam``, ``archive``, ``trash``, a folder)."""
+    read: bool = False
+    """Filed as read (a ``mark_read`` rule)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +189,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "application_id": tx.application_id,
                 "grant_id": message.grant_id,
                 "direction": "in",
-                "folder": "inbox",
+                "folder": delivery.folder,
                 "message_id": (message.message_id or "")[:998] or None,
                 "thread_id": thread_id,
                 "thread_subject": (delivery.subject or "")[:255] or None,
@@ -198,6 +203,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "authentication": (
                     None if delivery.authentication is None else delivery.authentication.as_json()
                 ),
+                "read": delivery.read,
                 "created_at": now,
             }
         )

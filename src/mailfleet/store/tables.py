@@ -28,17 +28,22 @@ __all__ = [
     "grants_table",
     "idempotency_table",
     "leases_table",
+    "list_entries_table",
+    "lists_table",
     "messages_table",
     "metadata",
     "new_id",
     "opt_ins_table",
     "outbound_table",
     "patterns_table",
+    "policy_versions_table",
     "queue_table",
     "ramp_recipients_table",
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "rule_evaluations_table",
+    "rules_table",
     "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
@@ -238,6 +243,8 @@ messages_table = sa.Table(
     _json("authentication", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
+    # set by a mark_read rule (inbound); readers of the mailbox may change it
+    sa.Column("read", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     sa.Index("messages_by_grant", "grant_id", "created_at"),
     sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
@@ -527,3 +534,78 @@ opt_ins_table = sa.Table(
 )
 """Double opt-in per grant and recipient: a confirmation pending until ``expires_at``
 (past it, expired), or confirmed. Only confirmed recipients get ``campaign`` mail."""
+
+lists_table = sa.Table(
+    "lists",
+    metadata,
+    _id(),
+    _application(),
+    _text("name", 200),
+    _text("type", 8),  # address, domain, tld
+    sa.Column("size", sa.Integer, nullable=False, default=0),
+    sa.Column("revision", sa.Integer, nullable=False, default=1),
+    _time(),
+    _time("updated_at"),
+    sa.UniqueConstraint("application_id", "name"),
+)
+"""A named list of addresses, domains or top-level domains; ``revision`` counts the
+changes of its entries (the runtime reloads a list whose revision moved)."""
+
+list_entries_table = sa.Table(
+    "list_entries",
+    metadata,
+    _fk("list_id", "lists.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("value", 320, primary_key=True),
+)
+"""One entry of a list, in its normal form (``model/lists.normalize_entry``)."""
+
+rules_table = sa.Table(
+    "rules",
+    metadata,
+    _id(),
+    _application(index=True),
+    sa.Column(
+        "workspace_id",
+        sa.String(36),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    _text("name", 200),
+    _text("trigger", 8),  # inbound, outbound
+    sa.Column("priority", sa.Integer, nullable=False),
+    _text("match", 3),  # all, any
+    _json("conditions"),  # [Condition.as_json()]: lists by id, never copied
+    _text("action", 16),
+    _text("folder", 20, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    _time(),
+    _time("updated_at"),
+)
+"""A rule of the application (``workspace_id`` NULL) or of one workspace."""
+
+policy_versions_table = sa.Table(
+    "policy_versions",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""Bumped by every change of a list or a rule: what every worker's cache compares."""
+
+rule_evaluations_table = sa.Table(
+    "rule_evaluations",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("rule_id", 36),  # no key: the record outlives a deleted rule
+    _text("rule_name", 200),
+    _text("action", 16),
+    _text("trigger", 8),
+    # the stored message's id (inbound), the Message-ID of the send (outbound), or None
+    _text("message_ref", 998, nullable=True),
+    _json("detail"),  # {"stage": "rcpt"|"data"|..., "sender", "recipients", "subject"}
+    _time(),
+    sa.Index("rule_evaluations_by_grant", "grant_id", "id"),
+)
+"""A rule that matched a message of a grant: which, what it did, when."""

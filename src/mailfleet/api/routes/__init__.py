@@ -9,6 +9,7 @@ from . import (
     health,
     me,
     messages,
+    policy,
     reputation,
     restrictions,
     suppressions,
@@ -26,4 +27,5 @@ ROUTERS: list[APIRouter] = [
     reputation.router,
     restrictions.router,
     consent.router,
+    policy.router,
 ]
