@@ -36,6 +36,7 @@ __all__ = [
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "retention_sweeps_table",
     "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
@@ -207,6 +208,9 @@ grants_table = sa.Table(
     _json("metadata"),
     _json("state", nullable=True),
     sa.Column("stored_bytes", sa.BigInteger, nullable=False, default=0),
+    # set when mail was first refused for storage (grant.storage_full), cleared once
+    # deletions bring it under its limit again (grant.storage_available)
+    _time("storage_full_at", nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("grants_by_application_status", "application_id", "status"),
@@ -232,10 +236,13 @@ messages_table = sa.Table(
     _json("defects", nullable=True),
     # inbound: the SPF/DKIM/DMARC results of arrival (Authentication.as_json)
     _json("authentication", nullable=True),
+    # inbound: the spam score, its threshold and signals (SpamVerdict.as_json)
+    _json("spam", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
     _time(),
     sa.Index("messages_by_grant", "grant_id", "created_at"),
+    sa.Index("messages_by_age", "application_id", "folder", "created_at"),
     sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
     sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
 )
@@ -448,3 +455,15 @@ reports_table = sa.Table(
 found among a grant's mail: what it said (``summary``, the ``inspect`` form),
 and the send it was matched to. An unknown or forged token is kept here,
 ``attributed`` false, and acts on nothing."""
+
+retention_sweeps_table = sa.Table(
+    "retention_sweeps",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("next_at", sa.Float, nullable=False),  # epoch seconds
+    _text("holder", 64, nullable=True),
+    _time("updated_at"),
+)
+"""When the application's next retention sweep is due, and which worker took the last
+one: a sweep is claimed by moving ``next_at`` on (compare and set), so one worker
+sweeps each round however many run."""
