@@ -70,13 +70,16 @@ if TYPE_CHECKING:
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
+    from .model.spam import SpamInput, SpamScorer, SpamSignal, SpamVerdict
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
+    from .runtime.retention import SweepReport
     from .runtime.status import FleetStatistics, Serving
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
+    from .store.storage import DeletedMessages
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -138,6 +141,12 @@ _EXPORTS: dict[str, str] = {
     "ReputationLevel": ".model.reputation",
     "ReputationState": ".model.reputation",
     "SpamSensitivity": ".model.policy",
+    "SpamInput": ".model.spam",
+    "SpamScorer": ".model.spam",
+    "SpamSignal": ".model.spam",
+    "SpamVerdict": ".model.spam",
+    "DeletedMessages": ".store.storage",
+    "SweepReport": ".runtime.retention",
     "ApiKey": ".model.records",
     "Application": ".model.records",
     "DkimKeyInfo": ".model.records",
@@ -175,6 +184,7 @@ __all__ = [
     "DatabaseNotFound",
     "DeadLetter",
     "DefaultWorkspaceProtected",
+    "DeletedMessages",
     "Directory",
     "DkimKeyInfo",
     "DkimSignatureResult",
@@ -225,12 +235,17 @@ __all__ = [
     "Serving",
     "Settings",
     "SigningFailed",
+    "SpamInput",
+    "SpamScorer",
     "SpamSensitivity",
+    "SpamSignal",
+    "SpamVerdict",
     "SpfCheck",
     "StoreUnavailable",
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "SweepReport",
     "UnservedGrant",
     "Workspace",
     "WorkspaceExists",

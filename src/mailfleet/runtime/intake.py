@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 from ..model.authentication import Authentication
 from ..model.errors import GrantNotFound, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
+from ..model.spam import SpamVerdict
 from ..store import grants, queue
 from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
@@ -38,6 +39,7 @@ class _Delivery:
     source_key: str | None
     headers: MessageHeaders
     authentication: Authentication | None
+    spam: SpamVerdict | None = None
 
 
 class Intake:
@@ -65,17 +67,22 @@ class Intake:
         *,
         source_key: str | None = None,
         authentication: Authentication | None = None,
+        spam: SpamVerdict | None = None,
+        headers: MessageHeaders | None = None,
     ) -> StoredMessage:
         """Store ``raw`` for ``grant`` (id or address); return once committed.
 
         With a ``source_key``, a message the grant already has under that key
         is returned as it is, and nothing new is queued. ``authentication`` is
-        what the MX verified, stored with the message.
+        what the MX verified, stored with the message; ``spam`` its spam
+        verdict (spam is filed in the ``spam`` folder, for ``on_spam``);
+        ``headers`` the header read of ``raw`` when the caller made it already.
         """
         from ..mail.headers import parse_headers  # imported by the first delivery
 
         # Parsed here, not in the transaction: the store's writer is not held for it.
-        delivery = _Delivery(grant, raw, source_key, parse_headers(raw), authentication)
+        read = parse_headers(raw) if headers is None else headers
+        delivery = _Delivery(grant, raw, source_key, read, authentication, spam)
         return await self._batches.submit(delivery)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -145,6 +152,7 @@ class Intake:
                     delivery.headers,
                     *thread_keys(delivery.headers),
                     authentication=delivery.authentication,
+                    spam=delivery.spam,
                 )
                 slot[index] = key
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
