@@ -23,6 +23,7 @@ from dnsserver import DnsServer
 from mailfleet import (
     Agent,
     Fleet,
+    Grant,
     InboundMessage,
     InvalidPolicy,
     Policy,
@@ -226,7 +227,12 @@ class Keen(Agent):
 
 @asynccontextmanager
 async def fleet_at(
-    database_url: str, dns_server: DnsServer, *, scorers: Iterable[Any] = (), **settings: Any
+    database_url: str,
+    dns_server: DnsServer,
+    *,
+    scorers: Iterable[Any] = (),
+    recipient_scorers: Iterable[Any] = (),
+    **settings: Any,
 ) -> AsyncIterator[Fleet]:
     """A serving fleet: calm@ (medium sensitivity, no on_spam) and keen@ (a workspace with
     high sensitivity, on_spam). SPF of example.org authorises 127.0.0.1; nothing signs."""
@@ -245,6 +251,8 @@ async def fleet_at(
     ) as fleet:
         for scorer in scorers:
             fleet.add_spam_scorer(scorer)
+        for recipient_scorer in recipient_scorers:
+            fleet.add_recipient_spam_scorer(recipient_scorer)
         fleet.bind(Calm)
         fleet.bind(Keen)
         await fleet.add_domain("example.com")
@@ -399,6 +407,27 @@ async def test_added_scorers_count_and_a_broken_one_is_left_out(
         shouted = next(row for row in rows if row.subject == "LUNCH NOW")
         assert shouted.spam["score"] == 7.0
         assert shouted.spam["spam"] is True
+
+
+async def test_a_rule_marking_spam_decides_for_its_grant_even_with_the_sensitivity_off(
+    database_url: str, dns_server: DnsServer
+) -> None:
+    async def rules(grant: Grant, message: SpamInput) -> list[SpamSignal]:
+        return [rule_signal("r1", name="no lunch")] if grant.address.startswith("calm@") else []
+
+    async with fleet_at(database_url, dns_server, recipient_scorers=[rules]) as fleet:
+        await fleet.update_policy("default", {"spam_sensitivity": "off"})
+        await fleet.update_policy("eager", {"spam_sensitivity": "off"})
+        both = CLEAN.replace(b"To: calm@example.com", b"To: calm@example.com, keen@example.com")
+        assert (await send(fleet, both, ["calm@example.com", "keen@example.com"]))[0] == 250
+        await wait_until(lambda: len(Keen.seen) == 1)
+        await fleet.wait_idle()
+        assert Calm.seen == []
+        rows = await stored(fleet)
+        assert rows["calm@example.com"].folder == "spam"
+        assert rows["calm@example.com"].spam["threshold"] is None
+        assert rows["calm@example.com"].spam["signals"][-1]["name"] == "rule:r1"
+        assert rows["keen@example.com"].folder == "inbox"
 
 
 def test_plugins_contribute_scorers_through_the_hook() -> None:

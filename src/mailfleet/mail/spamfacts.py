@@ -21,6 +21,23 @@ _ADDRESS_IN_TEXT = re.compile(
 )
 
 
+_COMPLEX = re.compile(r'[,"()\\;:]')
+"""Address syntax the simple path leaves to ``email.utils.parseaddr``."""
+
+
+def _mailbox(value: str) -> tuple[str, str]:
+    """``(display name, address)`` of a From value: ``Name <a@b>`` and ``a@b`` read
+    directly (most mail), anything else by the stdlib's parser."""
+    if _COMPLEX.search(value) is None:
+        start = value.find("<")
+        if start < 0:
+            return "", value.strip()
+        end = value.rfind(">")
+        if end > start:
+            return value[:start].strip(), value[start + 1 : end].strip()
+    return parseaddr(value)
+
+
 def _domain(address: str) -> str | None:
     if "@" not in address:
         return None
@@ -34,9 +51,9 @@ def header_facts(headers: Sequence[tuple[str, str]]) -> HeaderFacts:
     first: dict[str, str] = {}
     for name, value in headers:
         first.setdefault(name.lower(), value)
-    display, address = parseaddr(first.get("from", ""))
+    display, address = _mailbox(first.get("from", ""))
     from_domain = _domain(address)
-    shown = [match.lower() for match in _ADDRESS_IN_TEXT.findall(display)]
+    shown = [m.lower() for m in _ADDRESS_IN_TEXT.findall(display)] if "@" in display else []
     replies = [
         domain
         for _, reply in getaddresses([first["reply-to"]] if "reply-to" in first else [])

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ..plugins import InboundSource
     from ..store.storage import DeletedMessages
     from ..transports.simulator import SimulatedInternet
+    from .admission import RecipientScorer
     from .retention import RetentionSweeper, SweepReport
     from .sender import Sender
     from .worker import Worker
@@ -158,6 +159,7 @@ class Fleet:
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
         self._spam_scorers: list[SpamScorer] = []
+        self._recipient_scorers: list[RecipientScorer] = []
 
     # -- opening and closing -------------------------------------------------------
 
@@ -442,6 +444,15 @@ class Fleet:
             raise Conflict("spam", "add spam scorers before serve(), not while serving")
         self._spam_scorers.append(scorer)
 
+    def add_recipient_spam_scorer(self, scorer: RecipientScorer) -> None:
+        """Add, from the next :meth:`serve` on, signals that depend on the recipient:
+        ``await scorer(grant, message)`` for each grant a message is for (its
+        workspace's inbound rules that ``mark_spam``:
+        :func:`~mailfleet.model.spam.rule_signal`), judged with that grant's verdict."""
+        if self._serving is not None:
+            raise Conflict("spam", "add spam scorers before serve(), not while serving")
+        self._recipient_scorers.append(scorer)
+
     # -- domain authentication -------------------------------------------------------
 
     def _keystore(self) -> KeyStore:
@@ -675,6 +686,9 @@ class Fleet:
             timeout=s.dnsbl_timeout,
         )
         spam = SpamFilter([blocklists, *scorers] if blocklists.enabled else scorers)
+        admission = Admission(opened.scope, spam)
+        for recipient_scorer in self._recipient_scorers:
+            admission.add_recipient_scorer(recipient_scorer)
         verify = InboundVerifier(self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
@@ -687,7 +701,7 @@ class Fleet:
             owns_domain=opened.mailroom.owns_domain,
             report=opened.feedback.receive,
             authenticate=verify,
-            admission=Admission(opened.scope, spam),
+            admission=admission,
         )
         await serve_smtp(
             mx,
