@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from mailfleet import Agent, Fleet, InboundMessage
 from mailfleet.store import storage
 from mailfleet.store.scope import Scope, Tx
-from mailfleet.store.tables import messages_table
+from mailfleet.store.tables import messages_table, queue_table
 from support import wait_for_events, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -344,3 +344,28 @@ async def test_mail_without_attachments_is_not_parsed_for_them(database_url: str
         assert (await mail(fleet, message("plain")))[1] == 250
         refused = await mail(fleet, with_attachments(("a.pdf", "application/pdf", b"%PDF")))
         assert refused[:2] == ("data", 552)
+
+
+async def test_a_long_sweep_runs_in_batches_between_deliveries(database_url: str) -> None:
+    async with Fleet(
+        database_url=database_url, application="test", retention_batch_size=200, queue_limit=5000
+    ) as fleet:
+        await fleet.add_domain("example.com")
+        await fleet.provision("desk@example.com")
+        async with anyio.create_task_group() as tg:
+            for n in range(1000):
+                tg.start_soon(fleet.deliver, "desk@example.com", message(f"old {n}"))
+        await age(fleet, [row.id for row in await stored(fleet)], days=400)
+        await fleet.database.write(lambda conn: conn.execute(sa.delete(queue_table)))  # handled
+        delivered: list[str] = []
+
+        async def deliver_meanwhile() -> None:
+            for n in range(20):
+                delivered.append((await fleet.deliver("desk@example.com", message(f"new {n}"))).id)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deliver_meanwhile)
+            report = await fleet.sweep_retention()
+        assert (report.deleted, report.batches) == (1000, 6)  # 5 full batches, 1 empty
+        assert sorted(r.id for r in await stored(fleet)) == sorted(delivered)
+        assert await stored_bytes(fleet) == sum(r.size for r in await stored(fleet))
