@@ -81,14 +81,17 @@ if TYPE_CHECKING:
     )
     from .model.reputation import ReputationLevel, ReputationState
     from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
+    from .model.spam import SpamInput, SpamScorer, SpamSignal, SpamVerdict
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
     from .runtime.policy import DryRunResult, PolicyRules, Screened
+    from .runtime.retention import SweepReport
     from .runtime.status import FleetStatistics, Serving
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
+    from .store.storage import DeletedMessages
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -175,6 +178,12 @@ _EXPORTS: dict[str, str] = {
     "ReputationLevel": ".model.reputation",
     "ReputationState": ".model.reputation",
     "SpamSensitivity": ".model.policy",
+    "SpamInput": ".model.spam",
+    "SpamScorer": ".model.spam",
+    "SpamSignal": ".model.spam",
+    "SpamVerdict": ".model.spam",
+    "DeletedMessages": ".store.storage",
+    "SweepReport": ".runtime.retention",
     "ApiKey": ".model.records",
     "Application": ".model.records",
     "DkimKeyInfo": ".model.records",
@@ -214,6 +223,7 @@ __all__ = [
     "DatabaseNotFound",
     "DeadLetter",
     "DefaultWorkspaceProtected",
+    "DeletedMessages",
     "Directory",
     "DkimKeyInfo",
     "DkimSignatureResult",
@@ -283,12 +293,17 @@ __all__ = [
     "Serving",
     "Settings",
     "SigningFailed",
+    "SpamInput",
+    "SpamScorer",
     "SpamSensitivity",
+    "SpamSignal",
+    "SpamVerdict",
     "SpfCheck",
     "StoreUnavailable",
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "SweepReport",
     "ThreadNotFound",
     "ThreadRecord",
     "TokenExpired",

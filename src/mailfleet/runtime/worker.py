@@ -355,7 +355,7 @@ class Worker:
             self._finished(grant_id, entry)
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
-        argument = message if handler == "on_message" else _record(entry)
+        argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
         try:
             await self._host.call(agent, handler, argument, message_id=message.id)
             state = self._host.changed_state(grant_id, agent)
@@ -538,10 +538,12 @@ class Worker:
 
 _HANDLER_OF = {
     "message": "on_message",
+    "spam": "on_spam",
     "bounce": "on_bounce",
     "complaint": "on_complaint",
     "unsubscribe": "on_unsubscribe",
 }
+_GIVEN_THE_MESSAGE = frozenset({"on_message", "on_spam"})
 
 
 def _record(entry: QueuedMessage) -> Bounce | Complaint | Unsubscribe:
