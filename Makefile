@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 EXAMPLE ?= examples/helpdesk/helpdesk.py
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install bench clean openapi
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "mailfleet needs Python 3.11 or newer on PATH"; exit 1; }
@@ -31,6 +31,10 @@ run: install
 ## Lint, type-check, check the layers, and run the whole suite.
 test: lint
 	$(BIN)/pytest
+
+## Write docs/openapi.json, the API's document as the server serves it.
+openapi: install
+	$(BIN)/python -m mailfleet.api.spec docs/openapi.json
 
 lint: install
 	$(BIN)/ruff check src tests bench examples plugins

@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import Result
 
+from apiserver import ApiServer, api_server
 from dnsserver import DnsServer
 from mailfleet import Fleet
 from mailfleet.store.database import normalize_url
@@ -51,6 +52,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if name.startswith("MAILFLEET_") and name != "MAILFLEET_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("MAILFLEET_HOME", str(tmp_path / "home"))
+    # `mailfleet run` in a subprocess serves the HTTP API: on a free port, never 8025.
+    monkeypatch.setenv("MAILFLEET_API_PORT", "0")
 
 
 def _admin_engine() -> sa.Engine:
@@ -116,6 +119,14 @@ async def fleet(database_url: str) -> AsyncIterator[Fleet]:
     async with Fleet(database_url=database_url, application="test") as opened:
         await opened.add_domain("example.com")
         yield opened
+
+
+@pytest.fixture
+async def api(fleet: Fleet) -> AsyncIterator[ApiServer]:
+    """The HTTP API on a loopback port, serving ``fleet``'s store (and an application
+    ``other`` on it): ``await api.client()`` is a client with a key of ``fleet``'s."""
+    async with api_server(fleet) as server:
+        yield server
 
 
 # -- DNS ---------------------------------------------------------------------------------

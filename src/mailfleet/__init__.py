@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .mail.parse import Attachment, Mailbox, ParsedMessage
     from .mail.reports import FailedRecipient, Report, ReportKind
     from .model.authentication import Authentication, DkimSignatureResult, DmarcCheck, SpfCheck
+    from .model.consent import OptIn, OptInStatus, UnsubscribeResult
     from .model.deliverability import (
         Bounce,
         BounceClass,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         Complaint,
         Suppression,
         SuppressionReason,
+        Unsubscribe,
     )
     from .model.errors import (
         ApplicationNotFound,
@@ -43,19 +45,26 @@ if TYPE_CHECKING:
         InvalidInput,
         InvalidPattern,
         InvalidPolicy,
+        InvalidToken,
         ListenFailed,
         MailfleetError,
+        MessageBlocked,
+        MessageNotFound,
         NotFound,
         PatternInUse,
         QueueFull,
         SigningFailed,
         StoreUnavailable,
+        ThreadNotFound,
+        TokenExpired,
         WebhookNotFound,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
     )
-    from .model.outbound import SendResult, SendStatus
+    from .model.lists import ListItemResult, ListItemsResult, PolicyList
+    from .model.messages import MessageRecord, ThreadRecord
+    from .model.outbound import SendCategory, SendResult, SendStatus
     from .model.policy import Policy, ReputationThresholds, SpamSensitivity
     from .model.records import (
         ApiKey,
@@ -68,9 +77,12 @@ if TYPE_CHECKING:
         GrantStatus,
         ProvisionOutcome,
         ProvisionResult,
+        Restriction,
         Workspace,
     )
     from .model.reputation import ReputationLevel, ReputationState
+    from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
+    from .model.spam import SpamInput, SpamScorer, SpamSignal, SpamVerdict
     from .model.webhooks import (
         Webhook,
         WebhookAttempt,
@@ -81,11 +93,14 @@ if TYPE_CHECKING:
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
+    from .runtime.policy import DryRunResult, PolicyRules, Screened
+    from .runtime.retention import SweepReport
     from .runtime.status import FleetStatistics, Serving
     from .runtime.webhooks import Webhooks, WebhookSender, WebhookStatistics
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
+    from .store.storage import DeletedMessages
     from .store.webhooks import WebhookBacklog
     from .store.workers import UnservedGrant
 
@@ -114,6 +129,10 @@ _EXPORTS: dict[str, str] = {
     "Complaint": ".model.deliverability",
     "Suppression": ".model.deliverability",
     "SuppressionReason": ".model.deliverability",
+    "Unsubscribe": ".model.deliverability",
+    "OptIn": ".model.consent",
+    "OptInStatus": ".model.consent",
+    "UnsubscribeResult": ".model.consent",
     "SuppressionRow": ".runtime.directory",
     "ApplicationNotFound": ".model.errors",
     "Conflict": ".model.errors",
@@ -131,17 +150,38 @@ _EXPORTS: dict[str, str] = {
     "InvalidInput": ".model.errors",
     "InvalidPattern": ".model.errors",
     "InvalidPolicy": ".model.errors",
+    "InvalidToken": ".model.errors",
     "ListenFailed": ".model.errors",
     "MailfleetError": ".model.errors",
+    "MessageNotFound": ".model.errors",
+    "ThreadNotFound": ".model.errors",
+    "MessageRecord": ".model.messages",
+    "ThreadRecord": ".model.messages",
+    "MessageBlocked": ".model.errors",
+    "Condition": ".model.rules",
+    "DryRunResult": ".runtime.policy",
+    "ListItemResult": ".model.lists",
+    "ListItemsResult": ".model.lists",
+    "PolicyList": ".model.lists",
+    "PolicyRules": ".runtime.policy",
+    "Rule": ".model.rules",
+    "RuleEvaluation": ".model.rules",
+    "RuleMatch": ".model.rules",
+    "RuleSet": ".model.rules",
+    "RuleSpec": ".model.rules",
+    "Screened": ".runtime.policy",
+    "Verdict": ".model.rules",
     "NotFound": ".model.errors",
     "PatternInUse": ".model.errors",
     "QueueFull": ".model.errors",
     "SigningFailed": ".model.errors",
     "StoreUnavailable": ".model.errors",
     "WebhookNotFound": ".model.errors",
+    "TokenExpired": ".model.errors",
     "WorkspaceExists": ".model.errors",
     "WorkspaceNotEmpty": ".model.errors",
     "WorkspaceNotFound": ".model.errors",
+    "SendCategory": ".model.outbound",
     "SendResult": ".model.outbound",
     "SendStatus": ".model.outbound",
     "Policy": ".model.policy",
@@ -149,6 +189,12 @@ _EXPORTS: dict[str, str] = {
     "ReputationLevel": ".model.reputation",
     "ReputationState": ".model.reputation",
     "SpamSensitivity": ".model.policy",
+    "SpamInput": ".model.spam",
+    "SpamScorer": ".model.spam",
+    "SpamSignal": ".model.spam",
+    "SpamVerdict": ".model.spam",
+    "DeletedMessages": ".store.storage",
+    "SweepReport": ".runtime.retention",
     "ApiKey": ".model.records",
     "Application": ".model.records",
     "DkimKeyInfo": ".model.records",
@@ -159,6 +205,7 @@ _EXPORTS: dict[str, str] = {
     "GrantStatus": ".model.records",
     "ProvisionOutcome": ".model.records",
     "ProvisionResult": ".model.records",
+    "Restriction": ".model.records",
     "Workspace": ".model.records",
     "Webhook": ".model.webhooks",
     "WebhookAttempt": ".model.webhooks",
@@ -191,10 +238,12 @@ __all__ = [
     "BounceClass",
     "BounceReason",
     "Complaint",
+    "Condition",
     "Conflict",
     "DatabaseNotFound",
     "DeadLetter",
     "DefaultWorkspaceProtected",
+    "DeletedMessages",
     "Directory",
     "DkimKeyInfo",
     "DkimSignatureResult",
@@ -206,6 +255,7 @@ __all__ = [
     "DnsTimeout",
     "Domain",
     "DomainNotRegistered",
+    "DryRunResult",
     "Event",
     "FailedRecipient",
     "Fleet",
@@ -220,16 +270,26 @@ __all__ = [
     "InvalidInput",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
+    "ListItemResult",
+    "ListItemsResult",
     "ListenFailed",
     "Mailbox",
     "MailfleetError",
     "Mailroom",
+    "MessageBlocked",
+    "MessageNotFound",
+    "MessageRecord",
     "NotFound",
+    "OptIn",
+    "OptInStatus",
     "OutboundView",
     "OutgoingAttachment",
     "ParsedMessage",
     "PatternInUse",
     "Policy",
+    "PolicyList",
+    "PolicyRules",
     "PreflightCheck",
     "PreflightReport",
     "ProvisionOutcome",
@@ -240,18 +300,37 @@ __all__ = [
     "ReputationLevel",
     "ReputationState",
     "ReputationThresholds",
+    "Restriction",
+    "Rule",
+    "RuleEvaluation",
+    "RuleMatch",
+    "RuleSet",
+    "RuleSpec",
+    "Screened",
+    "SendCategory",
     "SendResult",
     "SendStatus",
     "Serving",
     "Settings",
     "SigningFailed",
+    "SpamInput",
+    "SpamScorer",
     "SpamSensitivity",
+    "SpamSignal",
+    "SpamVerdict",
     "SpfCheck",
     "StoreUnavailable",
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "SweepReport",
+    "ThreadNotFound",
+    "ThreadRecord",
+    "TokenExpired",
     "UnservedGrant",
+    "Unsubscribe",
+    "UnsubscribeResult",
+    "Verdict",
     "Webhook",
     "WebhookAttempt",
     "WebhookBacklog",

@@ -13,6 +13,11 @@ Handlers are found by name once per class, when the class is created: a
 misspelt ``on_*`` method, a handler that is not ``async``, or one with the
 wrong parameters raises ``TypeError`` at import time, not at run time.
 
+Mail the workspace's spam sensitivity files as spam (``message.folder ==
+"spam"``, its score and reasons in ``message.spam``) never reaches
+``on_message``: it goes to ``on_spam(self, message)`` when the class defines
+one, and otherwise stays in the grant's spam folder, handled by no one.
+
 The runtime activates one instance per grant when work arrives and
 deactivates it when idle (``on_stop``); ``self.state`` (a JSON-serialisable
 dict) is saved with the completion of each handled message and restored on
@@ -30,7 +35,7 @@ from .mail.build import OutgoingAttachment
 from .mail.inbound import InboundMessage
 from .model.addresses import parse_address
 from .model.errors import InvalidAgent
-from .model.outbound import SendResult, SendStatus
+from .model.outbound import SendCategory, SendResult, SendStatus
 from .model.policy import Policy
 from .model.records import Grant
 
@@ -39,6 +44,7 @@ __all__ = ["HANDLERS", "Agent", "AgentContext"]
 # handler name -> number of parameters after ``self``
 HANDLERS: Mapping[str, int] = {
     "on_message": 1,
+    "on_spam": 1,
     "on_bounce": 1,
     "on_complaint": 1,
     "on_unsubscribe": 1,
@@ -61,9 +67,11 @@ class AgentContext(Protocol):
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool = False,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
     ) -> SendResult:
         """Pass a message through the outbound gates and into the outbox (``defer``: a
-        send the quota, rate or a warm-up ramp refuses is scheduled instead)."""
+        send the quota, rate or a warm-up ramp refuses is scheduled instead;
+        ``category``: see :class:`~mailfleet.SendCategory`)."""
         ...
 
 
@@ -161,6 +169,7 @@ class Agent:
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool | None = None,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
     ) -> SendResult:
         """Send a new message; the result says whether it was accepted or why not.
 
@@ -168,6 +177,11 @@ class Agent:
         with its ``retry_after``...) come back as the result's ``status`` and
         ``detail``, never as exceptions. ``defer`` (default: the class's
         :attr:`defer_rate_limited`) queues a rate-limited send for later instead.
+        ``category`` (:class:`~mailfleet.SendCategory`): ``transactional`` (the
+        default); ``bulk`` sends go to one recipient each and carry its one-click
+        unsubscribe headers; ``campaign`` ones too, and only to recipients who
+        confirmed by double opt-in (else ``opt_in_pending``, and a confirmation is
+        sent).
         """
         recipients = [to] if isinstance(to, str) else list(to)
         return await self._context.send(
@@ -179,6 +193,7 @@ class Agent:
             in_reply_to=None,
             attachments=attachments,
             defer=self.defer_rate_limited if defer is None else defer,
+            category=category,
         )
 
     async def reply(
@@ -252,6 +267,6 @@ def _check_handler(klass: type, name: str, value: object) -> None:
         p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in parameters
     ):
         wanted = "(self)" if expected == 0 else "(self, event)"
-        if name == "on_message":
+        if name in ("on_message", "on_spam"):
             wanted = "(self, message)"
         raise InvalidAgent(f"{where} must take {wanted}")

@@ -628,6 +628,10 @@ def run(
         int | None,
         typer.Option(help="SMTP port to listen on (0: any free one). [default: 2525]"),
     ] = None,
+    api_port: Annotated[
+        int | None,
+        typer.Option(help="HTTP API port (0: any free one). [default: 8025]"),
+    ] = None,
     simulate: Annotated[
         bool,
         typer.Option(
@@ -645,6 +649,8 @@ def run(
     session = _session(ctx)
     port = smtp_port if smtp_port is not None else session.settings.smtp_port
     update: dict[str, Any] = {"smtp_port": 2525 if port is None else port}
+    if api_port is not None:
+        update["api_port"] = api_port
     if simulate:
         update["simulate"] = True
     session.settings = Settings.load(session.settings, **update)
@@ -655,9 +661,12 @@ def run(
 async def _run_agent(fleet: Fleet, agent: type[Agent]) -> None:
     import anyio
 
+    from .cli_api import serve_fleet_api
+
     grants = await fleet.register(agent)
     async with anyio.create_task_group() as tasks:
         serving = await tasks.start(fleet.serve)
+        api = await tasks.start(serve_fleet_api, fleet)
         _print_table(
             f"grants of {agent.__qualname__} ({agent.agent_name()})",
             ("address", "grant", "workspace"),
@@ -667,6 +676,9 @@ async def _run_agent(fleet: Fleet, agent: type[Agent]) -> None:
         if serving.smtp_port is not None:
             _say(f"SMTP: {fleet.settings.smtp_host}:{serving.smtp_port} (mail the addresses above)")
         _say(f"outbound: {_outbound_line(fleet)}")
+        api_url = f"http://{fleet.settings.api_host}:{api.port}"
+        key = "" if api.key is None else f"; API key: {api.key}"
+        _say(f"HTTP API: {api_url}/v1 (docs: {api_url}/docs){key}")
         _say(f"application: {fleet.application.name}; serving, press Ctrl-C to stop")
 
 
@@ -718,25 +730,37 @@ def _serve_until_signal(
     agent's module, opening the fleet, provisioning, starting the listeners,
     serving. A failure propagates, to end the command with an ``error:`` line.
     """
-    import anyio
-
     from .runtime.fleet import Fleet
 
     session = _session(ctx)
     settings = session.settings
     session.announce()
 
-    async def serving(agent: type[Agent]) -> None:
+    async def serving(stop: Any, agent: type[Agent]) -> None:
+        async with Fleet(settings) as fleet:
+            with stop:
+                await serve(fleet, agent)
+
+    _until_signal(serving, lambda: _load_agent(reference))
+
+
+def _until_signal(main: Callable[[Any, T], Awaitable[None]], prepare: Callable[[], T]) -> None:
+    """Run ``main(stop, prepare())`` in an event loop until SIGINT or SIGTERM cancels
+    ``stop``, the cancel scope ``main`` enters around its serving part.
+
+    Opening and closing (threads, uninterruptible) are not cancelled: a signal
+    while ``main`` opens what it serves cancels ``stop`` as it is entered. A
+    signal during ``prepare`` (importing the agent...) ends the command too.
+    """
+    import anyio
+
+    async def guarded(prepared: T) -> None:
         try:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tasks:
                     stop = anyio.CancelScope()
                     tasks.start_soon(_cancel_on_signal, signals, stop)
-                    # Opening the fleet (threads, uninterruptible) is not cancelled, nor
-                    # closing it: a signal while it opens cancels `stop` as it is entered.
-                    async with Fleet(settings) as fleet:
-                        with stop:
-                            await serve(fleet, agent)
+                    await main(stop, prepared)
                     tasks.cancel_scope.cancel()
         finally:
             # Closing the receiver gave SIGTERM its default action (death) back.
@@ -744,7 +768,7 @@ def _serve_until_signal(
 
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C
     try:
-        anyio.run(serving, _load_agent(reference))
+        anyio.run(guarded, prepare())
     except KeyboardInterrupt:  # a signal outside the event loop (importing the agent...)
         pass
     finally:
@@ -1533,4 +1557,6 @@ def main() -> None:
 
 
 # The deliverability commands live in their own module; importing it registers them.
+from . import cli_api as _api  # noqa: E402, F401
 from . import cli_deliverability as _deliverability  # noqa: E402, F401
+from . import cli_policy as _policy  # noqa: E402, F401

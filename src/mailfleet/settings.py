@@ -68,6 +68,22 @@ class Settings(BaseSettings):
     smtp_port: int | None = Field(
         None, ge=0, le=65535, description="SMTP port; unset: no SMTP server (`run` uses 2525)"
     )
+    api_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    api_port: int = Field(
+        8025, ge=0, le=65535, description="HTTP API port (`run` and `api`; 0: any free one)"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="dev mode: the admin API key `run` registers and prints (default: a new one)",
+    )
+    api_idempotency_ttl: float = Field(
+        86_400.0, gt=0, description="seconds an Idempotency-Key and its first answer are kept"
+    )
+    api_idempotency_lock: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a request holds its Idempotency-Key; a retry after that takes over",
+    )
     smtp_hostname: str = Field("localhost", description="the name the MX greets with")
     smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
     smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")
@@ -150,6 +166,22 @@ class Settings(BaseSettings):
         description="the envelope (VERP) domain of sends, if not the sender's own; "
         "{domain} stands for the sender's domain (e.g. bounces.{domain})",
     )
+    public_url: str = Field(
+        "http://127.0.0.1:8025",
+        description="the HTTP API's base URL as recipients reach it: the one-click "
+        "unsubscribe and opt-in links of sent mail start with it",
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        None,
+        description="the key unsubscribe and opt-in tokens are signed with (HMAC-SHA256); "
+        "unset: a random key made once per application and kept in the database",
+    )
+    opt_in_expiry_days: float = Field(
+        7.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="days a double opt-in confirmation may be answered before it expires",
+    )
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field(
         "none", description="the DMARC policy (p=) of the records mailfleet prints"
     )
@@ -201,6 +233,35 @@ class Settings(BaseSettings):
     webhook_poll_interval: float = Field(
         0.2, gt=0, allow_inf_nan=False, description="seconds between looks for new events"
     )
+    dnsbl_zones: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DNS blocklists the MX asks about each connecting IP (e.g. "
+        "zen.spamhaus.org; a JSON list or comma-separated); empty: none",
+    )
+    dnsbl_domain_zones: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="domain blocklists the MX asks about each sender's From domain "
+        "(e.g. dbl.spamhaus.org; a JSON list or comma-separated); empty: none",
+    )
+    dnsbl_score: float = Field(
+        4.0, ge=0, le=1000, allow_inf_nan=False, description="spam score of each listing"
+    )
+    dnsbl_timeout: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds the MX waits for the blocklists' answers (slower ones count as "
+        "not listed)",
+    )
+    retention_sweep_interval: float = Field(
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds between sweeps deleting mail past its retention (0: never)",
+    )
+    retention_batch_size: int = Field(
+        500, ge=1, le=10_000, description="messages each retention transaction deletes at most"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"
     )
@@ -216,7 +277,9 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("dns_nameservers", "relay_addresses", mode="before")
+    @field_validator(
+        "dns_nameservers", "relay_addresses", "dnsbl_zones", "dnsbl_domain_zones", mode="before"
+    )
     @classmethod
     def _list_of_entries(cls, value: Any) -> Any:
         """A JSON list, or comma-separated entries (from the environment); blank: none."""
@@ -305,6 +368,34 @@ class Settings(BaseSettings):
         if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
             raise ValueError(f"{value!r} is not a DNS name")
         return name
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        text = value.strip().rstrip("/")
+        match = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", text, re.IGNORECASE)
+        if match is None:
+            raise ValueError("give an http:// or https:// URL without query or fragment")
+        return text
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("give at least 16 characters (or leave it unset)")
+        return value
+
+    @field_validator("dnsbl_zones", "dnsbl_domain_zones")
+    @classmethod
+    def _zones(cls, value: list[str]) -> list[str]:
+        zones: list[str] = []
+        for entry in value:
+            name = cls._host_name(entry)
+            if name is None:
+                raise ValueError("an empty zone name")
+            if name not in zones:
+                zones.append(name)
+        return zones
 
     @field_validator("bounce_domain")
     @classmethod

@@ -8,19 +8,29 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── InvalidInput (ValueError)            .field names what was wrong
     │   ├── InvalidAddress
     │   ├── InvalidPolicy
-    │   └── InvalidPattern
+    │   ├── InvalidPattern
+    │   ├── InvalidToken                     an unsubscribe or opt-in token not issued here
+    │   │   └── TokenExpired                 an opt-in confirmation past its expiry
+    │   └── InvalidListItems                 .errors: one per entry of a bulk call
     ├── NotFound (LookupError)
     │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
+    │   ├── MessageNotFound
+    │   ├── ThreadNotFound
     │   ├── WebhookNotFound
-    │   └── ApplicationNotFound
+    │   ├── ApplicationNotFound
+    │   ├── ListNotFound
+    │   └── RuleNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
     │   ├── PatternInUse
     │   ├── WorkspaceExists
-    │   └── WorkspaceNotEmpty
+    │   ├── WorkspaceNotEmpty
+    │   ├── ListExists
+    │   └── ListInUse                        rules still refer to the list
+    ├── MessageBlocked                       an inbound rule refused the message (SMTP 550 5.7.1)
     ├── QueueFull                            a grant's queue is at its limit (SMTP 451)
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
     ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
@@ -39,6 +49,12 @@ name that exists without records of the type asked (an empty answer).
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
 __all__ = [
     "ApplicationNotFound",
     "Conflict",
@@ -54,15 +70,25 @@ __all__ = [
     "InvalidAddress",
     "InvalidAgent",
     "InvalidInput",
+    "InvalidListItems",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
+    "ListExists",
+    "ListInUse",
+    "ListNotFound",
     "ListenFailed",
     "MailfleetError",
+    "MessageBlocked",
+    "MessageNotFound",
     "NotFound",
     "PatternInUse",
     "QueueFull",
+    "RuleNotFound",
     "SigningFailed",
     "StoreUnavailable",
+    "ThreadNotFound",
+    "TokenExpired",
     "WebhookNotFound",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
@@ -106,6 +132,43 @@ class InvalidPolicy(InvalidInput):
 
 class InvalidPattern(InvalidInput):
     """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
+
+
+class InvalidToken(InvalidInput):
+    """A token of an unsubscribe or opt-in link (or address) that this application did not
+    issue: malformed, forged, mistyped, superseded by a newer request, or of a grant
+    deleted since. Nothing was changed. ``kind`` is ``unsubscribe`` or ``opt_in``."""
+
+    def __init__(self, kind: str, message: str, *, value: object = None) -> None:
+        super().__init__("token", message, value=value)
+        self.kind = kind
+
+
+class TokenExpired(InvalidToken):
+    """An opt-in confirmation used after it expired (setting ``opt_in_expiry_days``):
+    nothing was confirmed; a new request sends a new confirmation. ``expired_at`` says when."""
+
+    def __init__(
+        self, kind: str, message: str, *, expired_at: datetime, value: object = None
+    ) -> None:
+        super().__init__(kind, message, value=value)
+        self.expired_at = expired_at
+
+
+class InvalidListItems(InvalidInput):
+    """Entries of a bulk add or remove are not valid: nothing was applied.
+
+    ``errors`` holds one :class:`~mailfleet.model.lists.EntryError` per faulty entry
+    (its index, the value given, why); ``field`` names the first (``items[3]``).
+    """
+
+    def __init__(self, errors: Sequence[Any]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1:,} more)" if len(errors) > 1 else ""
+        super().__init__(
+            first.field, f"{first.message}{more}; nothing was applied", value=first.value
+        )
+        self.errors = tuple(errors)
 
 
 class NotFound(_FieldError, LookupError):
@@ -166,6 +229,22 @@ class WebhookNotFound(NotFound):
         self.webhook = webhook
 
 
+class MessageNotFound(NotFound):
+    """No stored message with that id among a grant's mail."""
+
+    def __init__(self, message: str, *, field: str = "message") -> None:
+        super().__init__(field, f"no message {message!r} of this grant", value=message)
+        self.message_key = message
+
+
+class ThreadNotFound(NotFound):
+    """No thread with that id among a grant's mail."""
+
+    def __init__(self, thread: str, *, field: str = "thread") -> None:
+        super().__init__(field, f"no thread {thread!r} of this grant", value=thread)
+        self.thread = thread
+
+
 class ApplicationNotFound(NotFound):
     """No application with that name."""
 
@@ -174,6 +253,22 @@ class ApplicationNotFound(NotFound):
     ) -> None:
         hint = "" if known is None else f" in this database (applications: {known})"
         super().__init__(field, f"no application {application!r}{hint}", value=application)
+
+
+class ListNotFound(NotFound):
+    """No list with that id (or name) in the application."""
+
+    def __init__(self, key: str, *, field: str = "list") -> None:
+        super().__init__(field, f"no list {key!r}", value=key)
+        self.key = key
+
+
+class RuleNotFound(NotFound):
+    """No rule with that id in the application."""
+
+    def __init__(self, key: str, *, field: str = "rule") -> None:
+        super().__init__(field, f"no rule {key!r}", value=key)
+        self.key = key
 
 
 class Conflict(MailfleetError):
@@ -199,6 +294,31 @@ class WorkspaceExists(Conflict):
 
 class WorkspaceNotEmpty(Conflict):
     """A workspace that still holds grants cannot be deleted."""
+
+
+class ListExists(Conflict):
+    """A list of that name exists already in the application."""
+
+
+class ListInUse(Conflict):
+    """A list that rules still refer to cannot be deleted (``rules`` names their ids)."""
+
+    def __init__(self, field: str, message: str, *, rules: Sequence[str] = ()) -> None:
+        super().__init__(field, message)
+        self.rules = tuple(rules)
+
+
+class MessageBlocked(MailfleetError):
+    """An inbound rule refused the message: nothing was stored.
+
+    The MX answers ``550 5.7.1``; other sources (IMAP) skip the message.
+    ``rule_id`` and ``rule`` (its name) say which rule.
+    """
+
+    def __init__(self, rule_id: str, rule: str) -> None:
+        super().__init__(f"refused by rule {rule!r} ({rule_id})")
+        self.rule_id = rule_id
+        self.rule = rule
 
 
 class InvalidAgent(MailfleetError, TypeError):
@@ -242,6 +362,17 @@ class ListenFailed(MailfleetError, OSError):
         super().__init__(errno, reason)
         self.service = service
         self.address = address
+
+    @classmethod
+    def from_os_error(cls, service: str, host: str, port: int, exc: OSError) -> ListenFailed:
+        """``exc`` of a bind as a :class:`ListenFailed` with the system's reason (asyncio
+        puts its own words around it: "error while attempting to bind...")."""
+        if exc.errno and not isinstance(exc, socket.gaierror):  # resolver codes are no errnos
+            reason = os.strerror(exc.errno)
+        else:
+            reason = exc.strerror or str(exc)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls(service, address, exc.errno, reason[:1].lower() + reason[1:])
 
     def __str__(self) -> str:
         number = "" if self.errno is None else f" ([Errno {self.errno}])"

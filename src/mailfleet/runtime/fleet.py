@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
@@ -25,8 +26,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..model.addresses import parse_address
+from ..model.consent import OptIn, UnsubscribeResult
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
-from ..model.outbound import SendResult
+from ..model.outbound import SendCategory, SendResult
 from ..model.records import Application, DnsRecord, Grant
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
@@ -36,6 +38,7 @@ from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
+from .consent import Consent, ConsentTokens
 from .directory import Directory
 from .domain_auth import DomainAuth
 from .doorbell import Doorbell
@@ -43,6 +46,7 @@ from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
 from .outbox import OutboundRule, Outbox
+from .policy import PolicyRules
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -57,8 +61,12 @@ if TYPE_CHECKING:
     from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
+    from ..model.spam import SpamScorer
     from ..plugins import InboundSource
+    from ..store.storage import DeletedMessages
     from ..transports.simulator import SimulatedInternet
+    from .admission import RecipientScorer
+    from .retention import RetentionSweeper, SweepReport
     from .sender import Sender
     from .webhooks import Webhooks
     from .worker import Worker
@@ -83,6 +91,18 @@ def _directory(
     return call
 
 
+def _policy(
+    method: Callable[Concatenate[PolicyRules, P], R],
+) -> Callable[Concatenate[Fleet, P], R]:
+    """Expose a :class:`PolicyRules` method (lists and rules) as the fleet's own."""
+
+    @functools.wraps(method)
+    def call(fleet: Fleet, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(fleet.policy, *args, **kwargs)
+
+    return call
+
+
 @dataclass(frozen=True, slots=True)
 class _Opened:
     """The components of an open fleet."""
@@ -95,7 +115,9 @@ class _Opened:
     outbox: Outbox
     mailroom: Mailroom
     feedback: Feedback
+    consent: Consent
     domain_auth: DomainAuth
+    policy: PolicyRules
     tasks: TaskGroup
 
 
@@ -123,6 +145,10 @@ class Fleet:
     :meth:`serve`): its worker claims only grants of that application whose
     class it runs; grants provisioned with no class run ``default_agent``.
     Keyword ``overrides`` are settings, validated like the environment.
+
+    ``database`` shares an open :class:`~mailfleet.store.database.Database`
+    (the HTTP API serves every application of a store through one): the
+    fleet then neither migrates it nor closes it; its owner does both.
     """
 
     database: Database
@@ -135,11 +161,13 @@ class Fleet:
         agents: Iterable[type[Agent]] = (),
         default_agent: type[Agent] | None = None,
         create: bool = True,
+        database: Database | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = Settings.load(settings, **overrides)
         normalize_url(self.settings.effective_database_url)  # a bad URL fails here, not later
         self._create = create
+        self._shared_database = database
         self._registry = AgentRegistry(agents, default_agent)
         self._opened: _Opened | None = None
         self._resolver: Resolver | None = None
@@ -149,34 +177,43 @@ class Fleet:
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
         self._webhooks: Webhooks | None = None
+        self._spam_scorers: list[SpamScorer] = []
+        self._recipient_scorers: list[RecipientScorer] = []
 
     # -- opening and closing -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._opened is not None:
             raise Conflict("fleet", "the fleet is open already")
-        self.database = database = Database(
+        shared = self._shared_database
+        self.database = database = shared or Database(
             self.settings.effective_database_url, create=self._create
         )
+        owned = None if shared is not None else database
         try:
-            created = await migrate(database, create=self._create)
+            created = False if shared is not None else await migrate(database, create=self._create)
             application = await database.write(partial(self._ensure_application, database))
         except StoreUnavailable as exc:
-            await _close(None, database)
+            await _close(None, owned)
             cause = exc.__cause__
             detail = getattr(cause, "orig", None) or cause or exc
             one_line = " ".join(str(detail).split())  # the driver's may span lines
             message = f"cannot open the database {database.display_url}: {one_line}"
             raise StoreUnavailable(message) from cause
         except BaseException:
-            await _close(None, database)
+            await _close(None, owned)
             raise
         scope = Scope(database, application.id, self._registry.served)
+        policy = PolicyRules(scope)
         intake = Intake(
-            scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
+            scope,
+            queue_limit=self.settings.queue_limit,
+            committed=self._work_committed.ring,
+            screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
         directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
@@ -186,14 +223,25 @@ class Fleet:
             recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
             if self.settings.check_recipient_domains
             else None,
+            tokens=tokens,
+            opt_in_pending=lambda grant, address: consent.campaign_refused(grant, address),
         )
+        consent = Consent(
+            scope,
+            tokens,
+            outbox,
+            expiry_days=self.settings.opt_in_expiry_days,
+            committed=self._work_committed.ring,
+        )
+        outbox.add_rule(policy.outbound_rule)  # the stored outbound rules (gate 5)
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         try:
+            await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
         except BaseException:
-            await _close(tasks, database)
+            await _close(tasks, owned)
             raise
         self._opened = _Opened(
             application=application,
@@ -208,9 +256,11 @@ class Fleet:
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
             ),
+            consent=consent,
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
+            policy=policy,
             tasks=tasks,
         )
         return self
@@ -226,7 +276,8 @@ class Fleet:
         if opened is not None:
             # The body's own exception is not handed to the task group: it comes
             # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
-            await _close(opened.tasks, self.database)
+            owned = None if self._shared_database is not None else self.database
+            await _close(opened.tasks, owned)
 
     def _ensure_application(self, database: Database, conn: Any) -> Application:
         if not self._create:  # a reading command: a mistyped name must not make a tenant
@@ -305,9 +356,42 @@ class Fleet:
     suppressions = _directory(Directory.suppressions)
     suppression = _directory(Directory.suppression)
     count_suppressions = _directory(Directory.count_suppressions)
+    messages = _directory(Directory.messages)
+    message = _directory(Directory.message)
+    stored_message = _directory(Directory.stored_message)
+    threads = _directory(Directory.threads)
+    thread = _directory(Directory.thread)
+    reputation_of = _directory(Directory.reputation_of)
+    restrictions = _directory(Directory.restrictions)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
+    revoke_api_keys = _directory(Directory.revoke_api_keys)
     events = _directory(Directory.events)
+
+    # -- lists and rules (a façade over the policy) --------------------------------------
+
+    @property
+    def policy(self) -> PolicyRules:
+        """The application's lists and rules, and the compiled rules in force here.
+
+        Its methods are also the fleet's own (``fleet.create_list(...)``).
+        """
+        return self._open("the lists and rules").policy
+
+    create_list = _policy(PolicyRules.create_list)
+    lists = _policy(PolicyRules.lists)
+    get_list = _policy(PolicyRules.get_list)
+    list_items = _policy(PolicyRules.list_items)
+    delete_list = _policy(PolicyRules.delete_list)
+    add_list_items = _policy(PolicyRules.add_list_items)
+    remove_list_items = _policy(PolicyRules.remove_list_items)
+    create_rule = _policy(PolicyRules.create_rule)
+    rules = _policy(PolicyRules.rules)
+    rule = _policy(PolicyRules.rule)
+    update_rule = _policy(PolicyRules.update_rule)
+    delete_rule = _policy(PolicyRules.delete_rule)
+    dry_run_rule = _policy(PolicyRules.dry_run_rule)
+    rule_evaluations = _policy(PolicyRules.rule_evaluations)
 
     # -- agents -----------------------------------------------------------------------
 
@@ -377,29 +461,160 @@ class Fleet:
         text: str,
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
-        in_reply_to: InboundMessage | None = None,
+        in_reply_to: InboundMessage | str | None = None,
         defer: bool = False,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
+        cc: str | Sequence[str] = (),
+        bcc: str | Sequence[str] = (),
+        reply_to: str | Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> SendResult:
         """Send as a grant (id, address or record) from outside an agent.
 
         The same gates, building, signing and outbox as ``Agent.send`` (and, with
-        ``in_reply_to``, ``Agent.reply``'s threading); the result says whether the
-        message was queued or why not. An unknown grant is a
-        :class:`~mailfleet.GrantNotFound`.
+        ``in_reply_to``, ``Agent.reply``'s threading: a message, or the id of one of
+        the grant's stored messages); the result says whether the message was queued
+        or why not. ``cc`` recipients are named in the message, ``bcc`` ones only in
+        the envelope; ``headers`` adds fields the builder does not write. A send
+        given an ``idempotency_key`` is queued at most once under it: a second send
+        with the key answers the first one's result (its ``id``) and queues nothing.
+        ``category`` as for ``Agent.send``: ``bulk`` and ``campaign`` sends carry
+        one-click unsubscribe headers, and ``campaign`` ones reach only recipients
+        who confirmed (``opt_in_pending``). An unknown grant is a
+        :class:`~mailfleet.GrantNotFound`, an unknown ``in_reply_to`` a
+        :class:`~mailfleet.MessageNotFound`.
         """
         opened = self._open("Fleet.send()")
         record = await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
-        recipients = [to] if isinstance(to, str) else list(to)
+        parent = in_reply_to
+        if isinstance(parent, str):
+            parent = await opened.directory.stored_message(record.id, parent, field="in_reply_to")
         return await opened.outbox.send(
             record,
-            recipients,
+            _listed(to),
             subject=subject,
             text=text,
             html=html,
-            in_reply_to=in_reply_to,
+            in_reply_to=parent,
             attachments=attachments,
             defer=defer,
+            category=category,
+            cc=_listed(cc),
+            bcc=_listed(bcc),
+            reply_to=_listed(reply_to),
+            headers=headers,
+            idempotency_key=idempotency_key,
         )
+
+    # -- unsubscribes and double opt-in -----------------------------------------------
+
+    async def unsubscribe(self, token: str, *, via: str = "one_click") -> UnsubscribeResult:
+        """Unsubscribe the recipient of a bulk or campaign send, by the token of its
+        ``List-Unsubscribe`` link (``POST /v1/unsubscribe/TOKEN``, RFC 8058 one-click).
+
+        See :meth:`Consent.unsubscribe <mailfleet.runtime.consent.Consent.unsubscribe>`:
+        suppressed at once, idempotent, :class:`~mailfleet.InvalidToken` for a token this
+        application did not issue (nothing changes).
+        """
+        return await self._open("Fleet.unsubscribe()").consent.unsubscribe(token, via=via)
+
+    async def unsubscribe_status(self, token: str) -> UnsubscribeResult:
+        """Who ``token`` unsubscribes from whom, and whether it did: changes nothing
+        (a page shown before the one-click POST). :class:`~mailfleet.InvalidToken` as
+        for :meth:`unsubscribe`."""
+        return await self._open("Fleet.unsubscribe_status()").consent.unsubscribe_status(token)
+
+    async def request_opt_in(
+        self,
+        grant: str | Grant,
+        recipient: str,
+        *,
+        subject: str | None = None,
+        text: str | None = None,
+    ) -> OptIn:
+        """Ask ``recipient`` to confirm ``grant``'s campaign mail (double opt-in): a
+        confirmation with a signed link (``public_url``/v1/opt-in/TOKEN) that a reply
+        answers too. See :meth:`Consent.request_opt_in
+        <mailfleet.runtime.consent.Consent.request_opt_in>`."""
+        opened = self._open("Fleet.request_opt_in()")
+        record = await self._grant_record(opened, grant)
+        return await opened.consent.request_opt_in(record, recipient, subject=subject, text=text)
+
+    async def opt_in(self, grant: str | Grant, recipient: str) -> OptIn:
+        """Where ``recipient`` stands with ``grant``'s campaign mail: not requested,
+        pending, confirmed or expired (changes nothing)."""
+        opened = self._open("Fleet.opt_in()")
+        return await opened.consent.opt_in(await self._grant_record(opened, grant), recipient)
+
+    async def confirm_opt_in(self, token: str, *, via: str = "link") -> OptIn:
+        """Confirm the opt-in a confirmation's link names (``/v1/opt-in/TOKEN``).
+
+        Idempotent; :class:`~mailfleet.InvalidToken` for a token this application did
+        not issue (or a newer request replaced), :class:`~mailfleet.TokenExpired` past
+        ``opt_in_expiry_days``: nothing changes then.
+        """
+        return await self._open("Fleet.confirm_opt_in()").consent.confirm_opt_in(token, via=via)
+
+    async def opt_in_status(self, token: str) -> OptIn:
+        """The opt-in a confirmation's token names, without confirming it (a page shown
+        before the confirming POST); :class:`~mailfleet.InvalidToken` as for
+        :meth:`confirm_opt_in`."""
+        return await self._open("Fleet.opt_in_status()").consent.opt_in_status(token)
+
+    @staticmethod
+    async def _grant_record(opened: _Opened, grant: str | Grant) -> Grant:
+        return await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
+
+    # -- storage, retention and spam ---------------------------------------------------
+
+    async def delete_messages(self, grant: str | Grant, ids: Iterable[str]) -> DeletedMessages:
+        """Delete messages of a grant (id, address or record): inbound or sent ones (not
+        a send still pending), with their queue entries. The grant's storage gets their
+        bytes back at once; a grant marked full that is under its limit again records
+        ``grant.storage_available`` and takes mail again (the MX sees it within a
+        second). Ids that are not the grant's are left alone; an unknown grant is a
+        :class:`~mailfleet.GrantNotFound`."""
+        from ..store import storage
+
+        key = grant.id if isinstance(grant, Grant) else grant
+        wanted = list(ids)
+        scope = self._open("Fleet.delete_messages()").scope
+        return await scope.write(lambda tx: storage.delete_messages(tx, key, wanted))
+
+    async def sweep_retention(self, *, now: datetime | None = None) -> SweepReport:
+        """Delete, now, every message older than its workspace's retention at ``now``
+        (default: the current time): what a serving fleet does every
+        ``retention_sweep_interval``, in batches of ``retention_batch_size``."""
+        return await self._sweeper(self._open("Fleet.sweep_retention()").scope).sweep(now=now)
+
+    def _sweeper(self, scope: Scope) -> RetentionSweeper:
+        from .retention import RetentionSweeper
+
+        s = self.settings
+        return RetentionSweeper(
+            scope,
+            interval=s.retention_sweep_interval,
+            batch_size=s.retention_batch_size,
+            holder=s.worker_id or "",
+        )
+
+    def add_spam_scorer(self, scorer: SpamScorer) -> None:
+        """Consult ``scorer`` (a :class:`~mailfleet.model.spam.SpamScorer`) for every
+        message the MX takes from the next :meth:`serve` on, beside the built-in
+        signals, the DNS blocklists and the plugins' ``mailfleet_spam_scorers``."""
+        if self._serving is not None:
+            raise Conflict("spam", "add spam scorers before serve(), not while serving")
+        self._spam_scorers.append(scorer)
+
+    def add_recipient_spam_scorer(self, scorer: RecipientScorer) -> None:
+        """Add, from the next :meth:`serve` on, signals that depend on the recipient:
+        ``await scorer(grant, message)`` for each grant a message is for (its
+        workspace's inbound rules that ``mark_spam``:
+        :func:`~mailfleet.model.spam.rule_signal`), judged with that grant's verdict."""
+        if self._serving is not None:
+            raise Conflict("spam", "add spam scorers before serve(), not while serving")
+        self._recipient_scorers.append(scorer)
 
     # -- domain authentication -------------------------------------------------------
 
@@ -455,15 +670,21 @@ class Fleet:
             await self._serve(opened, task_status)
 
     async def _serve(self, opened: _Opened, task_status: TaskStatus[Serving]) -> None:
-        from ..plugins import inbound_sources, plugin_manager
+        from ..plugins import inbound_sources, plugin_manager, spam_scorers
 
         s = self.settings
         scope = opened.scope.serving(self._registry.served)
-        sources = inbound_sources(plugin_manager(s.plugin_allowlist), s)
+        plugins = plugin_manager(s.plugin_allowlist)
+        sources = inbound_sources(plugins, s)
+        scorers = [*spam_scorers(plugins, s), *self._spam_scorers]
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             smtp_port = (
-                await tg.start(self._serve_smtp, opened) if s.smtp_port is not None else None
+                await tg.start(self._serve_smtp, opened, scorers)
+                if s.smtp_port is not None
+                else None
             )
+            if s.retention_sweep_interval > 0:
+                await tg.start(self._sweeper(opened.scope).run)
             for source in sources:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
             if s.audit_domains:
@@ -613,14 +834,30 @@ class Fleet:
             poll_interval=s.poll_interval,
         )
 
-    async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
+    async def _serve_smtp(
+        self, opened: _Opened, scorers: Sequence[SpamScorer], *, task_status: TaskStatus[int]
+    ) -> None:
         import ssl
 
         from ..auth.verify import InboundVerifier
         from ..transports.smtp_in import serve_smtp
+        from .admission import Admission
+        from .dnsbl import DnsblScorer
         from .mx import FleetMx
+        from .spam import SpamFilter
 
         s = self.settings
+        blocklists = DnsblScorer(
+            self.resolver,
+            ip_zones=s.dnsbl_zones,
+            domain_zones=s.dnsbl_domain_zones,
+            score=s.dnsbl_score,
+            timeout=s.dnsbl_timeout,
+        )
+        spam = SpamFilter([blocklists, *scorers] if blocklists.enabled else scorers)
+        admission = Admission(opened.scope, spam)
+        for recipient_scorer in self._recipient_scorers:
+            admission.add_recipient_scorer(recipient_scorer)
         verify = InboundVerifier(self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
@@ -633,6 +870,10 @@ class Fleet:
             owns_domain=opened.mailroom.owns_domain,
             report=opened.feedback.receive,
             authenticate=verify,
+            unsubscribe=opened.consent.unsubscribe_by_mail,
+            unsubscribe_known=opened.consent.knows_unsubscribe,
+            screen=opened.policy.screen_recipient,
+            admission=admission,
         )
         await serve_smtp(
             mx,
@@ -767,6 +1008,16 @@ class Fleet:
             self._work_committed.ring(None)
         return count
 
+    # Last in the class: a member named ``list`` would shadow the builtin in the
+    # annotations of every member after it.
+    list = get_list
+    """A list by id or name (:meth:`get_list`)."""
+
+
+def _listed(addresses: str | Sequence[str]) -> list[str]:
+    """One address or several, as a list."""
+    return [addresses] if isinstance(addresses, str) else list(addresses)
+
 
 async def _run_shielded(
     shield: anyio.CancelScope, worker: Worker, sender: Sender, started: anyio.Event
@@ -801,17 +1052,19 @@ async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:
         delay = min(delay * 2, 60.0)
 
 
-async def _close(tasks: TaskGroup | None, database: Database) -> None:
-    """Stop the fleet's background tasks (if started), then close the database, even
-    when the caller is cancelled; an error of the tasks comes out as itself."""
+async def _close(tasks: TaskGroup | None, database: Database | None) -> None:
+    """Stop the fleet's background tasks (if started), then close the database (the
+    fleet's own, not a shared one), even when the caller is cancelled; an error of
+    the tasks comes out as itself."""
     try:
         if tasks is not None:
             tasks.cancel_scope.cancel()
             with _single_errors():
                 await tasks.__aexit__(None, None, None)
     finally:
-        with anyio.CancelScope(shield=True):
-            await database.aclose()
+        if database is not None:
+            with anyio.CancelScope(shield=True):
+                await database.aclose()
 
 
 @contextmanager

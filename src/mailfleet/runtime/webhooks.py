@@ -478,14 +478,22 @@ class WebhookSender:
         options = self._options
         room_for = options.lanes * 2
         backoff = 1.0
+        busy = True
+        made: int
+        work: list[LaneWork]
         while True:
             self._wakeup = anyio.Event()
             room = room_for - len(self._held)
             now = time.time()
             try:
-                made, work = await self._scope.write(
-                    partial(self._fan_out_and_claim, now=now, room=room)
-                )
+                # A read first: most polls of a quiet fleet find nothing to do, and
+                # need not take the writer.
+                if not busy and not await self._scope.read(partial(store.has_work, now=now)):
+                    made, work = 0, []
+                else:
+                    made, work = await self._scope.write(
+                        partial(self._fan_out_and_claim, now=now, room=room)
+                    )
             except Exception:
                 # The loop outlives a store that is down for a while: nothing is lost,
                 # the events wait in the outbox.
@@ -498,6 +506,7 @@ class WebhookSender:
                 self._held[(lane.webhook_id, lane.grant_key)] = lane
             for lane in work:
                 await send.send(lane)
+            busy = bool(made or work)
             if made >= options.fan_out_batch or (room and len(work) == room):
                 await anyio.lowlevel.checkpoint()
                 continue

@@ -30,7 +30,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..mail.inbound import InboundMessage
-from ..model.deliverability import Bounce, Complaint
+from ..model.deliverability import Bounce, Complaint, Unsubscribe
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue, workers
@@ -351,11 +351,11 @@ class Worker:
         handler = _HANDLER_OF.get(entry.kind, "on_message")
         if handler not in agent.handlers:
             # The class has no such handler: a message stays in the grant's inbox,
-            # a bounce or complaint in its events.
+            # a bounce, complaint or unsubscribe in its events.
             self._finished(grant_id, entry)
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
-        argument = message if handler == "on_message" else _record(entry)
+        argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
         try:
             await self._host.call(agent, handler, argument, message_id=message.id)
             state = self._host.changed_state(grant_id, agent)
@@ -536,14 +536,23 @@ class Worker:
                 del self._runs[grant_id]
 
 
-_HANDLER_OF = {"message": "on_message", "bounce": "on_bounce", "complaint": "on_complaint"}
+_HANDLER_OF = {
+    "message": "on_message",
+    "spam": "on_spam",
+    "bounce": "on_bounce",
+    "complaint": "on_complaint",
+    "unsubscribe": "on_unsubscribe",
+}
+_GIVEN_THE_MESSAGE = frozenset({"on_message", "on_spam"})
 
 
-def _record(entry: QueuedMessage) -> Bounce | Complaint:
-    """The typed record a bounce or complaint entry carries for its handler."""
+def _record(entry: QueuedMessage) -> Bounce | Complaint | Unsubscribe:
+    """The typed record a bounce, complaint or unsubscribe entry carries for its handler."""
     payload = entry.payload or {}
     if entry.kind == "bounce":
         return Bounce.from_payload(payload)
+    if entry.kind == "unsubscribe":
+        return Unsubscribe.from_payload(payload)
     return Complaint.from_payload(payload)
 
 

@@ -20,25 +20,35 @@ __all__ = [
     "JSONType",
     "Timestamp",
     "api_keys_table",
+    "application_secrets_table",
     "applications_table",
     "cursors_table",
     "domains_table",
     "events_table",
     "grants_table",
+    "idempotency_table",
     "leases_table",
+    "list_entries_table",
+    "lists_table",
     "messages_table",
     "metadata",
     "new_id",
+    "opt_ins_table",
     "outbound_table",
     "patterns_table",
+    "policy_versions_table",
     "queue_table",
     "ramp_recipients_table",
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "retention_sweeps_table",
+    "rule_evaluations_table",
+    "rules_table",
     "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
+    "unsubscribe_tokens_table",
     "utcnow",
     "webhook_attempts_table",
     "webhook_deliveries_table",
@@ -143,6 +153,8 @@ api_keys_table = sa.Table(
     _application(index=True),
     _text("name", 200),
     _text("secret_hash", 64, unique=True),
+    # admin keys may also act as the operator: reinstate, restrict, lift
+    sa.Column("admin", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     _time("revoked_at", nullable=True),
 )
@@ -209,6 +221,9 @@ grants_table = sa.Table(
     _json("metadata"),
     _json("state", nullable=True),
     sa.Column("stored_bytes", sa.BigInteger, nullable=False, default=0),
+    # set when mail was first refused for storage (grant.storage_full), cleared once
+    # deletions bring it under its limit again (grant.storage_available)
+    _time("storage_full_at", nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("grants_by_application_status", "application_id", "status"),
@@ -234,10 +249,15 @@ messages_table = sa.Table(
     _json("defects", nullable=True),
     # inbound: the SPF/DKIM/DMARC results of arrival (Authentication.as_json)
     _json("authentication", nullable=True),
+    # inbound: the spam score, its threshold and signals (SpamVerdict.as_json)
+    _json("spam", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
+    # set by a mark_read rule (inbound); readers of the mailbox may change it
+    sa.Column("read", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     sa.Index("messages_by_grant", "grant_id", "created_at"),
+    sa.Index("messages_by_age", "application_id", "folder", "created_at"),
     sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
     sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
 )
@@ -290,8 +310,9 @@ queue_table = sa.Table(
 """A message waiting for its grant's handler; deleted once handled.
 
 ``kind`` names the handler: ``message`` (``on_message``, the entry's
-message), ``bounce`` or ``complaint`` (``on_bounce`` / ``on_complaint``,
-the typed record in ``payload``; the message is the send it is about).
+message), ``bounce``, ``complaint`` or ``unsubscribe`` (``on_bounce`` /
+``on_complaint`` / ``on_unsubscribe``, the typed record in ``payload``; the
+message is the send it is about).
 
 ``id`` orders a grant's entries. A failing entry carries its ``attempts``
 and the time before which it must not run again (``not_before``, epoch
@@ -354,9 +375,13 @@ outbound_table = sa.Table(
     # {recipient: [grant, workspace, domain, application sequence numbers]}: the send's
     # place in each reputation window, for the bounce or complaint that comes later
     _json("reputation", nullable=True),
+    # the SHA-256 of the send's idempotency key, written with the message: a retry
+    # after a crash between commit and answer finds the send instead of sending again
+    _text("idempotency_key", 64, nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("outbound_due", "application_id", "status", "not_before"),
+    sa.Index("outbound_by_idempotency_key", "application_id", "idempotency_key", unique=True),
 )
 """An outbound message on its way to the relay (or captured, or delivered locally).
 
@@ -561,3 +586,159 @@ webhook_attempts_table = sa.Table(
     sa.Index("webhook_attempts_by_webhook", "webhook_id", "id"),
 )
 """One POST of a delivery: the status, the latency, the first KiB of the answer, the error."""
+idempotency_table = sa.Table(
+    "idempotency_keys",
+    metadata,
+    _application(primary_key=True),
+    _text("key", 64, primary_key=True),  # the SHA-256 of the Idempotency-Key header
+    _text("fingerprint", 64),  # the SHA-256 of the method, path and body
+    _text("state", 10),  # in_flight, done
+    sa.Column("locked_until", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer),
+    _json("headers", nullable=True),
+    sa.Column("body", sa.LargeBinary),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    _time(),
+    sa.Index("idempotency_keys_by_expiry", "application_id", "expires_at"),
+)
+"""A POST's ``Idempotency-Key`` and its first answer, remembered for a day per application;
+``in_flight`` while the first request runs (until ``locked_until``: a process that died
+meanwhile lets a retry take over)."""
+application_secrets_table = sa.Table(
+    "application_secrets",
+    metadata,
+    _application(primary_key=True),
+    _text("name", 32, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    _time(),
+)
+"""Random keys an application made for itself, once: ``consent`` signs unsubscribe and
+opt-in tokens with it when the setting ``unsubscribe_secret`` is unset."""
+
+unsubscribe_tokens_table = sa.Table(
+    "unsubscribe_tokens",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("token_key", 16),
+    # the stored copy (messages.id) of the last send that carried the link; no foreign
+    # key: a deleted message leaves it dangling, and on_unsubscribe is then not queued
+    _text("message_id", 36, nullable=True),
+    _time("unsubscribed_at", nullable=True),
+    _text("via", 12, nullable=True),
+    _time(),
+    sa.Index("unsubscribe_tokens_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("unsubscribe_tokens_by_key", "application_id", "token_key"),
+)
+"""The recipients of a grant's bulk and campaign mail, each with the key of its one
+unsubscribe token (``model/consent.py``), and whether and how it unsubscribed."""
+
+opt_ins_table = sa.Table(
+    "opt_ins",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("status", 10),  # pending, confirmed
+    _text("token_key", 16),  # the nonce of the last request's token
+    _text("header_message_id", 998, nullable=True),  # the confirmation mail's Message-ID
+    _time("requested_at"),
+    _time("expires_at"),
+    _time("confirmed_at", nullable=True),
+    _text("via", 8, nullable=True),  # link, reply
+    sa.Index("opt_ins_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("opt_ins_by_key", "application_id", "token_key"),
+    sa.Index("opt_ins_by_confirmation", "application_id", "header_message_id"),
+)
+"""Double opt-in per grant and recipient: a confirmation pending until ``expires_at``
+(past it, expired), or confirmed. Only confirmed recipients get ``campaign`` mail."""
+
+lists_table = sa.Table(
+    "lists",
+    metadata,
+    _id(),
+    _application(),
+    _text("name", 200),
+    _text("type", 8),  # address, domain, tld
+    sa.Column("size", sa.Integer, nullable=False, default=0),
+    sa.Column("revision", sa.Integer, nullable=False, default=1),
+    _time(),
+    _time("updated_at"),
+    sa.UniqueConstraint("application_id", "name"),
+)
+"""A named list of addresses, domains or top-level domains; ``revision`` counts the
+changes of its entries (the runtime reloads a list whose revision moved)."""
+
+list_entries_table = sa.Table(
+    "list_entries",
+    metadata,
+    _fk("list_id", "lists.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("value", 320, primary_key=True),
+)
+"""One entry of a list, in its normal form (``model/lists.normalize_entry``)."""
+
+rules_table = sa.Table(
+    "rules",
+    metadata,
+    _id(),
+    _application(index=True),
+    sa.Column(
+        "workspace_id",
+        sa.String(36),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    _text("name", 200),
+    _text("trigger", 8),  # inbound, outbound
+    sa.Column("priority", sa.Integer, nullable=False),
+    _text("match", 3),  # all, any
+    _json("conditions"),  # [Condition.as_json()]: lists by id, never copied
+    _text("action", 16),
+    _text("folder", 20, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    _time(),
+    _time("updated_at"),
+)
+"""A rule of the application (``workspace_id`` NULL) or of one workspace."""
+
+policy_versions_table = sa.Table(
+    "policy_versions",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""Bumped by every change of a list or a rule: what every worker's cache compares."""
+
+rule_evaluations_table = sa.Table(
+    "rule_evaluations",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("rule_id", 36),  # no key: the record outlives a deleted rule
+    _text("rule_name", 200),
+    _text("action", 16),
+    _text("trigger", 8),
+    # the stored message's id (inbound), the Message-ID of the send (outbound), or None
+    _text("message_ref", 998, nullable=True),
+    _json("detail"),  # {"stage": "rcpt"|"data"|..., "sender", "recipients", "subject"}
+    _time(),
+    sa.Index("rule_evaluations_by_grant", "grant_id", "id"),
+)
+"""A rule that matched a message of a grant: which, what it did, when."""
+
+retention_sweeps_table = sa.Table(
+    "retention_sweeps",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("next_at", sa.Float, nullable=False),  # epoch seconds
+    _text("holder", 64, nullable=True),
+    _time("updated_at"),
+)
+"""When the application's next retention sweep is due, and which worker took the last
+one: a sweep is claimed by moving ``next_at`` on (compare and set), so one worker
+sweeps each round however many run."""

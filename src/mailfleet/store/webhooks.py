@@ -73,6 +73,7 @@ __all__ = [
     "delete_webhook",
     "fan_out",
     "get_webhook",
+    "has_work",
     "list_attempts",
     "list_deliveries",
     "list_webhooks",
@@ -977,6 +978,54 @@ def release(tx: Tx, owner: str, lanes: Iterable[tuple[str, str]]) -> None:
             .values(lease_owner=None, lease_until=0.0),
             rows,
         )
+
+
+def has_work(tx: Tx, *, now: float) -> bool:
+    """Whether a delivery round would find anything: an enabled subscription with
+    events past its cursor, or a lane due (a cheap read before taking the writer)."""
+    conn = tx.conn
+    subs = conn.execute(
+        sa.select(
+            _hooks.c.cursor_txid,
+            _hooks.c.cursor_event,
+            _hooks.c.start_after,
+            _hooks.c.consecutive_failures,
+            _hooks.c.retry_at,
+        ).where(
+            _hooks.c.application_id == tx.application_id,
+            _hooks.c.status != WebhookStatus.DISABLED.value,
+        )
+    ).all()
+    if not subs:
+        return False
+    if any(sub.consecutive_failures == 0 or sub.retry_at <= now for sub in subs):
+        lane = conn.execute(
+            sa.select(_lanes.c.grant_key)
+            .where(
+                _lanes.c.application_id == tx.application_id,
+                _lanes.c.next_attempt_at <= now,
+                _lanes.c.lease_until <= now,
+            )
+            .limit(1)
+        ).first()
+        if lane is not None:
+            return True
+    bound = _bound(tx)
+    for sub in subs:
+        behind = conn.execute(
+            sa.select(_events.c.id)
+            .where(
+                _events.c.application_id == tx.application_id,
+                sa.tuple_(_events.c.txid, _events.c.id)
+                > sa.tuple_(sa.literal(sub.cursor_txid), sa.literal(sub.cursor_event)),
+                _events.c.txid < bound,
+                _events.c.id > sub.start_after,
+            )
+            .limit(1)
+        ).first()
+        if behind is not None:
+            return True
+    return False
 
 
 def backlog(tx: Tx) -> WebhookBacklog:

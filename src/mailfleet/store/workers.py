@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..model.records import Grant
 from .dialect import insert
@@ -26,6 +27,7 @@ __all__ = [
     "count_unserved",
     "live_agents",
     "live_workers",
+    "live_workers_anywhere",
     "unserved_grants",
     "withdraw",
 ]
@@ -84,6 +86,13 @@ def live_workers(tx: Tx, *, now: float) -> int:
             )
         ).scalar_one()
     )
+
+
+def live_workers_anywhere(conn: Connection, *, now: float) -> int:
+    """How many workers of any application are alive: a count, for health checks
+    that speak for the store as a whole (it reveals nothing of any application)."""
+    query = sa.select(sa.func.count()).where(_workers.c.expires_at > now)
+    return int(conn.execute(query).scalar_one())
 
 
 def live_agents(tx: Tx, *, now: float) -> ServedAgents:

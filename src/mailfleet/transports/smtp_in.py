@@ -23,6 +23,8 @@ Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
                 RCPT: declared SIZE above the grant's ``max_message_bytes``;
                 DATA: message above the size limit or a grant's limit
 550 5.1.1       RCPT: no such mailbox (unknown or deleted grant)
+550 5.7.1       RCPT or DATA: refused by the recipient's rules (the
+                context's ``Recipient.refusal``, or its answer to DATA)
 501 5.1.3       RCPT: recipient address syntax
 452 4.5.3       RCPT: too many recipients for one message
 452 4.2.2       RCPT: the grant's storage is full, or has less left than
@@ -37,9 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +103,10 @@ class Recipient:
     storage_left: int
     report: bool = False
     """A bounce address (``bounces+TOKEN@domain``): reports, not a grant's mail."""
+    unsubscribe: bool = False
+    """An unsubscribe address (``unsubscribe+TOKEN@domain``): a request, not a grant's mail."""
+    refusal: str | None = None
+    """The reply refusing this recipient for this sender (a rule), if one does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +127,12 @@ class MxContext(Protocol):
         """
         ...
 
-    async def recipient(self, address: str) -> Recipient | None:
-        """The mailbox for ``address``, or None if the fleet has none (550)."""
+    async def recipient(self, address: str, *, mail_from: str = "") -> Recipient | None:
+        """The mailbox for ``address``, or None if the fleet has none (550).
+
+        ``mail_from`` is the envelope sender (``""`` for the null path): a recipient
+        whose ``refusal`` is set is refused with it.
+        """
         ...
 
     async def accept(
@@ -141,6 +149,11 @@ class MxContext(Protocol):
         ``mail_from`` is the reverse-path, ``""`` for the null path ``<>``.
         """
         ...
+
+    async def mailbox_full(self, recipient: Recipient, size: int) -> None:
+        """Told when ``recipient`` is refused ``452 4.2.2`` for storage (``size``: the
+        message's declared or actual size); the refusal stands whatever it does."""
+        return None
 
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -399,13 +412,19 @@ class MxHandler:
             return "452 4.5.3 Too many recipients"
         if "@" not in address:
             return "501 5.1.3 Bad recipient address syntax"
-        recipient = await self.context.recipient(address)
+        mail_from = envelope.mail_from or ""
+        recipient = await self.context.recipient(
+            address, mail_from="" if mail_from == "<>" else mail_from
+        )
         if recipient is None:
             return f"550 5.1.1 <{address}>: no such mailbox here"
+        if recipient.refusal is not None:
+            return recipient.refusal
         size = _declared_size(envelope.mail_options)
         if size > recipient.max_message_bytes:
             return f"552 5.3.4 <{address}>: message too big for this mailbox"
         if recipient.storage_left <= 0 or recipient.storage_left < size:
+            await self.context.mailbox_full(recipient, size)
             return f"452 4.2.2 <{address}>: mailbox full"
         recipients: list[Recipient] = envelope.__dict__.setdefault("mailfleet_recipients", [])
         recipients.append(recipient)
@@ -423,7 +442,10 @@ class MxHandler:
             return "554 5.5.1 No valid recipients"
         if any(len(data) > r.max_message_bytes for r in recipients):
             return "552 5.3.4 Message too big for this mailbox"
-        if any(len(data) > r.storage_left for r in recipients):
+        full = [r for r in recipients if len(data) > r.storage_left]
+        if full:
+            for recipient in full:
+                await self.context.mailbox_full(recipient, len(data))
             return "452 4.2.2 Mailbox full"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         mail_from = envelope.mail_from or ""
@@ -501,11 +523,4 @@ async def serve_smtp(
 
 
 def _listen_failed(host: str, port: int, exc: OSError) -> ListenFailed:
-    """``exc`` of ``create_server`` as a :class:`ListenFailed` with the system's reason
-    (asyncio puts its own words around it: "error while attempting to bind...")."""
-    if exc.errno and not isinstance(exc, socket.gaierror):  # resolver codes are not errnos
-        reason = os.strerror(exc.errno)
-    else:
-        reason = exc.strerror or str(exc)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return ListenFailed("SMTP", address, exc.errno, reason[:1].lower() + reason[1:])
+    return ListenFailed.from_os_error("SMTP", host, port, exc)

@@ -1,7 +1,7 @@
 """webhooks: subscriptions, their lanes, deliveries and attempts; events.txid
 
-Revision ID: 0011
-Revises: 0009
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-10
 """
 
@@ -17,8 +17,8 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIME = sa.DateTime(timezone=True)
 
-revision: str = "0011"
-down_revision: str | None = "0009"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

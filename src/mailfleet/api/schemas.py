@@ -1,0 +1,56 @@
+"""The shapes of request and response bodies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Body", "Page", "ProblemBody"]
+
+T = TypeVar("T")
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused (422 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: its items, and the cursor that continues after them
+    (``None`` on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        None, description="pass as `after` for the next page; null on the last page"
+    )
+
+
+class FieldError(BaseModel):
+    """One field a request got wrong."""
+
+    field: str
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """An RFC 9457 problem document; ``code`` is stable, for programs to branch on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def page(items: list[T], limit: int, cursor_of: Any) -> Page[T]:
+    """A page of at most ``limit`` of ``items`` (fetched ``limit + 1`` to know whether
+    more follow); ``cursor_of(item)`` is the cursor after an item."""
+    more = len(items) > limit
+    shown = items[:limit]
+    return Page[T](items=shown, next_cursor=str(cursor_of(shown[-1])) if more and shown else None)
