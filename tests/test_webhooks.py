@@ -4,6 +4,7 @@ implementation of the signing scheme)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -332,13 +333,20 @@ async def test_a_rotated_secret_signs_beside_the_new_one_for_its_grace(database_
 
 async def test_subscriptions_are_managed_and_kept_per_application(database_url: str) -> None:
     async with receiver() as hook, serving(database_url) as fleet:
-        webhook, _ = await fleet.webhooks.create(hook.url, event_types=["grant.*"])
+        webhook, secret = await fleet.webhooks.create(hook.url, event_types=["grant.*"])
+        shown = json.dumps(webhook.as_json())
+        assert secret not in shown
+        assert json.loads(shown)["event_types"] == ["grant.*"]
+        assert json.loads(shown)["created_at"].endswith("Z")
         changed = await fleet.webhooks.update(
             webhook.id, url=f"{hook.url}/v2", description="v2", event_types=[]
         )
         assert changed.url.endswith("/v2")
         assert changed.description == "v2"
         assert changed.event_types == ()
+        cleared = await fleet.webhooks.update(webhook.id, description="")
+        assert cleared.description is None
+        assert cleared.url.endswith("/v2")
         with pytest.raises(InvalidInput):
             await fleet.webhooks.update(webhook.id, status="failing")
         paused = await fleet.webhooks.update(webhook.id, status="disabled")
@@ -371,6 +379,8 @@ async def test_attempts_keep_a_kib_of_the_answer(database_url: str) -> None:
         (pending, *_) = await fleet.webhooks.deliveries(webhook.id, status="pending")
         assert pending.last_status_code == 500
         assert pending.next_attempt_at is not None
+        assert json.loads(json.dumps(pending.as_json()))["status"] == "pending"
+        assert json.loads(json.dumps(attempt.as_json()))["status_code"] == 500
 
 
 @pytest.mark.postgres

@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
+from .envelope import iso_time
 from .errors import InvalidInput
 
 __all__ = [
@@ -114,6 +116,24 @@ class Webhook:
         """The filter's event types (empty: all)."""
         return self.filter.event_types
 
+    def as_json(self) -> dict[str, Any]:
+        """The subscription as JSON (no secret): what ``GET /v1/webhooks/{id}`` answers."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "description": self.description,
+            "event_types": list(self.event_types),
+            "workspaces": list(self.workspaces),
+            "grants": list(self.grants),
+            "status": self.status.value,
+            "consecutive_failures": self.consecutive_failures,
+            "failing_since": _time(self.failing_since),
+            "last_error": self.last_error,
+            "secrets_valid_until": [_time(t) for t in self.secrets_valid_until],
+            "created_at": _time(self.created_at),
+            "updated_at": _time(self.updated_at),
+        }
+
     @property
     def workspaces(self) -> tuple[str, ...]:
         """The filter's workspace ids (empty: all)."""
@@ -143,6 +163,23 @@ class WebhookDelivery:
     last_status_code: int | None = None
     last_error: str | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """The delivery as JSON (``GET /v1/webhooks/{id}/deliveries``)."""
+        return {
+            "id": self.id,
+            "webhook_id": self.webhook_id,
+            "event_id": str(self.event_id),
+            "event_type": self.event_type,
+            "grant_id": self.grant_id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "created_at": _time(self.created_at),
+            "next_attempt_at": _time(self.next_attempt_at),
+            "delivered_at": _time(self.delivered_at),
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookAttempt:
@@ -160,6 +197,26 @@ class WebhookAttempt:
     response: str | None
     """The first KiB of the answer's body."""
     error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The attempt as JSON."""
+        return {
+            "id": self.id,
+            "delivery_id": self.delivery_id,
+            "webhook_id": self.webhook_id,
+            "event_id": str(self.event_id),
+            "attempted_at": _time(self.attempted_at),
+            "ok": self.ok,
+            "status_code": self.status_code,
+            "latency_ms": round(self.latency_ms, 3),
+            "response": self.response,
+            "error": self.error,
+        }
+
+
+def _time(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a ``Z`` (the envelope's form), or None."""
+    return None if value is None else iso_time(value)
 
 
 def check_url(url: str) -> str:

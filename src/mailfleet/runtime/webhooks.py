@@ -139,7 +139,8 @@ class Webhooks:
         grants: Iterable[str] | None = None,
         status: WebhookStatus | str | None = None,
     ) -> Webhook:
-        """Change what is given (an empty filter list: every event of that dimension).
+        """Change what is given (an empty filter list: every event of that dimension;
+        an empty ``description`` clears it).
 
         ``status="active"`` re-enables a failing or disabled subscription: its
         failures are forgotten, its waiting deliveries are due at once, and a
@@ -173,7 +174,8 @@ class Webhooks:
                 webhook_id,
                 now=time.time(),
                 url=checked,
-                description=description,
+                description=description or None,
+                clear_description=description == "",
                 filter=wanted,
                 status=wanted_status,
             )
