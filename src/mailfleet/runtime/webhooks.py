@@ -451,7 +451,7 @@ class WebhookSender:
         # httpcore scans every pooled connection on each request, so one pool of
         # N connections costs N times more per request than N pools of one.
         posters = [self._new_poster() for _ in range(options.lanes)]
-        send, receive = anyio.create_memory_object_stream[LaneWork](options.lanes)
+        send, receive = anyio.create_memory_object_stream[LaneWork](options.lanes * 4)
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 for poster in posters:
@@ -478,7 +478,7 @@ class WebhookSender:
 
     async def _claiming(self, send: Any) -> None:
         options = self._options
-        room_for = options.lanes * 2
+        room_for = options.lanes * 4
         backoff = 1.0
         busy = True
         made: int

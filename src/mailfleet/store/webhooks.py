@@ -48,6 +48,7 @@ from ..model.webhooks import (
     retry_delay,
 )
 from .events import record_many
+from .prepared import Prepared
 from .scope import Tx
 from .tables import (
     events_table,
@@ -91,6 +92,64 @@ _deliveries = webhook_deliveries_table
 _attempts = webhook_attempts_table
 _events = events_table
 _grants = grants_table
+
+# The statements run for every delivery, compiled once (store/prepared.py).
+_insert_deliveries = Prepared(
+    sa.insert(_deliveries),
+    columns=(
+        "application_id",
+        "webhook_id",
+        "event_id",
+        "grant_key",
+        "status",
+        "attempts",
+        "created_at",
+    ),
+)
+_insert_attempts = Prepared(
+    sa.insert(_attempts),
+    columns=(
+        "application_id",
+        "delivery_id",
+        "webhook_id",
+        "event_id",
+        "attempted_at",
+        "ok",
+        "status_code",
+        "latency_ms",
+        "response",
+        "error",
+    ),
+)
+_record_delivery = Prepared(
+    sa.update(_deliveries)
+    .where(
+        _deliveries.c.application_id == sa.bindparam("app"),
+        _deliveries.c.id == sa.bindparam("d"),
+    )
+    .values(
+        status=sa.bindparam("s"),
+        attempts=_deliveries.c.attempts + sa.literal_column("1"),
+        last_status_code=sa.bindparam("code"),
+        last_error=sa.bindparam("error"),
+        delivered_at=sa.bindparam("at"),
+    )
+)
+_give_lane_back = Prepared(
+    sa.update(_lanes)
+    .where(
+        _lanes.c.application_id == sa.bindparam("app"),
+        _lanes.c.webhook_id == sa.bindparam("w"),
+        _lanes.c.grant_key == sa.bindparam("g"),
+        _lanes.c.lease_owner == sa.bindparam("owner"),
+    )
+    .values(
+        failures=sa.bindparam("f"),
+        next_attempt_at=sa.bindparam("next"),
+        lease_owner=sa.null(),
+        lease_until=sa.literal_column("0.0"),
+    )
+)
 
 _NO_BOUND = 2**62
 """SQLite's bound on ``txid``: every event is committed in id order (txid 0)."""
@@ -461,7 +520,7 @@ def fan_out(tx: Tx, *, now: float, limit: int = 1000) -> int:
                     }
                 )
         if deliveries:
-            conn.execute(sa.insert(_deliveries), deliveries)
+            _insert_deliveries.execute_many(conn, deliveries)
             _open_lanes(tx, sub.id, {d["grant_key"] for d in deliveries}, now)
             made += len(deliveries)
         last = rows[-1]
@@ -727,8 +786,8 @@ def record_attempts(
         )
         attempts = [a for a in attempts if a.delivery_id in present]
     if attempts:
-        conn.execute(
-            sa.insert(_attempts),
+        _insert_attempts.execute_many(
+            conn,
             [
                 {
                     "application_id": tx.application_id,
@@ -745,23 +804,14 @@ def record_attempts(
                 for a in attempts
             ],
         )
-        conn.execute(
-            sa.update(_deliveries)
-            .where(
-                _deliveries.c.application_id == tx.application_id,
-                _deliveries.c.id == sa.bindparam("d"),
-            )
-            .values(
-                status=sa.bindparam("s"),
-                attempts=_deliveries.c.attempts + 1,
-                last_status_code=sa.bindparam("code"),
-                last_error=sa.bindparam("error"),
-                delivered_at=sa.bindparam("at"),
-            ),
+        delivered, pending = DeliveryStatus.DELIVERED.value, DeliveryStatus.PENDING.value
+        _record_delivery.execute_many(
+            conn,
             [
                 {
+                    "app": tx.application_id,
                     "d": a.delivery_id,
-                    "s": (DeliveryStatus.DELIVERED if a.ok else DeliveryStatus.PENDING).value,
+                    "s": delivered if a.ok else pending,
                     "code": a.status_code,
                     "error": a.error,
                     "at": stamp if a.ok else None,
@@ -807,25 +857,16 @@ def _give_back(
             else 0.0
         )
         rows_out.append(
-            {"w": lane.webhook_id, "g": lane.grant_key, "f": failures, "next": now + wait}
+            {
+                "app": tx.application_id,
+                "w": lane.webhook_id,
+                "g": lane.grant_key,
+                "owner": owner,
+                "f": failures,
+                "next": now + wait,
+            }
         )
-    if rows_out:
-        tx.conn.execute(
-            sa.update(_lanes)
-            .where(
-                _lanes.c.application_id == tx.application_id,
-                _lanes.c.webhook_id == sa.bindparam("w"),
-                _lanes.c.grant_key == sa.bindparam("g"),
-                _lanes.c.lease_owner == owner,
-            )
-            .values(
-                failures=sa.bindparam("f"),
-                next_attempt_at=sa.bindparam("next"),
-                lease_owner=None,
-                lease_until=0.0,
-            ),
-            rows_out,
-        )
+    _give_lane_back.execute_many(tx.conn, rows_out)
 
 
 def _drop_empty(
