@@ -3,6 +3,8 @@ PostgreSQL, shutdown and restart, an endpoint that is down, delivery in its own 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import anyio
 import pytest
 import sqlalchemy as sa
@@ -182,3 +184,25 @@ async def test_a_subscription_deleted_while_delivering_takes_its_deliveries_alon
             tg.cancel_scope.cancel()
         assert len({r.verified(secret)["id"] for r in other.ok()}) == 5
         assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_delivered_deliveries_past_their_retention_are_pruned(database_url: str) -> None:
+    async with receiver() as hook, Fleet(database_url=database_url, **FAST) as fleet:
+        await fleet.add_domain("example.com")
+        webhook, _ = await fleet.webhooks.create(hook.url)
+        async with anyio.create_task_group() as tg:
+            await tg.start(fleet.webhooks.serve)
+            await fleet.provision_many([f"agent{i}@example.com" for i in range(3)])
+            with anyio.fail_after(10):
+                await fleet.webhooks.wait_delivered()
+            hook.status = 500
+            await fleet.provision("waiting@example.com")
+            await wait_until(lambda: any(r.headers["x-answered"] == "500" for r in hook.received))
+            tg.cancel_scope.cancel()
+        sender = fleet.webhooks.delivery()
+        assert await sender.prune(utcnow() - timedelta(days=1)) == 0  # all too recent
+        assert await sender.prune(utcnow() + timedelta(seconds=1)) == 3
+        (left,) = await fleet.webhooks.deliveries(webhook.id)
+        assert left.status == "pending"  # never pruned before it is delivered
+        attempts = await fleet.webhooks.attempts(webhook.id)
+        assert {a.delivery_id for a in attempts} == {left.id}

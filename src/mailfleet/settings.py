@@ -230,6 +230,12 @@ class Settings(BaseSettings):
     webhook_lanes: int = Field(
         32, ge=1, le=1024, description="grants whose deliveries are posted in parallel"
     )
+    webhook_retention_days: float = Field(
+        30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="days delivered webhook deliveries and their attempts are kept (0: forever)",
+    )
     webhook_poll_interval: float = Field(
         0.2, gt=0, allow_inf_nan=False, description="seconds between looks for new events"
     )

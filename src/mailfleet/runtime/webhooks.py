@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -355,6 +355,9 @@ class DeliveryOptions:
     per_lane: int = 16
     """Deliveries of one lane taken at a time."""
     poll_interval: float = 0.2
+    retention_days: float = 30.0
+    """Delivered deliveries older than this are deleted, with their attempts (0: never)."""
+    prune_interval: float = 3600.0
     fan_out_batch: int = 2000
     owner: str | None = None
     """The name leases are held under (default: a fresh worker id)."""
@@ -379,6 +382,7 @@ class DeliveryOptions:
             "timeout": s.webhook_timeout_seconds,
             "lanes": s.webhook_lanes,
             "poll_interval": s.webhook_poll_interval,
+            "retention_days": s.webhook_retention_days,
             "owner": s.worker_id,
         }
         values.update(overrides)
@@ -457,6 +461,8 @@ class WebhookSender:
                 for poster in posters:
                     tg.start_soon(self._posting, poster, receive.clone())
                 tg.start_soon(self._flusher)
+                if options.retention_days > 0:
+                    tg.start_soon(self._pruning)
                 task_status.started()
                 await self._claiming(send)
         finally:
@@ -651,6 +657,31 @@ class WebhookSender:
                 extra={"webhook_id": webhook_id, "status": status.value},
             )
         self._wakeup.set()
+
+    async def _pruning(self) -> None:
+        """Every ``prune_interval``, delete what is past ``retention_days``, a batch at a time."""
+        options = self._options
+        await anyio.sleep(min(60.0, options.prune_interval))
+        while True:
+            before = utcnow() - timedelta(days=options.retention_days)
+            try:
+                deleted = await self.prune(before)
+            except Exception:
+                log.exception("pruning old webhook deliveries failed")
+            else:
+                if deleted:
+                    log.info("%d webhook deliveries older than %s deleted", deleted, before)
+            await anyio.sleep(options.prune_interval)
+
+    async def prune(self, before: datetime) -> int:
+        """Delete the deliveries delivered before ``before`` with their attempts; how many."""
+        deleted = 0
+        while True:
+            count = await self._scope.write(partial(store.prune, before=before))
+            deleted += count
+            if count < 1000:
+                return deleted
+            await anyio.lowlevel.checkpoint()
 
     async def _release_held(self) -> None:
         """Give back the lanes claimed and not posted (a shutdown)."""

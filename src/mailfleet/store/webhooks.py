@@ -78,6 +78,7 @@ __all__ = [
     "list_attempts",
     "list_deliveries",
     "list_webhooks",
+    "prune",
     "record_attempts",
     "release",
     "replay_deliveries",
@@ -1116,6 +1117,36 @@ def backlog(tx: Tx) -> WebhookBacklog:
     return WebhookBacklog(
         int(pending), unfanned, None if oldest is None else aware(oldest), subscriptions=len(subs)
     )
+
+
+def prune(tx: Tx, *, before: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` deliveries delivered before ``before``, with their attempts
+    (pending ones are kept, whatever their age); how many."""
+    conn = tx.conn
+    ids = list(
+        conn.execute(
+            sa.select(_deliveries.c.id)
+            .where(
+                _deliveries.c.application_id == tx.application_id,
+                _deliveries.c.status == DeliveryStatus.DELIVERED.value,
+                _deliveries.c.delivered_at < before,
+            )
+            .order_by(_deliveries.c.id)
+            .limit(limit)
+        ).scalars()
+    )
+    if ids:
+        conn.execute(
+            sa.delete(_attempts).where(
+                _attempts.c.application_id == tx.application_id, _attempts.c.delivery_id.in_(ids)
+            )
+        )
+        conn.execute(
+            sa.delete(_deliveries).where(
+                _deliveries.c.application_id == tx.application_id, _deliveries.c.id.in_(ids)
+            )
+        )
+    return len(ids)
 
 
 # -- listing and replay -----------------------------------------------------------------------
