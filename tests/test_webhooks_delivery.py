@@ -4,13 +4,14 @@ PostgreSQL, shutdown and restart, an endpoint that is down, delivery in its own 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import anyio
 import pytest
 import sqlalchemy as sa
 
 from mailfleet import Fleet, GrantStatus
-from mailfleet.runtime.webhooks import webhook_lag
+from mailfleet.runtime.webhooks import serve_webhooks, webhook_lag
 from mailfleet.store.database import normalize_url
 from mailfleet.store.scope import Scope
 from mailfleet.store.tables import events_table, utcnow, webhook_lanes_table
@@ -206,3 +207,31 @@ async def test_delivered_deliveries_past_their_retention_are_pruned(database_url
         assert left.status == "pending"  # never pruned before it is delivered
         attempts = await fleet.webhooks.attempts(webhook.id)
         assert {a.delivery_id for a in attempts} == {left.id}
+
+
+async def test_one_process_delivers_for_every_application(database_url: str) -> None:
+    """What ``mailfleet api`` runs: a sender per application that has a subscription."""
+    async with (
+        receiver() as hook_a,
+        receiver() as hook_b,
+        Fleet(database_url=database_url, application="a", **FAST) as a,
+        Fleet(database_url=database_url, application="b", **FAST) as b,
+    ):
+        await a.add_domain("a.example.com")
+        await b.add_domain("b.example.com")
+        _, secret_a = await a.webhooks.create(hook_a.url)
+        _, secret_b = await b.webhooks.create(hook_b.url)
+        async with anyio.create_task_group() as tg:
+            await tg.start(partial(serve_webhooks, a.database, a.settings, rescan=0.05))
+            grant_a = await a.provision("x@a.example.com")
+            grant_b = await b.provision("x@b.example.com")
+            with anyio.fail_after(10):
+                await a.webhooks.wait_delivered()
+                await b.webhooks.wait_delivered()
+            tg.cancel_scope.cancel()
+        (got_a,) = [r.verified(secret_a) for r in hook_a.ok()]
+        (got_b,) = [r.verified(secret_b) for r in hook_b.ok()]
+        assert got_a["data"]["grant_id"] == grant_a.id
+        assert got_a["data"]["application_id"] == a.application.id
+        assert got_b["data"]["grant_id"] == grant_b.id
+        assert got_b["data"]["application_id"] == b.application.id

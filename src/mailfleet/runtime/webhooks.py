@@ -50,6 +50,7 @@ from ..settings import Settings
 from ..store import grants as grant_store
 from ..store import webhooks as store
 from ..store import workspaces as workspace_store
+from ..store.database import Database
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
 from ..store.webhooks import AttemptResult, LaneDone, LaneWork, WebhookBacklog
@@ -63,6 +64,7 @@ __all__ = [
     "WebhookStatistics",
     "Webhooks",
     "run_webhook_delivery",
+    "serve_webhooks",
     "webhook_lag",
 ]
 
@@ -693,6 +695,37 @@ class WebhookSender:
         except Exception:
             log.exception("giving back %d webhook lanes failed; their leases expire", len(held))
         self._held.clear()
+
+
+async def serve_webhooks(
+    database: Database,
+    settings: Settings,
+    *,
+    rescan: float = 5.0,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Deliver the webhooks of every application of ``database`` until cancelled: one
+    :class:`WebhookSender` per application with an enabled subscription, started as
+    they appear (looked for every ``rescan`` seconds). For a process that serves many
+    applications (``mailfleet api``); ``options`` override :class:`DeliveryOptions`."""
+    running: set[str] = set()
+    async with anyio.create_task_group() as tg:
+        task_status.started()
+        while True:
+            try:
+                found = await database.read(store.applications_with_webhooks)
+            except Exception:
+                log.exception("looking for applications with webhooks failed")
+                found = set()
+            for application_id in sorted(found - running):
+                sender = WebhookSender(
+                    Scope(database, application_id),
+                    DeliveryOptions.from_settings(settings, **options),
+                )
+                await tg.start(sender.run)
+                running.add(application_id)
+            await anyio.sleep(rescan)
 
 
 async def webhook_lag(scope: Scope) -> float | None:

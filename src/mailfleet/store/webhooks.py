@@ -68,6 +68,7 @@ __all__ = [
     "LaneDone",
     "LaneWork",
     "WebhookBacklog",
+    "applications_with_webhooks",
     "backlog",
     "claim",
     "create_webhook",
@@ -1020,6 +1021,18 @@ def release(tx: Tx, owner: str, lanes: Iterable[tuple[str, str]]) -> None:
             .values(lease_owner=None, lease_until=0.0),
             rows,
         )
+
+
+def applications_with_webhooks(conn: sa.Connection) -> set[str]:
+    """The ids of the applications that have an enabled subscription: the one question
+    asked across applications, by a process that delivers for all of them."""
+    return set(
+        conn.execute(
+            sa.select(_hooks.c.application_id)
+            .where(_hooks.c.status != WebhookStatus.DISABLED.value)
+            .distinct()
+        ).scalars()
+    )
 
 
 def has_work(tx: Tx, *, now: float) -> bool:
