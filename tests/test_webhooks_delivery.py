@@ -3,6 +3,8 @@ PostgreSQL, shutdown and restart, an endpoint that is down, delivery in its own 
 
 from __future__ import annotations
 
+import gc
+import warnings
 from datetime import timedelta
 from functools import partial
 
@@ -235,3 +237,21 @@ async def test_one_process_delivers_for_every_application(database_url: str) -> 
         assert got_a["data"]["application_id"] == a.application.id
         assert got_b["data"]["grant_id"] == grant_b.id
         assert got_b["data"]["application_id"] == b.application.id
+
+
+async def test_stopping_closes_every_connection(database_url: str) -> None:
+    async with receiver() as hook, Fleet(database_url=database_url, **FAST) as fleet:
+        await fleet.add_domain("example.com")
+        await fleet.webhooks.create(hook.url)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with anyio.create_task_group() as tg:
+                await tg.start(fleet.webhooks.serve)
+                await fleet.provision_many([f"agent{i}@example.com" for i in range(20)])
+                with anyio.fail_after(10):
+                    await fleet.webhooks.wait_delivered()
+                tg.cancel_scope.cancel()
+            gc.collect()
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+        assert len(hook.ok()) == 20
+        await wait_until(lambda: not hook._writers)  # the receiver saw every connection close
