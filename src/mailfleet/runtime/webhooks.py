@@ -72,6 +72,8 @@ log = logging.getLogger("mailfleet.webhooks")
 
 _FLUSH_WAIT = 0.01
 """Seconds the attempts made may wait to be written together."""
+_COALESCE = 0.005
+"""Seconds a woken loop waits for more news before its round."""
 
 
 class Webhooks:
@@ -436,6 +438,7 @@ class WebhookSender:
         self._delivered = 0
         self._failed = 0
         self._closing = False
+        self._rung = False
 
     @property
     def owner(self) -> str:
@@ -444,6 +447,7 @@ class WebhookSender:
 
     def notify(self) -> None:
         """Events were recorded: look now rather than at the next poll."""
+        self._rung = True
         self._wakeup.set()
 
     def statistics(self) -> WebhookStatistics:
@@ -522,6 +526,11 @@ class WebhookSender:
                 continue
             with anyio.move_on_after(options.poll_interval):
                 await self._wakeup.wait()
+                if self._rung:
+                    # Rung (events committed): let the rings of the next few ms come too,
+                    # so a busy intake costs one round per batch, not one per commit.
+                    self._rung = False
+                    await anyio.sleep(_COALESCE)
 
     def _fan_out_and_claim(self, tx: Tx, *, now: float, room: int) -> tuple[int, list[LaneWork]]:
         options = self._options
