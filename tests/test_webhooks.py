@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
@@ -420,3 +421,19 @@ async def test_two_fleets_on_postgresql_deliver_each_event_once(postgres_url: st
                 assert got == [e.id for e in outbox if e.grant_id == grant_id]
     finally:
         await hook.stop()
+
+
+async def test_replay_since_a_time(database_url: str) -> None:
+    async with receiver() as hook, serving(database_url) as fleet:
+        webhook, secret = await fleet.webhooks.create(hook.url)
+        await fleet.provision("before@example.com")
+        await delivered(fleet)
+        await anyio.sleep(0.05)
+        since = datetime.now(timezone(timedelta(hours=-5)))  # any zone: compared in UTC
+        later = await fleet.provision("after@example.com")
+        await delivered(fleet)
+        assert await fleet.webhooks.replay(webhook.id, since=since) == 1
+        await delivered(fleet)
+        again = hook.ok()[-1].verified(secret)
+        assert again["data"]["grant_id"] == later.id
+        assert len(hook.ok()) == 3

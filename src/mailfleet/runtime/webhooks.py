@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -268,6 +268,8 @@ class Webhooks:
                 lambda tx: store.replay_deliveries(tx, webhook_id, ids, now=now)
             )
         after = None if after_event is None else _event_id(after_event, "after_event")
+        if since is not None:  # the store compares UTC times; a naive one is taken as UTC
+            since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
         count = await self._scope.write(
             lambda tx: store.replay_events(tx, webhook_id, now=now, after_event=after, since=since)
         )
@@ -409,8 +411,8 @@ class WebhookSender:
     """Carries the event outbox of one application to its subscriptions' endpoints.
 
     Each round, in one transaction, it fans new events out into deliveries and
-    claims due lanes; ``lanes`` tasks post them over one pool of keep-alive
-    connections, and their attempts are written in batches. ``run`` until
+    claims due lanes; ``lanes`` tasks post them, each over its own small pool of
+    keep-alive connections, and their attempts are written in batches. ``run`` until
     cancelled; at the end, attempts made are written and unposted lanes given
     back at once, and every connection is closed.
     """
