@@ -101,7 +101,7 @@ if TYPE_CHECKING:
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
     from .store.storage import DeletedMessages
-    from .store.webhooks import WebhookBacklog
+    from .store.webhook_lanes import WebhookBacklog
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -215,7 +215,7 @@ _EXPORTS: dict[str, str] = {
     "Webhooks": ".runtime.webhooks",
     "WebhookSender": ".runtime.webhooks",
     "WebhookStatistics": ".runtime.webhooks",
-    "WebhookBacklog": ".store.webhooks",
+    "WebhookBacklog": ".store.webhook_lanes",
     "Directory": ".runtime.directory",
     "Fleet": ".runtime.fleet",
     "Mailroom": ".runtime.mailroom",

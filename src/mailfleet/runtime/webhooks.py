@@ -48,12 +48,13 @@ from ..model.webhooks import (
 )
 from ..settings import Settings
 from ..store import grants as grant_store
+from ..store import webhook_lanes as lanes_store
 from ..store import webhooks as store
 from ..store import workspaces as workspace_store
 from ..store.database import Database
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
-from ..store.webhooks import AttemptResult, LaneDone, LaneWork, WebhookBacklog
+from ..store.webhook_lanes import AttemptResult, LaneDone, LaneWork, WebhookBacklog
 
 if TYPE_CHECKING:  # the HTTP client is imported by the delivery loop, when it runs
     from ..transports.webhook_http import WebhookPoster
@@ -279,7 +280,7 @@ class Webhooks:
     async def backlog(self) -> WebhookBacklog:
         """What is left to deliver to the enabled subscriptions (``pending``, whether some
         event is not fanned out yet, the oldest waiting event's time: ``lag()``)."""
-        return await self._scope.read(store.backlog)
+        return await self._scope.read(lanes_store.backlog)
 
     async def wait_delivered(self, *, poll: float = 0.02) -> None:
         """Wait until every event recorded so far has been delivered to every enabled
@@ -504,7 +505,7 @@ class WebhookSender:
             try:
                 # A read first: most polls of a quiet fleet find nothing to do, and
                 # need not take the writer.
-                if not busy and not await self._scope.read(partial(store.has_work, now=now)):
+                if not busy and not await self._scope.read(partial(lanes_store.has_work, now=now)):
                     made, work = 0, []
                 else:
                     made, work = await self._scope.write(
@@ -536,10 +537,10 @@ class WebhookSender:
 
     def _fan_out_and_claim(self, tx: Tx, *, now: float, room: int) -> tuple[int, list[LaneWork]]:
         options = self._options
-        made = store.fan_out(tx, now=now, limit=options.fan_out_batch)
+        made = lanes_store.fan_out(tx, now=now, limit=options.fan_out_batch)
         if room <= 0:
             return made, []
-        work = store.claim(
+        work = lanes_store.claim(
             tx,
             self._owner,
             now=now,
@@ -641,7 +642,7 @@ class WebhookSender:
         try:
             with anyio.CancelScope(shield=True):  # what was posted must be written
                 changed = await self._scope.write(
-                    lambda tx: store.record_attempts(
+                    lambda tx: lanes_store.record_attempts(
                         tx,
                         self._owner,
                         attempts,
@@ -702,7 +703,7 @@ class WebhookSender:
         if not held:
             return
         try:
-            await self._scope.write(lambda tx: store.release(tx, self._owner, held))
+            await self._scope.write(lambda tx: lanes_store.release(tx, self._owner, held))
         except Exception:
             log.exception("giving back %d webhook lanes failed; their leases expire", len(held))
         self._held.clear()
@@ -742,7 +743,7 @@ async def serve_webhooks(
 async def webhook_lag(scope: Scope) -> float | None:
     """How long the oldest event not yet delivered to ``scope``'s application's webhooks
     has waited, in seconds; None when nothing waits (the ``/metrics`` gauge)."""
-    found = await scope.read(store.backlog)
+    found = await scope.read(lanes_store.backlog)
     return found.lag(utcnow())
 
 
