@@ -13,7 +13,7 @@ is retried with exponential backoff (±20 % jitter) before the next of its
 grant is posted, while other grants go on in parallel. An endpoint that keeps
 failing is probed by one delivery at a time, at doubling intervals, marked
 ``failing`` and at last ``disabled``; events wait meanwhile, and re-enabling
-it delivers them (see ``store/webhooks.py``).
+it delivers them (see ``store/webhook_lanes.py``).
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ events_table = sa.Table(
 behind: on PostgreSQL, ids are handed out before commit, so a lower id can
 become visible after a higher one; every transaction whose id is below the
 oldest one still running has ended, so the events with ``txid`` below it are
-all there for good (``store/webhooks.py`` reads them in ``(txid, id)`` order).
+all there for good (``store/webhook_lanes.py`` reads them in ``(txid, id)`` order).
 SQLite has one writer at a time: its ids commit in order and ``txid`` is 0.
 """
 
