@@ -7,6 +7,7 @@ import gc
 import warnings
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 import anyio
 import pytest
@@ -255,3 +256,54 @@ async def test_stopping_closes_every_connection(database_url: str) -> None:
         assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
         assert len(hook.ok()) == 20
         await wait_until(lambda: not hook._writers)  # the receiver saw every connection close
+
+
+@pytest.mark.postgres
+async def test_two_worker_processes_deliver_each_event_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """``mailfleet worker`` processes on one PostgreSQL database: every event reaches the
+    receiver once, each grant's in order."""
+    from test_workers import start_worker, stop_workers, wait_serving
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    hook = Receiver()
+    await hook.start()
+    try:
+        async with Fleet(database_url=postgres_url, application="test") as fleet:
+            await fleet.add_domain("example.com")
+            _, secret = await fleet.webhooks.create(hook.url)
+            env = {"MAILFLEET_WEBHOOK_POLL_INTERVAL": "0.02", "MAILFLEET_WEBHOOK_LANES": "8"}
+            workers = [start_worker(postgres_url, journal, f"w{i}", env=env) for i in range(2)]
+            try:
+                await wait_serving(workers)
+                addresses = [f"agent{i}@example.com" for i in range(40)]
+                await fleet.provision_many(addresses)
+                for address in addresses:
+                    await fleet.set_grant_status(address, GrantStatus.PAUSED)
+                    await fleet.set_grant_status(address, GrantStatus.ACTIVE)
+                with anyio.fail_after(60):
+                    await fleet.webhooks.wait_delivered()
+            finally:
+                await stop_workers(workers)
+            for worker in workers:
+                assert worker.process.returncode == 0, worker.errors()
+            outbox = [e for e in await fleet.events(limit=10_000) if e.grant_id is not None]
+            outbox = await in_delivery_order(fleet, outbox)
+            deliveries = {
+                attempt.delivery_id
+                for attempt in await fleet.webhooks.attempts(
+                    (await fleet.webhooks.list())[0].id, limit=10_000
+                )
+            }
+        ids = [r.headers["webhook-id"] for r in hook.received]
+        assert len(ids) == len(set(ids)) == len(outbox) == len(deliveries)  # each once
+        got: dict[str, list[int]] = {}
+        for request in hook.ok():
+            envelope = request.verified(secret)
+            got.setdefault(envelope["data"]["grant_id"], []).append(int(envelope["id"]))
+        for grant_id, ids_of_grant in got.items():
+            assert ids_of_grant == [e.id for e in outbox if e.grant_id == grant_id]
+    finally:
+        await hook.stop()
