@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from . import problems
+from .metrics import Metrics, WebhookLag
 from .routes import ROUTERS
 from .schemas import ProblemBody
 from .tenants import Tenants
@@ -33,8 +34,12 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(tenants: Tenants) -> FastAPI:
-    """The API application serving ``tenants`` (which the caller opens and closes)."""
+def create_app(tenants: Tenants, *, webhook_lag: WebhookLag | None = None) -> FastAPI:
+    """The API application serving ``tenants`` (which the caller opens and closes).
+
+    ``webhook_lag`` gives ``/metrics`` each application's webhook delivery lag
+    (``app.state.metrics.webhook_lag`` may also be set later).
+    """
     app = FastAPI(
         title="mailfleet",
         version=_version(),
@@ -44,6 +49,7 @@ def create_app(tenants: Tenants) -> FastAPI:
         redoc_url=None,
     )
     app.state.tenants = tenants
+    app.state.metrics = Metrics(tenants, webhook_lag=webhook_lag)
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)

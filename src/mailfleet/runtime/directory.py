@@ -20,7 +20,13 @@ import anyio.to_thread
 
 from ..model.addresses import normalize_domain, parse_address
 from ..model.deliverability import Suppression, SuppressionReason
-from ..model.errors import Conflict, GrantNotFound, InvalidInput, MailfleetError
+from ..model.errors import (
+    Conflict,
+    GrantNotFound,
+    InvalidInput,
+    MailfleetError,
+    WorkspaceNotFound,
+)
 from ..model.records import (
     ApiKey,
     Domain,
@@ -502,14 +508,30 @@ class Directory:
         self,
         *,
         after: int = 0,
-        type: str | None = None,
+        type: str | Sequence[str] | None = None,
         grant: str | None = None,
+        workspace: str | None = None,
+        upto: int | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        """Outbox events of the application after the event id ``after``."""
-        return await self._scope.read(
-            lambda tx: events.list_events(tx, after=after, type=type, grant_id=grant, limit=limit)
-        )
+        """Outbox events of the application after the event id ``after`` (up to ``upto``):
+        of ``type`` (one or several), of the grant id ``grant``, of the workspace
+        ``workspace`` (its id, or the name of an existing one: events naming it, and
+        those of the grants in it)."""
+
+        def read(tx: Tx) -> list[Event]:
+            workspace_id = None if workspace is None else _event_workspace(tx, workspace)
+            return events.list_events(
+                tx,
+                after=after,
+                type=type,
+                grant_id=grant,
+                workspace_id=workspace_id,
+                upto=upto,
+                limit=limit,
+            )
+
+        return await self._scope.read(read)
 
     async def count_events(self, *, type: str | None = None, grant: str | None = None) -> int:
         """How many events the application has (of ``type``, of the grant id ``grant``)."""
@@ -630,6 +652,15 @@ class Directory:
 def _workspace_id(tx: Tx, workspace: str | None) -> str | None:
     """The id of the named workspace (None: the whole application)."""
     return workspaces.get_workspace(tx, workspace).id if workspace else None
+
+
+def _event_workspace(tx: Tx, workspace: str) -> str:
+    """The id of the workspace named ``workspace``; else ``workspace`` itself, taken for the
+    id of a workspace that may be gone (its events stay in the log)."""
+    try:
+        return workspaces.get_workspace(tx, workspace).id
+    except WorkspaceNotFound:
+        return workspace
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
+from .metrics import RuntimeMetrics
 from .outbox import OutboundRule, Outbox
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
@@ -151,6 +152,9 @@ class Fleet:
         self._serving: Serving | None = None
         self._worker: Worker | None = None
         self._simulator: SimulatedInternet | None = None
+        self.metrics = RuntimeMetrics()
+        """What this fleet's runtime observes while it serves (dispatch latency, handler
+        durations), kept across serves; exporters read it (``GET /metrics``)."""
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
 
@@ -538,6 +542,7 @@ class Fleet:
                 poll_interval=s.poll_interval,
             ),
             worker_id=s.worker_id,
+            metrics=self.metrics,
         )
 
     async def _start_simulator(self, tg: TaskGroup, smtp_port: int | None) -> int:

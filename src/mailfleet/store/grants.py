@@ -30,6 +30,7 @@ from .workspaces import default_workspace_id, get_workspace, pattern_table, poli
 
 __all__ = [
     "GrantRequest",
+    "count_by_status",
     "count_grants",
     "delete_grants",
     "get_grant",
@@ -299,6 +300,17 @@ def count_grants(tx: Tx, *, workspace: str | None = None, status: GrantStatus | 
     return int(tx.conn.execute(query).scalar_one())
 
 
+def count_by_status(tx: Tx) -> dict[GrantStatus, int]:
+    """How many grants the application holds in each status (statuses it has none of
+    are left out)."""
+    query = (
+        sa.select(_grants.c.status, sa.func.count())
+        .where(_grants.c.application_id == tx.application_id)
+        .group_by(_grants.c.status)
+    )
+    return {GrantStatus(status): int(count) for status, count in tx.conn.execute(query)}
+
+
 def grant_ids(tx: Tx, keys: Iterable[str]) -> dict[str, str]:
     """Map each key (grant id or address) that names a grant of the application to its id."""
     conn = tx.conn
@@ -333,24 +345,34 @@ _by_address, _by_id = (
 def delete_grants(tx: Tx, ids: Sequence[str]) -> list[str]:
     """Delete grants (their messages and queued work go with them); return those removed."""
     conn = tx.conn
-    removed: list[tuple[str, str]] = []
+    removed: list[tuple[str, str, str]] = []
     for chunk in _chunks(ids, 1000):
         removed.extend(
             conn.execute(
                 sa.delete(_grants)
                 .where(_grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk))
-                .returning(_grants.c.id, _grants.c.address)
+                .returning(_grants.c.id, _grants.c.address, _grants.c.workspace_id)
             ).all()
         )
+    # The workspace is named so that the event stays found by it (GET /v1/events?workspace=)
+    # once the grant row is gone.
     record_many(
         tx,
         "grant.deleted",
         (
-            (grant_id, {"grant_id": grant_id, "address": address, "status": "deleted"})
-            for grant_id, address in removed
+            (
+                grant_id,
+                {
+                    "grant_id": grant_id,
+                    "address": address,
+                    "workspace_id": workspace_id,
+                    "status": "deleted",
+                },
+            )
+            for grant_id, address, workspace_id in removed
         ),
     )
-    return [grant_id for grant_id, _ in removed]
+    return [grant_id for grant_id, _, _ in removed]
 
 
 def move_grants(tx: Tx, ids: Sequence[str], workspace: str) -> int:

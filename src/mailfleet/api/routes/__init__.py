@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import health, me
+from . import events, health, me, metrics
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     health.router,
+    metrics.router,
     me.router,
+    events.router,
 ]
