@@ -60,3 +60,36 @@ def dsn(verp: str, recipient: str, message_id: str, *, status: str, diagnostic: 
         f"Message-ID: {message_id}\r\n\r\n"
         "--B1--\r\n"
     ).encode()
+
+
+def arf(recipient: str, verp: str, message_id: str) -> bytes:
+    """An RFC 5965 feedback report, as a mailbox provider's loop sends it."""
+    return (
+        "From: feedback@fbl.example.net\r\n"
+        "To: bounces@example.com\r\n"
+        "Subject: FW: Our offer\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="F1"\r\n'
+        "Message-ID: <fbl-1@fbl.example.net>\r\n"
+        "\r\n"
+        "--F1\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+        "This is an email abuse report for an email message received from IP 192.0.2.1.\r\n\r\n"
+        "--F1\r\n"
+        "Content-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\n"
+        "User-Agent: ExampleFBL/1.0\r\n"
+        "Version: 1\r\n"
+        f"Original-Mail-From: <{verp}>\r\n"
+        f"Original-Rcpt-To: <{recipient}>\r\n"
+        "Source-IP: 192.0.2.1\r\n\r\n"
+        "--F1\r\n"
+        "Content-Type: message/rfc822\r\n\r\n"
+        f"Return-Path: <{verp}>\r\n"
+        "From: sales@example.com\r\n"
+        f"To: {recipient}\r\n"
+        "Subject: Our offer\r\n"
+        f"Message-ID: {message_id}\r\n\r\n"
+        "Buy now.\r\n"
+        "--F1--\r\n"
+    ).encode()

@@ -67,6 +67,7 @@ _DELIVERIES = {
     "message.deferred": "deferred",
 }
 _BOUNCE_CLASSES = ("hard", "soft")
+_LIVE_STATUSES = tuple(s for s in GrantStatus if s is not GrantStatus.DELETED)  # deleted: gone
 
 
 @dataclass(slots=True)
@@ -192,7 +193,7 @@ class Metrics:
         )
         for sample in samples:
             name = sample.application.name
-            for status in GrantStatus:
+            for status in _LIVE_STATUSES:
                 grant_family.add_metric([name, status.value], sample.grants.get(status, 0))
             counts = self._counted[sample.application.id].counts
             by_type: Counter[str] = Counter()
@@ -234,7 +235,7 @@ class Metrics:
             "Seconds each handler call took (fleets serving in this process).",
             labels=["application"],
         )
-        for fleet in self._tenants.fleets.values():
+        for fleet in sorted(self._tenants.fleets.values(), key=lambda f: f.settings.application):
             name = fleet.settings.application
             _add_histogram(dispatch, name, fleet.metrics.dispatch_latency.snapshot())
             _add_histogram(handlers, name, fleet.metrics.handler_duration.snapshot())
