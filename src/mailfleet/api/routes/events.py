@@ -54,6 +54,21 @@ class EventEnvelope(BaseModel):
     data: EventData
 
 
+_EVENT_SCHEMA = {
+    "description": "one event of the stream (OpenAPI 3.1: the schema describes each event)",
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/EventEnvelope"},
+        },
+    },
+}
+
 EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,-]{1,200}$")]
 
 Types = Annotated[
@@ -138,7 +153,7 @@ async def list_events(
             "description": "An endless `text/event-stream`: each event as `id:` (its id), "
             "`event:` (its type) and `data:` (its envelope as JSON); a comment every "
             "`api_sse_keepalive` seconds when nothing happens.",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
         }
     },
 )
