@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -34,6 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from apiserver import ApiServer
+from mailfleet import Fleet
+from mailfleet.api import Tenants, create_app, serve_api
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +118,24 @@ def _check(
     except (Exception, FailureGroup) as exc:  # a group of checks failing is a Base one
         return f"{operation.label} ({mode.value}): {exc}"
     return None
+
+
+async def test_a_degraded_health_answer_is_the_one_documented(fleet: Fleet) -> None:
+    async def liveness() -> dict[str, Any]:
+        return {"mx": "not run here", "workers": "down: none alive"}
+
+    tenants = Tenants(fleet.settings, database=fleet.database, liveness=liveness)
+    async with tenants, anyio.create_task_group() as tg:
+        port = await tg.start(serve_api, create_app(tenants), "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+
+        def check() -> int:
+            operation = schemathesis.openapi.from_url(f"{url}/openapi.json")["/healthz"]["GET"]
+            case = operation.Case()
+            response = case.call(base_url=url, timeout=10)
+            # 503 is the documented answer here: every check but "not a server error".
+            case.validate_response(response, checks=CHECKS[1:])
+            return response.status_code
+
+        assert await anyio.to_thread.run_sync(check) == 503
+        tg.cancel_scope.cancel()

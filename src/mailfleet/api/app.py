@@ -73,7 +73,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         for operation in path.values():
             responses = operation.setdefault("responses", {})
             for status, response in responses.items():
-                if status.startswith(("4", "5")):
+                if status.startswith(("4", "5")) and not _own_content(response):
                     response["content"] = {problems.PROBLEM_JSON: {"schema": problem}}
             if "422" in responses or operation.get("requestBody") or operation.get("parameters"):
                 responses["422"] = {
@@ -92,3 +92,18 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     app.openapi_schema = document
     return document
+
+
+def _own_content(response: dict[str, Any]) -> bool:
+    """Whether a route declared what an error response of its own carries (a model, as
+    ``/healthz``'s 503 does), rather than FastAPI's empty default or its validation error:
+    those are answered as problem+json."""
+    content = response.get("content") or {}
+    for media_type, entry in content.items():
+        schema = entry.get("schema") or {}
+        default = media_type == "application/json" and (
+            not schema or schema.get("$ref", "").endswith("/HTTPValidationError")
+        )
+        if not default:
+            return True
+    return False
