@@ -73,6 +73,7 @@ class EventFeed:
         self._listeners = 0
         self._wanted = anyio.Event()
         self._refreshing = anyio.Lock()
+        self._begun = 0  # refreshes begun so far
 
     @property
     def position(self) -> int:
@@ -80,9 +81,17 @@ class EventFeed:
         return 0 if self._frontier is None else self._frontier.position
 
     async def settled(self) -> int:
-        """Refresh the frontier now and return it: every event at or below it that will
-        ever be visible is visible."""
+        """Refresh the frontier and return it: every event at or below it that will ever
+        be visible is visible, and so is every event committed before the call.
+
+        Concurrent callers share one refresh: one that began after the call is as
+        good as its own.
+        """
+        ticket = self._begun
         async with self._refreshing:
+            if self._begun > ticket:
+                return self.position
+            self._begun += 1
             frontier = self._frontier
             if frontier is None:
                 newest = await self._database.read(events.latest_position)
