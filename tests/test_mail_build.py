@@ -458,7 +458,8 @@ def test_the_plain_fast_path_writes_what_the_general_path_writes(text: str, repl
         None,
     )
     assert fast is not None
-    general = build_message(**args, headers={"X-Path": "general"})  # forces the general path
+    # A non-ASCII extra field forces the general path (ASCII ones are written by both).
+    general = build_message(**args, headers={"X-Path": "général"})
     one, two = parse_message(fast.raw), parse_message(general.raw)
     for name in ("subject", "from_", "to", "text", "in_reply_to", "references", "html"):
         assert getattr(one, name) == getattr(two, name), name
@@ -468,3 +469,31 @@ def test_the_plain_fast_path_writes_what_the_general_path_writes(text: str, repl
     assert b"\n" not in fast.raw.replace(b"\r\n", b"")
     assert fast.raw.isascii()
     assert fast.recipients == general.recipients
+
+
+@pytest.mark.parametrize("html", [None, "<p>Hello</p>"])
+def test_long_ascii_fields_are_folded_at_spaces_never_encoded(html: str | None) -> None:
+    """A List-Unsubscribe URL longer than a line stays one word (the email package would
+    cut it into RFC 2047 encoded words, which receivers do not read as a URL)."""
+    token = "a" * 32
+    value = (
+        f"<mailto:unsubscribe+{token}@bounces.example.com>, "
+        f"<https://mail.example.com/v1/unsubscribe/{token}{token}>"
+    )
+    built = build_message(
+        sender="news@example.com",
+        to="ada@example.org",
+        subject="News",
+        text="Hello",
+        html=html,
+        message_id_domain="example.com",
+        headers={"List-Unsubscribe": value, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    )
+    head = built.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert "=?" not in head
+    assert f"List-Unsubscribe: <mailto:unsubscribe+{token}@bounces.example.com>,\r\n <https" in head
+    assert head.index("List-Unsubscribe-Post:") < head.index("MIME-Version:")
+    parsed = message_from_bytes(built.raw)
+    assert " ".join(str(parsed["List-Unsubscribe"]).split()) == value
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parse_message(built.raw).defects == ()

@@ -68,6 +68,20 @@ EXPECTED = {
     "InvalidPolicy",
     "ListenFailed",
     "MailfleetError",
+    "MessageBlocked",
+    "Condition",
+    "DryRunResult",
+    "ListItemResult",
+    "ListItemsResult",
+    "PolicyList",
+    "PolicyRules",
+    "Rule",
+    "RuleEvaluation",
+    "RuleMatch",
+    "RuleSet",
+    "RuleSpec",
+    "Screened",
+    "Verdict",
     "NotFound",
     "OutgoingAttachment",
     "PatternInUse",
@@ -76,12 +90,24 @@ EXPECTED = {
     "ProvisionResult",
     "QueueFull",
     "ReputationThresholds",
+    "SendCategory",
     "SendResult",
     "SendStatus",
+    "InvalidToken",
+    "TokenExpired",
+    "Unsubscribe",
+    "UnsubscribeResult",
+    "OptIn",
+    "OptInStatus",
     "Settings",
     "SpamSensitivity",
     "StoreUnavailable",
     "Workspace",
+    "MessageNotFound",
+    "MessageRecord",
+    "Restriction",
+    "ThreadNotFound",
+    "ThreadRecord",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
     "__version__",
@@ -107,7 +133,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 26
+    assert len(errors) == 31
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

@@ -30,7 +30,7 @@ from .mail.build import OutgoingAttachment
 from .mail.inbound import InboundMessage
 from .model.addresses import parse_address
 from .model.errors import InvalidAgent
-from .model.outbound import SendResult, SendStatus
+from .model.outbound import SendCategory, SendResult, SendStatus
 from .model.policy import Policy
 from .model.records import Grant
 
@@ -61,9 +61,11 @@ class AgentContext(Protocol):
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool = False,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
     ) -> SendResult:
         """Pass a message through the outbound gates and into the outbox (``defer``: a
-        send the quota, rate or a warm-up ramp refuses is scheduled instead)."""
+        send the quota, rate or a warm-up ramp refuses is scheduled instead;
+        ``category``: see :class:`~mailfleet.SendCategory`)."""
         ...
 
 
@@ -161,6 +163,7 @@ class Agent:
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool | None = None,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
     ) -> SendResult:
         """Send a new message; the result says whether it was accepted or why not.
 
@@ -168,6 +171,11 @@ class Agent:
         with its ``retry_after``...) come back as the result's ``status`` and
         ``detail``, never as exceptions. ``defer`` (default: the class's
         :attr:`defer_rate_limited`) queues a rate-limited send for later instead.
+        ``category`` (:class:`~mailfleet.SendCategory`): ``transactional`` (the
+        default); ``bulk`` sends go to one recipient each and carry its one-click
+        unsubscribe headers; ``campaign`` ones too, and only to recipients who
+        confirmed by double opt-in (else ``opt_in_pending``, and a confirmation is
+        sent).
         """
         recipients = [to] if isinstance(to, str) else list(to)
         return await self._context.send(
@@ -179,6 +187,7 @@ class Agent:
             in_reply_to=None,
             attachments=attachments,
             defer=self.defer_rate_limited if defer is None else defer,
+            category=category,
         )
 
     async def reply(

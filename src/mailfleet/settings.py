@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     api_sse_keepalive: float = Field(
         15.0, gt=0, le=300, description="seconds between keep-alive comments of an idle SSE stream"
     )
+    api_idempotency_ttl: float = Field(
+        86_400.0, gt=0, description="seconds an Idempotency-Key and its first answer are kept"
+    )
+    api_idempotency_lock: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a request holds its Idempotency-Key; a retry after that takes over",
+    )
     smtp_hostname: str = Field("localhost", description="the name the MX greets with")
     smtp_max_recipients: int = Field(100, ge=1, description="recipients per message")
     smtp_tls_cert: Path | None = Field(None, description="PEM certificate: offer STARTTLS")
@@ -172,6 +180,22 @@ class Settings(BaseSettings):
         None,
         description="the envelope (VERP) domain of sends, if not the sender's own; "
         "{domain} stands for the sender's domain (e.g. bounces.{domain})",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8025",
+        description="the HTTP API's base URL as recipients reach it: the one-click "
+        "unsubscribe and opt-in links of sent mail start with it",
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        None,
+        description="the key unsubscribe and opt-in tokens are signed with (HMAC-SHA256); "
+        "unset: a random key made once per application and kept in the database",
+    )
+    opt_in_expiry_days: float = Field(
+        7.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="days a double opt-in confirmation may be answered before it expires",
     )
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field(
         "none", description="the DMARC policy (p=) of the records mailfleet prints"
@@ -286,6 +310,22 @@ class Settings(BaseSettings):
         if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
             raise ValueError(f"{value!r} is not a DNS name")
         return name
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        text = value.strip().rstrip("/")
+        match = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", text, re.IGNORECASE)
+        if match is None:
+            raise ValueError("give an http:// or https:// URL without query or fragment")
+        return text
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("give at least 16 characters (or leave it unset)")
+        return value
 
     @field_validator("bounce_domain")
     @classmethod

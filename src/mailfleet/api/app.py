@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from . import problems
+from .idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyMiddleware
 from .metrics import Metrics, WebhookLag
 from .routes import ROUTERS
 from .schemas import ProblemBody
@@ -24,6 +25,10 @@ scoped to one application: it sees and changes only that application's domains,
 workspaces, grants, messages, suppressions, webhooks and events. Operator acts
 (reinstate, restrictions) need an admin key. Errors are RFC 9457
 `application/problem+json` documents with a stable `code`.
+
+Every POST takes an `Idempotency-Key` header: a retry with the same key and body
+within 24 hours gets the first answer (marked `Idempotent-Replayed: true`) and
+does nothing again; the same key on another request is `409 idempotency_key_reused`.
 """
 
 
@@ -51,6 +56,7 @@ def create_app(tenants: Tenants, *, webhook_lag: WebhookLag | None = None) -> Fa
     app.state.tenants = tenants
     app.state.metrics = Metrics(tenants, webhook_lag=webhook_lag)
     problems.install(app)
+    app.add_middleware(IdempotencyMiddleware, tenants=tenants)
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
@@ -70,7 +76,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas.setdefault(*nested)
     problem = {"$ref": "#/components/schemas/Problem"}
     for path in document.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
+            if method == "post":
+                _idempotent(operation)
             responses = operation.setdefault("responses", {})
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and not _own_content(response):
@@ -107,3 +115,28 @@ def _own_content(response: dict[str, Any]) -> bool:
         if not default:
             return True
     return False
+
+
+def _idempotent(operation: dict[str, Any]) -> None:
+    """Declare the ``Idempotency-Key`` header, and its 409s, on a POST operation."""
+    parameters = operation.setdefault("parameters", [])
+    if not any(p.get("in") == "header" and p.get("name") == HEADER for p in parameters):
+        parameters.append(
+            {
+                "name": HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Retries with the same key and body within 24 hours get the "
+                "first answer and act only once",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            }
+        )
+    responses = operation.setdefault("responses", {})
+    responses.setdefault("400", {"description": "invalid_idempotency_key, or a refusal"})
+    responses.setdefault(
+        "409",
+        {
+            "description": "idempotency_key_reused (another request used this key) or "
+            "idempotency_key_in_flight (the first is still running)"
+        },
+    )

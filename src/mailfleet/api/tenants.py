@@ -175,6 +175,16 @@ class Tenants:
             self._keys[secret] = (now + _KEY_CACHE_SECONDS, key, application)
         return Caller(key, application, await self.fleet(application))
 
+    async def fleet_of(self, application_id: str) -> Fleet:
+        """The open fleet of the application with this id (for links that carry no key)."""
+        fleet = self._fleets.get(application_id)
+        if fleet is not None:
+            return fleet
+        application = await self.database.read(
+            lambda conn: applications.application_by_id(conn, application_id)
+        )
+        return await self.fleet(application)
+
     async def fleet(self, application: Application) -> Fleet:
         """The open fleet of ``application``, opened on first use."""
         fleet = self._fleets.get(application.id)

@@ -103,9 +103,22 @@ def build_message(
     extra headers (``List-Unsubscribe``...); it may not set the ones this
     function writes. ``date`` defaults to now.
     """
-    if html is None and not attachments and not headers and not cc and reply_to is None:
+    extra = _extra_headers(headers)
+    # ASCII values are written as given, folded at their spaces only: the email package
+    # would turn a long unbreakable URL (List-Unsubscribe) into RFC 2047 encoded words.
+    verbatim = [(name, value) for name, value in extra if value.isascii()]
+    encoded = [(name, value) for name, value in extra if not value.isascii()]
+    if html is None and not attachments and not encoded and not cc and reply_to is None:
         simple = _build_plain(
-            sender, to, subject, text, in_reply_to, message_id_domain, auto_submitted, date
+            sender,
+            to,
+            subject,
+            text,
+            in_reply_to,
+            message_id_domain,
+            auto_submitted,
+            date,
+            verbatim,
         )
         if simple is not None:
             return simple
@@ -131,11 +144,17 @@ def build_message(
     message["Message-ID"] = message_id
     for name, value in _threading_headers(in_reply_to, auto_submitted):
         message[name] = value
-    for name, value in _extra_headers(headers):
+    for name, value in encoded:
         message[name] = value
     message["MIME-Version"] = "1.0"
     _set_body(message, _body(text, html, attachments))
-    return BuiltMessage(message.as_bytes(), message_id, mailboxes.recipients)
+    raw = message.as_bytes()
+    if verbatim:  # in their place: after the other extra fields, before MIME-Version
+        head_end = raw.find(b"\r\n\r\n")
+        at = raw.find(b"\r\nMIME-Version: 1.0\r\n", 0, head_end + 2)
+        lines = "".join(f"\r\n{_fold(name, value)}" for name, value in verbatim)
+        raw = raw[:at] + lines.encode("ascii") + raw[at:]
+    return BuiltMessage(raw, message_id, mailboxes.recipients)
 
 
 def _build_plain(
@@ -147,6 +166,7 @@ def _build_plain(
     message_id_domain: str,
     auto_submitted: str | None,
     date: datetime | None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> BuiltMessage | None:
     """The common case written directly, about ten times cheaper than the email package:
     bare ASCII addresses, an ASCII subject, a text body. None: take the general path.
@@ -180,6 +200,7 @@ def _build_plain(
         f"Message-ID: {message_id}",
     ]
     lines += [f"{name}: {value}" for name, value in _threading_headers(in_reply_to, auto_submitted)]
+    lines += [_fold(name, value) for name, value in extra]
     body = _LINE_END.sub("\r\n", text)
     if not body.endswith("\r\n"):
         body += "\r\n"
@@ -347,6 +368,20 @@ def _extra_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
             raise InvalidInput(f"headers.{name}", "is written by build_message itself", value=value)
         checked.append((name, _check_header_text(f"headers.{name}", value)))
     return checked
+
+
+def _fold(name: str, value: str) -> str:
+    """``Name: value`` folded before spaces so that lines keep to 78 characters where
+    they can (RFC 5322 2.2.3); a word longer than that stays whole on its line."""
+    lines: list[str] = []
+    line = f"{name}:"
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) > 78 and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines)
 
 
 # -- body -------------------------------------------------------------------------------

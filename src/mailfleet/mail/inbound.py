@@ -7,12 +7,13 @@ only looks at the subject pays nothing for parsing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from ..model.messages import StoredMessage
 from .parse import Attachment, Mailbox, ParsedMessage, parse_message
 
-__all__ = ["InboundMessage"]
+__all__ = ["InboundMessage", "automatic_reason"]
 
 _STORED_FIELDS = tuple(f.name for f in fields(StoredMessage))
 
@@ -57,20 +58,7 @@ class InboundMessage(StoredMessage):
         mailing list (List-Id), or a bounce (empty Return-Path). Read from the
         headers stored on arrival: no parse needed.
         """
-        first: dict[str, str] = {}
-        for name, value in self.headers:
-            first.setdefault(name.lower(), value.strip())
-        auto = first.get("auto-submitted", "no").split(";")[0].strip().lower()
-        if auto != "no":
-            return f"Auto-Submitted: {auto}"
-        precedence = first.get("precedence", "").lower()
-        if precedence in {"bulk", "junk", "list"}:
-            return f"Precedence: {precedence}"
-        if "list-id" in first:
-            return "a mailing list message (List-Id)"
-        if first.get("return-path") == "<>":
-            return "a bounce (empty Return-Path)"
-        return None
+        return automatic_reason(self.headers)
 
     @property
     def text(self) -> str | None:
@@ -111,3 +99,23 @@ class InboundMessage(StoredMessage):
     def defects(self) -> tuple[str, ...]:
         """Every problem found in the message's MIME."""
         return self.parsed.defects
+
+
+def automatic_reason(headers: Sequence[tuple[str, str]]) -> str | None:
+    """Why a message with these header fields was sent automatically (RFC 3834), or None:
+    Auto-Submitted other than ``no``, Precedence bulk / junk / list, a mailing list
+    (List-Id), or a bounce (empty Return-Path)."""
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name.lower(), value.strip())
+    auto = first.get("auto-submitted", "no").split(";")[0].strip().lower()
+    if auto != "no":
+        return f"Auto-Submitted: {auto}"
+    precedence = first.get("precedence", "").lower()
+    if precedence in {"bulk", "junk", "list"}:
+        return f"Precedence: {precedence}"
+    if "list-id" in first:
+        return "a mailing list message (List-Id)"
+    if first.get("return-path") == "<>":
+        return "a bounce (empty Return-Path)"
+    return None

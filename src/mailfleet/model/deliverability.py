@@ -2,7 +2,8 @@
 
 A bounce or complaint, whether the relay answered it at once or a report
 came back days later, reaches the agent's ``on_bounce`` / ``on_complaint``
-as a :class:`Bounce` / :class:`Complaint`; the suppression list holds
+as a :class:`Bounce` / :class:`Complaint`, an unsubscribe its
+``on_unsubscribe`` as an :class:`Unsubscribe`; the suppression list holds
 :class:`Suppression` entries.
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "Complaint",
     "Suppression",
     "SuppressionReason",
+    "Unsubscribe",
 ]
 
 
@@ -156,6 +158,46 @@ class Complaint:
             message_id=payload.get("header_message_id"),
             outbound_id=int(payload["outbound_id"]),
             received_at=datetime.fromisoformat(payload["received_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """What ``on_unsubscribe`` receives: a recipient asked for no more mail from this grant,
+    by the one-click link (RFC 8058) or by mail to its ``List-Unsubscribe`` address.
+
+    The address is suppressed in the grant's workspace by then, and its opt-in (if any)
+    withdrawn; the handler is told, it need not act.
+    """
+
+    recipient: str
+    via: str
+    """``one_click`` (the HTTPS POST of the link) or ``mail`` (the mailto address)."""
+    message_id: str | None
+    """The Message-ID header of the last send to the recipient that carried the link."""
+    workspace_id: str
+    """The workspace whose suppression list now holds the address."""
+    unsubscribed_at: datetime
+
+    def as_payload(self) -> dict[str, Any]:
+        """The JSON form stored with the queue entry."""
+        return {
+            "recipient": self.recipient,
+            "via": self.via,
+            "header_message_id": self.message_id,
+            "workspace_id": self.workspace_id,
+            "unsubscribed_at": self.unsubscribed_at.isoformat(),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Unsubscribe:
+        """The record back from :meth:`as_payload`."""
+        return cls(
+            recipient=payload["recipient"],
+            via=payload.get("via") or "one_click",
+            message_id=payload.get("header_message_id"),
+            workspace_id=payload.get("workspace_id") or "",
+            unsubscribed_at=datetime.fromisoformat(payload["unsubscribed_at"]),
         )
 
 

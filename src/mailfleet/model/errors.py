@@ -8,18 +8,28 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     ├── InvalidInput (ValueError)            .field names what was wrong
     │   ├── InvalidAddress
     │   ├── InvalidPolicy
-    │   └── InvalidPattern
+    │   ├── InvalidPattern
+    │   ├── InvalidToken                     an unsubscribe or opt-in token not issued here
+    │   │   └── TokenExpired                 an opt-in confirmation past its expiry
+    │   └── InvalidListItems                 .errors: one per entry of a bulk call
     ├── NotFound (LookupError)
     │   ├── DatabaseNotFound                 no database there, and it may not be created
     │   ├── DomainNotRegistered
     │   ├── WorkspaceNotFound
     │   ├── GrantNotFound
-    │   └── ApplicationNotFound
+    │   ├── MessageNotFound
+    │   ├── ThreadNotFound
+    │   ├── ApplicationNotFound
+    │   ├── ListNotFound
+    │   └── RuleNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
     │   ├── PatternInUse
     │   ├── WorkspaceExists
-    │   └── WorkspaceNotEmpty
+    │   ├── WorkspaceNotEmpty
+    │   ├── ListExists
+    │   └── ListInUse                        rules still refer to the list
+    ├── MessageBlocked                       an inbound rule refused the message (SMTP 550 5.7.1)
     ├── QueueFull                            a grant's queue is at its limit (SMTP 451)
     ├── InvalidAgent (TypeError)             an Agent subclass is malformed
     ├── FleetNotOpen (RuntimeError)          used before ``async with`` or after it
@@ -40,6 +50,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 __all__ = [
     "ApplicationNotFound",
@@ -56,15 +69,25 @@ __all__ = [
     "InvalidAddress",
     "InvalidAgent",
     "InvalidInput",
+    "InvalidListItems",
     "InvalidPattern",
     "InvalidPolicy",
+    "InvalidToken",
+    "ListExists",
+    "ListInUse",
+    "ListNotFound",
     "ListenFailed",
     "MailfleetError",
+    "MessageBlocked",
+    "MessageNotFound",
     "NotFound",
     "PatternInUse",
     "QueueFull",
+    "RuleNotFound",
     "SigningFailed",
     "StoreUnavailable",
+    "ThreadNotFound",
+    "TokenExpired",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -107,6 +130,43 @@ class InvalidPolicy(InvalidInput):
 
 class InvalidPattern(InvalidInput):
     """An auto-group pattern is neither ``domain`` nor ``*.domain``."""
+
+
+class InvalidToken(InvalidInput):
+    """A token of an unsubscribe or opt-in link (or address) that this application did not
+    issue: malformed, forged, mistyped, superseded by a newer request, or of a grant
+    deleted since. Nothing was changed. ``kind`` is ``unsubscribe`` or ``opt_in``."""
+
+    def __init__(self, kind: str, message: str, *, value: object = None) -> None:
+        super().__init__("token", message, value=value)
+        self.kind = kind
+
+
+class TokenExpired(InvalidToken):
+    """An opt-in confirmation used after it expired (setting ``opt_in_expiry_days``):
+    nothing was confirmed; a new request sends a new confirmation. ``expired_at`` says when."""
+
+    def __init__(
+        self, kind: str, message: str, *, expired_at: datetime, value: object = None
+    ) -> None:
+        super().__init__(kind, message, value=value)
+        self.expired_at = expired_at
+
+
+class InvalidListItems(InvalidInput):
+    """Entries of a bulk add or remove are not valid: nothing was applied.
+
+    ``errors`` holds one :class:`~mailfleet.model.lists.EntryError` per faulty entry
+    (its index, the value given, why); ``field`` names the first (``items[3]``).
+    """
+
+    def __init__(self, errors: Sequence[Any]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1:,} more)" if len(errors) > 1 else ""
+        super().__init__(
+            first.field, f"{first.message}{more}; nothing was applied", value=first.value
+        )
+        self.errors = tuple(errors)
 
 
 class NotFound(_FieldError, LookupError):
@@ -159,6 +219,22 @@ class GrantNotFound(NotFound):
         self.grant = grant
 
 
+class MessageNotFound(NotFound):
+    """No stored message with that id among a grant's mail."""
+
+    def __init__(self, message: str, *, field: str = "message") -> None:
+        super().__init__(field, f"no message {message!r} of this grant", value=message)
+        self.message_key = message
+
+
+class ThreadNotFound(NotFound):
+    """No thread with that id among a grant's mail."""
+
+    def __init__(self, thread: str, *, field: str = "thread") -> None:
+        super().__init__(field, f"no thread {thread!r} of this grant", value=thread)
+        self.thread = thread
+
+
 class ApplicationNotFound(NotFound):
     """No application with that name."""
 
@@ -167,6 +243,22 @@ class ApplicationNotFound(NotFound):
     ) -> None:
         hint = "" if known is None else f" in this database (applications: {known})"
         super().__init__(field, f"no application {application!r}{hint}", value=application)
+
+
+class ListNotFound(NotFound):
+    """No list with that id (or name) in the application."""
+
+    def __init__(self, key: str, *, field: str = "list") -> None:
+        super().__init__(field, f"no list {key!r}", value=key)
+        self.key = key
+
+
+class RuleNotFound(NotFound):
+    """No rule with that id in the application."""
+
+    def __init__(self, key: str, *, field: str = "rule") -> None:
+        super().__init__(field, f"no rule {key!r}", value=key)
+        self.key = key
 
 
 class Conflict(MailfleetError):
@@ -192,6 +284,31 @@ class WorkspaceExists(Conflict):
 
 class WorkspaceNotEmpty(Conflict):
     """A workspace that still holds grants cannot be deleted."""
+
+
+class ListExists(Conflict):
+    """A list of that name exists already in the application."""
+
+
+class ListInUse(Conflict):
+    """A list that rules still refer to cannot be deleted (``rules`` names their ids)."""
+
+    def __init__(self, field: str, message: str, *, rules: Sequence[str] = ()) -> None:
+        super().__init__(field, message)
+        self.rules = tuple(rules)
+
+
+class MessageBlocked(MailfleetError):
+    """An inbound rule refused the message: nothing was stored.
+
+    The MX answers ``550 5.7.1``; other sources (IMAP) skip the message.
+    ``rule_id`` and ``rule`` (its name) say which rule.
+    """
+
+    def __init__(self, rule_id: str, rule: str) -> None:
+        super().__init__(f"refused by rule {rule!r} ({rule_id})")
+        self.rule_id = rule_id
+        self.rule = rule
 
 
 class InvalidAgent(MailfleetError, TypeError):

@@ -1,13 +1,41 @@
-"""Stored inbound mail as plain records (headers are read by ``mail/headers.py``)."""
+"""Stored mail as plain records (headers are read by ``mail/headers.py``)."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .authentication import Authentication
+from .errors import InvalidInput
 
-__all__ = ["MessageHeaders", "StoredMessage"]
+__all__ = [
+    "MessageHeaders",
+    "MessageRecord",
+    "StoredMessage",
+    "ThreadRecord",
+    "cursor_of",
+    "parse_cursor",
+]
+
+
+def cursor_of(when: datetime, key: str) -> str:
+    """The opaque cursor of a list position: the item made at ``when`` with id ``key``."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    text = f"{when.isoformat()}|{key}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str, *, field: str = "after") -> tuple[datetime, str]:
+    """The ``(time, id)`` of a cursor :func:`cursor_of` made; InvalidInput otherwise."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        when, key = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        parsed = datetime.fromisoformat(when)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(field, "not a cursor this list gave", value=cursor) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), key
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +73,56 @@ class StoredMessage:
     authentication: Authentication | None = field(default=None, repr=False)
     """What the MX verified on arrival (SPF, DKIM, DMARC, the ``Authentication-Results``
     header it added); None for mail that did not come through the MX (IMAP, ``deliver``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message of a grant's mailbox as it is listed and read: inbound (``direction``
+    ``in``, folder ``inbox`` or ``spam``) or sent (``out``, folder ``sent``).
+
+    ``delivery`` is a sent message's state on its way (``pending``, ``sent``,
+    ``bounced``, ``captured``), None for inbound mail; ``send_at`` when a pending
+    one is due to leave (epoch seconds). ``raw`` is given when one message is read,
+    None in lists.
+    """
+
+    id: str
+    grant_id: str
+    direction: str
+    folder: str
+    message_id: str | None
+    thread_id: str | None
+    subject: str | None
+    sender: str | None
+    recipients: tuple[str, ...]
+    size: int
+    created_at: datetime
+    delivery: str | None = None
+    send_at: float | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    raw: bytes | None = field(default=None, repr=False)
+
+    @property
+    def cursor(self) -> str:
+        """The cursor that lists the messages after this one (``after=``)."""
+        return cursor_of(self.created_at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    """A conversation of a grant: its messages' count, its first subject, when it
+    started and when its last message came or left."""
+
+    id: str
+    grant_id: str
+    subject: str | None
+    messages: int
+    first_at: datetime
+    last_at: datetime
+    participants: tuple[str, ...] = ()
+    """The senders and recipients of its messages, in the order they first appear."""
+
+    @property
+    def cursor(self) -> str:
+        """The cursor that lists the threads after this one (``after=``)."""
+        return cursor_of(self.last_at, self.id)

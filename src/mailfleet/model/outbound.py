@@ -5,7 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["OutgoingMail", "SendResult", "SendStatus"]
+from .deliverability import Suppression
+
+__all__ = ["OutgoingMail", "SendCategory", "SendResult", "SendStatus"]
+
+
+class SendCategory(StrEnum):
+    """What kind of mail a send is, which decides what it carries and whom it may reach."""
+
+    TRANSACTIONAL = "transactional"
+    """The default: replies, receipts, notifications one recipient caused. No
+    unsubscribe headers, no opt-in."""
+    BULK = "bulk"
+    """Mail sent to many recipients alike (newsletters, announcements): one recipient a
+    send, each carrying its own ``List-Unsubscribe`` (mailto and https) and
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058)."""
+    CAMPAIGN = "campaign"
+    """Marketing mail: as ``bulk``, and only to recipients who confirmed by double
+    opt-in (else ``opt_in_pending``, and a confirmation is sent)."""
 
 
 class SendStatus(StrEnum):
@@ -32,6 +49,10 @@ class SendStatus(StrEnum):
     BLOCKED_BY_RULE = "blocked_by_rule"
     """An outbound rule of the workspace or application blocks it (HTTP 403; ``detail``
     names the rule): nothing was queued."""
+    OPT_IN_PENDING = "opt_in_pending"
+    """A ``campaign`` send to a recipient who has not confirmed by double opt-in: nothing
+    was queued. ``detail`` says whether a confirmation was just sent, is awaiting its
+    answer, or expired unanswered (``Fleet.request_opt_in`` asks again)."""
     REJECTED = "rejected"
     """The message itself is not acceptable (see ``detail``)."""
 
@@ -53,6 +74,12 @@ class SendResult:
     send_at: float | None = None
     """``queued``: when the message is due to leave (epoch seconds), later than now when
     it was paced, scheduled past the burst or deferred (``detail`` says which); None: now."""
+
+    id: str | None = None
+    """``queued``: mailfleet's id of the stored message (its ``sent`` copy, which
+    ``fleet.message(grant, id)`` and ``GET /v1/grants/{grant}/messages/{id}`` read)."""
+    suppressed: tuple[Suppression, ...] = ()
+    """``suppressed``: each listed recipient with its reason."""
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "GrantStatus",
     "ProvisionOutcome",
     "ProvisionResult",
+    "Restriction",
     "Workspace",
     "txt_strings",
 ]
@@ -244,3 +245,21 @@ class ApiKey:
     created_at: datetime
     admin: bool = False
     """Whether the key may also act as the operator (reinstate, restrict, lift)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """An operator's block on sending, for abuse: a grant, workspace, domain or the
+    application (``kind``), its stored key (``subject``: an id, a domain's name), why,
+    who decided and when."""
+
+    kind: str
+    subject: str
+    reason: str | None
+    by: str | None
+    created_at: datetime | None
+
+    @property
+    def id(self) -> str:
+        """``<kind>:<subject>``: how the API names it (``DELETE /v1/restrictions/{id}``)."""
+        return f"{self.kind}:{self.subject}"

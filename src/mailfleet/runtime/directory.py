@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -27,6 +28,7 @@ from ..model.errors import (
     MailfleetError,
     WorkspaceNotFound,
 )
+from ..model.messages import MessageRecord, StoredMessage, ThreadRecord, parse_cursor
 from ..model.records import (
     ApiKey,
     Domain,
@@ -35,6 +37,7 @@ from ..model.records import (
     GrantStatus,
     ProvisionOutcome,
     ProvisionResult,
+    Restriction,
     Workspace,
 )
 from ..model.reputation import ReputationLevel
@@ -49,6 +52,7 @@ from ..store import (
     suppressions,
     workspaces,
 )
+from ..store import messages as store_messages
 from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
@@ -58,6 +62,7 @@ if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
     from ..auth.dkim import DkimKey
     from ..auth.keystore import KeyStore
+    from ..mail.inbound import InboundMessage
 
 __all__ = ["AgentRef", "Directory", "SuppressionRow"]
 
@@ -429,6 +434,107 @@ class Directory:
 
         return await self._scope.read(read)
 
+    async def reputation_of(self, target: str, *, kind: str = "grant") -> list[ReputationLevel]:
+        """The reputation of a grant (address or id), or with ``kind`` a workspace (name or
+        id), a domain or the application (``"application"``): its own level and each
+        wider one up to the application, with the rates, sample, state and why."""
+        _check_kind(kind)
+
+        def read(tx: Tx) -> list[ReputationLevel]:
+            return reputation.levels_from(tx, kind, _subject(tx, kind, target))
+
+        return await self._scope.read(read)
+
+    async def restrictions(self, *, kind: str | None = None) -> list[Restriction]:
+        """The application's restrictions (of ``kind``): restricted grants, workspaces,
+        domains and the application, each with who and why, by kind and subject."""
+        if kind is not None:
+            _check_kind(kind)
+        return await self._scope.read(lambda tx: restrictions.list_restrictions(tx, kind=kind))
+
+    async def messages(
+        self,
+        grant: str,
+        *,
+        folder: str | None = None,
+        thread: str | None = None,
+        direction: str | None = None,
+        since: datetime | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageRecord]:
+        """A grant's (address or id) stored messages, newest first: inbound (folders
+        ``inbox``, ``spam``) and sent (``sent``, with their delivery state), of one
+        ``thread`` or ``direction`` (``in``, ``out``), since a time; ``after`` is the
+        ``cursor`` of the last message of the previous page."""
+        if folder is not None and folder not in store_messages.FOLDERS:
+            raise InvalidInput(
+                "folder", f"one of {', '.join(store_messages.FOLDERS)}", value=folder
+            )
+        if direction is not None and direction not in ("in", "out"):
+            raise InvalidInput("direction", "in or out", value=direction)
+        position = None if after is None else parse_cursor(after)
+
+        def read(tx: Tx) -> list[MessageRecord]:
+            return store_messages.list_messages(
+                tx,
+                grants.get_grant(tx, grant).id,
+                folder=folder,
+                thread_id=thread,
+                direction=direction,
+                since=since,
+                after=position,
+                limit=limit,
+            )
+
+        return await self._scope.read(read)
+
+    async def message(self, grant: str, message: str) -> MessageRecord:
+        """One stored message of a grant, with its raw bytes and headers (a
+        :class:`~mailfleet.model.errors.MessageNotFound` if the grant has none by that id)."""
+
+        def read(tx: Tx) -> MessageRecord:
+            return store_messages.get_message(tx, grants.get_grant(tx, grant).id, message)
+
+        return await self._scope.read(read)
+
+    async def stored_message(
+        self, grant: str, message: str, *, field: str = "message"
+    ) -> InboundMessage:
+        """One stored message of a grant as handlers receive it (to reply to it: the
+        ``in_reply_to`` of ``send``); a :class:`~mailfleet.MessageNotFound` otherwise."""
+        from ..mail.inbound import InboundMessage
+
+        def read(tx: Tx) -> StoredMessage:
+            return store_messages.get_stored(
+                tx, grants.get_grant(tx, grant).id, message, field=field
+            )
+
+        return InboundMessage.from_stored(await self._scope.read(read))
+
+    async def threads(
+        self, grant: str, *, after: str | None = None, limit: int = 100
+    ) -> list[ThreadRecord]:
+        """A grant's conversations, the most recently active first; ``after`` is the
+        ``cursor`` of the last thread of the previous page."""
+        position = None if after is None else parse_cursor(after)
+
+        def read(tx: Tx) -> list[ThreadRecord]:
+            return store_messages.list_threads(
+                tx, grants.get_grant(tx, grant).id, after=position, limit=limit
+            )
+
+        return await self._scope.read(read)
+
+    async def thread(self, grant: str, thread: str) -> tuple[ThreadRecord, list[MessageRecord]]:
+        """One conversation of a grant and its messages, oldest first (a
+        :class:`~mailfleet.model.errors.ThreadNotFound` if the grant has none by that id)."""
+
+        def read(tx: Tx) -> tuple[ThreadRecord, list[MessageRecord]]:
+            return store_messages.get_thread(tx, grants.get_grant(tx, grant).id, thread)
+
+        return await self._scope.read(read)
+
     async def reinstate(self, target: str, *, reason: str, by: str, kind: str = "grant") -> None:
         """Lift a pause set by the rates (a pause never lifts by itself): ``target`` is a
         grant (address or id), or with ``kind`` a workspace (name or id), a domain or
@@ -449,11 +555,12 @@ class Directory:
 
     async def restrict(
         self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
-    ) -> None:
+    ) -> Restriction:
         """Block sending for abuse, whatever the rates: a grant (address or id), or with
         ``kind`` a workspace, a domain or the application. Every send under it answers
         ``restricted`` (HTTP 403) until :meth:`lift`; ``<kind>.restricted`` records who
-        and why."""
+        and why. Returns the restriction (its ``subject`` is the stored key: an id, or
+        a domain's name)."""
         _check_act(reason, by, kind)
 
         def block(tx: Tx) -> str:
@@ -467,6 +574,7 @@ class Directory:
 
         subject = await self._scope.write(block)
         _log_act(logging.WARNING, kind, subject, "restricted", by, reason)
+        return Restriction(kind, subject, reason, by, datetime.now(UTC))
 
     async def lift(
         self, target: str, *, reason: str, by: str = "operator", kind: str = "grant"
@@ -694,6 +802,10 @@ def _check_act(reason: str, by: str, kind: str) -> None:
     for name, value in (("reason", reason), ("by", by)):
         if not isinstance(value, str) or not value.strip():
             raise InvalidInput(name, f"say {name} (who decided, and why)", value=value)
+    _check_kind(kind)
+
+
+def _check_kind(kind: str) -> None:
     if kind not in reputation.KINDS:
         raise InvalidInput("kind", f"one of {', '.join(reputation.KINDS)}", value=kind)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,8 +25,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..model.addresses import parse_address
+from ..model.consent import OptIn, UnsubscribeResult
 from ..model.errors import Conflict, FleetNotOpen, StoreUnavailable
-from ..model.outbound import SendResult
+from ..model.outbound import SendCategory, SendResult
 from ..model.records import Application, DnsRecord, Grant
 from ..settings import Settings
 from ..store import applications, grants, outbound, queue, workers, workspaces
@@ -36,6 +37,7 @@ from ..store.outbound import OutboundView
 from ..store.queue import DeadLetter
 from ..store.scope import Scope, Tx
 from ..store.workers import UnservedGrant
+from .consent import Consent, ConsentTokens
 from .directory import Directory
 from .domain_auth import DomainAuth
 from .doorbell import Doorbell
@@ -44,6 +46,7 @@ from .intake import Intake
 from .mailroom import Mailroom
 from .metrics import RuntimeMetrics
 from .outbox import OutboundRule, Outbox
+from .policy import PolicyRules
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -83,6 +86,18 @@ def _directory(
     return call
 
 
+def _policy(
+    method: Callable[Concatenate[PolicyRules, P], R],
+) -> Callable[Concatenate[Fleet, P], R]:
+    """Expose a :class:`PolicyRules` method (lists and rules) as the fleet's own."""
+
+    @functools.wraps(method)
+    def call(fleet: Fleet, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(fleet.policy, *args, **kwargs)
+
+    return call
+
+
 @dataclass(frozen=True, slots=True)
 class _Opened:
     """The components of an open fleet."""
@@ -95,7 +110,9 @@ class _Opened:
     outbox: Outbox
     mailroom: Mailroom
     feedback: Feedback
+    consent: Consent
     domain_auth: DomainAuth
+    policy: PolicyRules
     tasks: TaskGroup
 
 
@@ -182,11 +199,16 @@ class Fleet:
             await _close(None, owned)
             raise
         scope = Scope(database, application.id, self._registry.served)
+        policy = PolicyRules(scope)
         intake = Intake(
-            scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
+            scope,
+            queue_limit=self.settings.queue_limit,
+            committed=self._work_committed.ring,
+            screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
         directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
@@ -196,10 +218,21 @@ class Fleet:
             recipient_domains=RecipientDomains(lambda: self.resolver, mailroom.owns_domain)
             if self.settings.check_recipient_domains
             else None,
+            tokens=tokens,
+            opt_in_pending=lambda grant, address: consent.campaign_refused(grant, address),
         )
+        consent = Consent(
+            scope,
+            tokens,
+            outbox,
+            expiry_days=self.settings.opt_in_expiry_days,
+            committed=self._work_committed.ring,
+        )
+        outbox.add_rule(policy.outbound_rule)  # the stored outbound rules (gate 5)
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         try:
+            await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
         except BaseException:
@@ -218,9 +251,11 @@ class Fleet:
                 soft_bounce_limit=self.settings.soft_bounce_limit,
                 committed=self._work_committed.ring,
             ),
+            consent=consent,
             domain_auth=DomainAuth(
                 scope, self.settings, lambda: self.resolver, keys_changed=outbox.forget_signer
             ),
+            policy=policy,
             tasks=tasks,
         )
         return self
@@ -303,10 +338,42 @@ class Fleet:
     suppressions = _directory(Directory.suppressions)
     suppression = _directory(Directory.suppression)
     count_suppressions = _directory(Directory.count_suppressions)
+    messages = _directory(Directory.messages)
+    message = _directory(Directory.message)
+    stored_message = _directory(Directory.stored_message)
+    threads = _directory(Directory.threads)
+    thread = _directory(Directory.thread)
+    reputation_of = _directory(Directory.reputation_of)
+    restrictions = _directory(Directory.restrictions)
     set_grant_status = _directory(Directory.set_grant_status)
     create_api_key = _directory(Directory.create_api_key)
     revoke_api_keys = _directory(Directory.revoke_api_keys)
     events = _directory(Directory.events)
+
+    # -- lists and rules (a façade over the policy) --------------------------------------
+
+    @property
+    def policy(self) -> PolicyRules:
+        """The application's lists and rules, and the compiled rules in force here.
+
+        Its methods are also the fleet's own (``fleet.create_list(...)``).
+        """
+        return self._open("the lists and rules").policy
+
+    create_list = _policy(PolicyRules.create_list)
+    lists = _policy(PolicyRules.lists)
+    get_list = _policy(PolicyRules.get_list)
+    list_items = _policy(PolicyRules.list_items)
+    delete_list = _policy(PolicyRules.delete_list)
+    add_list_items = _policy(PolicyRules.add_list_items)
+    remove_list_items = _policy(PolicyRules.remove_list_items)
+    create_rule = _policy(PolicyRules.create_rule)
+    rules = _policy(PolicyRules.rules)
+    rule = _policy(PolicyRules.rule)
+    update_rule = _policy(PolicyRules.update_rule)
+    delete_rule = _policy(PolicyRules.delete_rule)
+    dry_run_rule = _policy(PolicyRules.dry_run_rule)
+    rule_evaluations = _policy(PolicyRules.rule_evaluations)
 
     # -- agents -----------------------------------------------------------------------
 
@@ -376,29 +443,110 @@ class Fleet:
         text: str,
         html: str | None = None,
         attachments: Sequence[OutgoingAttachment] = (),
-        in_reply_to: InboundMessage | None = None,
+        in_reply_to: InboundMessage | str | None = None,
         defer: bool = False,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
+        cc: str | Sequence[str] = (),
+        bcc: str | Sequence[str] = (),
+        reply_to: str | Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> SendResult:
         """Send as a grant (id, address or record) from outside an agent.
 
         The same gates, building, signing and outbox as ``Agent.send`` (and, with
-        ``in_reply_to``, ``Agent.reply``'s threading); the result says whether the
-        message was queued or why not. An unknown grant is a
-        :class:`~mailfleet.GrantNotFound`.
+        ``in_reply_to``, ``Agent.reply``'s threading: a message, or the id of one of
+        the grant's stored messages); the result says whether the message was queued
+        or why not. ``cc`` recipients are named in the message, ``bcc`` ones only in
+        the envelope; ``headers`` adds fields the builder does not write. A send
+        given an ``idempotency_key`` is queued at most once under it: a second send
+        with the key answers the first one's result (its ``id``) and queues nothing.
+        ``category`` as for ``Agent.send``: ``bulk`` and ``campaign`` sends carry
+        one-click unsubscribe headers, and ``campaign`` ones reach only recipients
+        who confirmed (``opt_in_pending``). An unknown grant is a
+        :class:`~mailfleet.GrantNotFound`, an unknown ``in_reply_to`` a
+        :class:`~mailfleet.MessageNotFound`.
         """
         opened = self._open("Fleet.send()")
         record = await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
-        recipients = [to] if isinstance(to, str) else list(to)
+        parent = in_reply_to
+        if isinstance(parent, str):
+            parent = await opened.directory.stored_message(record.id, parent, field="in_reply_to")
         return await opened.outbox.send(
             record,
-            recipients,
+            _listed(to),
             subject=subject,
             text=text,
             html=html,
-            in_reply_to=in_reply_to,
+            in_reply_to=parent,
             attachments=attachments,
             defer=defer,
+            category=category,
+            cc=_listed(cc),
+            bcc=_listed(bcc),
+            reply_to=_listed(reply_to),
+            headers=headers,
+            idempotency_key=idempotency_key,
         )
+
+    # -- unsubscribes and double opt-in -----------------------------------------------
+
+    async def unsubscribe(self, token: str, *, via: str = "one_click") -> UnsubscribeResult:
+        """Unsubscribe the recipient of a bulk or campaign send, by the token of its
+        ``List-Unsubscribe`` link (``POST /v1/unsubscribe/TOKEN``, RFC 8058 one-click).
+
+        See :meth:`Consent.unsubscribe <mailfleet.runtime.consent.Consent.unsubscribe>`:
+        suppressed at once, idempotent, :class:`~mailfleet.InvalidToken` for a token this
+        application did not issue (nothing changes).
+        """
+        return await self._open("Fleet.unsubscribe()").consent.unsubscribe(token, via=via)
+
+    async def unsubscribe_status(self, token: str) -> UnsubscribeResult:
+        """Who ``token`` unsubscribes from whom, and whether it did: changes nothing
+        (a page shown before the one-click POST). :class:`~mailfleet.InvalidToken` as
+        for :meth:`unsubscribe`."""
+        return await self._open("Fleet.unsubscribe_status()").consent.unsubscribe_status(token)
+
+    async def request_opt_in(
+        self,
+        grant: str | Grant,
+        recipient: str,
+        *,
+        subject: str | None = None,
+        text: str | None = None,
+    ) -> OptIn:
+        """Ask ``recipient`` to confirm ``grant``'s campaign mail (double opt-in): a
+        confirmation with a signed link (``public_url``/v1/opt-in/TOKEN) that a reply
+        answers too. See :meth:`Consent.request_opt_in
+        <mailfleet.runtime.consent.Consent.request_opt_in>`."""
+        opened = self._open("Fleet.request_opt_in()")
+        record = await self._grant_record(opened, grant)
+        return await opened.consent.request_opt_in(record, recipient, subject=subject, text=text)
+
+    async def opt_in(self, grant: str | Grant, recipient: str) -> OptIn:
+        """Where ``recipient`` stands with ``grant``'s campaign mail: not requested,
+        pending, confirmed or expired (changes nothing)."""
+        opened = self._open("Fleet.opt_in()")
+        return await opened.consent.opt_in(await self._grant_record(opened, grant), recipient)
+
+    async def confirm_opt_in(self, token: str, *, via: str = "link") -> OptIn:
+        """Confirm the opt-in a confirmation's link names (``/v1/opt-in/TOKEN``).
+
+        Idempotent; :class:`~mailfleet.InvalidToken` for a token this application did
+        not issue (or a newer request replaced), :class:`~mailfleet.TokenExpired` past
+        ``opt_in_expiry_days``: nothing changes then.
+        """
+        return await self._open("Fleet.confirm_opt_in()").consent.confirm_opt_in(token, via=via)
+
+    async def opt_in_status(self, token: str) -> OptIn:
+        """The opt-in a confirmation's token names, without confirming it (a page shown
+        before the confirming POST); :class:`~mailfleet.InvalidToken` as for
+        :meth:`confirm_opt_in`."""
+        return await self._open("Fleet.opt_in_status()").consent.opt_in_status(token)
+
+    @staticmethod
+    async def _grant_record(opened: _Opened, grant: str | Grant) -> Grant:
+        return await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
 
     # -- domain authentication -------------------------------------------------------
 
@@ -627,6 +775,9 @@ class Fleet:
             owns_domain=opened.mailroom.owns_domain,
             report=opened.feedback.receive,
             authenticate=verify,
+            unsubscribe=opened.consent.unsubscribe_by_mail,
+            unsubscribe_known=opened.consent.knows_unsubscribe,
+            screen=opened.policy.screen_recipient,
         )
         await serve_smtp(
             mx,
@@ -760,6 +911,16 @@ class Fleet:
         if count:
             self._work_committed.ring(None)
         return count
+
+    # Last in the class: a member named ``list`` would shadow the builtin in the
+    # annotations of every member after it.
+    list = get_list
+    """A list by id or name (:meth:`get_list`)."""
+
+
+def _listed(addresses: str | Sequence[str]) -> list[str]:
+    """One address or several, as a list."""
+    return [addresses] if isinstance(addresses, str) else list(addresses)
 
 
 async def _run_shielded(

@@ -7,6 +7,11 @@ the cost of a commit is shared by every message that waited for it. The
 same transaction resolves each recipient grant and checks its backlog
 against the queue limit: a full queue refuses the message
 (:class:`~mailfleet.QueueFull`) and stores nothing of it.
+
+A message that answers a double opt-in confirmation (it cites the
+confirmation's Message-ID, comes from the address it was sent to, and is not
+automatic, RFC 3834) confirms it in the same transaction, whatever source
+brought it; it is stored and handled as any other message.
 """
 
 from __future__ import annotations
@@ -14,17 +19,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import TaskStatus
 
+from ..model.addresses import parse_address
 from ..model.authentication import Authentication
-from ..model.errors import GrantNotFound, QueueFull
+from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
-from ..store import grants, queue
+from ..store import consent, grants, queue
+from ..store.consent import RepliedConfirmation
+from ..store.rules import record_evaluations
 from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
+from .policy import InboundItem, Screened
+
+Screen = Callable[[Tx, Sequence[InboundItem]], list[Screened]]
+"""The inbound rules, in the intake's transaction (``PolicyRules.screen_deliveries``)."""
 
 __all__ = ["Intake"]
 
@@ -38,6 +50,7 @@ class _Delivery:
     source_key: str | None
     headers: MessageHeaders
     authentication: Authentication | None
+    mail_from: str | None = None
 
 
 class Intake:
@@ -49,8 +62,10 @@ class Intake:
         *,
         queue_limit: int,
         committed: Callable[[set[str]], None],
+        screen: Screen | None = None,
     ) -> None:
         self._scope = scope
+        self._screen = screen
         self._limit = queue_limit
         self.committed = committed
         self._backlog = BacklogGauge(queue_limit)
@@ -65,17 +80,20 @@ class Intake:
         *,
         source_key: str | None = None,
         authentication: Authentication | None = None,
+        mail_from: str | None = None,
     ) -> StoredMessage:
         """Store ``raw`` for ``grant`` (id or address); return once committed.
 
         With a ``source_key``, a message the grant already has under that key
         is returned as it is, and nothing new is queued. ``authentication`` is
-        what the MX verified, stored with the message.
+        what the MX verified, stored with the message, and ``mail_from`` the
+        envelope sender. The inbound rules decide where it is filed; one that
+        blocks it raises :class:`~mailfleet.MessageBlocked` (nothing stored).
         """
         from ..mail.headers import parse_headers  # imported by the first delivery
 
         # Parsed here, not in the transaction: the store's writer is not held for it.
-        delivery = _Delivery(grant, raw, source_key, parse_headers(raw), authentication)
+        delivery = _Delivery(grant, raw, source_key, parse_headers(raw), authentication, mail_from)
         return await self._batches.submit(delivery)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -106,6 +124,7 @@ class Intake:
         self, tx: Tx, batch: Sequence[_Delivery]
     ) -> tuple[list[StoredMessage | Exception], list[StoredMessage]]:
         """Each delivery's outcome, and the messages stored new (not repeats)."""
+        from ..mail.inbound import automatic_reason
         from ..mail.threads import thread_keys
 
         found = grants.grant_ids(tx, {d.key for d in batch})
@@ -121,7 +140,9 @@ class Intake:
         )
         outcomes: list[StoredMessage | Exception | None] = [None] * len(batch)
         new: dict[tuple[str, str] | int, queue.Delivery] = {}  # one per source key
+        replies: list[RepliedConfirmation] = []
         slot: dict[int, tuple[str, str] | int] = {}
+        screened = self._screened(tx, batch, grant_ids, seen)
         for index, delivery in enumerate(batch):
             grant_id = grant_ids.get(delivery.key)
             if grant_id is None:
@@ -130,29 +151,84 @@ class Intake:
             key: tuple[str, str] | int = (
                 (grant_id, delivery.source_key) if delivery.source_key else index
             )
+            verdict = screened.get(index)
             if isinstance(key, tuple) and key in seen:
                 outcomes[index] = seen[key]  # delivered before: idempotent
+            elif verdict is not None and (refusal := verdict.refusal()) is not None:
+                outcomes[index] = refusal
             elif key in new:
                 slot[index] = key  # the same source key twice in this batch
             elif waiting.get(grant_id, 0) >= self._limit:
                 outcomes[index] = QueueFull(grant_id, self._limit)
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
+                keys = thread_keys(delivery.headers)
                 new[key] = queue.Delivery(
                     grant_id,
                     delivery.raw,
                     delivery.source_key,
                     delivery.headers,
-                    *thread_keys(delivery.headers),
+                    *keys,
                     authentication=delivery.authentication,
+                    folder=(verdict.verdict.folder if verdict else None) or "inbox",
+                    read=verdict.verdict.read if verdict else False,
                 )
                 slot[index] = key
+                if keys.references and not automatic_reason(delivery.headers.headers):
+                    sender = _normal_sender(delivery.headers.sender)
+                    if sender is not None:
+                        replies.append(RepliedConfirmation(grant_id, sender, keys.references))
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
+        if replies:
+            consent.confirm_replies(tx, replies)
         self._backlog.update(waiting)
         for index, key in slot.items():
             outcomes[index] = stored[key]
+        if screened:
+            matched = [
+                e
+                for index, verdict in screened.items()
+                for e in (
+                    [replace(e, message_ref=stored[slot[index]].id) for e in verdict.evaluations]
+                    if index in slot and slot[index] in stored
+                    else verdict.evaluations
+                    if verdict.verdict.blocked is not None
+                    else ()
+                )
+            ]
+            record_evaluations(tx, matched)
         done = [o if o is not None else RuntimeError("not stored") for o in outcomes]
         return done, list(stored.values())
+
+    def _screened(
+        self,
+        tx: Tx,
+        batch: Sequence[_Delivery],
+        grant_ids: dict[str, str],
+        seen: dict[tuple[str, str], StoredMessage],
+    ) -> dict[int, Screened]:
+        """The inbound rules' verdicts on the batch's new deliveries that matched a rule."""
+        if self._screen is None:
+            return {}
+        asked = [
+            index
+            for index, d in enumerate(batch)
+            if d.key in grant_ids
+            and not (d.source_key and (grant_ids[d.key], d.source_key) in seen)
+        ]
+        verdicts = self._screen(
+            tx,
+            [
+                InboundItem(
+                    grant_ids[batch[i].key],
+                    batch[i].headers,
+                    batch[i].authentication,
+                    batch[i].mail_from,
+                )
+                for i in asked
+            ],
+        )
+        return {i: v for i, v in zip(asked, verdicts, strict=True) if v.verdict}
 
 
 class BacklogGauge:
@@ -194,6 +270,16 @@ class BacklogGauge:
         for grant_id, count in waiting.items():
             counted_at = self._bounds.get(grant_id, (0.0, 0))[0]
             self._bounds[grant_id] = (counted_at, count)
+
+
+def _normal_sender(sender: str | None) -> str | None:
+    """The From address in normal form, or None when there is none or it is not valid."""
+    if not sender:
+        return None
+    try:
+        return str(parse_address(sender))
+    except InvalidInput:
+        return None
 
 
 def _normal(key: str) -> str:

@@ -6,6 +6,13 @@ on the application's registered domains only. What reaches them, and mail to
 a grant that looks automatic (a null envelope sender, a ``multipart/report``),
 goes to ``report`` (:class:`~mailfleet.runtime.feedback.Feedback`) first.
 
+Unsubscribe addresses are recipients as well: ``unsubscribe+TOKEN@domain``,
+the mailto of a bulk send's ``List-Unsubscribe``, on the same domains, and
+only for a token the application issued (any other is refused at RCPT, as an
+unknown mailbox). A message to one unsubscribes its recipient
+(:meth:`~mailfleet.runtime.consent.Consent.unsubscribe`, ``via="mail"``)
+and is not stored: what it says does not matter (RFC 2369).
+
 Every message is verified once, whatever its number of recipients, before
 it is stored (``authenticate``: SPF, DKIM and DMARC, ``auth/verify.py``):
 the results go with the message to ``deliver`` and into its bytes as an
@@ -29,7 +36,7 @@ import anyio
 from ..mail.authresults import add_authentication_results, strip_authentication_results
 from ..model.addresses import parse_address
 from ..model.authentication import Authentication
-from ..model.errors import GrantNotFound, InvalidInput, QueueFull
+from ..model.errors import GrantNotFound, InvalidInput, MessageBlocked, QueueFull
 from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
@@ -42,13 +49,20 @@ Lookup = Callable[[str], Awaitable[Grant | None]]
 Deliver = Callable[..., Awaitable[StoredMessage]]
 DomainLookup = Callable[[str], Awaitable[bool]]
 Report = Callable[..., Awaitable[Taken]]
+Unsubscribe = Callable[[str], Awaitable[object]]
+"""``unsubscribe(token)``: act on a mail to an unsubscribe address."""
+TokenLookup = Callable[[str], Awaitable[bool]]
+"""``known(token)``: whether the application issued this unsubscribe token."""
 Authenticate = Callable[..., Awaitable[Authentication]]
 """``authenticate(raw, *, ip, helo, mail_from)``: the verification results of a message."""
+Screen = Callable[[Grant, str], Awaitable[str | None]]
+"""``screen(grant, mail_from)``: the RCPT refusal of the grant's rules, or None."""
 
 log = logging.getLogger("mailfleet.mx")
 
 _T = TypeVar("_T")
 _BOUNCE_ADDRESS = re.compile(r"bounces(?:\+[^@\s]+)?@[^@\s]+", re.IGNORECASE)
+_UNSUBSCRIBE_ADDRESS = re.compile(r"unsubscribe\+([a-z2-7]{32})@[^@\s]+")
 _REPORT_TYPE = re.compile(rb"^content-type:[ \t]*multipart/report", re.IGNORECASE | re.MULTILINE)
 
 
@@ -65,8 +79,14 @@ class FleetMx(MxContext):
         owns_domain: DomainLookup | None = None,
         report: Report | None = None,
         authenticate: Authenticate | None = None,
+        unsubscribe: Unsubscribe | None = None,
+        unsubscribe_known: TokenLookup | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self._lookup = lookup
+        self._unsubscribe = unsubscribe
+        self._unsubscribe_known = unsubscribe_known
+        self._screen = screen
         self._authenticate = authenticate
         self._deliver = deliver
         self._hostname = hostname
@@ -113,15 +133,16 @@ class FleetMx(MxContext):
         """The platform's bound on ``max_message_bytes``: no workspace takes more."""
         return PLATFORM_MAX_MESSAGE_BYTES
 
-    async def recipient(self, address: str) -> Recipient | None:
-        """The grant behind ``address``, with its workspace's limits."""
+    async def recipient(self, address: str, *, mail_from: str = "") -> Recipient | None:
+        """The grant behind ``address``, with its workspace's limits (and the refusal of
+        its rules for ``mail_from``, when a block rule on the envelope matches)."""
         try:
             normal = str(parse_address(address))
         except InvalidInput:
             return None
         grant = await self._grant(normal)
         if grant is None or grant.status is GrantStatus.DELETED:
-            return await self._bounce_address(normal)
+            return await self._bounce_address(normal) or await self._unsubscribe_address(normal)
         policy = grant.policy
         return Recipient(
             address=normal,
@@ -130,6 +151,7 @@ class FleetMx(MxContext):
             storage_left=policy.storage_limit_bytes
             - grant.stored_bytes
             - self._grown.get(normal, 0),
+            refusal=None if self._screen is None else await self._screen(grant, mail_from),
         )
 
     async def _bounce_address(self, address: str) -> Recipient | None:
@@ -147,6 +169,27 @@ class FleetMx(MxContext):
             max_message_bytes=PLATFORM_MAX_MESSAGE_BYTES,
             storage_left=sys.maxsize,
             report=True,
+        )
+
+    async def _unsubscribe_address(self, address: str) -> Recipient | None:
+        """An unsubscribe address with a token the application issued, on one of its
+        domains, or None."""
+        if self._unsubscribe_known is None or self._owns_domain is None:
+            return None
+        match = _UNSUBSCRIBE_ADDRESS.fullmatch(address)
+        if match is None:
+            return None
+        domain = address.rsplit("@", 1)[1]
+        if not await self._cached(self._domains, domain, self._owns_domain):
+            return None
+        if not await self._unsubscribe_known(match[1]):
+            return None
+        return Recipient(
+            address=address,
+            grant_id="",
+            max_message_bytes=PLATFORM_MAX_MESSAGE_BYTES,
+            storage_left=sys.maxsize,
+            unsubscribe=True,
         )
 
     async def accept(
@@ -173,10 +216,18 @@ class FleetMx(MxContext):
         ).encode()
         stored: list[str] = []
         failures: list[Exception] = []
+        blocked: list[MessageBlocked] = []
 
         automatic = self._report is not None and _looks_automatic(mail_from, data)
 
         async def one(recipient: Recipient) -> None:
+            if recipient.unsubscribe:
+                assert self._unsubscribe is not None
+                match = _UNSUBSCRIBE_ADDRESS.fullmatch(recipient.address)
+                assert match is not None
+                await self._unsubscribe(match[1])
+                stored.append("unsubscribe")
+                return
             if recipient.report or automatic:
                 assert self._report is not None
                 taken = await self._report(
@@ -194,7 +245,10 @@ class FleetMx(MxContext):
                     trace + data,
                     source_key=key,
                     authentication=authentication,
+                    mail_from=mail_from,
                 )
+            except MessageBlocked as exc:
+                blocked.append(exc)
             except (QueueFull, GrantNotFound) as exc:
                 failures.append(exc)
             else:
@@ -214,8 +268,12 @@ class FleetMx(MxContext):
             if any(isinstance(f, QueueFull) for f in failures):
                 return Accepted("451 4.3.0 Mailbox busy, please try again later")
             return Accepted("450 4.2.0 Mailbox unavailable, please try again later")
+        if not stored:  # every recipient's rules refused it
+            return Accepted("550 5.7.1 Message refused by policy")
         if stored[0] == "report":
             return Accepted("250 2.0.0 Ok: report received")
+        if stored[0] == "unsubscribe":
+            return Accepted("250 2.0.0 Ok: unsubscribed")
         return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")
 
     async def _verified(

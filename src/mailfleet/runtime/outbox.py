@@ -10,7 +10,9 @@ order, the first that refuses giving the answer:
 3. **recipient**: syntax, and whether each recipient's domain accepts mail
    (``invalid_recipient``);
 4. **suppression**: a recipient bounced, complained or unsubscribed
-   (``suppressed``);
+   (``suppressed``); then **consent**: a ``campaign`` recipient must have
+   confirmed by double opt-in (``opt_in_pending``; a first confirmation is
+   sent then, :class:`~mailfleet.runtime.consent.Consent`);
 5. **rules**: an outbound rule blocks it (``blocked_by_rule``);
 6. **quota and rate**: the warm-up ramps, the daily quota, the rate and burst
    (``rate_limited`` with ``retry_after``; a send over the burst is
@@ -27,6 +29,12 @@ failed audit or a bounce takes effect at once. An accepted message is built,
 DKIM-signed with its domain's keys, stored with a VERP envelope sender
 (``bounces+TOKEN@domain``, unique to this send) and queued for the
 :class:`~mailfleet.runtime.sender.Sender`.
+
+A ``bulk`` or ``campaign`` send goes to one recipient and carries that
+recipient's ``List-Unsubscribe`` (``<mailto:unsubscribe+TOKEN@domain>, <URL>``)
+and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``, signed by DKIM
+with the rest; the recipient and the key of its token are remembered in
+the transaction that queues it, so the link works as soon as it can arrive.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -46,19 +54,22 @@ from ..model.addresses import parse_address
 from ..model.deliverability import Suppression
 from ..model.errors import InvalidAddress, InvalidInput, SigningFailed
 from ..model.messages import MessageHeaders
-from ..model.outbound import OutgoingMail, SendResult, SendStatus
+from ..model.outbound import OutgoingMail, SendCategory, SendResult, SendStatus
 from ..model.pacing import Admission
 from ..model.records import Grant, GrantStatus
 from ..store import (
+    consent,
     domain_checks,
     domains,
     grants,
+    idempotency,
     outbound,
     pacing,
     reputation,
     restrictions,
     suppressions,
 )
+from ..store.consent import RecipientToken
 from ..store.outbound import NewOutbound
 from ..store.scope import Scope, Tx
 from ..store.tables import new_id
@@ -72,8 +83,9 @@ if TYPE_CHECKING:
     from ..auth.keystore import KeyStore
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
+    from .consent import ConsentTokens
 
-__all__ = ["SIGNER_LIFETIME", "OutboundRule", "Outbox", "verp_address"]
+__all__ = ["SIGNER_LIFETIME", "OutboundRule", "Outbox", "QueuedHook", "verp_address"]
 
 log = logging.getLogger("mailfleet.outbox")
 
@@ -92,6 +104,10 @@ OutboundRule = Callable[[Tx, OutgoingMail], "str | None"]
 """An outbound rule: given the queuing transaction and the send, why it is blocked
 (``blocked_by_rule``), or None."""
 
+QueuedHook = Callable[[Tx, str], "SendResult | None"]
+"""Called in the transaction that queues an accepted send, with its Message-ID: writes
+what must commit with the message (an opt-in request), or refuses it after all."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Queued:
@@ -103,6 +119,12 @@ class _Queued:
     message_id: str | None = None
     refusal: SendResult | None = None
     defer: bool = False
+    category: SendCategory = SendCategory.TRANSACTIONAL
+    unsubscribe_key: str | None = None
+    """Bulk and campaign: the key of the recipient's unsubscribe token, to remember."""
+    on_queued: QueuedHook | None = None
+    idempotency_key: str | None = None
+    """The digest of the send's idempotency key."""
 
     @property
     def grant_id(self) -> str:
@@ -134,8 +156,12 @@ class Outbox:
         envelope_domain: Callable[[str], str] | None = None,
         recipient_domains: RecipientDomains | None = None,
         keystore: Callable[[], KeyStore] | None = None,
+        tokens: ConsentTokens | None = None,
+        opt_in_pending: Callable[[Grant, str], Awaitable[str]] | None = None,
     ) -> None:
         self._scope = scope
+        self._tokens = tokens
+        self._opt_in_pending = opt_in_pending
         self._queued = queued
         self._require_verified = require_verified_domains
         self._envelope_domain = envelope_domain or (lambda domain: domain)
@@ -179,61 +205,126 @@ class Outbox:
         in_reply_to: InboundMessage | None,
         attachments: Sequence[OutgoingAttachment] = (),
         defer: bool = False,
+        cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
+        reply_to: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        category: SendCategory | str = SendCategory.TRANSACTIONAL,
+        auto_submitted: str | None = None,
+        on_queued: QueuedHook | None = None,
     ) -> SendResult:
         """Pass the gates, build, sign and queue the message; ``defer``: a send the quota,
-        rate or a ramp would refuse is queued for when it is admitted instead."""
+        rate or a ramp would refuse is queued for when it is admitted instead.
+        ``category``: ``bulk`` and ``campaign`` sends carry the recipient's unsubscribe
+        headers, ``campaign`` ones go only to confirmed recipients (module docstring).
+        ``auto_submitted`` sets that header; ``on_queued`` runs in the queuing
+        transaction of an accepted send (:data:`QueuedHook`).
+
+        ``cc`` recipients are named in the message, ``bcc`` ones only in the envelope;
+        every recipient passes the recipient, suppression and rule gates. ``headers``
+        adds fields the builder does not write itself (``X-Campaign``...). With
+        ``idempotency_key``, a send already queued under that key (by any process of the
+        application) is answered again instead of being sent twice: the key's digest is
+        stored with the message, in the transaction that queues it.
+        """
         from ..mail.build import build_message
         from ..mail.parse import normalize_subject
 
+        key = None if idempotency_key is None else idempotency.digest(idempotency_key)
+
         def refused(result: SendResult, recipients: tuple[str, ...] = ()) -> _Queued:
-            return _Queued(grant, recipients, subject, None, refusal=result)
+            return _Queued(grant, recipients, subject, None, refusal=result, idempotency_key=key)
 
         if not to:
             return _refused(
                 grant.id, SendResult(SendStatus.REJECTED, detail="to: at least one recipient")
             )
         try:
-            recipients = tuple(dict.fromkeys(str(parse_address(a, field="to")) for a in to))
+            kind = SendCategory(category)
+        except ValueError:
+            allowed = ", ".join(c.value for c in SendCategory)
+            detail = f"category: {category!r} is not one of {allowed}"
+            return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=detail))
+        try:
+            named = {
+                field: tuple(dict.fromkeys(str(parse_address(a, field=field)) for a in given))
+                for field, given in (("to", to), ("cc", cc), ("bcc", bcc))
+            }
         except InvalidAddress as exc:
             invalid = SendResult(SendStatus.INVALID_RECIPIENT, detail=str(exc))
             return await self._batches.submit(refused(invalid))
+        recipients = tuple(dict.fromkeys((*named["to"], *named["cc"], *named["bcc"])))
         if self._recipient_domains is not None:
             undeliverable = await self._recipient_domains.refused(recipients)
             if undeliverable:
                 detail = "to: " + "; ".join(f"{a}: {why}" for a, why in undeliverable)
                 invalid = SendResult(SendStatus.INVALID_RECIPIENT, detail=detail)
                 return await self._batches.submit(refused(invalid, recipients))
+        list_fields: dict[str, str] = {}
+        unsubscribe_key = None
+        if kind is not SendCategory.TRANSACTIONAL:
+            if len(recipients) != 1:
+                detail = (
+                    f"to: a {kind.value} send goes to one recipient, each with its own "
+                    f"unsubscribe link ({len(recipients)} given: send to each)"
+                )
+                return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=detail))
+            if self._tokens is None:
+                detail = f"category: {kind.value} sends need the fleet's unsubscribe tokens"
+                return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=detail))
+            list_fields, unsubscribe = await self._tokens.list_headers(grant, recipients[0])
+            unsubscribe_key = unsubscribe.key_hex
         try:
             built = build_message(
                 sender=grant.address,
-                to=recipients,
+                to=named["to"],
+                cc=named["cc"],
+                reply_to=tuple(reply_to) or None,
+                headers={**(headers or {}), **list_fields},
                 subject=subject,
                 text=text,
                 html=html,
                 in_reply_to=None if in_reply_to is None else in_reply_to.parsed,
                 attachments=attachments,
                 message_id_domain=grant.domain,
+                auto_submitted=auto_submitted,
             )
         except InvalidInput as exc:  # a line break in the subject, a bad header...
             return _refused(grant.id, SendResult(SendStatus.REJECTED, detail=str(exc)))
         raw, message_id = built.raw, built.message_id
         signer = await self._signer(grant.domain)
-        raw, headers = await self._signing.submit(_Unsigned(signer, raw))
+        raw, read = await self._signing.submit(_Unsigned(signer, raw))
         token = secrets.token_hex(10)
         thread = (in_reply_to.thread_id if in_reply_to else None) or new_id()
         item = NewOutbound(
             grant_id=grant.id,
             raw=raw,
-            headers=headers,
+            headers=read,
             recipients=tuple(recipients),
             verp_token=token,
             mail_from=verp_address(token, self._envelope_domain(grant.domain)),
             thread_id=thread,
             thread_subject=normalize_subject(subject) or None,
+            idempotency_key=key,
         )
-        return await self._batches.submit(
-            _Queued(grant, recipients, subject, item, message_id, defer=defer)
+        result = await self._batches.submit(
+            _Queued(
+                grant,
+                recipients,
+                subject,
+                item,
+                message_id,
+                defer=defer,
+                category=kind,
+                unsubscribe_key=unsubscribe_key,
+                on_queued=on_queued,
+                idempotency_key=key,
+            )
         )
+        if result.status is SendStatus.OPT_IN_PENDING and self._opt_in_pending is not None:
+            result = replace(result, detail=await self._opt_in_pending(grant, recipients[0]))
+        return result
 
     async def _commit(self, batch: Sequence[_Queued]) -> Sequence[SendResult]:
         results = await self._scope.write(lambda tx: self._store(tx, batch))
@@ -252,8 +343,13 @@ class Outbox:
         paused = reputation.paused_subjects(tx, *wide)
         restricted = restrictions.restricted_subjects(tx, *wide)
         blocked = _suppressed(tx, batch)
+        confirmed = _confirmed(tx, batch)
+        again, same_as = _already_queued(tx, batch)
         results: list[SendResult | None] = []
-        for queued in batch:
+        for index, queued in enumerate(batch):
+            if index in again or index in same_as:  # answered below, through no gate
+                results.append(again.get(index, _PLACEHOLDER))
+                continue
             refusal = _status_gates(queued, statuses, paused, restricted, tx.application_id)
             if refusal is None:
                 refusal = queued.refusal
@@ -264,17 +360,43 @@ class Outbox:
                     if key in blocked
                 ]
                 if listed:
-                    refusal = SendResult(SendStatus.SUPPRESSED, detail=_listed(listed))
+                    refusal = SendResult(
+                        SendStatus.SUPPRESSED, detail=_listed(listed), suppressed=tuple(listed)
+                    )
+            if refusal is None and queued.category is SendCategory.CAMPAIGN:
+                waiting = [r for r in queued.recipients if (queued.grant_id, r) not in confirmed]
+                if waiting:
+                    detail = f"opt_in_pending: {', '.join(waiting)} has not confirmed"
+                    refusal = SendResult(SendStatus.OPT_IN_PENDING, detail=detail)
             if refusal is None:
                 refusal = self._ruled(tx, queued)
             results.append(refusal)
         due = self._pace(tx, batch, results)
-        accepted = [
-            replace(q.message, not_before=due[i])
-            for i, q in enumerate(batch)
-            if i in due and q.message is not None
-        ]
-        outbound.queue_outbound(tx, accepted)
+        for i in sorted(due):
+            queued = batch[i]
+            if queued.on_queued is not None and queued.message_id is not None:
+                refusal = queued.on_queued(tx, queued.message_id)
+                if refusal is not None:
+                    results[i] = refusal
+                    del due[i]
+        accepted = [(i, q.message) for i, q in enumerate(batch) if i in due and q.message]
+        stored = outbound.queue_outbound(
+            tx, [replace(message, not_before=due[i]) for i, message in accepted]
+        )
+        for (i, _), stored_id in zip(accepted, stored, strict=True):
+            result = results[i]
+            assert result is not None
+            results[i] = replace(result, id=stored_id)
+        consent.remember_recipients(
+            tx,
+            [
+                RecipientToken(batch[i].grant_id, batch[i].recipients[0], key, message_id)
+                for (i, _), message_id in zip(accepted, stored, strict=True)
+                if (key := batch[i].unsubscribe_key) is not None
+            ],
+        )
+        for index, first in same_as.items():
+            results[index] = results[first]
         return [result for result in results if result is not None]
 
     def _ruled(self, tx: Tx, queued: _Queued) -> SendResult | None:
@@ -405,6 +527,44 @@ def _status_gates(
     return None
 
 
+_PLACEHOLDER = SendResult(SendStatus.REJECTED, detail="answered as the earlier send")
+
+
+def _already_queued(
+    tx: Tx, batch: Sequence[_Queued]
+) -> tuple[dict[int, SendResult], dict[int, int]]:
+    """The sends of ``batch`` whose idempotency key was queued already: by a committed
+    transaction (their first answer again, by place in the batch), or earlier in this
+    batch (the place of that first send)."""
+    keys = [q.idempotency_key for q in batch if q.idempotency_key is not None]
+    if not keys:
+        return {}, {}
+    found = outbound.sends_by_key(tx, keys)
+    again: dict[int, SendResult] = {}
+    same_as: dict[int, int] = {}
+    first: dict[str, int] = {}
+    now = time.time()
+    for index, queued in enumerate(batch):
+        key = queued.idempotency_key
+        if key is None:
+            continue
+        if key in found:
+            sent = found[key]
+            again[index] = SendResult(
+                SendStatus.QUEUED,
+                id=sent.message_id,
+                message_id=sent.header_message_id,
+                thread_id=sent.thread_id,
+                send_at=sent.not_before if sent.not_before > now else None,
+                detail="queued before under this idempotency key",
+            )
+        elif key in first:
+            same_as[index] = first[key]
+        else:
+            first[key] = index
+    return again, same_as
+
+
 def _queued(queued: _Queued, admission: Admission, breaker: str | None) -> SendResult:
     """The answer of an accepted send: when it leaves, and why not at once."""
     notes = [admission.reason] if admission.reason else []
@@ -434,6 +594,21 @@ def _suppressed(tx: Tx, batch: Sequence[_Queued]) -> dict[tuple[str, str], Suppr
         for address, entry in suppressions.suppressed(
             tx, addresses, workspace_id=workspace_id
         ).items()
+    }
+
+
+def _confirmed(tx: Tx, batch: Sequence[_Queued]) -> set[tuple[str, str]]:
+    """The (grant id, recipient) pairs of the batch's campaign sends that confirmed."""
+    pairs = {
+        (q.grant_id, r)
+        for q in batch
+        if q.category is SendCategory.CAMPAIGN and q.refusal is None
+        for r in q.recipients
+    }
+    if not pairs:
+        return set()
+    return {
+        pair for pair, row in consent.opt_ins_of(tx, pairs).items() if row.status == "confirmed"
     }
 
 

@@ -30,7 +30,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..mail.inbound import InboundMessage
-from ..model.deliverability import Bounce, Complaint
+from ..model.deliverability import Bounce, Complaint, Unsubscribe
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue, workers
@@ -355,7 +355,7 @@ class Worker:
         handler = _HANDLER_OF.get(entry.kind, "on_message")
         if handler not in agent.handlers:
             # The class has no such handler: a message stays in the grant's inbox,
-            # a bounce or complaint in its events.
+            # a bounce, complaint or unsubscribe in its events.
             self._finished(grant_id, entry)
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
@@ -546,14 +546,21 @@ class Worker:
                 del self._runs[grant_id]
 
 
-_HANDLER_OF = {"message": "on_message", "bounce": "on_bounce", "complaint": "on_complaint"}
+_HANDLER_OF = {
+    "message": "on_message",
+    "bounce": "on_bounce",
+    "complaint": "on_complaint",
+    "unsubscribe": "on_unsubscribe",
+}
 
 
-def _record(entry: QueuedMessage) -> Bounce | Complaint:
-    """The typed record a bounce or complaint entry carries for its handler."""
+def _record(entry: QueuedMessage) -> Bounce | Complaint | Unsubscribe:
+    """The typed record a bounce, complaint or unsubscribe entry carries for its handler."""
     payload = entry.payload or {}
     if entry.kind == "bounce":
         return Bounce.from_payload(payload)
+    if entry.kind == "unsubscribe":
+        return Unsubscribe.from_payload(payload)
     return Complaint.from_payload(payload)
 
 

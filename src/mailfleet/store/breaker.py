@@ -14,7 +14,9 @@ The sender claims due messages, then, in the same transaction,
 
 Messages held back are given back unleased, due when their grant may next
 send; a change of breaker state is a ``grant.breaker_changed`` event and a
-log line. Only grants whose breaker is not closed take a lock on their clock.
+log line. Only grants whose breaker is not closed, or whose window holds a bounce
+or complaint (on PostgreSQL, where senders claim side by side), take a lock on
+their clock.
 """
 
 from __future__ import annotations
@@ -84,9 +86,21 @@ def hold_back(tx: Tx, items: Sequence[OutboundItem], *, now: float) -> list[Outb
         by_grant.setdefault(item.grant_id, []).append(item)
     senders = _senders(tx, by_grant)
     blocked = _blocked(tx, senders)
+    stored = _open_breakers(tx, by_grant)
     windows = _windows(tx, senders)
     in_flight = _in_flight(tx, by_grant, {item.id for item in items})
-    stored = _open_breakers(tx, by_grant)
+    if tx.conn.dialect.name != "sqlite":
+        # On PostgreSQL each statement sees what committed before it, and outcomes are
+        # recorded meanwhile: a message recorded between a read of the windows and one
+        # of the messages in flight would be counted by neither. So the windows are
+        # read again after the messages in flight (one recorded between is counted
+        # twice, never missed), and the grants with a bounce or complaint are judged
+        # under their clock's lock, as several workers' senders claim side by side.
+        guarded = _guarded(windows, senders, blocked) | stored
+        if guarded:
+            clock_rows(tx, (("grant", g) for g in guarded), lock=True)
+            in_flight = _in_flight(tx, by_grant, {item.id for item in items})
+        windows = _windows(tx, senders)
     released: list[OutboundItem] = []
     later: list[tuple[int, float]] = []
     judged: dict[str, tuple[BreakerVerdict, int]] = {}
@@ -259,6 +273,19 @@ def _blocked(tx: Tx, senders: dict[str, _Sender]) -> set[str]:
             if levels & wide or ("application", tx.application_id) in wide:
                 blocked.add(grant_id)
     return blocked
+
+
+def _guarded(
+    windows: dict[tuple[str, str], RollingWindow], senders: dict[str, _Sender], blocked: set[str]
+) -> set[str]:
+    """Grants whose in-flight guard matters: their window holds a bounce or complaint."""
+    return {
+        grant_id
+        for grant_id in senders
+        if grant_id not in blocked
+        and (window := windows.get(("grant", grant_id))) is not None
+        and (window.bounces or window.complaints)
+    }
 
 
 def _windows(tx: Tx, senders: dict[str, _Sender]) -> dict[tuple[str, str], RollingWindow]:

@@ -18,6 +18,7 @@ from .suppressions import clear_soft_bounces
 from .tables import messages_table, new_id, outbound_table, utcnow
 
 __all__ = [
+    "KeyedSend",
     "NewOutbound",
     "OutboundItem",
     "OutboundResult",
@@ -29,6 +30,7 @@ __all__ = [
     "next_due",
     "queue_outbound",
     "record_results",
+    "sends_by_key",
 ]
 
 _out = outbound_table
@@ -106,6 +108,55 @@ class NewOutbound:
     thread_subject: str | None
     not_before: float = 0.0
     """When it may leave (epoch seconds): later than now when paced or deferred."""
+    idempotency_key: str | None = None
+    """The digest of the send's idempotency key (:func:`~mailfleet.store.idempotency.digest`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedSend:
+    """A send already queued under an idempotency key: what its first answer said."""
+
+    outbound_id: int
+    grant_id: str
+    message_id: str
+    """mailfleet's id of the stored message."""
+    header_message_id: str | None
+    thread_id: str | None
+    not_before: float
+    status: str
+
+
+def sends_by_key(tx: Tx, keys: Sequence[str]) -> dict[str, KeyedSend]:
+    """The sends of the application queued under these idempotency key digests."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = tx.conn.execute(
+        sa.select(
+            _out.c.id,
+            _out.c.grant_id,
+            _out.c.message_id,
+            _out.c.idempotency_key,
+            _out.c.not_before,
+            _out.c.status,
+            _messages.c.message_id.label("header_message_id"),
+            _messages.c.thread_id,
+        )
+        .join(_messages, _messages.c.id == _out.c.message_id)
+        .where(_out.c.application_id == tx.application_id, _out.c.idempotency_key.in_(wanted))
+    )
+    return {
+        row.idempotency_key: KeyedSend(
+            outbound_id=row.id,
+            grant_id=row.grant_id,
+            message_id=row.message_id,
+            header_message_id=row.header_message_id,
+            thread_id=row.thread_id,
+            not_before=row.not_before,
+            status=row.status,
+        )
+        for row in rows
+    }
 
 
 def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
@@ -152,6 +203,7 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
                 "status": "pending",
                 "attempts": 0,
                 "not_before": item.not_before,
+                "idempotency_key": item.idempotency_key,
                 "created_at": now,
                 "updated_at": now,
             }

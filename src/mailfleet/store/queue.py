@@ -51,6 +51,7 @@ __all__ = [
     "renew",
     "replay",
     "retry_later",
+    "stored_message",
     "to_dead_letter",
 ]
 
@@ -77,6 +78,7 @@ _MESSAGE_COLUMNS = (
     "source_key",
     "raw",
     "authentication",
+    "read",
     "created_at",
 )
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
@@ -119,6 +121,10 @@ class Delivery:
     is_reply: bool = False
     authentication: Authentication | None = None
     """What the MX verified (stored as JSON in ``messages.authentication``)."""
+    folder: str = "inbox"
+    """Where the inbound rules filed it (``spam``, ``archive``, ``trash``, a folder)."""
+    read: bool = False
+    """Filed as read (a ``mark_read`` rule)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +137,9 @@ class QueuedMessage:
     attempts: int
     not_before: float | None
     kind: str = "message"
-    """``message`` (for ``on_message``), ``bounce`` or ``complaint``."""
+    """``message`` (for ``on_message``), ``bounce``, ``complaint`` or ``unsubscribe``."""
     payload: dict[str, Any] | None = None
-    """The bounce or complaint record, for those kinds."""
+    """The bounce, complaint or unsubscribe record, for those kinds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +189,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "application_id": tx.application_id,
                 "grant_id": message.grant_id,
                 "direction": "in",
-                "folder": "inbox",
+                "folder": delivery.folder,
                 "message_id": (message.message_id or "")[:998] or None,
                 "thread_id": thread_id,
                 "thread_subject": (delivery.subject or "")[:255] or None,
@@ -197,6 +203,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "authentication": (
                     None if delivery.authentication is None else delivery.authentication.as_json()
                 ),
+                "read": delivery.read,
                 "created_at": now,
             }
         )
@@ -275,6 +282,11 @@ def _padded(source_keys: Sequence[str]) -> dict[str, str | None]:
     return {
         f"key{n}": source_keys[n] if n < len(source_keys) else None for n in range(_KEYS_PER_LOOKUP)
     }
+
+
+def stored_message(row: Any) -> StoredMessage:
+    """The stored message of a row of ``messages`` (all its columns)."""
+    return _stored(row, row.id, row.message_id)
 
 
 def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) -> StoredMessage:

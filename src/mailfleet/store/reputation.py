@@ -55,6 +55,7 @@ from .workspaces import policy_of
 
 __all__ = [
     "KINDS",
+    "levels_from",
     "levels_of",
     "paused_subjects",
     "record_outcomes",
@@ -195,7 +196,41 @@ def paused_subjects(
 def levels_of(tx: Tx, grant_id: str) -> list[ReputationLevel]:
     """The grant's reputation at each level, from the grant to the application."""
     owner = _owners(tx, {grant_id})[grant_id]
-    subjects = owner.subjects(tx.application_id)
+    breaker = tx.conn.execute(
+        sa.select(send_clocks_table.c.breaker).where(
+            send_clocks_table.c.application_id == tx.application_id,
+            send_clocks_table.c.kind == "grant",
+            send_clocks_table.c.subject == grant_id,
+        )
+    ).scalar()
+    return _levels(tx, owner.subjects(tx.application_id), owner.policy, breaker or "closed")
+
+
+def levels_from(tx: Tx, kind: str, subject: str) -> list[ReputationLevel]:
+    """The reputation of a grant, workspace, domain or the application (``subject``: its
+    stored key, a domain's name) at its own level and each wider one, to the application."""
+    if kind == "grant":
+        return levels_of(tx, subject)
+    if kind not in KINDS:
+        raise ValueError(f"no reputation is kept for {kind!r}")
+    subjects = [(kind, subject)] if kind != "application" else []
+    subjects.append(("application", tx.application_id))
+    policy = _PLATFORM
+    if kind == "workspace":
+        row = tx.conn.execute(
+            sa.select(_workspaces.c.policy_version, _workspaces.c.policy).where(
+                _workspaces.c.application_id == tx.application_id, _workspaces.c.id == subject
+            )
+        ).one()
+        policy = policy_of(subject, row.policy_version, row.policy)
+    return _levels(tx, tuple(subjects), policy, "closed")
+
+
+def _levels(
+    tx: Tx, subjects: Sequence[tuple[str, str]], policy: Policy, breaker: str
+) -> list[ReputationLevel]:
+    """Each subject's window, state and why (grants and workspaces judged by ``policy``,
+    domains and the application by the platform's); ``breaker`` is the grant's."""
     rows = {
         (row.kind, row.subject): row
         for row in tx.conn.execute(
@@ -205,21 +240,14 @@ def levels_of(tx: Tx, grant_id: str) -> list[ReputationLevel]:
             )
         )
     }
-    breaker = tx.conn.execute(
-        sa.select(send_clocks_table.c.breaker).where(
-            send_clocks_table.c.application_id == tx.application_id,
-            send_clocks_table.c.kind == "grant",
-            send_clocks_table.c.subject == grant_id,
-        )
-    ).scalar()
     levels = []
     for kind, subject in subjects:
-        policy = owner.policy if kind in ("grant", "workspace") else _PLATFORM
+        judging = policy if kind in ("grant", "workspace") else _PLATFORM
         row = rows.get((kind, subject))
         window = (
-            RollingWindow.from_json(row.window) if row else RollingWindow(policy.reputation_window)
+            RollingWindow.from_json(row.window) if row else RollingWindow(judging.reputation_window)
         )
-        judged = _assess(window, policy)
+        judged = _assess(window, judging)
         levels.append(
             ReputationLevel(
                 kind=kind,
@@ -231,7 +259,7 @@ def levels_of(tx: Tx, grant_id: str) -> list[ReputationLevel]:
                 bounce_rate=window.bounce_rate,
                 complaint_rate=window.complaint_rate,
                 reason=(row.reason if row and row.reason else judged.reason),
-                breaker=(breaker or "closed") if kind == "grant" else "closed",
+                breaker=breaker if kind == "grant" else "closed",
             )
         )
     return levels

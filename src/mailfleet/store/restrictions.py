@@ -13,14 +13,18 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from ..model.records import GrantStatus, Restriction
 from .dialect import insert
 from .events import record_act
 from .scope import Tx
-from .tables import restrictions_table, utcnow
+from .tables import events_table, grants_table, restrictions_table, utcnow
+from .timestamps import aware
 
-__all__ = ["lift", "restrict", "restricted_subjects"]
+__all__ = ["lift", "list_restrictions", "restrict", "restricted_subjects"]
 
 _restrictions = restrictions_table
+_grants = grants_table
+_events = events_table
 
 
 def restrict(tx: Tx, kind: str, subject: str, *, reason: str, by: str) -> None:
@@ -70,3 +74,55 @@ def restricted_subjects(
         )
     )
     return {(row.kind, row.subject): row.reason for row in rows}
+
+
+def list_restrictions(tx: Tx, *, kind: str | None = None) -> list[Restriction]:
+    """Every restriction of the application (of ``kind``), by kind and subject: restricted
+    grants (who and why from their latest ``grant.restricted`` event) and the rows here."""
+    found: list[Restriction] = []
+    if kind in (None, "grant"):
+        ids = list(
+            tx.conn.execute(
+                sa.select(_grants.c.id).where(
+                    _grants.c.application_id == tx.application_id,
+                    _grants.c.status == GrantStatus.RESTRICTED.value,
+                )
+            ).scalars()
+        )
+        acts: dict[str, tuple[dict[str, object], object]] = {}
+        for start in range(0, len(ids), 500):
+            rows = tx.conn.execute(
+                sa.select(_events.c.grant_id, _events.c.payload, _events.c.created_at)
+                .where(
+                    _events.c.application_id == tx.application_id,
+                    _events.c.type == "grant.restricted",
+                    _events.c.grant_id.in_(ids[start : start + 500]),
+                )
+                .order_by(_events.c.id)
+            )
+            for row in rows:  # the latest act wins
+                acts[row.grant_id] = (row.payload or {}, row.created_at)
+        for grant_id in ids:
+            payload, when = acts.get(grant_id, ({}, None))
+            found.append(
+                Restriction(
+                    "grant",
+                    grant_id,
+                    _text(payload.get("reason")),
+                    _text(payload.get("by")),
+                    None if when is None else aware(when),  # type: ignore[arg-type]
+                )
+            )
+    if kind != "grant":
+        query = sa.select(_restrictions).where(_restrictions.c.application_id == tx.application_id)
+        if kind is not None:
+            query = query.where(_restrictions.c.kind == kind)
+        found.extend(
+            Restriction(row.kind, row.subject, row.reason, row.by, aware(row.created_at))
+            for row in tx.conn.execute(query)
+        )
+    return sorted(found, key=lambda r: (r.kind, r.subject))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -20,25 +20,34 @@ __all__ = [
     "JSONType",
     "Timestamp",
     "api_keys_table",
+    "application_secrets_table",
     "applications_table",
     "cursors_table",
     "domains_table",
     "events_table",
     "grants_table",
+    "idempotency_table",
     "leases_table",
+    "list_entries_table",
+    "lists_table",
     "messages_table",
     "metadata",
     "new_id",
+    "opt_ins_table",
     "outbound_table",
     "patterns_table",
+    "policy_versions_table",
     "queue_table",
     "ramp_recipients_table",
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "rule_evaluations_table",
+    "rules_table",
     "send_clocks_table",
     "soft_bounces_table",
     "suppressions_table",
+    "unsubscribe_tokens_table",
     "utcnow",
     "workers_table",
     "workspaces_table",
@@ -234,6 +243,8 @@ messages_table = sa.Table(
     _json("authentication", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
+    # set by a mark_read rule (inbound); readers of the mailbox may change it
+    sa.Column("read", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     sa.Index("messages_by_grant", "grant_id", "created_at"),
     sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
@@ -272,8 +283,9 @@ queue_table = sa.Table(
 """A message waiting for its grant's handler; deleted once handled.
 
 ``kind`` names the handler: ``message`` (``on_message``, the entry's
-message), ``bounce`` or ``complaint`` (``on_bounce`` / ``on_complaint``,
-the typed record in ``payload``; the message is the send it is about).
+message), ``bounce``, ``complaint`` or ``unsubscribe`` (``on_bounce`` /
+``on_complaint`` / ``on_unsubscribe``, the typed record in ``payload``; the
+message is the send it is about).
 
 ``id`` orders a grant's entries. A failing entry carries its ``attempts``
 and the time before which it must not run again (``not_before``, epoch
@@ -336,9 +348,13 @@ outbound_table = sa.Table(
     # {recipient: [grant, workspace, domain, application sequence numbers]}: the send's
     # place in each reputation window, for the bounce or complaint that comes later
     _json("reputation", nullable=True),
+    # the SHA-256 of the send's idempotency key, written with the message: a retry
+    # after a crash between commit and answer finds the send instead of sending again
+    _text("idempotency_key", 64, nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("outbound_due", "application_id", "status", "not_before"),
+    sa.Index("outbound_by_idempotency_key", "application_id", "idempotency_key", unique=True),
 )
 """An outbound message on its way to the relay (or captured, or delivered locally).
 
@@ -448,3 +464,148 @@ reports_table = sa.Table(
 found among a grant's mail: what it said (``summary``, the ``inspect`` form),
 and the send it was matched to. An unknown or forged token is kept here,
 ``attributed`` false, and acts on nothing."""
+
+idempotency_table = sa.Table(
+    "idempotency_keys",
+    metadata,
+    _application(primary_key=True),
+    _text("key", 64, primary_key=True),  # the SHA-256 of the Idempotency-Key header
+    _text("fingerprint", 64),  # the SHA-256 of the method, path and body
+    _text("state", 10),  # in_flight, done
+    sa.Column("locked_until", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer),
+    _json("headers", nullable=True),
+    sa.Column("body", sa.LargeBinary),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    _time(),
+    sa.Index("idempotency_keys_by_expiry", "application_id", "expires_at"),
+)
+"""A POST's ``Idempotency-Key`` and its first answer, remembered for a day per application;
+``in_flight`` while the first request runs (until ``locked_until``: a process that died
+meanwhile lets a retry take over)."""
+application_secrets_table = sa.Table(
+    "application_secrets",
+    metadata,
+    _application(primary_key=True),
+    _text("name", 32, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    _time(),
+)
+"""Random keys an application made for itself, once: ``consent`` signs unsubscribe and
+opt-in tokens with it when the setting ``unsubscribe_secret`` is unset."""
+
+unsubscribe_tokens_table = sa.Table(
+    "unsubscribe_tokens",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("token_key", 16),
+    # the stored copy (messages.id) of the last send that carried the link; no foreign
+    # key: a deleted message leaves it dangling, and on_unsubscribe is then not queued
+    _text("message_id", 36, nullable=True),
+    _time("unsubscribed_at", nullable=True),
+    _text("via", 12, nullable=True),
+    _time(),
+    sa.Index("unsubscribe_tokens_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("unsubscribe_tokens_by_key", "application_id", "token_key"),
+)
+"""The recipients of a grant's bulk and campaign mail, each with the key of its one
+unsubscribe token (``model/consent.py``), and whether and how it unsubscribed."""
+
+opt_ins_table = sa.Table(
+    "opt_ins",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("address", 320),
+    _text("status", 10),  # pending, confirmed
+    _text("token_key", 16),  # the nonce of the last request's token
+    _text("header_message_id", 998, nullable=True),  # the confirmation mail's Message-ID
+    _time("requested_at"),
+    _time("expires_at"),
+    _time("confirmed_at", nullable=True),
+    _text("via", 8, nullable=True),  # link, reply
+    sa.Index("opt_ins_by_recipient", "grant_id", "address", unique=True),
+    sa.Index("opt_ins_by_key", "application_id", "token_key"),
+    sa.Index("opt_ins_by_confirmation", "application_id", "header_message_id"),
+)
+"""Double opt-in per grant and recipient: a confirmation pending until ``expires_at``
+(past it, expired), or confirmed. Only confirmed recipients get ``campaign`` mail."""
+
+lists_table = sa.Table(
+    "lists",
+    metadata,
+    _id(),
+    _application(),
+    _text("name", 200),
+    _text("type", 8),  # address, domain, tld
+    sa.Column("size", sa.Integer, nullable=False, default=0),
+    sa.Column("revision", sa.Integer, nullable=False, default=1),
+    _time(),
+    _time("updated_at"),
+    sa.UniqueConstraint("application_id", "name"),
+)
+"""A named list of addresses, domains or top-level domains; ``revision`` counts the
+changes of its entries (the runtime reloads a list whose revision moved)."""
+
+list_entries_table = sa.Table(
+    "list_entries",
+    metadata,
+    _fk("list_id", "lists.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("value", 320, primary_key=True),
+)
+"""One entry of a list, in its normal form (``model/lists.normalize_entry``)."""
+
+rules_table = sa.Table(
+    "rules",
+    metadata,
+    _id(),
+    _application(index=True),
+    sa.Column(
+        "workspace_id",
+        sa.String(36),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    _text("name", 200),
+    _text("trigger", 8),  # inbound, outbound
+    sa.Column("priority", sa.Integer, nullable=False),
+    _text("match", 3),  # all, any
+    _json("conditions"),  # [Condition.as_json()]: lists by id, never copied
+    _text("action", 16),
+    _text("folder", 20, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    _time(),
+    _time("updated_at"),
+)
+"""A rule of the application (``workspace_id`` NULL) or of one workspace."""
+
+policy_versions_table = sa.Table(
+    "policy_versions",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""Bumped by every change of a list or a rule: what every worker's cache compares."""
+
+rule_evaluations_table = sa.Table(
+    "rule_evaluations",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("grant_id", "grants.id", ondelete="CASCADE", index=False),
+    _text("rule_id", 36),  # no key: the record outlives a deleted rule
+    _text("rule_name", 200),
+    _text("action", 16),
+    _text("trigger", 8),
+    # the stored message's id (inbound), the Message-ID of the send (outbound), or None
+    _text("message_ref", 998, nullable=True),
+    _json("detail"),  # {"stage": "rcpt"|"data"|..., "sender", "recipients", "subject"}
+    _time(),
+    sa.Index("rule_evaluations_by_grant", "grant_id", "id"),
+)
+"""A rule that matched a message of a grant: which, what it did, when."""

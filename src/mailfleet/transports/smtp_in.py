@@ -23,6 +23,8 @@ Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
                 RCPT: declared SIZE above the grant's ``max_message_bytes``;
                 DATA: message above the size limit or a grant's limit
 550 5.1.1       RCPT: no such mailbox (unknown or deleted grant)
+550 5.7.1       RCPT or DATA: refused by the recipient's rules (the
+                context's ``Recipient.refusal``, or its answer to DATA)
 501 5.1.3       RCPT: recipient address syntax
 452 4.5.3       RCPT: too many recipients for one message
 452 4.2.2       RCPT: the grant's storage is full, or has less left than
@@ -101,6 +103,10 @@ class Recipient:
     storage_left: int
     report: bool = False
     """A bounce address (``bounces+TOKEN@domain``): reports, not a grant's mail."""
+    unsubscribe: bool = False
+    """An unsubscribe address (``unsubscribe+TOKEN@domain``): a request, not a grant's mail."""
+    refusal: str | None = None
+    """The reply refusing this recipient for this sender (a rule), if one does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +127,12 @@ class MxContext(Protocol):
         """
         ...
 
-    async def recipient(self, address: str) -> Recipient | None:
-        """The mailbox for ``address``, or None if the fleet has none (550)."""
+    async def recipient(self, address: str, *, mail_from: str = "") -> Recipient | None:
+        """The mailbox for ``address``, or None if the fleet has none (550).
+
+        ``mail_from`` is the envelope sender (``""`` for the null path): a recipient
+        whose ``refusal`` is set is refused with it.
+        """
         ...
 
     async def accept(
@@ -397,9 +407,14 @@ class MxHandler:
             return "452 4.5.3 Too many recipients"
         if "@" not in address:
             return "501 5.1.3 Bad recipient address syntax"
-        recipient = await self.context.recipient(address)
+        mail_from = envelope.mail_from or ""
+        recipient = await self.context.recipient(
+            address, mail_from="" if mail_from == "<>" else mail_from
+        )
         if recipient is None:
             return f"550 5.1.1 <{address}>: no such mailbox here"
+        if recipient.refusal is not None:
+            return recipient.refusal
         size = _declared_size(envelope.mail_options)
         if size > recipient.max_message_bytes:
             return f"552 5.3.4 <{address}>: message too big for this mailbox"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from aioimaplib import aioimaplib  # type: ignore[import-untyped]
 
-from mailfleet import GrantNotFound, MailfleetError, QueueFull
+from mailfleet import GrantNotFound, MailfleetError, MessageBlocked, QueueFull
 
 from .config import ImapConfig
 from .errors import ImapError
@@ -263,6 +263,9 @@ class ImapMailbox:
         while True:
             try:
                 await fleet.deliver(grant_id, raw, source_key=key)
+                return
+            except MessageBlocked as exc:  # an inbound rule refused it: skipped, not retried
+                log.info("imap %s (grant %s): %s; skipped", self.name, grant_id, exc)
                 return
             except QueueFull:
                 log.info(

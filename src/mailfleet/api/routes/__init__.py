@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import events, health, me, metrics
+from . import (
+    consent,
+    events,
+    health,
+    me,
+    messages,
+    metrics,
+    policy,
+    reputation,
+    restrictions,
+    suppressions,
+    threads,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -13,4 +25,11 @@ ROUTERS: list[APIRouter] = [
     metrics.router,
     me.router,
     events.router,
+    messages.router,
+    threads.router,
+    suppressions.router,
+    reputation.router,
+    restrictions.router,
+    consent.router,
+    policy.router,
 ]
