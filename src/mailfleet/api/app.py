@@ -80,6 +80,10 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             if method == "post":
                 _idempotent(operation)
             responses = operation.setdefault("responses", {})
+            if operation.get("requestBody"):
+                responses.setdefault(
+                    "400", {"description": "The body cannot be read (not UTF-8, or malformed)"}
+                )
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and not _own_content(response):
                     response["content"] = {problems.PROBLEM_JSON: {"schema": problem}}
