@@ -55,6 +55,7 @@ EXPECTED = {
     "DefaultWorkspaceProtected",
     "Domain",
     "DomainNotRegistered",
+    "DomainTaken",
     "Event",
     "Fleet",
     "Grant",
@@ -107,7 +108,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 26
+    assert len(errors) == 27
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

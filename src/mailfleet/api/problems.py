@@ -37,6 +37,7 @@ _CODES: Sequence[tuple[type[Exception], int, str]] = (
     (errors.WorkspaceNotFound, 404, "workspace_not_found"),
     (errors.GrantNotFound, 404, "grant_not_found"),
     (errors.NotFound, 404, "not_found"),
+    (errors.DomainTaken, 409, "domain_taken"),
     (errors.DefaultWorkspaceProtected, 409, "default_workspace_protected"),
     (errors.PatternInUse, 409, "pattern_in_use"),
     (errors.WorkspaceExists, 409, "workspace_exists"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Body", "Page", "ProblemBody"]
+__all__ = ["After", "Body", "Limit", "Page", "ProblemBody", "page"]
 
 T = TypeVar("T")
 
@@ -54,3 +55,12 @@ def page(items: list[T], limit: int, cursor_of: Any) -> Page[T]:
     more = len(items) > limit
     shown = items[:limit]
     return Page[T](items=shown, next_cursor=str(cursor_of(shown[-1])) if more and shown else None)
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+"""The ``limit`` query parameter of a list: 1 to 1,000, default 100."""
+
+After = Annotated[
+    str | None, Query(description="the `next_cursor` of the previous page", max_length=1000)
+]
+"""The ``after`` query parameter of a list: an opaque cursor."""

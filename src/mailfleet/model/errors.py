@@ -17,6 +17,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   └── ApplicationNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
+    │   ├── DomainTaken                      the domain is registered to another application
     │   ├── PatternInUse
     │   ├── WorkspaceExists
     │   └── WorkspaceNotEmpty
@@ -51,6 +52,7 @@ __all__ = [
     "DnsServerFailure",
     "DnsTimeout",
     "DomainNotRegistered",
+    "DomainTaken",
     "FleetNotOpen",
     "GrantNotFound",
     "InvalidAddress",
@@ -176,6 +178,10 @@ class Conflict(MailfleetError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class DomainTaken(Conflict):
+    """The domain is registered to another application (domains are unique in a store)."""
 
 
 class DefaultWorkspaceProtected(Conflict):

@@ -282,6 +282,7 @@ class Fleet:
     workspaces = _directory(Directory.workspaces)
     update_policy = _directory(Directory.update_policy)
     set_patterns = _directory(Directory.set_patterns)
+    update_workspace = _directory(Directory.update_workspace)
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)

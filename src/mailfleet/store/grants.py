@@ -254,14 +254,15 @@ def list_grants(
     *,
     workspace: str | None = None,
     status: GrantStatus | None = None,
+    agent: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
     after: str | None = None,
 ) -> list[Grant]:
-    """Grants of the application by address, optionally of one workspace or status,
-    after the address ``after`` (a keyset cursor: the last address of a page)."""
+    """Grants of the application by address, optionally of one workspace, status or
+    agent class, after the address ``after`` (a keyset cursor: the last address of a page)."""
     conn = tx.conn
-    query = _select_grants().where(*_filters(tx, workspace, status))
+    query = _select_grants().where(*_filters(tx, workspace, status, agent))
     if after is not None:
         query = query.where(_grants.c.address > after.strip().lower())
     query = query.order_by(_grants.c.address).offset(offset).limit(limit)
@@ -269,13 +270,15 @@ def list_grants(
 
 
 def _filters(
-    tx: Tx, workspace: str | None, status: GrantStatus | None
+    tx: Tx, workspace: str | None, status: GrantStatus | None, agent: str | None = None
 ) -> list[sa.ColumnElement[bool]]:
     conditions = [_grants.c.application_id == tx.application_id]
     if workspace is not None:
         conditions.append(_grants.c.workspace_id == get_workspace(tx, workspace).id)
     if status is not None:
         conditions.append(_grants.c.status == GrantStatus(status).value)
+    if agent is not None:
+        conditions.append(_grants.c.agent == agent)
     return conditions
 
 
@@ -292,10 +295,16 @@ def grant_rows(
     return [_grant(row) for row in tx.conn.execute(query)]
 
 
-def count_grants(tx: Tx, *, workspace: str | None = None, status: GrantStatus | None = None) -> int:
+def count_grants(
+    tx: Tx,
+    *,
+    workspace: str | None = None,
+    status: GrantStatus | None = None,
+    agent: str | None = None,
+) -> int:
     """How many grants the application (or one of its workspaces) holds, of any
-    status or of ``status``."""
-    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status))
+    status or of ``status``, of any agent class or of ``agent``."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status, agent))
     return int(tx.conn.execute(query).scalar_one())
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "policy_of",
     "set_patterns",
     "update_policy",
+    "update_workspace",
 ]
 
 DEFAULT_WORKSPACE = "default"
@@ -240,6 +241,22 @@ def set_patterns(tx: Tx, workspace: str, patterns: Iterable[str]) -> Workspace:
     """Replace a workspace's auto-group patterns (existing grants stay until regrouped)."""
     row = _row(tx, workspace)
     _replace_patterns(tx, row.id, patterns)
+    return get_workspace(tx, row.id)
+
+
+def update_workspace(
+    tx: Tx,
+    workspace: str,
+    *,
+    policy: dict[str, Any] | None = None,
+    patterns: Iterable[str] | None = None,
+) -> Workspace:
+    """Apply policy ``changes`` and/or replace the patterns, in the caller's transaction."""
+    row = _row(tx, workspace)
+    if policy:
+        update_policy(tx, row.id, policy)
+    if patterns is not None:
+        _replace_patterns(tx, row.id, patterns)
     return get_workspace(tx, row.id)
 
 

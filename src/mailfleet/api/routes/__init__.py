@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import health, me
+from . import domains, grants, health, me, workspaces
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     health.router,
     me.router,
+    domains.router,
+    workspaces.router,
+    grants.router,
 ]
