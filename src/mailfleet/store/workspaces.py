@@ -24,6 +24,7 @@ from .tables import grants_table, new_id, patterns_table, utcnow, workspaces_tab
 
 __all__ = [
     "DEFAULT_WORKSPACE",
+    "cached_policy",
     "create_workspace",
     "delete_workspace",
     "ensure_default_workspace",
@@ -47,6 +48,11 @@ _grants = grants_table
 # entry is never stale; the cache is trimmed when it grows past its bound.
 _POLICY_CACHE: dict[tuple[str, int], Policy] = {}
 _POLICY_CACHE_LIMIT = 4096
+
+
+def cached_policy(workspace_id: str, version: int) -> Policy | None:
+    """The parsed policy of that workspace version, if it is in the cache."""
+    return _POLICY_CACHE.get((workspace_id, version))
 
 
 def policy_of(workspace_id: str, version: int, raw: dict[str, Any]) -> Policy:
