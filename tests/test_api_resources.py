@@ -719,3 +719,29 @@ async def test_a_kept_alive_connection_is_not_held_by_nagle(api: ApiServer) -> N
             assert (await client.get("/v1/me")).status_code == 200
             timings.append(time.perf_counter() - started)
     assert statistics.median(timings) < 0.030, timings
+
+
+async def test_a_nul_character_is_refused_not_a_server_error(api: ApiServer) -> None:
+    """PostgreSQL stores no NUL, in text or JSON: the API refuses one wherever it comes."""
+    client = await api.client()
+    problem(await client.get("/v1/workspaces/a%00b"), 422, "validation_failed", "path")
+    problem(await client.get("/v1/grants/a%00b@example.com"), 422, "validation_failed", "path")
+    problem(
+        await client.get("/v1/grants", params={"after": "a\x00"}), 422, "validation_failed", "query"
+    )
+    problem(
+        await client.get("/v1/grants", params={"agent": "\x00"}), 422, "validation_failed", "query"
+    )
+    cases = [
+        ("/v1/workspaces", {"name": "a\x00b"}, "name"),
+        ("/v1/workspaces", {"name": "w", "policy": {"x\x00": 1}}, "policy"),
+        ("/v1/workspaces", {"name": "w", "patterns": ["a\x00.example"]}, "patterns"),
+        ("/v1/grants", {"address": f"a@{DOMAIN}", "metadata": {"k": ["\x00"]}}, "metadata"),
+        ("/v1/grants", {"address": f"a\x00@{DOMAIN}"}, "address"),
+        ("/v1/grants/batch", {"addresses": [f"a@{DOMAIN}", "\x00"]}, "addresses"),
+        ("/v1/domains", {"name": "a\x00.example"}, "name"),
+    ]
+    for path, body, field in cases:
+        problem(await client.post(path, json=body), 422, "validation_failed", field)
+    assert await api.fleet.count_grants() == 0
+    assert [w.name for w in await api.fleet.workspaces()] == ["default"]

@@ -143,7 +143,11 @@ def _result(result: ProvisionResult) -> dict[str, Any]:
     }
 
 
-@router.get("", summary="The application's grants, by address")
+@router.get(
+    "",
+    summary="The application's grants, by address",
+    responses={404: {"description": "`workspace_not_found`: the `workspace` filter names none"}},
+)
 async def list_grants(
     caller: Authorized,
     workspace: Annotated[str | None, Query(max_length=200, description="id or name")] = None,

@@ -34,7 +34,7 @@ _PATTERN_HELP = (
 class NewWorkspace(Body):
     """A workspace to create; unset policy fields take their defaults."""
 
-    name: str = Field(min_length=1, max_length=200, examples=["outreach"])
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S", examples=["outreach"])
     policy: dict[str, Any] | None = Field(None, description=_POLICY_HELP)
     patterns: list[str] = Field(default_factory=list, max_length=1000, description=_PATTERN_HELP)
 
