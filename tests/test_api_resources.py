@@ -745,3 +745,31 @@ async def test_a_nul_character_is_refused_not_a_server_error(api: ApiServer) -> 
         problem(await client.post(path, json=body), 422, "validation_failed", field)
     assert await api.fleet.count_grants() == 0
     assert [w.name for w in await api.fleet.workspaces()] == ["default"]
+
+
+async def test_concurrent_calls_share_transactions_and_keep_each_answer(api: ApiServer) -> None:
+    """Single provisionings that arrive together are committed together: each caller still
+    gets its own answer (one 201 for an address asked many times, the others 200; an
+    unknown workspace refuses its own callers only)."""
+    client = await api.client()
+    await client.post("/v1/workspaces", json={"name": "team"})
+    answers: dict[str, list[httpx.Response]] = {"same": [], "many": [], "lost": []}
+
+    async def post(kind: str, body: dict[str, Any]) -> None:
+        answers[kind].append(await client.post("/v1/grants", json=body))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(12):
+            tg.start_soon(post, "same", {"address": f"shared@{DOMAIN}", "metadata": {"n": n}})
+            tg.start_soon(post, "many", {"address": f"own{n}@{DOMAIN}", "workspace": "team"})
+            tg.start_soon(post, "lost", {"address": f"lost{n}@{DOMAIN}", "workspace": "gone"})
+    same = sorted(answer.status_code for answer in answers["same"])
+    assert same == [200] * 11 + [201]
+    assert len({answer.json()["id"] for answer in answers["same"]}) == 1
+    assert len({str(answer.json()["metadata"]) for answer in answers["same"]}) == 1
+    assert sorted(a.status_code for a in answers["many"]) == [201] * 12
+    assert {a.json()["workspace"] for a in answers["many"]} == {"team"}
+    for answer in answers["lost"]:
+        problem(answer, 404, "workspace_not_found")
+    assert await api.fleet.count_grants() == 13
+    assert len(await api.fleet.events(type="grant.created")) == 13

@@ -198,6 +198,7 @@ class Fleet:
         try:
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
+            await tasks.start(directory.run)
         except BaseException:
             await _close(tasks, owned)
             raise
