@@ -31,11 +31,13 @@ The last line is one JSON object with ``provision_p50_ms``, ``provision_p99_ms``
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +169,22 @@ def _profiler() -> Any:
     return Profiler(interval=0.0005, async_mode="disabled")
 
 
+@dataclass(frozen=True)
+class Server:
+    """The API serving in a subprocess: its base URL and process id."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far (user + system), from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @asynccontextmanager
-async def api_process(url: str) -> AsyncIterator[str]:
-    """This file serving ``url`` in a subprocess; yields its base URL once it listens."""
+async def api_process(url: str) -> AsyncIterator[Server]:
+    """This file serving ``url`` in a subprocess; yields it once it listens."""
     command = [sys.executable, str(HERE / "api.py"), "--serve", url, *sys.argv[1:]]
     process = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -179,7 +194,7 @@ async def api_process(url: str) -> AsyncIterator[str]:
         line = await anyio.to_thread.run_sync(process.stdout.readline)
         if not line.strip():
             sys.exit("the API server did not start")
-        yield f"http://127.0.0.1:{int(line)}"
+        yield Server(f"http://127.0.0.1:{int(line)}", process.pid)
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -192,9 +207,9 @@ async def measure_http(url: str) -> dict[str, float]:
         await fleet.add_domain(DOMAIN)
         _, secret = await fleet.create_api_key("bench")
     async with (
-        api_process(url) as base,
+        api_process(url) as server,
         httpx.AsyncClient(
-            base_url=base,
+            base_url=server.url,
             headers={"Authorization": f"Bearer {secret}"},
             limits=httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT),
             timeout=120,
@@ -208,9 +223,12 @@ async def measure_http(url: str) -> dict[str, float]:
 
         await timed_calls(provision, fresh(WARM_UP, "warm"), CONCURRENT)
         sequential, _ = await timed_calls(provision, fresh(SEQUENTIAL, "http-seq"), 1)
+        client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
         concurrent, rate = await timed_calls(
             provision, fresh(CONCURRENT_CALLS, "http-conc"), CONCURRENT
         )
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = server.cpu_seconds() - server_cpu
         rounds = []
         for _ in range(ROUNDS):
             wanted = fresh(BATCH, "http-batch")
@@ -223,9 +241,18 @@ async def measure_http(url: str) -> dict[str, float]:
         **latencies("provision", sequential),
         **latencies("provision_concurrent", concurrent),
         "provision_concurrent_per_s": rate,
+        # What one concurrent call costs each side (the client is httpx, in this process).
+        "provision_concurrent_client_cpu_ms": client_cpu / CONCURRENT_CALLS * 1000,
+        "provision_concurrent_server_cpu_ms": server_cpu / CONCURRENT_CALLS * 1000,
         "batch_grants_per_s": median(rounds),
     }
     _print("HTTP API", figures, "")
+    client_ms = figures["provision_concurrent_client_cpu_ms"]
+    server_ms = figures["provision_concurrent_server_cpu_ms"]
+    print(
+        f"HTTP API, {CONCURRENT} concurrent: CPU per call {client_ms:.2f} ms in the client "
+        f"(httpx), {server_ms:.2f} ms in the server"
+    )
     return figures
 
 
