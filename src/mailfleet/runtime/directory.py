@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskStatus
 
 from ..model.addresses import normalize_domain, parse_address
 from ..model.deliverability import Suppression, SuppressionReason
@@ -26,7 +25,6 @@ from ..model.errors import (
     GrantNotFound,
     InvalidInput,
     MailfleetError,
-    WorkspaceNotFound,
 )
 from ..model.records import (
     ApiKey,
@@ -53,8 +51,8 @@ from ..store import (
 from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
-from .batching import FLEET_CLOSED, GroupCommit
 from .mailroom import check_json
+from .provisioning import SingleProvisions
 
 if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
@@ -77,23 +75,12 @@ class Directory:
         settings: Settings,
         *,
         keys_changed: Callable[[str], None] = lambda domain: None,
+        singles: SingleProvisions | None = None,
     ) -> None:
         self._scope = scope
         self._settings = settings
         self._keys_changed = keys_changed
-        self._singles: GroupCommit[_Single, _Provisioned] = GroupCommit(
-            self._provision_singles,
-            max_batch=settings.provision_batch_size,
-            closed_error=FLEET_CLOSED,
-        )
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit concurrent single provisionings together, until cancelled (the fleet runs
-        it while open; without it each runs its own transaction)."""
-        await self._singles.run(task_status=task_status)
-
-    async def _provision_singles(self, items: Sequence[_Single]) -> list[_Provisioned | Exception]:
-        return await self._scope.write(partial(_provision_singles, items=items))
+        self._singles = singles
 
     async def add_domain(
         self,
@@ -348,9 +335,9 @@ class Directory:
         size = self._settings.provision_batch_size
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
-            if len(pending) == 1 and self._singles.running:
+            if len(pending) == 1 and self._singles is not None and self._singles.running:
                 # One address: it shares a transaction with the other callers' at once.
-                found, rejected = await self._singles.submit(_Single(pending[0], workspace))
+                found, rejected = await self._singles.provision(pending[0], workspace)
             else:
                 found, rejected = await self._scope.write(
                     partial(grants.provision_batch, requests=batch, workspace=workspace)
@@ -678,50 +665,6 @@ class Directory:
     async def count_suppressions(self) -> int:
         """How many entries the application's suppression list holds."""
         return await self._scope.read(suppressions.count_suppressions)
-
-
-@dataclass(frozen=True, slots=True)
-class _Single:
-    """One address to provision (already validated), and the workspace asked for."""
-
-    request: GrantRequest
-    workspace: str | None
-
-
-_Provisioned: TypeAlias = tuple[dict[str, tuple[Grant, bool]], dict[str, Exception]]
-"""What ``provision_batch`` answers: the grants found (and whether created), the refused."""
-
-
-def _provision_singles(tx: Tx, items: Sequence[_Single]) -> list[_Provisioned | Exception]:
-    """Provision concurrent callers' addresses in one transaction: one batch per workspace
-    asked for. An unknown workspace is its callers' error alone (it is looked up before
-    anything is written); an address asked twice is created for the first caller, and
-    the existing grant for the next, as one after the other would have had it."""
-    outcomes: list[_Provisioned | Exception] = []
-    groups: dict[str | None, dict[str, GrantRequest]] = {}
-    for item in items:
-        groups.setdefault(item.workspace, {}).setdefault(str(item.request.address), item.request)
-    answers: dict[str | None, _Provisioned | Exception] = {}
-    for workspace, requests in groups.items():
-        try:
-            answers[workspace] = grants.provision_batch(
-                tx, list(requests.values()), workspace=workspace
-            )
-        except WorkspaceNotFound as exc:
-            answers[workspace] = exc
-    answered: set[str] = set()
-    for item in items:
-        answer = answers[item.workspace]
-        address = str(item.request.address)
-        if isinstance(answer, Exception):
-            outcomes.append(answer)
-        elif address in answer[1]:
-            outcomes.append(({}, {address: answer[1][address]}))
-        else:
-            grant, created = answer[0][address]
-            outcomes.append(({address: (grant, created and address not in answered)}, {}))
-            answered.add(address)
-    return outcomes
 
 
 def _workspace_id(tx: Tx, workspace: str | None) -> str | None:

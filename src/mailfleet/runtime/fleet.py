@@ -43,6 +43,7 @@ from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
 from .outbox import OutboundRule, Outbox
+from .provisioning import SingleProvisions
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -182,7 +183,13 @@ class Fleet:
             scope, queue_limit=self.settings.queue_limit, committed=self._work_committed.ring
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
-        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        singles = SingleProvisions(scope, max_batch=self.settings.provision_batch_size)
+        directory = Directory(
+            scope,
+            self.settings,
+            keys_changed=lambda d: outbox.forget_signer(d),
+            singles=singles,
+        )
         outbox = Outbox(
             scope,
             queued=self._outbound_queued.ring,
@@ -198,7 +205,7 @@ class Fleet:
         try:
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
-            await tasks.start(directory.run)
+            await tasks.start(singles.run)
         except BaseException:
             await _close(tasks, owned)
             raise
