@@ -47,6 +47,7 @@ from .intake import Intake
 from .mailroom import Mailroom
 from .outbox import OutboundRule, Outbox
 from .policy import PolicyRules
+from .provisioning import SingleProvisions
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -210,7 +211,13 @@ class Fleet:
             screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
-        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        singles = SingleProvisions(scope, max_batch=self.settings.provision_batch_size)
+        directory = Directory(
+            scope,
+            self.settings,
+            keys_changed=lambda d: outbox.forget_signer(d),
+            singles=singles,
+        )
         tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
@@ -238,6 +245,7 @@ class Fleet:
             await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
+            await tasks.start(singles.run)
         except BaseException:
             await _close(tasks, owned)
             raise
@@ -324,6 +332,7 @@ class Fleet:
     workspaces = _directory(Directory.workspaces)
     update_policy = _directory(Directory.update_policy)
     set_patterns = _directory(Directory.set_patterns)
+    update_workspace = _directory(Directory.update_workspace)
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)

@@ -6,6 +6,8 @@ from fastapi import APIRouter
 
 from . import (
     consent,
+    domains,
+    grants,
     health,
     me,
     messages,
@@ -14,6 +16,7 @@ from . import (
     restrictions,
     suppressions,
     threads,
+    workspaces,
 )
 
 __all__ = ["ROUTERS"]
@@ -21,6 +24,9 @@ __all__ = ["ROUTERS"]
 ROUTERS: list[APIRouter] = [
     health.router,
     me.router,
+    domains.router,
+    workspaces.router,
+    grants.router,
     messages.router,
     threads.router,
     suppressions.router,
