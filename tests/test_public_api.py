@@ -26,6 +26,12 @@ EXPECTED = {
     "DmarcCheck",
     "SpfCheck",
     "DeadLetter",
+    "DeletedMessages",
+    "SweepReport",
+    "SpamInput",
+    "SpamScorer",
+    "SpamSignal",
+    "SpamVerdict",
     "DnsRecord",
     "DkimKeyInfo",
     "ReputationLevel",
@@ -55,6 +61,7 @@ EXPECTED = {
     "DefaultWorkspaceProtected",
     "Domain",
     "DomainNotRegistered",
+    "DomainTaken",
     "Event",
     "Fleet",
     "Grant",
@@ -133,7 +140,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(mailfleet, name), type)
         and issubclass(getattr(mailfleet, name), Exception)
     ]
-    assert len(errors) == 31
+    assert len(errors) == 32
     assert all(issubclass(error, mailfleet.MailfleetError) for error in errors)
     assert issubclass(mailfleet.InvalidInput, ValueError)
     assert issubclass(mailfleet.NotFound, LookupError)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         DnsServerFailure,
         DnsTimeout,
         DomainNotRegistered,
+        DomainTaken,
         FleetNotOpen,
         GrantNotFound,
         InvalidAddress,
@@ -81,14 +82,17 @@ if TYPE_CHECKING:
     )
     from .model.reputation import ReputationLevel, ReputationState
     from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
+    from .model.spam import SpamInput, SpamScorer, SpamSignal, SpamVerdict
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
     from .runtime.policy import DryRunResult, PolicyRules, Screened
+    from .runtime.retention import SweepReport
     from .runtime.status import FleetStatistics, Serving
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
+    from .store.storage import DeletedMessages
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -130,6 +134,7 @@ _EXPORTS: dict[str, str] = {
     "DnsServerFailure": ".model.errors",
     "DnsTimeout": ".model.errors",
     "DomainNotRegistered": ".model.errors",
+    "DomainTaken": ".model.errors",
     "FleetNotOpen": ".model.errors",
     "GrantNotFound": ".model.errors",
     "InvalidAddress": ".model.errors",
@@ -175,6 +180,12 @@ _EXPORTS: dict[str, str] = {
     "ReputationLevel": ".model.reputation",
     "ReputationState": ".model.reputation",
     "SpamSensitivity": ".model.policy",
+    "SpamInput": ".model.spam",
+    "SpamScorer": ".model.spam",
+    "SpamSignal": ".model.spam",
+    "SpamVerdict": ".model.spam",
+    "DeletedMessages": ".store.storage",
+    "SweepReport": ".runtime.retention",
     "ApiKey": ".model.records",
     "Application": ".model.records",
     "DkimKeyInfo": ".model.records",
@@ -214,6 +225,7 @@ __all__ = [
     "DatabaseNotFound",
     "DeadLetter",
     "DefaultWorkspaceProtected",
+    "DeletedMessages",
     "Directory",
     "DkimKeyInfo",
     "DkimSignatureResult",
@@ -225,6 +237,7 @@ __all__ = [
     "DnsTimeout",
     "Domain",
     "DomainNotRegistered",
+    "DomainTaken",
     "DryRunResult",
     "Event",
     "FailedRecipient",
@@ -283,12 +296,17 @@ __all__ = [
     "Serving",
     "Settings",
     "SigningFailed",
+    "SpamInput",
+    "SpamScorer",
     "SpamSensitivity",
+    "SpamSignal",
+    "SpamVerdict",
     "SpfCheck",
     "StoreUnavailable",
     "Suppression",
     "SuppressionReason",
     "SuppressionRow",
+    "SweepReport",
     "ThreadNotFound",
     "ThreadRecord",
     "TokenExpired",

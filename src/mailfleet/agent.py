@@ -13,6 +13,11 @@ Handlers are found by name once per class, when the class is created: a
 misspelt ``on_*`` method, a handler that is not ``async``, or one with the
 wrong parameters raises ``TypeError`` at import time, not at run time.
 
+Mail the workspace's spam sensitivity files as spam (``message.folder ==
+"spam"``, its score and reasons in ``message.spam``) never reaches
+``on_message``: it goes to ``on_spam(self, message)`` when the class defines
+one, and otherwise stays in the grant's spam folder, handled by no one.
+
 The runtime activates one instance per grant when work arrives and
 deactivates it when idle (``on_stop``); ``self.state`` (a JSON-serialisable
 dict) is saved with the completion of each handled message and restored on
@@ -39,6 +44,7 @@ __all__ = ["HANDLERS", "Agent", "AgentContext"]
 # handler name -> number of parameters after ``self``
 HANDLERS: Mapping[str, int] = {
     "on_message": 1,
+    "on_spam": 1,
     "on_bounce": 1,
     "on_complaint": 1,
     "on_unsubscribe": 1,
@@ -261,6 +267,6 @@ def _check_handler(klass: type, name: str, value: object) -> None:
         p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in parameters
     ):
         wanted = "(self)" if expected == 0 else "(self, event)"
-        if name == "on_message":
+        if name in ("on_message", "on_spam"):
             wanted = "(self, message)"
         raise InvalidAgent(f"{where} must take {wanted}")

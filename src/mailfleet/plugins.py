@@ -23,6 +23,7 @@ import pluggy
 
 from .mail.inbound import InboundMessage
 from .model.records import Grant
+from .model.spam import SpamScorer
 from .settings import Settings
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "plugin_manager",
+    "spam_scorers",
 ]
 
 log = logging.getLogger("mailfleet.plugins")
@@ -92,6 +94,12 @@ class HookSpecs:
         """Return the inbound sources to run alongside the fleet's workers."""
         raise NotImplementedError
 
+    @hookspec
+    def mailfleet_spam_scorers(self, settings: Settings) -> Iterable[SpamScorer]:
+        """Return spam scorers (:class:`~mailfleet.model.spam.SpamScorer`): each is awaited
+        for every message the MX takes, and the signals it finds add to its spam score."""
+        raise NotImplementedError
+
 
 def plugin_manager(allow: Collection[str] | None = None) -> pluggy.PluginManager:
     """A plugin manager with every installed plugin (or only those in ``allow``) registered."""
@@ -119,5 +127,13 @@ def inbound_sources(manager: pluggy.PluginManager, settings: Settings) -> list[I
     """Every inbound source the registered plugins contribute."""
     found: list[InboundSource] = []
     for contributed in manager.hook.mailfleet_inbound_sources(settings=settings):
+        found.extend(contributed)
+    return found
+
+
+def spam_scorers(manager: pluggy.PluginManager, settings: Settings) -> list[SpamScorer]:
+    """Every spam scorer the registered plugins contribute."""
+    found: list[SpamScorer] = []
+    for contributed in manager.hook.mailfleet_spam_scorers(settings=settings):
         found.extend(contributed)
     return found

@@ -206,6 +206,35 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds between DNS audits of each registered domain (0: never)",
     )
+    dnsbl_zones: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DNS blocklists the MX asks about each connecting IP (e.g. "
+        "zen.spamhaus.org; a JSON list or comma-separated); empty: none",
+    )
+    dnsbl_domain_zones: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="domain blocklists the MX asks about each sender's From domain "
+        "(e.g. dbl.spamhaus.org; a JSON list or comma-separated); empty: none",
+    )
+    dnsbl_score: float = Field(
+        4.0, ge=0, le=1000, allow_inf_nan=False, description="spam score of each listing"
+    )
+    dnsbl_timeout: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds the MX waits for the blocklists' answers (slower ones count as "
+        "not listed)",
+    )
+    retention_sweep_interval: float = Field(
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds between sweeps deleting mail past its retention (0: never)",
+    )
+    retention_batch_size: int = Field(
+        500, ge=1, le=10_000, description="messages each retention transaction deletes at most"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="what the command line logs: debug, info, warning or error"
     )
@@ -221,7 +250,9 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("dns_nameservers", "relay_addresses", mode="before")
+    @field_validator(
+        "dns_nameservers", "relay_addresses", "dnsbl_zones", "dnsbl_domain_zones", mode="before"
+    )
     @classmethod
     def _list_of_entries(cls, value: Any) -> Any:
         """A JSON list, or comma-separated entries (from the environment); blank: none."""
@@ -326,6 +357,18 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("give at least 16 characters (or leave it unset)")
         return value
+
+    @field_validator("dnsbl_zones", "dnsbl_domain_zones")
+    @classmethod
+    def _zones(cls, value: list[str]) -> list[str]:
+        zones: list[str] = []
+        for entry in value:
+            name = cls._host_name(entry)
+            if name is None:
+                raise ValueError("an empty zone name")
+            if name not in zones:
+                zones.append(name)
+        return zones
 
     @field_validator("bounce_domain")
     @classmethod

@@ -87,6 +87,14 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and not _own_content(response):
                     response["content"] = {problems.PROBLEM_JSON: {"schema": problem}}
+            if operation.get("requestBody"):
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "The body is not JSON",
+                        "content": {problems.PROBLEM_JSON: {"schema": problem}},
+                    },
+                )
             if "422" in responses or operation.get("requestBody") or operation.get("parameters"):
                 responses["422"] = {
                     "description": "Validation error",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from .authentication import Authentication
 from .errors import InvalidInput
+from .spam import SpamVerdict
 
 __all__ = [
     "MessageHeaders",
@@ -73,6 +74,11 @@ class StoredMessage:
     authentication: Authentication | None = field(default=None, repr=False)
     """What the MX verified on arrival (SPF, DKIM, DMARC, the ``Authentication-Results``
     header it added); None for mail that did not come through the MX (IMAP, ``deliver``)."""
+    folder: str = "inbox"
+    """Where it is filed: ``inbox``, or ``spam`` when its spam score reached the threshold."""
+    spam: SpamVerdict | None = field(default=None, repr=False)
+    """Its spam score, the threshold it was judged by and the signals found (mail that
+    came through the MX); None when it was not scored."""
 
 
 @dataclass(frozen=True, slots=True)

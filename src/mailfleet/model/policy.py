@@ -6,17 +6,26 @@ effective policy is its workspace's, looked up, never copied.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from itertools import pairwise
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidPolicy
 
 __all__ = [
     "PLATFORM_MAX_MESSAGE_BYTES",
     "PLATFORM_THRESHOLDS",
+    "SPAM_THRESHOLDS",
     "CircuitBreaker",
     "Policy",
     "RampStep",
@@ -50,6 +59,17 @@ class SpamSensitivity(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+SPAM_THRESHOLDS: dict[SpamSensitivity, float] = {
+    SpamSensitivity.LOW: 8.0,
+    SpamSensitivity.MEDIUM: 5.0,
+    SpamSensitivity.HIGH: 3.0,
+}
+"""The spam score from which each sensitivity files mail as spam (higher: more lenient).
+``off`` files nothing; a workspace's ``spam_threshold`` replaces the level's number."""
+
+_MEDIA_RANGE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/(?:\*|[a-z0-9][a-z0-9!#$&^_.+-]*)")
 
 
 class ReputationThresholds(BaseModel):
@@ -176,9 +196,20 @@ class Policy(BaseModel):
     )
     max_attachments: int = Field(20, ge=0, description="attachments per message")
     max_attachment_bytes: int = Field(20 * MiB, ge=0, description="largest attachment")
+    allowed_attachment_types: tuple[str, ...] = Field(
+        (),
+        description="MIME types attachments may have (type/subtype or type/*); empty: any",
+    )
     inbox_retention_days: int = Field(365, ge=1, description="days inbox mail is kept")
     spam_retention_days: int = Field(30, ge=1, description="days spam is kept")
     spam_sensitivity: SpamSensitivity = SpamSensitivity.MEDIUM
+    spam_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="the spam score from which mail is filed as spam, in place of the "
+        "sensitivity's (off still files nothing)",
+    )
     thresholds: ReputationThresholds = Field(default_factory=ReputationThresholds)
     reputation_window: int = Field(
         1_000, ge=10, le=1_000_000, description="recent sends the bounce and complaint rates span"
@@ -197,6 +228,39 @@ class Policy(BaseModel):
     )
     breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     warmup: Warmup = Field(default_factory=Warmup)
+
+    @field_validator("allowed_attachment_types", mode="before")
+    @classmethod
+    def _media_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("expected a list of MIME types")
+        if not isinstance(value, list | tuple):
+            return value
+        normal: list[str] = []
+        for entry in value:
+            if not isinstance(entry, str) or not _MEDIA_RANGE.fullmatch(entry.strip().lower()):
+                raise ValueError(f"{entry!r} is not a MIME type (type/subtype or type/*)")
+            if (text := entry.strip().lower()) not in normal:
+                normal.append(text)
+        return tuple(normal)
+
+    @property
+    def effective_spam_threshold(self) -> float | None:
+        """The score from which inbound mail is spam: ``spam_threshold``, else the
+        sensitivity's (:data:`SPAM_THRESHOLDS`); None when the sensitivity is off."""
+        if self.spam_sensitivity is SpamSensitivity.OFF:
+            return None
+        if self.spam_threshold is not None:
+            return self.spam_threshold
+        return SPAM_THRESHOLDS[self.spam_sensitivity]
+
+    def allows_attachment_type(self, content_type: str) -> bool:
+        """Whether an attachment of ``content_type`` may come in (``allowed_attachment_types``)."""
+        if not self.allowed_attachment_types:
+            return True
+        wanted = content_type.strip().lower()
+        family = wanted.split("/", 1)[0] + "/*"
+        return wanted in self.allowed_attachment_types or family in self.allowed_attachment_types
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

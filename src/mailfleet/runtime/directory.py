@@ -57,6 +57,7 @@ from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
 from .mailroom import check_json
+from .provisioning import SingleProvisions
 
 if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
@@ -80,10 +81,12 @@ class Directory:
         settings: Settings,
         *,
         keys_changed: Callable[[str], None] = lambda domain: None,
+        singles: SingleProvisions | None = None,
     ) -> None:
         self._scope = scope
         self._settings = settings
         self._keys_changed = keys_changed
+        self._singles = singles
 
     async def add_domain(
         self,
@@ -233,6 +236,21 @@ class Directory:
         listed = list(patterns)
         return await self._scope.write(lambda tx: workspaces.set_patterns(tx, workspace, listed))
 
+    async def update_workspace(
+        self,
+        workspace: str,
+        *,
+        policy: dict[str, Any] | None = None,
+        patterns: Iterable[str] | None = None,
+    ) -> Workspace:
+        """Change a workspace's policy (``policy``: the fields to change, as
+        :meth:`update_policy` takes them) and/or replace its auto-group patterns, in
+        one transaction: if either is refused, neither changes."""
+        listed = None if patterns is None else list(patterns)
+        return await self._scope.write(
+            lambda tx: workspaces.update_workspace(tx, workspace, policy=policy, patterns=listed)
+        )
+
     async def delete_workspace(self, workspace: str) -> None:
         """Delete an empty workspace other than the default."""
         await self._scope.write(lambda tx: workspaces.delete_workspace(tx, workspace))
@@ -323,9 +341,13 @@ class Directory:
         size = self._settings.provision_batch_size
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
-            found, rejected = await self._scope.write(
-                partial(grants.provision_batch, requests=batch, workspace=workspace)
-            )
+            if len(pending) == 1 and self._singles is not None and self._singles.running:
+                # One address: it shares a transaction with the other callers' at once.
+                found, rejected = await self._singles.provision(pending[0], workspace)
+            else:
+                found, rejected = await self._scope.write(
+                    partial(grants.provision_batch, requests=batch, workspace=workspace)
+                )
             outcome.update(found)
             refused.update(rejected)
             if progress is not None:
@@ -384,26 +406,39 @@ class Directory:
         *,
         workspace: str | None = None,
         status: GrantStatus | None = None,
+        agent: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
         after: str | None = None,
     ) -> list[Grant]:
-        """Grants by address, optionally filtered by workspace and status.
+        """Grants by address, optionally filtered by workspace, status and agent class
+        (its name, as :meth:`provision` stored it).
 
         ``after`` is a cursor: the last address of the previous page.
         """
         return await self._scope.read(
             lambda tx: grants.list_grants(
-                tx, workspace=workspace, status=status, limit=limit, offset=offset, after=after
+                tx,
+                workspace=workspace,
+                status=status,
+                agent=agent,
+                limit=limit,
+                offset=offset,
+                after=after,
             )
         )
 
     async def count_grants(
-        self, *, workspace: str | None = None, status: GrantStatus | None = None
+        self,
+        *,
+        workspace: str | None = None,
+        status: GrantStatus | None = None,
+        agent: str | None = None,
     ) -> int:
-        """How many grants the application, or one workspace, holds (of ``status``)."""
+        """How many grants the application, or one workspace, holds (of ``status``, of
+        the agent class ``agent``)."""
         return await self._scope.read(
-            lambda tx: grants.count_grants(tx, workspace=workspace, status=status)
+            lambda tx: grants.count_grants(tx, workspace=workspace, status=status, agent=agent)
         )
 
     async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
@@ -47,6 +48,7 @@ from .mailroom import Mailroom
 from .metrics import RuntimeMetrics
 from .outbox import OutboundRule, Outbox
 from .policy import PolicyRules
+from .provisioning import SingleProvisions
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -61,8 +63,12 @@ if TYPE_CHECKING:
     from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
+    from ..model.spam import SpamScorer
     from ..plugins import InboundSource
+    from ..store.storage import DeletedMessages
     from ..transports.simulator import SimulatedInternet
+    from .admission import RecipientScorer
+    from .retention import RetentionSweeper, SweepReport
     from .sender import Sender
     from .worker import Worker
 
@@ -174,6 +180,8 @@ class Fleet:
         durations), kept across serves; exporters read it (``GET /metrics``)."""
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
+        self._spam_scorers: list[SpamScorer] = []
+        self._recipient_scorers: list[RecipientScorer] = []
 
     # -- opening and closing -------------------------------------------------------
 
@@ -207,7 +215,13 @@ class Fleet:
             screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
-        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        singles = SingleProvisions(scope, max_batch=self.settings.provision_batch_size)
+        directory = Directory(
+            scope,
+            self.settings,
+            keys_changed=lambda d: outbox.forget_signer(d),
+            singles=singles,
+        )
         tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
@@ -235,6 +249,7 @@ class Fleet:
             await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
+            await tasks.start(singles.run)
         except BaseException:
             await _close(tasks, owned)
             raise
@@ -321,6 +336,7 @@ class Fleet:
     workspaces = _directory(Directory.workspaces)
     update_policy = _directory(Directory.update_policy)
     set_patterns = _directory(Directory.set_patterns)
+    update_workspace = _directory(Directory.update_workspace)
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)
@@ -548,6 +564,56 @@ class Fleet:
     async def _grant_record(opened: _Opened, grant: str | Grant) -> Grant:
         return await opened.mailroom.grant(grant.id if isinstance(grant, Grant) else grant)
 
+    # -- storage, retention and spam ---------------------------------------------------
+
+    async def delete_messages(self, grant: str | Grant, ids: Iterable[str]) -> DeletedMessages:
+        """Delete messages of a grant (id, address or record): inbound or sent ones (not
+        a send still pending), with their queue entries. The grant's storage gets their
+        bytes back at once; a grant marked full that is under its limit again records
+        ``grant.storage_available`` and takes mail again (the MX sees it within a
+        second). Ids that are not the grant's are left alone; an unknown grant is a
+        :class:`~mailfleet.GrantNotFound`."""
+        from ..store import storage
+
+        key = grant.id if isinstance(grant, Grant) else grant
+        wanted = list(ids)
+        scope = self._open("Fleet.delete_messages()").scope
+        return await scope.write(lambda tx: storage.delete_messages(tx, key, wanted))
+
+    async def sweep_retention(self, *, now: datetime | None = None) -> SweepReport:
+        """Delete, now, every message older than its workspace's retention at ``now``
+        (default: the current time): what a serving fleet does every
+        ``retention_sweep_interval``, in batches of ``retention_batch_size``."""
+        return await self._sweeper(self._open("Fleet.sweep_retention()").scope).sweep(now=now)
+
+    def _sweeper(self, scope: Scope) -> RetentionSweeper:
+        from .retention import RetentionSweeper
+
+        s = self.settings
+        return RetentionSweeper(
+            scope,
+            interval=s.retention_sweep_interval,
+            batch_size=s.retention_batch_size,
+            holder=s.worker_id or "",
+        )
+
+    def add_spam_scorer(self, scorer: SpamScorer) -> None:
+        """Consult ``scorer`` (a :class:`~mailfleet.model.spam.SpamScorer`) for every
+        message the MX takes from the next :meth:`serve` on, beside the built-in
+        signals, the DNS blocklists and the plugins' ``mailfleet_spam_scorers``."""
+        if self._serving is not None:
+            raise Conflict("spam", "add spam scorers before serve(), not while serving")
+        self._spam_scorers.append(scorer)
+
+    def add_recipient_spam_scorer(self, scorer: RecipientScorer) -> None:
+        """Add, from the next :meth:`serve` on, signals that depend on the recipient:
+        ``await scorer(grant, message)`` for each grant a message is for (its
+        workspace's inbound rules that ``mark_spam``:
+        :func:`~mailfleet.model.spam.rule_signal`), judged with that grant's verdict."""
+        if self._serving is not None:
+            raise Conflict("spam", "add spam scorers before serve(), not while serving")
+        self._recipient_scorers.append(scorer)
+
     # -- domain authentication -------------------------------------------------------
 
     def _keystore(self) -> KeyStore:
@@ -602,15 +668,21 @@ class Fleet:
             await self._serve(opened, task_status)
 
     async def _serve(self, opened: _Opened, task_status: TaskStatus[Serving]) -> None:
-        from ..plugins import inbound_sources, plugin_manager
+        from ..plugins import inbound_sources, plugin_manager, spam_scorers
 
         s = self.settings
         scope = opened.scope.serving(self._registry.served)
-        sources = inbound_sources(plugin_manager(s.plugin_allowlist), s)
+        plugins = plugin_manager(s.plugin_allowlist)
+        sources = inbound_sources(plugins, s)
+        scorers = [*spam_scorers(plugins, s), *self._spam_scorers]
         async with anyio.create_task_group() as tg:
             smtp_port = (
-                await tg.start(self._serve_smtp, opened) if s.smtp_port is not None else None
+                await tg.start(self._serve_smtp, opened, scorers)
+                if s.smtp_port is not None
+                else None
             )
+            if s.retention_sweep_interval > 0:
+                await tg.start(self._sweeper(opened.scope).run)
             for source in sources:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
             if s.audit_domains:
@@ -755,14 +827,30 @@ class Fleet:
             poll_interval=s.poll_interval,
         )
 
-    async def _serve_smtp(self, opened: _Opened, *, task_status: TaskStatus[int]) -> None:
+    async def _serve_smtp(
+        self, opened: _Opened, scorers: Sequence[SpamScorer], *, task_status: TaskStatus[int]
+    ) -> None:
         import ssl
 
         from ..auth.verify import InboundVerifier
         from ..transports.smtp_in import serve_smtp
+        from .admission import Admission
+        from .dnsbl import DnsblScorer
         from .mx import FleetMx
+        from .spam import SpamFilter
 
         s = self.settings
+        blocklists = DnsblScorer(
+            self.resolver,
+            ip_zones=s.dnsbl_zones,
+            domain_zones=s.dnsbl_domain_zones,
+            score=s.dnsbl_score,
+            timeout=s.dnsbl_timeout,
+        )
+        spam = SpamFilter([blocklists, *scorers] if blocklists.enabled else scorers)
+        admission = Admission(opened.scope, spam)
+        for recipient_scorer in self._recipient_scorers:
+            admission.add_recipient_scorer(recipient_scorer)
         verify = InboundVerifier(self.resolver, authserv_id=s.smtp_hostname)
         tls = None
         if s.smtp_tls_cert is not None:
@@ -778,6 +866,7 @@ class Fleet:
             unsubscribe=opened.consent.unsubscribe_by_mail,
             unsubscribe_known=opened.consent.knows_unsubscribe,
             screen=opened.policy.screen_recipient,
+            admission=admission,
         )
         await serve_smtp(
             mx,

@@ -28,6 +28,7 @@ from ..model.addresses import parse_address
 from ..model.authentication import Authentication
 from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
+from ..model.spam import SpamVerdict
 from ..store import consent, grants, queue
 from ..store.consent import RepliedConfirmation
 from ..store.rules import record_evaluations
@@ -51,6 +52,7 @@ class _Delivery:
     headers: MessageHeaders
     authentication: Authentication | None
     mail_from: str | None = None
+    spam: SpamVerdict | None = None
 
 
 class Intake:
@@ -81,6 +83,8 @@ class Intake:
         source_key: str | None = None,
         authentication: Authentication | None = None,
         mail_from: str | None = None,
+        spam: SpamVerdict | None = None,
+        headers: MessageHeaders | None = None,
     ) -> StoredMessage:
         """Store ``raw`` for ``grant`` (id or address); return once committed.
 
@@ -89,11 +93,15 @@ class Intake:
         what the MX verified, stored with the message, and ``mail_from`` the
         envelope sender. The inbound rules decide where it is filed; one that
         blocks it raises :class:`~mailfleet.MessageBlocked` (nothing stored).
+        ``spam`` is its spam verdict (spam is filed in the ``spam`` folder, for
+        ``on_spam``); ``headers`` the header read of ``raw`` when the caller made it
+        already.
         """
         from ..mail.headers import parse_headers  # imported by the first delivery
 
         # Parsed here, not in the transaction: the store's writer is not held for it.
-        delivery = _Delivery(grant, raw, source_key, parse_headers(raw), authentication, mail_from)
+        read = parse_headers(raw) if headers is None else headers
+        delivery = _Delivery(grant, raw, source_key, read, authentication, mail_from, spam)
         return await self._batches.submit(delivery)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -172,6 +180,7 @@ class Intake:
                     authentication=delivery.authentication,
                     folder=(verdict.verdict.folder if verdict else None) or "inbox",
                     read=verdict.verdict.read if verdict else False,
+                    spam=delivery.spam,
                 )
                 slot[index] = key
                 if keys.references and not automatic_reason(delivery.headers.headers):

@@ -18,6 +18,14 @@ it is stored (``authenticate``: SPF, DKIM and DMARC, ``auth/verify.py``):
 the results go with the message to ``deliver`` and into its bytes as an
 ``Authentication-Results`` header, after every such header claiming this
 MX's name was removed.
+
+With an :class:`~mailfleet.runtime.admission.Admission`, the workspace
+policy's limits are decided once the message is read (the daily receive
+limit, the attachments: refused before anything is stored for any
+recipient), and every message a grant stores carries its spam verdict:
+the signals are gathered once per message, the verdict made per recipient
+at its workspace's threshold. A grant refused for storage is marked full
+there.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -40,7 +48,9 @@ from ..model.errors import GrantNotFound, InvalidInput, MessageBlocked, QueueFul
 from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
+from ..model.spam import SpamInput, SpamSignal
 from ..transports.smtp_in import Accepted, MxContext, Recipient
+from .admission import Admission
 from .feedback import Taken
 
 __all__ = ["FleetMx"]
@@ -82,11 +92,13 @@ class FleetMx(MxContext):
         unsubscribe: Unsubscribe | None = None,
         unsubscribe_known: TokenLookup | None = None,
         screen: Screen | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._lookup = lookup
         self._unsubscribe = unsubscribe
         self._unsubscribe_known = unsubscribe_known
         self._screen = screen
+        self._admission = admission
         self._authenticate = authenticate
         self._deliver = deliver
         self._hostname = hostname
@@ -219,6 +231,21 @@ class FleetMx(MxContext):
         blocked: list[MessageBlocked] = []
 
         automatic = self._report is not None and _looks_automatic(mail_from, data)
+        judged: dict[str, Any] = {}
+        if self._admission is not None:
+            refusal = await self._admit(
+                recipients,
+                trace + data,
+                data,
+                judged,
+                automatic=automatic,
+                peer=peer,
+                helo=helo,
+                mail_from=mail_from,
+                authentication=authentication,
+            )
+            if refusal is not None:
+                return Accepted(refusal)
 
         async def one(recipient: Recipient) -> None:
             if recipient.unsubscribe:
@@ -246,6 +273,7 @@ class FleetMx(MxContext):
                     source_key=key,
                     authentication=authentication,
                     mail_from=mail_from,
+                    **judged.get(recipient.grant_id, {}),
                 )
             except MessageBlocked as exc:
                 blocked.append(exc)
@@ -253,6 +281,8 @@ class FleetMx(MxContext):
                 failures.append(exc)
             else:
                 stored.append(message.id)
+                if self._admission is not None:
+                    self._admission.received(recipient.grant_id)
                 # the cached storage use keeps step with what was just stored
                 self._grown[recipient.address] = self._grown.get(recipient.address, 0) + len(
                     message.raw
@@ -275,6 +305,68 @@ class FleetMx(MxContext):
         if stored[0] == "unsubscribe":
             return Accepted("250 2.0.0 Ok: unsubscribed")
         return Accepted(f"250 2.0.0 Ok: queued as {stored[0]}")
+
+    async def mailbox_full(self, recipient: Recipient, size: int) -> None:
+        """A grant refused for storage is marked full (its ``grant.storage_full`` event)."""
+        if self._admission is not None and recipient.grant_id:
+            await self._admission.storage_full(recipient.grant_id, refused_bytes=size)
+
+    async def _admit(
+        self,
+        recipients: Sequence[Recipient],
+        raw: bytes,
+        data: bytes,
+        judged: dict[str, Any],
+        *,
+        automatic: bool,
+        peer: str,
+        helo: str | None,
+        mail_from: str,
+        authentication: Authentication | None,
+    ) -> str | None:
+        """The policy's refusal of the message for one of its grants, or None; then each
+        grant's spam verdict (and the header read) in ``judged``, for ``deliver``."""
+        from ..mail.headers import parse_headers
+        from ..mail.spamfacts import header_facts
+
+        admission = self._admission
+        assert admission is not None
+        headers = parse_headers(raw)
+        grants: list[Grant] = []
+        for recipient in recipients:
+            if recipient.report or not recipient.grant_id:
+                continue
+            grant = await self._grant(recipient.address)
+            if grant is None:
+                continue
+            if not automatic:  # reports are never refused for their parts
+                refusal = await admission.refusal(grant, data, headers)
+                if refusal is not None:
+                    log.info(
+                        "refused a message from %s for %s: %s",
+                        peer,
+                        recipient.address,
+                        refusal,
+                        extra={"grant_id": grant.id},
+                    )
+                    return refusal
+            grants.append(grant)
+        if not grants:
+            return None
+        message = SpamInput(
+            raw=data,
+            headers=headers.headers,
+            peer=peer,
+            helo=helo,
+            mail_from=mail_from,
+            authentication=authentication,
+            facts=header_facts(headers.headers),
+        )
+        signals: list[SpamSignal] = await admission.spam.signals(message)
+        for grant in grants:
+            verdict = await admission.verdict(grant, signals, message)
+            judged[grant.id] = {"spam": verdict, "headers": headers}
+        return None
 
     async def _verified(
         self, data: bytes, *, mail_from: str, peer: str, helo: str | None

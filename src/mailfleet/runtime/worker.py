@@ -359,7 +359,7 @@ class Worker:
             self._finished(grant_id, entry)
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
-        argument = message if handler == "on_message" else _record(entry)
+        argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
         metrics = self.metrics
         if attempt == 1 and entry.kind == "message":
             waited = time.time() - entry.message.received_at.timestamp()
@@ -548,10 +548,12 @@ class Worker:
 
 _HANDLER_OF = {
     "message": "on_message",
+    "spam": "on_spam",
     "bounce": "on_bounce",
     "complaint": "on_complaint",
     "unsubscribe": "on_unsubscribe",
 }
+_GIVEN_THE_MESSAGE = frozenset({"on_message", "on_spam"})
 
 
 def _record(entry: QueuedMessage) -> Bounce | Complaint | Unsubscribe:

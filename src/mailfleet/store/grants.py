@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from ..model.addresses import Address
 from ..model.errors import Conflict, DomainNotRegistered, GrantNotFound
+from ..model.policy import Policy
 from ..model.records import Grant, GrantStatus
 from .dialect import insert
 from .domains import domain_ids
@@ -26,7 +27,13 @@ from .prepared import Prepared
 from .scope import Tx
 from .tables import grants_table, new_id, utcnow, workspaces_table
 from .timestamps import aware
-from .workspaces import default_workspace_id, get_workspace, pattern_table, policy_of
+from .workspaces import (
+    cached_policy,
+    default_workspace_id,
+    get_workspace,
+    pattern_table,
+    policy_of,
+)
 
 __all__ = [
     "GrantRequest",
@@ -118,6 +125,7 @@ def provision_batch(
             _select_grants().where(_grants.c.address.in_([row["address"] for row in rows]))
         )
     }
+    policies = _policies(tx, stored.values())
     found: dict[str, tuple[Grant, bool]] = {}
     created = []
     for row in rows:
@@ -128,7 +136,7 @@ def provision_batch(
             )
             continue
         is_new = match.id == row["id"]
-        found[row["address"]] = (_grant(match), is_new)
+        found[row["address"]] = (_grant(match, policies), is_new)
         if is_new:
             created.append(row)
     record_many(
@@ -163,21 +171,56 @@ def _select_grants() -> sa.Select[Any]:
         _grants.c.stored_bytes,
         _grants.c.created_at,
         _workspaces.c.name.label("workspace_name"),
-        _workspaces.c.policy,
         _workspaces.c.policy_version,
     ).join(_workspaces, _workspaces.c.id == _grants.c.workspace_id)
 
 
-def _grant(row: sa.Row[Any]) -> Grant:
+_Policies = dict[tuple[str, int], Policy]
+
+
+def _policies(tx: Tx, rows: Iterable[sa.Row[Any]]) -> _Policies:
+    """The policy of each (workspace, version) of ``rows``, parsed once per version.
+
+    The grants' rows carry their workspace's policy version only: the policy's JSON
+    is read from the workspace when no cached parse has that version (so a batch of
+    thousands of grants decodes it at most once, not once a row). A policy changed
+    between the two reads gives the grants of that workspace its newer version.
+    """
+    found: _Policies = {}
+    missing: set[str] = set()
+    for key in {(row.workspace_id, row.policy_version) for row in rows}:
+        policy = cached_policy(*key)
+        if policy is None:
+            missing.add(key[0])
+        else:
+            found[key] = policy
+    if missing:
+        current = tx.conn.execute(
+            sa.select(_workspaces.c.id, _workspaces.c.policy_version, _workspaces.c.policy).where(
+                _workspaces.c.id.in_(sorted(missing))
+            )
+        ).all()
+        newest = {wid: policy_of(wid, version, raw) for wid, version, raw in current}
+        for row in rows:
+            key = (row.workspace_id, row.policy_version)
+            if key not in found:
+                found[key] = newest[row.workspace_id]
+    return found
+
+
+_STATUSES = {status.value: status for status in GrantStatus}
+
+
+def _grant(row: sa.Row[Any], policies: _Policies) -> Grant:
     return Grant(
         id=row.id,
         application_id=row.application_id,
         address=row.address,
         workspace_id=row.workspace_id,
         workspace=row.workspace_name,
-        status=GrantStatus(row.status),
+        status=_STATUSES[row.status],
         agent=row.agent,
-        policy=policy_of(row.workspace_id, row.policy_version, row.policy),
+        policy=policies[row.workspace_id, row.policy_version],
         workspace_pinned=row.workspace_pinned,
         created_at=aware(row.created_at),
         metadata=row.metadata,
@@ -201,7 +244,7 @@ def get_grant(tx: Tx, key: str) -> Grant:
     ).first()
     if row is None:
         raise GrantNotFound(key)
-    return _grant(row)
+    return _grant(row, _policies(tx, [row]))
 
 
 def set_status(tx: Tx, key: str, status: GrantStatus) -> Grant:
@@ -243,10 +286,13 @@ def grants_by_ids(tx: Tx, ids: Sequence[str]) -> dict[str, Grant]:
     conn = tx.conn
     found: dict[str, Grant] = {}
     for chunk in _chunks(ids, 1000):
-        rows = conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
-        found.update(
-            (row.id, _grant(row)) for row in rows if row.application_id == tx.application_id
-        )
+        rows = [
+            row
+            for row in conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
+            if row.application_id == tx.application_id
+        ]
+        policies = _policies(tx, rows)
+        found.update((row.id, _grant(row, policies)) for row in rows)
     return found
 
 
@@ -255,28 +301,36 @@ def list_grants(
     *,
     workspace: str | None = None,
     status: GrantStatus | None = None,
+    agent: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
     after: str | None = None,
 ) -> list[Grant]:
-    """Grants of the application by address, optionally of one workspace or status,
-    after the address ``after`` (a keyset cursor: the last address of a page)."""
+    """Grants of the application by address, optionally of one workspace, status or
+    agent class, after the address ``after`` (a keyset cursor: the last address of a page)."""
     conn = tx.conn
-    query = _select_grants().where(*_filters(tx, workspace, status))
+    query = _select_grants().where(*_filters(tx, workspace, status, agent))
     if after is not None:
         query = query.where(_grants.c.address > after.strip().lower())
     query = query.order_by(_grants.c.address).offset(offset).limit(limit)
-    return [_grant(row) for row in conn.execute(query)]
+    return _grants_of(tx, conn.execute(query).all())
+
+
+def _grants_of(tx: Tx, rows: Sequence[sa.Row[Any]]) -> list[Grant]:
+    policies = _policies(tx, rows)
+    return [_grant(row, policies) for row in rows]
 
 
 def _filters(
-    tx: Tx, workspace: str | None, status: GrantStatus | None
+    tx: Tx, workspace: str | None, status: GrantStatus | None, agent: str | None = None
 ) -> list[sa.ColumnElement[bool]]:
     conditions = [_grants.c.application_id == tx.application_id]
     if workspace is not None:
         conditions.append(_grants.c.workspace_id == get_workspace(tx, workspace).id)
     if status is not None:
         conditions.append(_grants.c.status == GrantStatus(status).value)
+    if agent is not None:
+        conditions.append(_grants.c.agent == agent)
     return conditions
 
 
@@ -290,13 +344,19 @@ def grant_rows(
         .order_by(_grants.c.address)
         .limit(limit)
     )
-    return [_grant(row) for row in tx.conn.execute(query)]
+    return _grants_of(tx, tx.conn.execute(query).all())
 
 
-def count_grants(tx: Tx, *, workspace: str | None = None, status: GrantStatus | None = None) -> int:
+def count_grants(
+    tx: Tx,
+    *,
+    workspace: str | None = None,
+    status: GrantStatus | None = None,
+    agent: str | None = None,
+) -> int:
     """How many grants the application (or one of its workspaces) holds, of any
-    status or of ``status``."""
-    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status))
+    status or of ``status``, of any agent class or of ``agent``."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status, agent))
     return int(tx.conn.execute(query).scalar_one())
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from ..model.authentication import Authentication
 from ..model.messages import MessageHeaders, StoredMessage
+from ..model.spam import SpamVerdict
 from .dialect import insert
 from .events import record, record_many
 from .prepared import Prepared
@@ -79,6 +80,7 @@ _MESSAGE_COLUMNS = (
     "raw",
     "authentication",
     "read",
+    "spam",
     "created_at",
 )
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
@@ -125,6 +127,8 @@ class Delivery:
     """Where the inbound rules filed it (``spam``, ``archive``, ``trash``, a folder)."""
     read: bool = False
     """Filed as read (a ``mark_read`` rule)."""
+    spam: SpamVerdict | None = None
+    """Its spam verdict: spam is filed in the ``spam`` folder and queued for ``on_spam``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,8 @@ class QueuedMessage:
     attempts: int
     not_before: float | None
     kind: str = "message"
-    """``message`` (for ``on_message``), ``bounce``, ``complaint`` or ``unsubscribe``."""
+    """``message`` (for ``on_message``), ``spam`` (``on_spam``), ``bounce``, ``complaint``
+    or ``unsubscribe``."""
     payload: dict[str, Any] | None = None
     """The bounce, complaint or unsubscribe record, for those kinds."""
 
@@ -181,6 +186,8 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
             headers=headers.headers,
             thread_id=thread_id,
             authentication=delivery.authentication,
+            folder=_folder(delivery),
+            spam=delivery.spam,
         )
         messages.append(message)
         message_rows.append(
@@ -189,7 +196,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "application_id": tx.application_id,
                 "grant_id": message.grant_id,
                 "direction": "in",
-                "folder": delivery.folder,
+                "folder": message.folder,
                 "message_id": (message.message_id or "")[:998] or None,
                 "thread_id": thread_id,
                 "thread_subject": (delivery.subject or "")[:255] or None,
@@ -204,6 +211,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                     None if delivery.authentication is None else delivery.authentication.as_json()
                 ),
                 "read": delivery.read,
+                "spam": None if delivery.spam is None else delivery.spam.as_json(),
                 "created_at": now,
             }
         )
@@ -221,7 +229,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
                 "application_id": tx.application_id,
                 "grant_id": m.grant_id,
                 "message_id": m.id,
-                "kind": "message",
+                "kind": "spam" if m.folder == "spam" else "message",
                 "status": "ready",
                 "attempts": 0,
                 "created_at": now,
@@ -232,12 +240,30 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
     record_many(
         tx,
         "message.received",
-        (
-            (m.grant_id, {"grant_id": m.grant_id, "message_id": m.id, "subject": m.subject})
-            for m in messages
-        ),
+        ((m.grant_id, _received(m)) for m in messages),
     )
     return messages
+
+
+def _folder(delivery: Delivery) -> str:
+    """Where a message is filed: where an inbound rule put it, else ``spam`` when its
+    score reached the threshold, else the inbox."""
+    if delivery.folder != "inbox":
+        return delivery.folder
+    return "spam" if delivery.spam is not None and delivery.spam.spam else "inbox"
+
+
+def _received(message: StoredMessage) -> dict[str, Any]:
+    """The ``message.received`` payload; a scored message says its folder and score."""
+    payload: dict[str, Any] = {
+        "grant_id": message.grant_id,
+        "message_id": message.id,
+        "subject": message.subject,
+    }
+    if message.spam is not None:
+        payload["folder"] = message.folder
+        payload["spam_score"] = message.spam.score
+    return payload
 
 
 def by_source(tx: Tx, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredMessage]:
@@ -304,6 +330,8 @@ def _stored(row: Any, message_id: str, header_id: str | None, attempt: int = 1) 
         headers=tuple((name, value) for name, value in row.headers),
         thread_id=row.thread_id,
         authentication=_authentication(row.authentication),
+        folder=row.folder,
+        spam=None if row.spam is None else SpamVerdict.from_json(row.spam),
     )
 
 
@@ -407,6 +435,8 @@ def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMess
             _messages.c.headers,
             _messages.c.thread_id,
             _messages.c.authentication,
+            _messages.c.folder,
+            _messages.c.spam,
             _messages.c.created_at,
         )
         .join(_messages, _messages.c.id == ranked.c.message_id)

@@ -42,6 +42,7 @@ __all__ = [
     "reports_table",
     "reputation_table",
     "restrictions_table",
+    "retention_sweeps_table",
     "rule_evaluations_table",
     "rules_table",
     "send_clocks_table",
@@ -216,6 +217,9 @@ grants_table = sa.Table(
     _json("metadata"),
     _json("state", nullable=True),
     sa.Column("stored_bytes", sa.BigInteger, nullable=False, default=0),
+    # set when mail was first refused for storage (grant.storage_full), cleared once
+    # deletions bring it under its limit again (grant.storage_available)
+    _time("storage_full_at", nullable=True),
     _time(),
     _time("updated_at"),
     sa.Index("grants_by_application_status", "application_id", "status"),
@@ -241,12 +245,15 @@ messages_table = sa.Table(
     _json("defects", nullable=True),
     # inbound: the SPF/DKIM/DMARC results of arrival (Authentication.as_json)
     _json("authentication", nullable=True),
+    # inbound: the spam score, its threshold and signals (SpamVerdict.as_json)
+    _json("spam", nullable=True),
     _text("source_key", 255, nullable=True),
     sa.Column("raw", sa.LargeBinary),
     # set by a mark_read rule (inbound); readers of the mailbox may change it
     sa.Column("read", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     _time(),
     sa.Index("messages_by_grant", "grant_id", "created_at"),
+    sa.Index("messages_by_age", "application_id", "folder", "created_at"),
     sa.Index("messages_by_source", "grant_id", "source_key", unique=True),
     sa.Index("messages_by_thread_subject", "grant_id", "thread_subject"),
 )
@@ -609,3 +616,15 @@ rule_evaluations_table = sa.Table(
     sa.Index("rule_evaluations_by_grant", "grant_id", "id"),
 )
 """A rule that matched a message of a grant: which, what it did, when."""
+
+retention_sweeps_table = sa.Table(
+    "retention_sweeps",
+    metadata,
+    _application(primary_key=True),
+    sa.Column("next_at", sa.Float, nullable=False),  # epoch seconds
+    _text("holder", 64, nullable=True),
+    _time("updated_at"),
+)
+"""When the application's next retention sweep is due, and which worker took the last
+one: a sweep is claimed by moving ``next_at`` on (compare and set), so one worker
+sweeps each round however many run."""

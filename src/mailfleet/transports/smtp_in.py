@@ -150,6 +150,11 @@ class MxContext(Protocol):
         """
         ...
 
+    async def mailbox_full(self, recipient: Recipient, size: int) -> None:
+        """Told when ``recipient`` is refused ``452 4.2.2`` for storage (``size``: the
+        message's declared or actual size); the refusal stands whatever it does."""
+        return None
+
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_LABEL = r"(?!-)[A-Za-z0-9-]+(?<!-)"
@@ -419,6 +424,7 @@ class MxHandler:
         if size > recipient.max_message_bytes:
             return f"552 5.3.4 <{address}>: message too big for this mailbox"
         if recipient.storage_left <= 0 or recipient.storage_left < size:
+            await self.context.mailbox_full(recipient, size)
             return f"452 4.2.2 <{address}>: mailbox full"
         recipients: list[Recipient] = envelope.__dict__.setdefault("mailfleet_recipients", [])
         recipients.append(recipient)
@@ -436,7 +442,10 @@ class MxHandler:
             return "554 5.5.1 No valid recipients"
         if any(len(data) > r.max_message_bytes for r in recipients):
             return "552 5.3.4 Message too big for this mailbox"
-        if any(len(data) > r.storage_left for r in recipients):
+        full = [r for r in recipients if len(data) > r.storage_left]
+        if full:
+            for recipient in full:
+                await self.context.mailbox_full(recipient, len(data))
             return "452 4.2.2 Mailbox full"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         mail_from = envelope.mail_from or ""

@@ -6,7 +6,9 @@ from fastapi import APIRouter
 
 from . import (
     consent,
+    domains,
     events,
+    grants,
     health,
     me,
     messages,
@@ -16,6 +18,7 @@ from . import (
     restrictions,
     suppressions,
     threads,
+    workspaces,
 )
 
 __all__ = ["ROUTERS"]
@@ -24,6 +27,9 @@ ROUTERS: list[APIRouter] = [
     health.router,
     metrics.router,
     me.router,
+    domains.router,
+    workspaces.router,
+    grants.router,
     events.router,
     messages.router,
     threads.router,
