@@ -43,7 +43,7 @@ pytestmark = pytest.mark.anyio
 EXAMPLES = int(os.environ.get("MAILFLEET_SCHEMATHESIS_EXAMPLES", "0"))
 """Examples per operation and mode; 0: as many as keep the run short (25 for a few
 operations, fewer as operations are added, at least 5)."""
-BUDGET = 300
+BUDGET = 800
 """Examples per mode across all operations, when ``EXAMPLES`` is 0."""
 CHECKS = [
     not_a_server_error,
