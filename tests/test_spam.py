@@ -446,9 +446,11 @@ async def test_a_stored_mark_spam_rule_files_as_spam_for_on_spam_only_and_notes_
         assert (await send(fleet, both, ["calm@example.com", "keen@example.com"]))[0] == 250
         await wait_until(lambda: len(Keen.spam) == 1)
         await fleet.wait_idle()
-        assert Calm.seen == [] and Keen.seen == []  # no on_spam: not dispatched at all
+        assert Calm.seen == []  # no on_spam: not dispatched at all
+        assert Keen.seen == []
         (keen,) = Keen.spam
-        assert keen.spam is not None and keen.spam.spam
+        assert keen.spam is not None
+        assert keen.spam.spam
         assert f"rule:{made.id}" in [s.name for s in keen.spam.signals]
         rows = await stored(fleet)
         for address in ("calm@example.com", "keen@example.com"):
@@ -459,9 +461,9 @@ async def test_a_stored_mark_spam_rule_files_as_spam_for_on_spam_only_and_notes_
             assert noted["decisive"] is True
             assert "no lunch" in noted["detail"]
         # the threshold stays the workspace's: the rule decided, not the score
-        assert rows["keen@example.com"].spam["threshold"] < rows["calm@example.com"].spam[
-            "threshold"
-        ]
+        assert (
+            rows["keen@example.com"].spam["threshold"] < rows["calm@example.com"].spam["threshold"]
+        )
 
 
 def test_plugins_contribute_scorers_through_the_hook() -> None:
