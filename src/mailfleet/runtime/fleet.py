@@ -336,6 +336,7 @@ class Fleet:
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)
+    regroup_job = _directory(Directory.regroup_job)
     provision = _directory(Directory.provision)
     provision_many = _directory(Directory.provision_many)
     deprovision = _directory(Directory.deprovision)
