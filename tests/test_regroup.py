@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mailfleet import DomainNotRegistered, Fleet, InvalidInput
@@ -108,7 +109,7 @@ async def test_batches_are_transactions_of_their_own(fleet: Fleet) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(provision_meanwhile)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         job = await fleet.regroup_job(batch_size=100)
         done.set()
     assert job.moved == 2000

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from ..model.addresses import normalize_domain
 from ..model.errors import DomainNotRegistered, InvalidInput
@@ -84,24 +85,16 @@ async def regroup(
         progress(0, job.total)
     after: str | None = None
     while True:
-        cursor, current = after, job
-
-        def batch(tx: Tx) -> tuple[RegroupJob, str | None]:
-            done = grants.regroup_batch(
-                tx, after=cursor, limit=batch_size, created_after=since, domain_id=domain_id
+        job, after = await scope.write(
+            partial(
+                _batch,
+                job=job,
+                after=after,
+                limit=batch_size,
+                created_after=since,
+                domain_id=domain_id,
             )
-            looked = current.done + done.scanned
-            advanced = replace(
-                current,
-                done=looked,
-                moved=current.moved + done.moved,
-                total=max(current.total, looked),  # grants made since the count
-            )
-            if done.scanned:
-                record(tx, "workspace.regroup_progress", _payload(advanced))
-            return advanced, done.after
-
-        job, after = await scope.write(batch)
+        )
         log.debug(
             "regroup %s: %s of %s looked at, %s moved",
             job.id,
@@ -124,6 +117,31 @@ async def regroup(
         extra={"job_id": finished.id, "done": finished.done, "moved": finished.moved},
     )
     return finished
+
+
+def _batch(
+    tx: Tx,
+    *,
+    job: RegroupJob,
+    after: str | None,
+    limit: int,
+    created_after: datetime | None,
+    domain_id: str | None,
+) -> tuple[RegroupJob, str | None]:
+    """One batch in its transaction: the job advanced, and where the next one starts."""
+    done = grants.regroup_batch(
+        tx, after=after, limit=limit, created_after=created_after, domain_id=domain_id
+    )
+    looked = job.done + done.scanned
+    advanced = replace(
+        job,
+        done=looked,
+        moved=job.moved + done.moved,
+        total=max(job.total, looked),  # grants made since the count
+    )
+    if done.scanned:
+        record(tx, "workspace.regroup_progress", _payload(advanced))
+    return advanced, done.after
 
 
 def _payload(job: RegroupJob) -> dict[str, object]:

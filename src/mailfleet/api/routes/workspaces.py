@@ -140,9 +140,7 @@ async def regroup(caller: Authorized, body: RegroupFilters | None = None) -> Reg
     names (or the default), 1,000 per transaction so that the fleet runs on meanwhile.
     Answers once done, with how many it looked at and moved."""
     filters = body or RegroupFilters()
-    job = await caller.fleet.regroup_job(
-        created_after=filters.created_after, domain=filters.domain
-    )
+    job = await caller.fleet.regroup_job(created_after=filters.created_after, domain=filters.domain)
     return Regrouped(
         moved=job.moved,
         job_id=job.id,
