@@ -1591,5 +1591,6 @@ def main() -> None:
 
 # The deliverability commands live in their own module; importing it registers them.
 from . import cli_api as _api  # noqa: E402, F401
+from . import cli_apply as _apply  # noqa: E402, F401
 from . import cli_deliverability as _deliverability  # noqa: E402, F401
 from . import cli_policy as _policy  # noqa: E402, F401
