@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -398,10 +399,62 @@ async def test_regroup_applies_patterns_to_unpinned_grants(api: ApiServer) -> No
     await client.post("/v1/grants", json={"address": "b@leads.example.com", "workspace": "default"})
     await client.post("/v1/workspaces", json={"name": "leads", "patterns": ["leads.example.com"]})
     regrouped = await client.post("/v1/workspaces/regroup")
-    assert (regrouped.status_code, regrouped.json()) == (200, {"moved": 1})
+    assert regrouped.status_code == 200
+    assert regrouped.json()["moved"] == 1
+    assert (regrouped.json()["total"], regrouped.json()["done"]) == (1, 1)  # b is pinned
     assert (await client.get("/v1/grants/a@leads.example.com")).json()["workspace"] == "leads"
     assert (await client.get("/v1/grants/b@leads.example.com")).json()["workspace"] == "default"
-    assert (await client.post("/v1/workspaces/regroup")).json() == {"moved": 0}
+    assert (await client.post("/v1/workspaces/regroup")).json()["moved"] == 0
+
+
+async def test_regroup_with_filters_answers_its_counts(api: ApiServer) -> None:
+    client = await api.client()
+    fleet = api.fleet
+    await fleet.add_domain("leads.example.com")
+    await fleet.add_domain("cold.example.com")
+    await fleet.provision_many([f"old{i}@leads.example.com" for i in range(3)])
+    await fleet.provision_many([f"c{i}@cold.example.com" for i in range(2)])
+    cut = datetime.now(UTC)
+    await anyio.sleep(0.01)
+    await fleet.provision_many([f"new{i}@leads.example.com" for i in range(4)])
+    await fleet.create_workspace("leads", patterns=["leads.example.com", "cold.example.com"])
+    body = {"created_after": cut.isoformat(), "domain": "Leads.Example.com."}
+    regrouped = await client.post("/v1/workspaces/regroup", json=body)
+    assert regrouped.status_code == 200
+    answer = regrouped.json()
+    assert (answer["moved"], answer["total"], answer["done"]) == (4, 4, 4)
+    assert answer["domain"] == "leads.example.com"
+    (finished,) = await fleet.events(type="workspace.regroup_finished")
+    assert finished.payload["job_id"] == answer["job_id"]
+    assert await fleet.count_grants(workspace="leads") == 4
+    only_cold = await client.post("/v1/workspaces/regroup", json={"domain": "cold.example.com"})
+    assert only_cold.json()["moved"] == 2
+    assert (await client.post("/v1/workspaces/regroup", json={})).json()["moved"] == 3
+    problem(
+        await client.post("/v1/workspaces/regroup", json={"domain": "nowhere.example"}),
+        404,
+        "domain_not_found",
+        "domain",
+    )
+    problem(
+        await client.post("/v1/workspaces/regroup", json={"created_after": "yesterday"}),
+        422,
+        "validation_failed",
+        "created_after",
+    )
+    problem(
+        await client.post("/v1/workspaces/regroup", json={"since": cut.isoformat()}),
+        422,
+        "validation_failed",
+        "since",
+    )
+    theirs = await api.client(application="other")  # our domain is not theirs
+    problem(
+        await theirs.post("/v1/workspaces/regroup", json={"domain": "leads.example.com"}),
+        404,
+        "domain_not_found",
+        "domain",
+    )
 
 
 async def test_workspaces_of_another_application_are_out_of_reach(api: ApiServer) -> None:
@@ -437,7 +490,7 @@ async def test_workspaces_of_another_application_are_out_of_reach(api: ApiServer
             "grant_not_found",
         )
     # Their pattern "x.example.com" captures none of ours: their regroup moves nothing of ours.
-    assert (await theirs.post("/v1/workspaces/regroup")).json() == {"moved": 0}
+    assert (await theirs.post("/v1/workspaces/regroup")).json()["moved"] == 0
     # Their default is theirs: the same name, another workspace; a pattern of ours is free for them.
     same_name = await theirs.post("/v1/workspaces", json={**OUTREACH})
     assert same_name.status_code == 201

@@ -96,6 +96,7 @@ EXPECTED = {
     "ProvisionOutcome",
     "ProvisionResult",
     "QueueFull",
+    "RegroupJob",
     "ReputationThresholds",
     "SendCategory",
     "SendResult",

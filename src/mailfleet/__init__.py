@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         GrantStatus,
         ProvisionOutcome,
         ProvisionResult,
+        RegroupJob,
         Restriction,
         Workspace,
     )
@@ -196,6 +197,7 @@ _EXPORTS: dict[str, str] = {
     "GrantStatus": ".model.records",
     "ProvisionOutcome": ".model.records",
     "ProvisionResult": ".model.records",
+    "RegroupJob": ".model.records",
     "Restriction": ".model.records",
     "Workspace": ".model.records",
     "Directory": ".runtime.directory",
@@ -278,6 +280,7 @@ __all__ = [
     "ProvisionOutcome",
     "ProvisionResult",
     "QueueFull",
+    "RegroupJob",
     "Report",
     "ReportKind",
     "ReputationLevel",

@@ -37,6 +37,7 @@ from ..model.records import (
     GrantStatus,
     ProvisionOutcome,
     ProvisionResult,
+    RegroupJob,
     Restriction,
     Workspace,
 )
@@ -56,6 +57,7 @@ from ..store import messages as store_messages
 from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
+from . import regrouping
 from .mailroom import check_json
 from .provisioning import SingleProvisions
 
@@ -271,12 +273,37 @@ class Directory:
 
         return await self._scope.write(work)
 
-    async def regroup(self) -> int:
-        """Re-apply auto-group patterns to grants not pinned to a workspace."""
-        return await self._scope.write(
-            lambda tx: grants.regroup(
-                tx,
-            )
+    async def regroup(
+        self,
+        *,
+        created_after: datetime | None = None,
+        domain: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Re-apply auto-group patterns to grants not pinned to a workspace (created
+        after ``created_after``, of ``domain``), a batch of 1,000 per transaction;
+        return how many moved. ``progress(done, total)`` is called after each batch;
+        :meth:`regroup_job` answers the job's whole record."""
+        job = await self.regroup_job(created_after=created_after, domain=domain, progress=progress)
+        return job.moved
+
+    async def regroup_job(
+        self,
+        *,
+        created_after: datetime | None = None,
+        domain: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = regrouping.BATCH_SIZE,
+    ) -> RegroupJob:
+        """:meth:`regroup`, answering the finished job's record: how many grants its
+        filters matched (``total``), looked at (``done``) and moved; its events are
+        ``workspace.regroup_started``, ``_progress`` (one per batch), ``_finished``."""
+        return await regrouping.regroup(
+            self._scope,
+            created_after=created_after,
+            domain=domain,
+            progress=progress,
+            batch_size=batch_size,
         )
 
     async def provision(

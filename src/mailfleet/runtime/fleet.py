@@ -48,6 +48,7 @@ from .mailroom import Mailroom
 from .metrics import RuntimeMetrics
 from .outbox import OutboundRule, Outbox
 from .policy import PolicyRules
+from .policy_code import PolicyCode
 from .provisioning import SingleProvisions
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
+    from ..model.policy_document import Change, PolicyDocument
     from ..model.spam import SpamScorer
     from ..plugins import InboundSource
     from ..store.storage import DeletedMessages
@@ -340,6 +342,7 @@ class Fleet:
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)
+    regroup_job = _directory(Directory.regroup_job)
     provision = _directory(Directory.provision)
     provision_many = _directory(Directory.provision_many)
     deprovision = _directory(Directory.deprovision)
@@ -390,6 +393,32 @@ class Fleet:
     delete_rule = _policy(PolicyRules.delete_rule)
     dry_run_rule = _policy(PolicyRules.dry_run_rule)
     rule_evaluations = _policy(PolicyRules.rule_evaluations)
+
+    # -- policy as code ------------------------------------------------------------------
+
+    async def export_policy(self) -> PolicyDocument:
+        """The application's workspaces, lists (every entry) and rules as a policy
+        document (``mailfleet export``); applying it changes nothing."""
+        opened = self._open("Fleet.export_policy()")
+        return await PolicyCode(opened.scope, opened.policy).export_policy()
+
+    async def apply_policy(
+        self,
+        document: PolicyDocument | Mapping[str, Any],
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> list[Change]:
+        """Make the workspaces, lists and rules what ``document`` declares, in one
+        transaction (``mailfleet apply``); the changes made, none when it was so
+        already. ``dry_run``: the changes only. ``prune``: also delete what the
+        document does not name (never the default workspace). An invalid document is
+        an :class:`~mailfleet.model.policy_document.InvalidDocument` naming the path of
+        its faulty field; a refusal while applying leaves everything as it was."""
+        opened = self._open("Fleet.apply_policy()")
+        return await PolicyCode(opened.scope, opened.policy).apply_policy(
+            document, prune=prune, dry_run=dry_run
+        )
 
     # -- agents -----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,8 +38,10 @@ from .workspaces import (
 
 __all__ = [
     "GrantRequest",
+    "RegroupBatch",
     "count_by_status",
     "count_grants",
+    "count_regroup",
     "delete_grants",
     "get_grant",
     "grant_ids",
@@ -47,6 +50,7 @@ __all__ = [
     "move_grants",
     "provision_batch",
     "regroup",
+    "regroup_batch",
     "set_status",
     "statuses",
 ]
@@ -458,24 +462,70 @@ def move_grants(tx: Tx, ids: Sequence[str], workspace: str) -> int:
     return len(moved)
 
 
-def regroup(tx: Tx) -> int:
-    """Re-apply the auto-group patterns to every grant not pinned to a workspace.
+@dataclass(frozen=True, slots=True)
+class RegroupBatch:
+    """What one batch of a regroup did: the grants it looked at, those that moved, and
+    the cursor to continue after (None: there are no more)."""
 
-    Returns how many grants changed workspace.
-    """
+    scanned: int
+    moved: int
+    after: str | None
+
+
+def _regroup_candidates(
+    *, created_after: datetime | None, domain_id: str | None
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = [sa.not_(_grants.c.workspace_pinned)]
+    if created_after is not None:
+        where.append(_grants.c.created_at > created_after)
+    if domain_id is not None:
+        where.append(_grants.c.domain_id == domain_id)
+    return where
+
+
+def count_regroup(
+    tx: Tx, *, created_after: datetime | None = None, domain_id: str | None = None
+) -> int:
+    """How many grants a regroup with these filters looks at (those not pinned)."""
+    where = _regroup_candidates(created_after=created_after, domain_id=domain_id)
+    return int(
+        tx.conn.execute(
+            sa.select(sa.func.count()).where(_grants.c.application_id == tx.application_id, *where)
+        ).scalar_one()
+    )
+
+
+def regroup_batch(
+    tx: Tx,
+    *,
+    after: str | None = None,
+    limit: int = 1000,
+    created_after: datetime | None = None,
+    domain_id: str | None = None,
+) -> RegroupBatch:
+    """Re-apply the auto-group patterns to the next ``limit`` grants not pinned to a
+    workspace (by id, after ``after``), created after ``created_after``, of the domain
+    ``domain_id``: one bounded unit of work, its ``grant.workspace_changed`` events in
+    it. A grant pinned meanwhile (a bulk move) is left where it was put."""
     conn = tx.conn
+    where = _regroup_candidates(created_after=created_after, domain_id=domain_id)
+    if after is not None:
+        where.append(_grants.c.id > after)
+    rows = conn.execute(
+        sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id)
+        .where(_grants.c.application_id == tx.application_id, *where)
+        .order_by(_grants.c.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return RegroupBatch(0, 0, None)
     routes = pattern_table(tx)
     fallback = default_workspace_id(tx)
-    rows = conn.execute(
-        sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id).where(
-            _grants.c.application_id == tx.application_id, sa.not_(_grants.c.workspace_pinned)
-        )
-    ).all()
-    targets: dict[str, list[tuple[str, str]]] = {}
+    targets: dict[str, list[str]] = {}
     for grant_id, address, current in rows:
         target = routes.resolve(address.rsplit("@", 1)[1]) or fallback
         if target != current:
-            targets.setdefault(target, []).append((grant_id, address))
+            targets.setdefault(target, []).append(grant_id)
     names: dict[str, str] = dict(
         conn.execute(
             sa.select(_workspaces.c.id, _workspaces.c.name).where(
@@ -483,15 +533,40 @@ def regroup(tx: Tx) -> int:
             )
         ).all()
     )
-    for target, moved in targets.items():
-        for chunk in _chunks([grant_id for grant_id, _ in moved], 1000):
-            conn.execute(
-                sa.update(_grants)
-                .where(_grants.c.id.in_(chunk))
-                .values(workspace_id=target, updated_at=utcnow())
+    moved = 0
+    now = utcnow()
+    for target, ids in targets.items():
+        changed: list[tuple[str, str]] = []
+        for chunk in _chunks(ids, 1000):
+            changed.extend(
+                conn.execute(
+                    sa.update(_grants)
+                    .where(
+                        _grants.c.application_id == tx.application_id,
+                        _grants.c.id.in_(chunk),
+                        sa.not_(_grants.c.workspace_pinned),
+                    )
+                    .values(workspace_id=target, updated_at=now)
+                    .returning(_grants.c.id, _grants.c.address)
+                ).all()
             )
-        _record_moves(tx, moved, target, names[target])
-    return sum(len(moved) for moved in targets.values())
+        _record_moves(tx, changed, target, names[target])
+        moved += len(changed)
+    last = str(rows[-1].id)
+    return RegroupBatch(len(rows), moved, last if len(rows) == limit else None)
+
+
+def regroup(tx: Tx) -> int:
+    """Re-apply the auto-group patterns to every grant not pinned to a workspace, in
+    this one transaction (the runtime's regroup runs :func:`regroup_batch` in
+    transactions of its own). Returns how many grants changed workspace."""
+    moved, after = 0, None
+    while True:
+        batch = regroup_batch(tx, after=after)
+        moved += batch.moved
+        if batch.after is None:
+            return moved
+        after = batch.after
 
 
 def _record_moves(

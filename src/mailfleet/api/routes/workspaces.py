@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
@@ -106,11 +107,48 @@ def _name(workspace: WorkspaceOut) -> str:
     return workspace.name
 
 
-@router.post("/regroup", summary="Re-apply the auto-group patterns to unpinned grants")
-async def regroup(caller: Authorized) -> Moved:
-    """Grants not pinned to a workspace move to the one their domain's most specific
-    pattern names (or the default); returns how many moved."""
-    return Moved(moved=await caller.fleet.regroup())
+class RegroupFilters(Body):
+    """Which grants to regroup (every grant not pinned, when absent)."""
+
+    created_after: datetime | None = Field(
+        None, description="only grants created after this time (ISO-8601; UTC if no offset)"
+    )
+    domain: str | None = Field(
+        None, min_length=1, max_length=255, description="only grants of this registered domain"
+    )
+
+
+class Regrouped(BaseModel):
+    """The finished regroup: grants its filters matched and how many moved."""
+
+    moved: int = Field(description="grants that changed workspace")
+    job_id: str = Field(description="the job's id, in its `workspace.regroup_*` events")
+    total: int = Field(description="grants not pinned that the filters matched")
+    done: int = Field(description="grants looked at (all of them, once finished)")
+    created_after: datetime | None = None
+    domain: str | None = None
+
+
+@router.post(
+    "/regroup",
+    summary="Re-apply the auto-group patterns to unpinned grants",
+    responses={404: {"description": "`domain_not_found`: `domain` is not registered"}},
+)
+async def regroup(caller: Authorized, body: RegroupFilters | None = None) -> Regrouped:
+    """Grants not pinned to a workspace (created after `created_after`, of `domain`:
+    both optional, as the body is) move to the one their domain's most specific pattern
+    names (or the default), 1,000 per transaction so that the fleet runs on meanwhile.
+    Answers once done, with how many it looked at and moved."""
+    filters = body or RegroupFilters()
+    job = await caller.fleet.regroup_job(created_after=filters.created_after, domain=filters.domain)
+    return Regrouped(
+        moved=job.moved,
+        job_id=job.id,
+        total=job.total,
+        done=job.done,
+        created_after=job.created_after,
+        domain=job.domain,
+    )
 
 
 @router.get("/{workspace}", summary="A workspace", responses=_NOT_FOUND)
