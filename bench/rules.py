@@ -72,22 +72,7 @@ def _ruleset() -> Any:
                 "conditions": kinds[n % 4],
             }
         )
-        rules.append(
-            Rule(
-                f"r{n}",
-                spec.name,
-                spec.trigger,
-                spec.action,
-                spec.conditions,
-                spec.match,
-                spec.priority,
-                spec.folder,
-                None,
-                True,
-                now,
-                now,
-            )
-        )
+        rules.append(Rule.of(spec, f"r{n}", at=now))
     sets = [entries for _, entries in lists.values()]
     return compile_rules(rules, lists), sets
 

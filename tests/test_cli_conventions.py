@@ -63,6 +63,7 @@ READING = [
     ("domains", "check", "example.com"),
     ("workspaces", "list"),
     ("workspaces", "regroup"),
+    ("export",),
     ("workspaces", "set-policy", "default", "send_burst=2"),
     ("outbox", "list"),
     ("outbox", "show", "1"),
@@ -507,6 +508,8 @@ NOT_LIST_OR_SHOW = {
     "workspaces patterns",
     "workspaces assign",
     "workspaces regroup",
+    "apply",  # policy as code: changes (--json prints the changes); tests/test_policy_code.py
+    "export",  # YAML, the format apply reads
     "workspaces delete",
     "grants provision",
     "grants deprovision",

@@ -63,20 +63,7 @@ def test_invalid_entries_say_why(list_type: Any, raw: str, why: str) -> None:
 
 def rule(n: int, **values: Any) -> Rule:
     spec = RuleSpec.parse({"name": f"r{n}", "trigger": "inbound", **values})
-    return Rule(
-        f"rule-{n}",
-        spec.name,
-        spec.trigger,
-        spec.action,
-        spec.conditions,
-        spec.match,
-        spec.priority,
-        spec.folder,
-        None,
-        spec.enabled,
-        NOW,
-        NOW,
-    )
+    return Rule.of(spec, f"rule-{n}", at=NOW)
 
 
 def facts(**values: Any) -> MessageFacts:

@@ -58,6 +58,35 @@ async def test_concurrent_provisioning_in_one_fleet(fleet: Fleet) -> None:
     assert len(await fleet.events(type="grant.created")) == 1
 
 
+async def test_concurrent_single_provisions_each_get_their_own_answer(fleet: Fleet) -> None:
+    """Single provisions that arrive together share a transaction, and answer as if one
+    after the other: one `created` per address, an unknown workspace refusing its own."""
+    await fleet.create_workspace("team")
+    outcomes: dict[str, list[ProvisionOutcome]] = {"race": [], "team": [], "lost": []}
+    refused: list[Exception] = []
+
+    async def provision(kind: str, address: str, workspace: str | None) -> None:
+        try:
+            (result,) = await fleet.provision_many([address], workspace=workspace)
+        except WorkspaceNotFound as exc:
+            refused.append(exc)
+            return
+        outcomes[kind].append(result.outcome)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(provision, "race", "race@example.com", None)
+            tg.start_soon(provision, "team", f"t{n}@example.com", "team")
+            tg.start_soon(provision, "lost", f"l{n}@example.com", "gone")
+            tg.start_soon(provision, "lost", f"x{n}@unregistered.example", "team")
+    assert sorted(outcomes["race"]) == [ProvisionOutcome.CREATED] + [ProvisionOutcome.EXISTING] * 9
+    assert outcomes["team"] == [ProvisionOutcome.CREATED] * 10
+    assert outcomes["lost"] == [ProvisionOutcome.INVALID] * 10  # the unregistered domain
+    assert len(refused) == 10  # the unknown workspace
+    assert {g.workspace for g in await fleet.grants(limit=None) if g.address[0] == "t"} == {"team"}
+    assert await fleet.count_grants() == 11
+
+
 async def test_concurrent_provisioning_from_separate_fleets(database_url: str) -> None:
     """Two fleets, two engines, two connection pools: the database arbitrates."""
     addresses = [f"agent{i}@example.com" for i in range(300)]

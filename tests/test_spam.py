@@ -430,6 +430,42 @@ async def test_a_rule_marking_spam_decides_for_its_grant_even_with_the_sensitivi
         assert rows["keen@example.com"].folder == "inbox"
 
 
+async def test_a_stored_mark_spam_rule_files_as_spam_for_on_spam_only_and_notes_the_rule(
+    database_url: str, dns_server: DnsServer
+) -> None:
+    async with fleet_at(database_url, dns_server) as fleet:
+        made = await fleet.create_rule(
+            {
+                "name": "no lunch",
+                "trigger": "inbound",
+                "action": "mark_spam",
+                "conditions": [{"field": "subject", "operator": "contains", "value": "lunch"}],
+            }
+        )
+        both = CLEAN.replace(b"To: calm@example.com", b"To: calm@example.com, keen@example.com")
+        assert (await send(fleet, both, ["calm@example.com", "keen@example.com"]))[0] == 250
+        await wait_until(lambda: len(Keen.spam) == 1)
+        await fleet.wait_idle()
+        assert Calm.seen == []  # no on_spam: not dispatched at all
+        assert Keen.seen == []
+        (keen,) = Keen.spam
+        assert keen.spam is not None
+        assert keen.spam.spam
+        assert f"rule:{made.id}" in [s.name for s in keen.spam.signals]
+        rows = await stored(fleet)
+        for address in ("calm@example.com", "keen@example.com"):
+            row = rows[address]
+            assert row.folder == "spam"
+            assert row.spam["spam"] is True
+            (noted,) = [s for s in row.spam["signals"] if s["name"] == f"rule:{made.id}"]
+            assert noted["decisive"] is True
+            assert "no lunch" in noted["detail"]
+        # the threshold stays the workspace's: the rule decided, not the score
+        assert (
+            rows["keen@example.com"].spam["threshold"] < rows["calm@example.com"].spam["threshold"]
+        )
+
+
 def test_plugins_contribute_scorers_through_the_hook() -> None:
     class Plugin:
         @hookimpl

@@ -76,6 +76,21 @@ class Settings(BaseSettings):
         None,
         description="dev mode: the admin API key `run` registers and prints (default: a new one)",
     )
+    api_events_poll: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="seconds between the event stream's reads of the store's new events",
+    )
+    api_events_settle: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="seconds the event log waits for a missing id (PostgreSQL) before passing it",
+    )
+    api_sse_keepalive: float = Field(
+        15.0, gt=0, le=300, description="seconds between keep-alive comments of an idle SSE stream"
+    )
     api_idempotency_ttl: float = Field(
         86_400.0, gt=0, description="seconds an Idempotency-Key and its first answer are kept"
     )

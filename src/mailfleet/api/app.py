@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from . import problems
 from .idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyMiddleware
+from .metrics import Metrics, WebhookLag
 from .routes import ROUTERS
 from .schemas import ProblemBody
 from .tenants import Tenants
@@ -38,8 +39,12 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(tenants: Tenants) -> FastAPI:
-    """The API application serving ``tenants`` (which the caller opens and closes)."""
+def create_app(tenants: Tenants, *, webhook_lag: WebhookLag | None = None) -> FastAPI:
+    """The API application serving ``tenants`` (which the caller opens and closes).
+
+    ``webhook_lag`` gives ``/metrics`` each application's webhook delivery lag
+    (``app.state.metrics.webhook_lag`` may also be set later).
+    """
     app = FastAPI(
         title="mailfleet",
         version=_version(),
@@ -49,6 +54,7 @@ def create_app(tenants: Tenants) -> FastAPI:
         redoc_url=None,
     )
     app.state.tenants = tenants
+    app.state.metrics = Metrics(tenants, webhook_lag=webhook_lag)
     problems.install(app)
     app.add_middleware(IdempotencyMiddleware, tenants=tenants)
     for router in ROUTERS:
@@ -74,9 +80,21 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             if method == "post":
                 _idempotent(operation)
             responses = operation.setdefault("responses", {})
+            if operation.get("requestBody"):
+                responses.setdefault(
+                    "400", {"description": "The body cannot be read (not UTF-8, or malformed)"}
+                )
             for status, response in responses.items():
-                if status.startswith(("4", "5")):
+                if status.startswith(("4", "5")) and not _own_content(response):
                     response["content"] = {problems.PROBLEM_JSON: {"schema": problem}}
+            if operation.get("requestBody"):
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "The body is not JSON",
+                        "content": {problems.PROBLEM_JSON: {"schema": problem}},
+                    },
+                )
             if "422" in responses or operation.get("requestBody") or operation.get("parameters"):
                 responses["422"] = {
                     "description": "Validation error",
@@ -94,6 +112,21 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     app.openapi_schema = document
     return document
+
+
+def _own_content(response: dict[str, Any]) -> bool:
+    """Whether a route declared what an error response of its own carries (a model, as
+    ``/healthz``'s 503 does), rather than FastAPI's empty default or its validation error:
+    those are answered as problem+json."""
+    content = response.get("content") or {}
+    for media_type, entry in content.items():
+        schema = entry.get("schema") or {}
+        default = media_type == "application/json" and (
+            not schema or schema.get("$ref", "").endswith("/HTTPValidationError")
+        )
+        if not default:
+            return True
+    return False
 
 
 def _idempotent(operation: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..model import errors
 
@@ -44,6 +45,7 @@ _CODES: Sequence[tuple[type[Exception], int, str]] = (
     (errors.ListNotFound, 404, "list_not_found"),
     (errors.RuleNotFound, 404, "rule_not_found"),
     (errors.NotFound, 404, "not_found"),
+    (errors.DomainTaken, 409, "domain_taken"),
     (errors.DefaultWorkspaceProtected, 409, "default_workspace_protected"),
     (errors.PatternInUse, 409, "pattern_in_use"),
     (errors.WorkspaceExists, 409, "workspace_exists"),
@@ -193,8 +195,34 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(Problem(500, "internal_error", "an unexpected error; it was logged"))
 
 
+class _RefuseNul:
+    """Answer 422 to a URL whose path or query holds a NUL character (``%00``), before any
+    route sees it: PostgreSQL stores no NUL, and every store lookup would fail on it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = "path" if "\x00" in scope["path"] else None
+            if b"%00" in scope["query_string"]:
+                where = "query"
+            if where is not None:
+                refusal = Problem(
+                    422,
+                    "validation_failed",
+                    f"{where}: must not contain NUL characters (%00)",
+                    field=where,
+                    errors=[{"field": where, "message": "must not contain NUL characters"}],
+                )
+                await problem_response(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
-    """Answer every error of ``app`` as problem+json."""
+    """Answer every error of ``app`` as problem+json (and refuse NUL characters in URLs)."""
+    app.add_middleware(_RefuseNul)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(errors.MailfleetError, _on_error)
     app.add_exception_handler(RequestValidationError, _on_validation)

@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..model.records import ApiKey, Application
+from ..runtime.eventfeed import EventFeed
 from ..runtime.fleet import Fleet
 from ..settings import Settings
 from ..store import applications
@@ -81,6 +82,7 @@ class Tenants:
         self._liveness = liveness
         self._holders: TaskGroup | None = None
         self._closing = anyio.Event()
+        self._feed: EventFeed | None = None
 
     @property
     def database(self) -> Database:
@@ -88,6 +90,18 @@ class Tenants:
         if self._database is None:
             raise RuntimeError("Tenants is not open: use `async with Tenants(...)`")
         return self._database
+
+    @property
+    def feed(self) -> EventFeed:
+        """The process's one poller of the store's event log (``/v1/events``, the stream)."""
+        if self._feed is None:
+            raise RuntimeError("Tenants is not open: use `async with Tenants(...)`")
+        return self._feed
+
+    @property
+    def fleets(self) -> dict[str, Fleet]:
+        """The fleets open now, by application id."""
+        return dict(self._fleets)
 
     async def __aenter__(self) -> Self:
         if self._database is None:
@@ -100,6 +114,12 @@ class Tenants:
             self._database = database
         self._holders = anyio.create_task_group()
         await self._holders.__aenter__()
+        self._feed = EventFeed(
+            self.database,
+            interval=self.settings.api_events_poll,
+            settle=self.settings.api_events_settle,
+        )
+        self._holders.start_soon(self._run_feed, self._feed)
         return self
 
     async def __aexit__(
@@ -114,10 +134,17 @@ class Tenants:
                 await self._holders.__aexit__(None, None, None)
         finally:
             self._holders = None
+            self._feed = None
             if self._given_database is None and self._database is not None:
                 with anyio.CancelScope(shield=True):
                     await self._database.aclose()
             self._database = None
+
+    async def _run_feed(self, feed: EventFeed) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed.run)
+            await self._closing.wait()
+            tg.cancel_scope.cancel()
 
     async def health(self) -> dict[str, Any]:
         """The store reachable, and what the liveness callback says of the MX and workers."""

@@ -25,6 +25,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   └── RuleNotFound
     ├── Conflict
     │   ├── DefaultWorkspaceProtected
+    │   ├── DomainTaken                      the domain is registered to another application
     │   ├── PatternInUse
     │   ├── WorkspaceExists
     │   ├── WorkspaceNotEmpty
@@ -65,6 +66,7 @@ __all__ = [
     "DnsServerFailure",
     "DnsTimeout",
     "DomainNotRegistered",
+    "DomainTaken",
     "FleetNotOpen",
     "GrantNotFound",
     "InvalidAddress",
@@ -278,6 +280,10 @@ class Conflict(MailfleetError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class DomainTaken(Conflict):
+    """The domain is registered to another application (domains are unique in a store)."""
 
 
 class DefaultWorkspaceProtected(Conflict):

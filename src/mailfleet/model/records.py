@@ -20,6 +20,7 @@ __all__ = [
     "GrantStatus",
     "ProvisionOutcome",
     "ProvisionResult",
+    "RegroupJob",
     "Restriction",
     "Workspace",
     "txt_strings",
@@ -263,3 +264,39 @@ class Restriction:
     def id(self) -> str:
         """``<kind>:<subject>``: how the API names it (``DELETE /v1/restrictions/{id}``)."""
         return f"{self.kind}:{self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegroupJob:
+    """A regroup: the auto-group patterns re-applied to existing grants not pinned to
+    a workspace, in bounded batches. ``total`` is how many grants its filters matched
+    when it started, ``done`` how many it has looked at, ``moved`` how many changed
+    workspace; ``finished_at`` is set once it is over. The events
+    ``workspace.regroup_started`` / ``_progress`` / ``_finished`` carry the same
+    figures under its ``id``."""
+
+    id: str
+    created_after: datetime | None
+    domain: str | None
+    total: int
+    done: int = 0
+    moved: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The job as JSON (times ISO-8601)."""
+        return {
+            "id": self.id,
+            "created_after": _iso(self.created_after),
+            "domain": self.domain,
+            "total": self.total,
+            "done": self.done,
+            "moved": self.moved,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

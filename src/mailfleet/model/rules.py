@@ -265,6 +265,25 @@ class Rule:
     created_at: datetime
     updated_at: datetime
 
+    @classmethod
+    def of(cls, spec: RuleSpec, id: str, *, at: datetime, workspace_id: str | None = None) -> Rule:
+        """The rule ``spec`` defines, as stored under ``id`` at ``at`` (a dry run's
+        trial, a benchmark's rules)."""
+        return cls(
+            id,
+            spec.name,
+            spec.trigger,
+            spec.action,
+            spec.conditions,
+            spec.match,
+            spec.priority,
+            spec.folder,
+            workspace_id,
+            spec.enabled,
+            at,
+            at,
+        )
+
     def spec(self) -> RuleSpec:
         """The definition, with the workspace by id."""
         return RuleSpec(

@@ -21,7 +21,13 @@ import anyio.to_thread
 
 from ..model.addresses import normalize_domain, parse_address
 from ..model.deliverability import Suppression, SuppressionReason
-from ..model.errors import Conflict, GrantNotFound, InvalidInput, MailfleetError
+from ..model.errors import (
+    Conflict,
+    GrantNotFound,
+    InvalidInput,
+    MailfleetError,
+    WorkspaceNotFound,
+)
 from ..model.messages import MessageRecord, StoredMessage, ThreadRecord, parse_cursor
 from ..model.records import (
     ApiKey,
@@ -31,6 +37,7 @@ from ..model.records import (
     GrantStatus,
     ProvisionOutcome,
     ProvisionResult,
+    RegroupJob,
     Restriction,
     Workspace,
 )
@@ -50,7 +57,9 @@ from ..store import messages as store_messages
 from ..store.events import record_act
 from ..store.grants import GrantRequest
 from ..store.scope import Scope, Tx
+from . import regrouping
 from .mailroom import check_json
+from .provisioning import SingleProvisions
 
 if TYPE_CHECKING:  # imported when used: a fleet that only reads needs neither
     from ..agent import Agent
@@ -74,10 +83,12 @@ class Directory:
         settings: Settings,
         *,
         keys_changed: Callable[[str], None] = lambda domain: None,
+        singles: SingleProvisions | None = None,
     ) -> None:
         self._scope = scope
         self._settings = settings
         self._keys_changed = keys_changed
+        self._singles = singles
 
     async def add_domain(
         self,
@@ -227,6 +238,21 @@ class Directory:
         listed = list(patterns)
         return await self._scope.write(lambda tx: workspaces.set_patterns(tx, workspace, listed))
 
+    async def update_workspace(
+        self,
+        workspace: str,
+        *,
+        policy: dict[str, Any] | None = None,
+        patterns: Iterable[str] | None = None,
+    ) -> Workspace:
+        """Change a workspace's policy (``policy``: the fields to change, as
+        :meth:`update_policy` takes them) and/or replace its auto-group patterns, in
+        one transaction: if either is refused, neither changes."""
+        listed = None if patterns is None else list(patterns)
+        return await self._scope.write(
+            lambda tx: workspaces.update_workspace(tx, workspace, policy=policy, patterns=listed)
+        )
+
     async def delete_workspace(self, workspace: str) -> None:
         """Delete an empty workspace other than the default."""
         await self._scope.write(lambda tx: workspaces.delete_workspace(tx, workspace))
@@ -247,12 +273,37 @@ class Directory:
 
         return await self._scope.write(work)
 
-    async def regroup(self) -> int:
-        """Re-apply auto-group patterns to grants not pinned to a workspace."""
-        return await self._scope.write(
-            lambda tx: grants.regroup(
-                tx,
-            )
+    async def regroup(
+        self,
+        *,
+        created_after: datetime | None = None,
+        domain: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Re-apply auto-group patterns to grants not pinned to a workspace (created
+        after ``created_after``, of ``domain``), a batch of 1,000 per transaction;
+        return how many moved. ``progress(done, total)`` is called after each batch;
+        :meth:`regroup_job` answers the job's whole record."""
+        job = await self.regroup_job(created_after=created_after, domain=domain, progress=progress)
+        return job.moved
+
+    async def regroup_job(
+        self,
+        *,
+        created_after: datetime | None = None,
+        domain: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = regrouping.BATCH_SIZE,
+    ) -> RegroupJob:
+        """:meth:`regroup`, answering the finished job's record: how many grants its
+        filters matched (``total``), looked at (``done``) and moved; its events are
+        ``workspace.regroup_started``, ``_progress`` (one per batch), ``_finished``."""
+        return await regrouping.regroup(
+            self._scope,
+            created_after=created_after,
+            domain=domain,
+            progress=progress,
+            batch_size=batch_size,
         )
 
     async def provision(
@@ -317,9 +368,13 @@ class Directory:
         size = self._settings.provision_batch_size
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
-            found, rejected = await self._scope.write(
-                partial(grants.provision_batch, requests=batch, workspace=workspace)
-            )
+            if len(pending) == 1 and self._singles is not None and self._singles.running:
+                # One address: it shares a transaction with the other callers' at once.
+                found, rejected = await self._singles.provision(pending[0], workspace)
+            else:
+                found, rejected = await self._scope.write(
+                    partial(grants.provision_batch, requests=batch, workspace=workspace)
+                )
             outcome.update(found)
             refused.update(rejected)
             if progress is not None:
@@ -378,26 +433,39 @@ class Directory:
         *,
         workspace: str | None = None,
         status: GrantStatus | None = None,
+        agent: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
         after: str | None = None,
     ) -> list[Grant]:
-        """Grants by address, optionally filtered by workspace and status.
+        """Grants by address, optionally filtered by workspace, status and agent class
+        (its name, as :meth:`provision` stored it).
 
         ``after`` is a cursor: the last address of the previous page.
         """
         return await self._scope.read(
             lambda tx: grants.list_grants(
-                tx, workspace=workspace, status=status, limit=limit, offset=offset, after=after
+                tx,
+                workspace=workspace,
+                status=status,
+                agent=agent,
+                limit=limit,
+                offset=offset,
+                after=after,
             )
         )
 
     async def count_grants(
-        self, *, workspace: str | None = None, status: GrantStatus | None = None
+        self,
+        *,
+        workspace: str | None = None,
+        status: GrantStatus | None = None,
+        agent: str | None = None,
     ) -> int:
-        """How many grants the application, or one workspace, holds (of ``status``)."""
+        """How many grants the application, or one workspace, holds (of ``status``, of
+        the agent class ``agent``)."""
         return await self._scope.read(
-            lambda tx: grants.count_grants(tx, workspace=workspace, status=status)
+            lambda tx: grants.count_grants(tx, workspace=workspace, status=status, agent=agent)
         )
 
     async def set_grant_status(self, grant: str, status: GrantStatus) -> Grant:
@@ -610,14 +678,30 @@ class Directory:
         self,
         *,
         after: int = 0,
-        type: str | None = None,
+        type: str | Sequence[str] | None = None,
         grant: str | None = None,
+        workspace: str | None = None,
+        upto: int | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        """Outbox events of the application after the event id ``after``."""
-        return await self._scope.read(
-            lambda tx: events.list_events(tx, after=after, type=type, grant_id=grant, limit=limit)
-        )
+        """Outbox events of the application after the event id ``after`` (up to ``upto``):
+        of ``type`` (one or several), of the grant id ``grant``, of the workspace
+        ``workspace`` (its id, or the name of an existing one: events naming it, and
+        those of the grants in it)."""
+
+        def read(tx: Tx) -> list[Event]:
+            workspace_id = None if workspace is None else _event_workspace(tx, workspace)
+            return events.list_events(
+                tx,
+                after=after,
+                type=type,
+                grant_id=grant,
+                workspace_id=workspace_id,
+                upto=upto,
+                limit=limit,
+            )
+
+        return await self._scope.read(read)
 
     async def count_events(self, *, type: str | None = None, grant: str | None = None) -> int:
         """How many events the application has (of ``type``, of the grant id ``grant``)."""
@@ -738,6 +822,15 @@ class Directory:
 def _workspace_id(tx: Tx, workspace: str | None) -> str | None:
     """The id of the named workspace (None: the whole application)."""
     return workspaces.get_workspace(tx, workspace).id if workspace else None
+
+
+def _event_workspace(tx: Tx, workspace: str) -> str:
+    """The id of the workspace named ``workspace``; else ``workspace`` itself, taken for the
+    id of a workspace that may be gone (its events stay in the log)."""
+    try:
+        return workspaces.get_workspace(tx, workspace).id
+    except WorkspaceNotFound:
+        return workspace
 
 
 @dataclass(frozen=True, slots=True)

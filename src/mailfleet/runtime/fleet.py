@@ -45,8 +45,11 @@ from .doorbell import Doorbell
 from .feedback import Feedback
 from .intake import Intake
 from .mailroom import Mailroom
+from .metrics import RuntimeMetrics
 from .outbox import OutboundRule, Outbox
 from .policy import PolicyRules
+from .policy_code import PolicyCode
+from .provisioning import SingleProvisions
 from .recipients import RecipientDomains
 from .registry import AgentRegistry
 from .status import FleetStatistics, Serving
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
     from ..auth.preflight import PreflightReport
     from ..mail.build import OutgoingAttachment
     from ..mail.inbound import InboundMessage
+    from ..model.policy_document import Change, PolicyDocument
     from ..model.spam import SpamScorer
     from ..plugins import InboundSource
     from ..store.storage import DeletedMessages
@@ -174,6 +178,9 @@ class Fleet:
         self._serving: Serving | None = None
         self._worker: Worker | None = None
         self._simulator: SimulatedInternet | None = None
+        self.metrics = RuntimeMetrics()
+        """What this fleet's runtime observes while it serves (dispatch latency, handler
+        durations), kept across serves; exporters read it (``GET /metrics``)."""
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
         self._webhooks: Webhooks | None = None
@@ -212,7 +219,13 @@ class Fleet:
             screen=policy.screen_deliveries,
         )
         mailroom = Mailroom(scope, intake, bounce_domain_of=self.settings.bounce_domain_of)
-        directory = Directory(scope, self.settings, keys_changed=lambda d: outbox.forget_signer(d))
+        singles = SingleProvisions(scope, max_batch=self.settings.provision_batch_size)
+        directory = Directory(
+            scope,
+            self.settings,
+            keys_changed=lambda d: outbox.forget_signer(d),
+            singles=singles,
+        )
         tokens = ConsentTokens(scope, self.settings)
         outbox = Outbox(
             scope,
@@ -240,6 +253,7 @@ class Fleet:
             await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
+            await tasks.start(singles.run)
         except BaseException:
             await _close(tasks, owned)
             raise
@@ -339,9 +353,11 @@ class Fleet:
     workspaces = _directory(Directory.workspaces)
     update_policy = _directory(Directory.update_policy)
     set_patterns = _directory(Directory.set_patterns)
+    update_workspace = _directory(Directory.update_workspace)
     delete_workspace = _directory(Directory.delete_workspace)
     move_grants = _directory(Directory.move_grants)
     regroup = _directory(Directory.regroup)
+    regroup_job = _directory(Directory.regroup_job)
     provision = _directory(Directory.provision)
     provision_many = _directory(Directory.provision_many)
     deprovision = _directory(Directory.deprovision)
@@ -392,6 +408,32 @@ class Fleet:
     delete_rule = _policy(PolicyRules.delete_rule)
     dry_run_rule = _policy(PolicyRules.dry_run_rule)
     rule_evaluations = _policy(PolicyRules.rule_evaluations)
+
+    # -- policy as code ------------------------------------------------------------------
+
+    async def export_policy(self) -> PolicyDocument:
+        """The application's workspaces, lists (every entry) and rules as a policy
+        document (``mailfleet export``); applying it changes nothing."""
+        opened = self._open("Fleet.export_policy()")
+        return await PolicyCode(opened.scope, opened.policy).export_policy()
+
+    async def apply_policy(
+        self,
+        document: PolicyDocument | Mapping[str, Any],
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> list[Change]:
+        """Make the workspaces, lists and rules what ``document`` declares, in one
+        transaction (``mailfleet apply``); the changes made, none when it was so
+        already. ``dry_run``: the changes only. ``prune``: also delete what the
+        document does not name (never the default workspace). An invalid document is
+        an :class:`~mailfleet.model.policy_document.InvalidDocument` naming the path of
+        its faulty field; a refusal while applying leaves everything as it was."""
+        opened = self._open("Fleet.apply_policy()")
+        return await PolicyCode(opened.scope, opened.policy).apply_policy(
+            document, prune=prune, dry_run=dry_run
+        )
 
     # -- agents -----------------------------------------------------------------------
 
@@ -770,6 +812,7 @@ class Fleet:
                 poll_interval=s.poll_interval,
             ),
             worker_id=s.worker_id,
+            metrics=self.metrics,
         )
 
     async def _start_simulator(self, tg: TaskGroup, smtp_port: int | None) -> int:

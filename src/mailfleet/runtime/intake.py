@@ -28,7 +28,8 @@ from ..model.addresses import parse_address
 from ..model.authentication import Authentication
 from ..model.errors import GrantNotFound, InvalidInput, QueueFull
 from ..model.messages import MessageHeaders, StoredMessage
-from ..model.spam import SpamVerdict
+from ..model.rules import Verdict
+from ..model.spam import SpamVerdict, judge, rule_signal
 from ..store import consent, grants, queue
 from ..store.consent import RepliedConfirmation
 from ..store.rules import record_evaluations
@@ -180,7 +181,7 @@ class Intake:
                     authentication=delivery.authentication,
                     folder=(verdict.verdict.folder if verdict else None) or "inbox",
                     read=verdict.verdict.read if verdict else False,
-                    spam=delivery.spam,
+                    spam=_ruled_spam(delivery.spam, verdict.verdict if verdict else None),
                 )
                 slot[index] = key
                 if keys.references and not automatic_reason(delivery.headers.headers):
@@ -238,6 +239,21 @@ class Intake:
             ],
         )
         return {i: v for i, v in zip(asked, verdicts, strict=True) if v.verdict}
+
+
+def _ruled_spam(spam: SpamVerdict | None, verdict: Verdict | None) -> SpamVerdict | None:
+    """The spam verdict with the decisive signal of each ``mark_spam`` rule that
+    matched (:func:`~mailfleet.model.spam.rule_signal`, once per rule: a recipient
+    scorer may have added it at the MX already), judged again at its threshold."""
+    marks = [m for m in verdict.matches if m.action == "mark_spam"] if verdict else []
+    if not marks:
+        return spam
+    signals = list(spam.signals) if spam is not None else []
+    named = {signal.name for signal in signals}
+    signals.extend(
+        rule_signal(m.rule_id, name=m.rule) for m in marks if f"rule:{m.rule_id}" not in named
+    )
+    return judge(signals, spam.threshold if spam is not None else None)
 
 
 class BacklogGauge:

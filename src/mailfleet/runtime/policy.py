@@ -403,20 +403,7 @@ class PolicyRules:
 
         messages, sets = await self._scope.read(read)
         now = utcnow()
-        trial = Rule(
-            "dry-run",
-            spec.name,
-            spec.trigger,
-            spec.action,
-            spec.conditions,
-            spec.match,
-            spec.priority,
-            spec.folder,
-            None,
-            True,
-            now,
-            now,
-        )
+        trial = Rule.of(spec, "dry-run", at=now)
         compiled = compile_rules([trial], sets)
         results = []
         for message in messages:

@@ -38,6 +38,7 @@ from ..store.queue import QueuedMessage
 from ..store.scope import Scope, Tx
 from .dispatcher import Dispatcher
 from .host import AgentHost, HandlerFailure
+from .metrics import RuntimeMetrics
 
 __all__ = ["Worker", "WorkerSettings", "new_worker_id"]
 
@@ -114,8 +115,11 @@ class Worker:
         settings: WorkerSettings,
         *,
         worker_id: str | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.id = worker_id or new_worker_id()
+        self.metrics = metrics if metrics is not None else RuntimeMetrics()
+        """What this worker observes: dispatch latency, handler durations."""
         self._scope = scope
         self._host = host
         self._settings = settings
@@ -356,12 +360,18 @@ class Worker:
             return None
         message = InboundMessage.from_stored(entry.message, attempt=attempt)
         argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
+        metrics = self.metrics
+        if attempt == 1 and entry.kind == "message":
+            waited = time.time() - entry.message.received_at.timestamp()
+            metrics.dispatch_latency.observe(max(waited, 0.0))
+        started = time.perf_counter()
         try:
             await self._host.call(agent, handler, argument, message_id=message.id)
             state = self._host.changed_state(grant_id, agent)
         except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
             return await self._failed(grant_id, entry, attempt, str(failure))
         finally:
+            metrics.handler_duration.observe(time.perf_counter() - started)
             if message.was_parsed and message.defects:
                 self._defects[message.id] = list(message.defects)
         self._keep_state(grant_id, state)

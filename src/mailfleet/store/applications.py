@@ -21,6 +21,7 @@ __all__ = [
     "ensure_application",
     "find_api_key",
     "get_application",
+    "list_applications",
     "revoke_api_keys",
 ]
 
@@ -46,6 +47,12 @@ def get_application(conn: Connection, name: str) -> Application:
         names = ", ".join(known.scalars()) or "none yet"
         raise ApplicationNotFound(name, known=names)
     return _application(row)
+
+
+def list_applications(conn: Connection) -> list[Application]:
+    """Every application of the store, by name (for operator views such as ``/metrics``)."""
+    rows = conn.execute(sa.select(_applications).order_by(_applications.c.name))
+    return [_application(row) for row in rows]
 
 
 def ensure_application(conn: Connection, name: str) -> Application:

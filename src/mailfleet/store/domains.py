@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..model.addresses import normalize_domain
-from ..model.errors import Conflict, DomainNotRegistered, InvalidInput, NotFound
+from ..model.errors import Conflict, DomainNotRegistered, DomainTaken, InvalidInput, NotFound
 from ..model.records import DkimKeyInfo, DnsRecord, Domain
 from .events import record
 from .scope import Tx
@@ -70,7 +70,7 @@ def add_domain(
 
     ``dkim_keys`` (``{"selector", "algorithm", "private_pem"}``) are stored
     with a new domain. Registering a domain the application already has is a
-    no-op; one that belongs to another application is a :class:`Conflict`.
+    no-op; one that belongs to another application is a :class:`DomainTaken`.
     """
     conn = tx.conn
     domain = normalize_domain(name)
@@ -79,7 +79,7 @@ def add_domain(
     row = conn.execute(sa.select(_domains).where(_domains.c.name == domain)).first()
     if row is not None:
         if row.application_id != tx.application_id:
-            raise Conflict("domain", f"{domain!r} is registered to another application")
+            raise DomainTaken("domain", f"{domain!r} is registered to another application")
         return _domain(row), False
     values = {
         "id": new_id(),

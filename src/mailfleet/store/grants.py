@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from ..model.addresses import Address
 from ..model.errors import Conflict, DomainNotRegistered, GrantNotFound
+from ..model.policy import Policy
 from ..model.records import Grant, GrantStatus
 from .dialect import insert
 from .domains import domain_ids
@@ -26,11 +28,20 @@ from .prepared import Prepared
 from .scope import Tx
 from .tables import grants_table, new_id, utcnow, workspaces_table
 from .timestamps import aware
-from .workspaces import default_workspace_id, get_workspace, pattern_table, policy_of
+from .workspaces import (
+    cached_policy,
+    default_workspace_id,
+    get_workspace,
+    pattern_table,
+    policy_of,
+)
 
 __all__ = [
     "GrantRequest",
+    "RegroupBatch",
+    "count_by_status",
     "count_grants",
+    "count_regroup",
     "delete_grants",
     "get_grant",
     "grant_ids",
@@ -39,6 +50,7 @@ __all__ = [
     "move_grants",
     "provision_batch",
     "regroup",
+    "regroup_batch",
     "set_status",
     "statuses",
 ]
@@ -117,6 +129,7 @@ def provision_batch(
             _select_grants().where(_grants.c.address.in_([row["address"] for row in rows]))
         )
     }
+    policies = _policies(tx, stored.values())
     found: dict[str, tuple[Grant, bool]] = {}
     created = []
     for row in rows:
@@ -127,7 +140,7 @@ def provision_batch(
             )
             continue
         is_new = match.id == row["id"]
-        found[row["address"]] = (_grant(match), is_new)
+        found[row["address"]] = (_grant(match, policies), is_new)
         if is_new:
             created.append(row)
     record_many(
@@ -162,21 +175,56 @@ def _select_grants() -> sa.Select[Any]:
         _grants.c.stored_bytes,
         _grants.c.created_at,
         _workspaces.c.name.label("workspace_name"),
-        _workspaces.c.policy,
         _workspaces.c.policy_version,
     ).join(_workspaces, _workspaces.c.id == _grants.c.workspace_id)
 
 
-def _grant(row: sa.Row[Any]) -> Grant:
+_Policies = dict[tuple[str, int], Policy]
+
+
+def _policies(tx: Tx, rows: Iterable[sa.Row[Any]]) -> _Policies:
+    """The policy of each (workspace, version) of ``rows``, parsed once per version.
+
+    The grants' rows carry their workspace's policy version only: the policy's JSON
+    is read from the workspace when no cached parse has that version (so a batch of
+    thousands of grants decodes it at most once, not once a row). A policy changed
+    between the two reads gives the grants of that workspace its newer version.
+    """
+    found: _Policies = {}
+    missing: set[str] = set()
+    for key in {(row.workspace_id, row.policy_version) for row in rows}:
+        policy = cached_policy(*key)
+        if policy is None:
+            missing.add(key[0])
+        else:
+            found[key] = policy
+    if missing:
+        current = tx.conn.execute(
+            sa.select(_workspaces.c.id, _workspaces.c.policy_version, _workspaces.c.policy).where(
+                _workspaces.c.id.in_(sorted(missing))
+            )
+        ).all()
+        newest = {wid: policy_of(wid, version, raw) for wid, version, raw in current}
+        for row in rows:
+            key = (row.workspace_id, row.policy_version)
+            if key not in found:
+                found[key] = newest[row.workspace_id]
+    return found
+
+
+_STATUSES = {status.value: status for status in GrantStatus}
+
+
+def _grant(row: sa.Row[Any], policies: _Policies) -> Grant:
     return Grant(
         id=row.id,
         application_id=row.application_id,
         address=row.address,
         workspace_id=row.workspace_id,
         workspace=row.workspace_name,
-        status=GrantStatus(row.status),
+        status=_STATUSES[row.status],
         agent=row.agent,
-        policy=policy_of(row.workspace_id, row.policy_version, row.policy),
+        policy=policies[row.workspace_id, row.policy_version],
         workspace_pinned=row.workspace_pinned,
         created_at=aware(row.created_at),
         metadata=row.metadata,
@@ -200,7 +248,7 @@ def get_grant(tx: Tx, key: str) -> Grant:
     ).first()
     if row is None:
         raise GrantNotFound(key)
-    return _grant(row)
+    return _grant(row, _policies(tx, [row]))
 
 
 def set_status(tx: Tx, key: str, status: GrantStatus) -> Grant:
@@ -242,10 +290,13 @@ def grants_by_ids(tx: Tx, ids: Sequence[str]) -> dict[str, Grant]:
     conn = tx.conn
     found: dict[str, Grant] = {}
     for chunk in _chunks(ids, 1000):
-        rows = conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
-        found.update(
-            (row.id, _grant(row)) for row in rows if row.application_id == tx.application_id
-        )
+        rows = [
+            row
+            for row in conn.execute(_select_grants().where(_grants.c.id.in_(chunk)))
+            if row.application_id == tx.application_id
+        ]
+        policies = _policies(tx, rows)
+        found.update((row.id, _grant(row, policies)) for row in rows)
     return found
 
 
@@ -254,28 +305,36 @@ def list_grants(
     *,
     workspace: str | None = None,
     status: GrantStatus | None = None,
+    agent: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
     after: str | None = None,
 ) -> list[Grant]:
-    """Grants of the application by address, optionally of one workspace or status,
-    after the address ``after`` (a keyset cursor: the last address of a page)."""
+    """Grants of the application by address, optionally of one workspace, status or
+    agent class, after the address ``after`` (a keyset cursor: the last address of a page)."""
     conn = tx.conn
-    query = _select_grants().where(*_filters(tx, workspace, status))
+    query = _select_grants().where(*_filters(tx, workspace, status, agent))
     if after is not None:
         query = query.where(_grants.c.address > after.strip().lower())
     query = query.order_by(_grants.c.address).offset(offset).limit(limit)
-    return [_grant(row) for row in conn.execute(query)]
+    return _grants_of(tx, conn.execute(query).all())
+
+
+def _grants_of(tx: Tx, rows: Sequence[sa.Row[Any]]) -> list[Grant]:
+    policies = _policies(tx, rows)
+    return [_grant(row, policies) for row in rows]
 
 
 def _filters(
-    tx: Tx, workspace: str | None, status: GrantStatus | None
+    tx: Tx, workspace: str | None, status: GrantStatus | None, agent: str | None = None
 ) -> list[sa.ColumnElement[bool]]:
     conditions = [_grants.c.application_id == tx.application_id]
     if workspace is not None:
         conditions.append(_grants.c.workspace_id == get_workspace(tx, workspace).id)
     if status is not None:
         conditions.append(_grants.c.status == GrantStatus(status).value)
+    if agent is not None:
+        conditions.append(_grants.c.agent == agent)
     return conditions
 
 
@@ -289,14 +348,31 @@ def grant_rows(
         .order_by(_grants.c.address)
         .limit(limit)
     )
-    return [_grant(row) for row in tx.conn.execute(query)]
+    return _grants_of(tx, tx.conn.execute(query).all())
 
 
-def count_grants(tx: Tx, *, workspace: str | None = None, status: GrantStatus | None = None) -> int:
+def count_grants(
+    tx: Tx,
+    *,
+    workspace: str | None = None,
+    status: GrantStatus | None = None,
+    agent: str | None = None,
+) -> int:
     """How many grants the application (or one of its workspaces) holds, of any
-    status or of ``status``."""
-    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status))
+    status or of ``status``, of any agent class or of ``agent``."""
+    query = sa.select(sa.func.count()).where(*_filters(tx, workspace, status, agent))
     return int(tx.conn.execute(query).scalar_one())
+
+
+def count_by_status(tx: Tx) -> dict[GrantStatus, int]:
+    """How many grants the application holds in each status (statuses it has none of
+    are left out)."""
+    query = (
+        sa.select(_grants.c.status, sa.func.count())
+        .where(_grants.c.application_id == tx.application_id)
+        .group_by(_grants.c.status)
+    )
+    return {GrantStatus(status): int(count) for status, count in tx.conn.execute(query)}
 
 
 def grant_ids(tx: Tx, keys: Iterable[str]) -> dict[str, str]:
@@ -333,24 +409,34 @@ _by_address, _by_id = (
 def delete_grants(tx: Tx, ids: Sequence[str]) -> list[str]:
     """Delete grants (their messages and queued work go with them); return those removed."""
     conn = tx.conn
-    removed: list[tuple[str, str]] = []
+    removed: list[tuple[str, str, str]] = []
     for chunk in _chunks(ids, 1000):
         removed.extend(
             conn.execute(
                 sa.delete(_grants)
                 .where(_grants.c.application_id == tx.application_id, _grants.c.id.in_(chunk))
-                .returning(_grants.c.id, _grants.c.address)
+                .returning(_grants.c.id, _grants.c.address, _grants.c.workspace_id)
             ).all()
         )
+    # The workspace is named so that the event stays found by it (GET /v1/events?workspace=)
+    # once the grant row is gone.
     record_many(
         tx,
         "grant.deleted",
         (
-            (grant_id, {"grant_id": grant_id, "address": address, "status": "deleted"})
-            for grant_id, address in removed
+            (
+                grant_id,
+                {
+                    "grant_id": grant_id,
+                    "address": address,
+                    "workspace_id": workspace_id,
+                    "status": "deleted",
+                },
+            )
+            for grant_id, address, workspace_id in removed
         ),
     )
-    return [grant_id for grant_id, _ in removed]
+    return [grant_id for grant_id, _, _ in removed]
 
 
 def move_grants(tx: Tx, ids: Sequence[str], workspace: str) -> int:
@@ -376,24 +462,70 @@ def move_grants(tx: Tx, ids: Sequence[str], workspace: str) -> int:
     return len(moved)
 
 
-def regroup(tx: Tx) -> int:
-    """Re-apply the auto-group patterns to every grant not pinned to a workspace.
+@dataclass(frozen=True, slots=True)
+class RegroupBatch:
+    """What one batch of a regroup did: the grants it looked at, those that moved, and
+    the cursor to continue after (None: there are no more)."""
 
-    Returns how many grants changed workspace.
-    """
+    scanned: int
+    moved: int
+    after: str | None
+
+
+def _regroup_candidates(
+    *, created_after: datetime | None, domain_id: str | None
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = [sa.not_(_grants.c.workspace_pinned)]
+    if created_after is not None:
+        where.append(_grants.c.created_at > created_after)
+    if domain_id is not None:
+        where.append(_grants.c.domain_id == domain_id)
+    return where
+
+
+def count_regroup(
+    tx: Tx, *, created_after: datetime | None = None, domain_id: str | None = None
+) -> int:
+    """How many grants a regroup with these filters looks at (those not pinned)."""
+    where = _regroup_candidates(created_after=created_after, domain_id=domain_id)
+    return int(
+        tx.conn.execute(
+            sa.select(sa.func.count()).where(_grants.c.application_id == tx.application_id, *where)
+        ).scalar_one()
+    )
+
+
+def regroup_batch(
+    tx: Tx,
+    *,
+    after: str | None = None,
+    limit: int = 1000,
+    created_after: datetime | None = None,
+    domain_id: str | None = None,
+) -> RegroupBatch:
+    """Re-apply the auto-group patterns to the next ``limit`` grants not pinned to a
+    workspace (by id, after ``after``), created after ``created_after``, of the domain
+    ``domain_id``: one bounded unit of work, its ``grant.workspace_changed`` events in
+    it. A grant pinned meanwhile (a bulk move) is left where it was put."""
     conn = tx.conn
+    where = _regroup_candidates(created_after=created_after, domain_id=domain_id)
+    if after is not None:
+        where.append(_grants.c.id > after)
+    rows = conn.execute(
+        sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id)
+        .where(_grants.c.application_id == tx.application_id, *where)
+        .order_by(_grants.c.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return RegroupBatch(0, 0, None)
     routes = pattern_table(tx)
     fallback = default_workspace_id(tx)
-    rows = conn.execute(
-        sa.select(_grants.c.id, _grants.c.address, _grants.c.workspace_id).where(
-            _grants.c.application_id == tx.application_id, sa.not_(_grants.c.workspace_pinned)
-        )
-    ).all()
-    targets: dict[str, list[tuple[str, str]]] = {}
+    targets: dict[str, list[str]] = {}
     for grant_id, address, current in rows:
         target = routes.resolve(address.rsplit("@", 1)[1]) or fallback
         if target != current:
-            targets.setdefault(target, []).append((grant_id, address))
+            targets.setdefault(target, []).append(grant_id)
     names: dict[str, str] = dict(
         conn.execute(
             sa.select(_workspaces.c.id, _workspaces.c.name).where(
@@ -401,15 +533,40 @@ def regroup(tx: Tx) -> int:
             )
         ).all()
     )
-    for target, moved in targets.items():
-        for chunk in _chunks([grant_id for grant_id, _ in moved], 1000):
-            conn.execute(
-                sa.update(_grants)
-                .where(_grants.c.id.in_(chunk))
-                .values(workspace_id=target, updated_at=utcnow())
+    moved = 0
+    now = utcnow()
+    for target, ids in targets.items():
+        changed: list[tuple[str, str]] = []
+        for chunk in _chunks(ids, 1000):
+            changed.extend(
+                conn.execute(
+                    sa.update(_grants)
+                    .where(
+                        _grants.c.application_id == tx.application_id,
+                        _grants.c.id.in_(chunk),
+                        sa.not_(_grants.c.workspace_pinned),
+                    )
+                    .values(workspace_id=target, updated_at=now)
+                    .returning(_grants.c.id, _grants.c.address)
+                ).all()
             )
-        _record_moves(tx, moved, target, names[target])
-    return sum(len(moved) for moved in targets.values())
+        _record_moves(tx, changed, target, names[target])
+        moved += len(changed)
+    last = str(rows[-1].id)
+    return RegroupBatch(len(rows), moved, last if len(rows) == limit else None)
+
+
+def regroup(tx: Tx) -> int:
+    """Re-apply the auto-group patterns to every grant not pinned to a workspace, in
+    this one transaction (the runtime's regroup runs :func:`regroup_batch` in
+    transactions of its own). Returns how many grants changed workspace."""
+    moved, after = 0, None
+    while True:
+        batch = regroup_batch(tx, after=after)
+        moved += batch.moved
+        if batch.after is None:
+            return moved
+        after = batch.after
 
 
 def _record_moves(

@@ -24,6 +24,7 @@ from .tables import grants_table, new_id, patterns_table, utcnow, workspaces_tab
 
 __all__ = [
     "DEFAULT_WORKSPACE",
+    "cached_policy",
     "create_workspace",
     "delete_workspace",
     "ensure_default_workspace",
@@ -33,6 +34,7 @@ __all__ = [
     "policy_of",
     "set_patterns",
     "update_policy",
+    "update_workspace",
 ]
 
 DEFAULT_WORKSPACE = "default"
@@ -46,6 +48,11 @@ _grants = grants_table
 # entry is never stale; the cache is trimmed when it grows past its bound.
 _POLICY_CACHE: dict[tuple[str, int], Policy] = {}
 _POLICY_CACHE_LIMIT = 4096
+
+
+def cached_policy(workspace_id: str, version: int) -> Policy | None:
+    """The parsed policy of that workspace version, if it is in the cache."""
+    return _POLICY_CACHE.get((workspace_id, version))
 
 
 def policy_of(workspace_id: str, version: int, raw: dict[str, Any]) -> Policy:
@@ -240,6 +247,22 @@ def set_patterns(tx: Tx, workspace: str, patterns: Iterable[str]) -> Workspace:
     """Replace a workspace's auto-group patterns (existing grants stay until regrouped)."""
     row = _row(tx, workspace)
     _replace_patterns(tx, row.id, patterns)
+    return get_workspace(tx, row.id)
+
+
+def update_workspace(
+    tx: Tx,
+    workspace: str,
+    *,
+    policy: dict[str, Any] | None = None,
+    patterns: Iterable[str] | None = None,
+) -> Workspace:
+    """Apply policy ``changes`` and/or replace the patterns, in the caller's transaction."""
+    row = _row(tx, workspace)
+    if policy:
+        update_policy(tx, row.id, policy)
+    if patterns is not None:
+        _replace_patterns(tx, row.id, patterns)
     return get_workspace(tx, row.id)
 
 

@@ -6,21 +6,31 @@ from fastapi import APIRouter
 
 from . import (
     consent,
+    domains,
+    events,
+    grants,
     health,
     me,
     messages,
+    metrics,
     policy,
     reputation,
     restrictions,
     suppressions,
     threads,
+    workspaces,
 )
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     health.router,
+    metrics.router,
     me.router,
+    domains.router,
+    workspaces.router,
+    grants.router,
+    events.router,
     messages.router,
     threads.router,
     suppressions.router,

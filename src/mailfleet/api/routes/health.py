@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..tenants import tenants_of
 
 router = APIRouter(tags=["health"])
 
 
+class Health(BaseModel):
+    """What each part reports (``ok``, or what is wrong), and the verdict."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "degraded"]
+    store: str = Field(description="`ok`, or why the store cannot be reached")
+    mx: str | None = Field(None, description="the MX beside this API, when it runs one")
+    workers: str | None = Field(None, description="whether workers are alive")
+
+
 @router.get(
     "/healthz",
     summary="Liveness of the store, the MX and the workers",
-    responses={503: {"description": "Something is down; the body says what"}},
+    responses={
+        200: {"model": Health, "description": "Every part is `ok`"},
+        503: {"model": Health, "description": "Something is down; the body says what"},
+    },
 )
 async def healthz(request: Request) -> JSONResponse:
     """200 when every part is ``ok``; 503 with the same body when one is not."""
