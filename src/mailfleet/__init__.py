@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         StoreUnavailable,
         ThreadNotFound,
         TokenExpired,
+        WebhookNotFound,
         WorkspaceExists,
         WorkspaceNotEmpty,
         WorkspaceNotFound,
@@ -84,16 +85,25 @@ if TYPE_CHECKING:
     from .model.reputation import ReputationLevel, ReputationState
     from .model.rules import Condition, Rule, RuleEvaluation, RuleMatch, RuleSet, RuleSpec, Verdict
     from .model.spam import SpamInput, SpamScorer, SpamSignal, SpamVerdict
+    from .model.webhooks import (
+        Webhook,
+        WebhookAttempt,
+        WebhookDelivery,
+        WebhookFilter,
+        WebhookStatus,
+    )
     from .runtime.directory import Directory, SuppressionRow
     from .runtime.fleet import Fleet
     from .runtime.mailroom import Mailroom
     from .runtime.policy import DryRunResult, PolicyRules, Screened
     from .runtime.retention import SweepReport
     from .runtime.status import FleetStatistics, Serving
+    from .runtime.webhooks import Webhooks, WebhookSender, WebhookStatistics
     from .settings import Settings
     from .store.outbound import OutboundView
     from .store.queue import DeadLetter
     from .store.storage import DeletedMessages
+    from .store.webhook_lanes import WebhookBacklog
     from .store.workers import UnservedGrant
 
 __version__ = "0.1.0"
@@ -169,6 +179,7 @@ _EXPORTS: dict[str, str] = {
     "QueueFull": ".model.errors",
     "SigningFailed": ".model.errors",
     "StoreUnavailable": ".model.errors",
+    "WebhookNotFound": ".model.errors",
     "TokenExpired": ".model.errors",
     "WorkspaceExists": ".model.errors",
     "WorkspaceNotEmpty": ".model.errors",
@@ -200,6 +211,15 @@ _EXPORTS: dict[str, str] = {
     "RegroupJob": ".model.records",
     "Restriction": ".model.records",
     "Workspace": ".model.records",
+    "Webhook": ".model.webhooks",
+    "WebhookAttempt": ".model.webhooks",
+    "WebhookDelivery": ".model.webhooks",
+    "WebhookFilter": ".model.webhooks",
+    "WebhookStatus": ".model.webhooks",
+    "Webhooks": ".runtime.webhooks",
+    "WebhookSender": ".runtime.webhooks",
+    "WebhookStatistics": ".runtime.webhooks",
+    "WebhookBacklog": ".store.webhook_lanes",
     "Directory": ".runtime.directory",
     "Fleet": ".runtime.fleet",
     "Mailroom": ".runtime.mailroom",
@@ -317,6 +337,16 @@ __all__ = [
     "Unsubscribe",
     "UnsubscribeResult",
     "Verdict",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookBacklog",
+    "WebhookDelivery",
+    "WebhookFilter",
+    "WebhookNotFound",
+    "WebhookSender",
+    "WebhookStatistics",
+    "WebhookStatus",
+    "Webhooks",
     "Workspace",
     "WorkspaceExists",
     "WorkspaceNotEmpty",

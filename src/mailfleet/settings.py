@@ -206,6 +206,54 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds between DNS audits of each registered domain (0: never)",
     )
+    webhook_delivery: bool = Field(
+        True, description="deliver webhook events in `serve()` (any number of processes may)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="seconds an endpoint has to answer a POST"
+    )
+    webhook_retry_base_seconds: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds before a failed delivery's first retry (doubles, ±20 %)",
+    )
+    webhook_retry_max_seconds: float = Field(
+        3600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="longest wait between two tries of an endpoint",
+    )
+    webhook_failing_after: int = Field(
+        5, ge=1, description="failed attempts in a row that mark a subscription failing"
+    )
+    webhook_disable_after_failures: int = Field(
+        50, ge=1, description="failed attempts in a row before a failing subscription is disabled"
+    )
+    webhook_disable_after_hours: float = Field(
+        120.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="hours a subscription must have been failing before it is disabled",
+    )
+    webhook_secret_grace_hours: float = Field(
+        24.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="hours a rotated-out signing secret keeps signing beside the new one",
+    )
+    webhook_lanes: int = Field(
+        32, ge=1, le=1024, description="grants whose deliveries are posted in parallel"
+    )
+    webhook_retention_days: float = Field(
+        30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="days delivered webhook deliveries and their attempts are kept (0: forever)",
+    )
+    webhook_poll_interval: float = Field(
+        0.2, gt=0, allow_inf_nan=False, description="seconds between looks for new events"
+    )
     dnsbl_zones: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="DNS blocklists the MX asks about each connecting IP (e.g. "

@@ -19,6 +19,7 @@ builtins are mixed in where they fit, so ``except ValueError`` and
     │   ├── GrantNotFound
     │   ├── MessageNotFound
     │   ├── ThreadNotFound
+    │   ├── WebhookNotFound
     │   ├── ApplicationNotFound
     │   ├── ListNotFound
     │   └── RuleNotFound
@@ -90,6 +91,7 @@ __all__ = [
     "StoreUnavailable",
     "ThreadNotFound",
     "TokenExpired",
+    "WebhookNotFound",
     "WorkspaceExists",
     "WorkspaceNotEmpty",
     "WorkspaceNotFound",
@@ -219,6 +221,14 @@ class GrantNotFound(NotFound):
     def __init__(self, grant: str, *, field: str = "grant") -> None:
         super().__init__(field, f"no grant {grant!r}", value=grant)
         self.grant = grant
+
+
+class WebhookNotFound(NotFound):
+    """No webhook subscription with that id in the application."""
+
+    def __init__(self, webhook: str, *, field: str = "webhook") -> None:
+        super().__init__(field, f"no webhook {webhook!r}", value=webhook)
+        self.webhook = webhook
 
 
 class MessageNotFound(NotFound):

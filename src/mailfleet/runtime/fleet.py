@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .admission import RecipientScorer
     from .retention import RetentionSweeper, SweepReport
     from .sender import Sender
+    from .webhooks import Webhooks
     from .worker import Worker
 
 __all__ = ["Fleet"]
@@ -182,6 +183,7 @@ class Fleet:
         durations), kept across serves; exporters read it (``GET /metrics``)."""
         self._work_committed: Doorbell[[set[str] | None]] = Doorbell()
         self._outbound_queued: Doorbell[[]] = Doorbell()
+        self._webhooks: Webhooks | None = None
         self._spam_scorers: list[SpamScorer] = []
         self._recipient_scorers: list[RecipientScorer] = []
 
@@ -284,6 +286,7 @@ class Fleet:
         tb: TracebackType | None,
     ) -> None:
         opened, self._opened = self._opened, None
+        self._webhooks = None
         if opened is not None:
             # The body's own exception is not handed to the task group: it comes
             # out of ``async with`` as itself, never wrapped in an ExceptionGroup.
@@ -321,6 +324,18 @@ class Fleet:
         ``fleet.directory.provision(...)``).
         """
         return self._open("the directory").directory
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """The application's webhook subscriptions: ``create``, ``list``, ``get``,
+        ``update``, ``delete``, ``rotate_secret``, ``deliveries``, ``attempts``,
+        ``replay``; ``serve`` delivers (``serve()`` runs it with ``webhook_delivery``)."""
+        opened = self._open("Fleet.webhooks")
+        if self._webhooks is None:
+            from .webhooks import Webhooks  # on first use: a command that reads skips it
+
+            self._webhooks = Webhooks(opened.scope, self.settings)
+        return self._webhooks
 
     # -- the administrative side (a façade over the directory) ----------------------
 
@@ -704,7 +719,7 @@ class Fleet:
         plugins = plugin_manager(s.plugin_allowlist)
         sources = inbound_sources(plugins, s)
         scorers = [*spam_scorers(plugins, s), *self._spam_scorers]
-        async with anyio.create_task_group() as tg:
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             smtp_port = (
                 await tg.start(self._serve_smtp, opened, scorers)
                 if s.smtp_port is not None
@@ -716,6 +731,12 @@ class Fleet:
                 tg.start_soon(_run_source, source, opened.mailroom, name=f"source {source.name}")
             if s.audit_domains:
                 await tg.start(opened.domain_auth.run)
+            if s.webhook_delivery:
+                delivery = self.webhooks.delivery()
+                await tg.start(delivery.run)
+                ring = _notifier(delivery.notify)
+                stack.enter_context(self._work_committed.listening(ring))
+                stack.enter_context(self._outbound_queued.listening(ring))
             if not s.run_worker:  # a front end: it stores mail; workers elsewhere run it
                 self._serving = Serving(smtp_port, None)
                 self._log_serving(opened, scope)
@@ -1050,6 +1071,15 @@ async def _run_shielded(
             await inner.start(sender.run)
             await inner.start(worker.run)
             started.set()
+
+
+def _notifier(notify: Callable[[], None]) -> Callable[..., None]:
+    """A doorbell listener that calls ``notify`` whatever the ring carries."""
+
+    def ring(*_: Any) -> None:
+        notify()
+
+    return ring
 
 
 async def _run_source(source: InboundSource, mailroom: Mailroom) -> None:

@@ -31,7 +31,7 @@ __all__ = [
     "migrate_sync",
 ]
 
-SCHEMA_REVISION = "0015"
+SCHEMA_REVISION = "0016"
 """The newest migration this version ships (a test checks it against the scripts)."""
 
 _LOCK_KEY = 0x6D61696C666C6565  # "mailflee"

@@ -50,6 +50,10 @@ __all__ = [
     "suppressions_table",
     "unsubscribe_tokens_table",
     "utcnow",
+    "webhook_attempts_table",
+    "webhook_deliveries_table",
+    "webhook_lanes_table",
+    "webhooks_table",
     "workers_table",
     "workspaces_table",
 ]
@@ -267,9 +271,25 @@ events_table = sa.Table(
     _text("type", 64),
     _json("payload"),
     _time(),
+    # PostgreSQL: the writing transaction's id (its default, set below); SQLite: 0
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Index("events_by_application", "application_id", "id"),
+    sa.Index("events_by_commit", "application_id", "txid", "id"),
 )
-"""The outbox: one row per fact, written in the transaction of the change."""
+"""The outbox: one row per fact, written in the transaction of the change.
+
+``txid`` lets a reader take events in an order no later commit can fall
+behind: on PostgreSQL, ids are handed out before commit, so a lower id can
+become visible after a higher one; every transaction whose id is below the
+oldest one still running has ended, so the events with ``txid`` below it are
+all there for good (``store/webhook_lanes.py`` reads them in ``(txid, id)`` order).
+SQLite has one writer at a time: its ids commit in order and ``txid`` is 0.
+"""
+
+_PG_TXID = sa.DDL(  # type: ignore[no-untyped-call]
+    "ALTER TABLE events ALTER COLUMN txid SET DEFAULT (pg_current_xact_id()::text::bigint)"
+)
+sa.event.listen(events_table, "after_create", _PG_TXID.execute_if(dialect="postgresql"))
 
 queue_table = sa.Table(
     "queue_entries",
@@ -472,6 +492,100 @@ found among a grant's mail: what it said (``summary``, the ``inspect`` form),
 and the send it was matched to. An unknown or forged token is kept here,
 ``attributed`` false, and acts on nothing."""
 
+
+webhooks_table = sa.Table(
+    "webhooks",
+    metadata,
+    _id(),
+    _application(index=True),
+    _text("url", 2000),
+    sa.Column("description", sa.Text),
+    _json("event_types"),  # [] for every type; "message.*" prefixes allowed
+    _json("workspaces"),  # [] for every workspace; else workspace ids
+    _json("grants"),  # [] for every grant; else grant ids
+    _text("status", 10, default="active"),  # active, failing, disabled
+    # [{"secret": "whsec_...", "expires_at": epoch seconds | null}]: secrets, never listed
+    _json("secrets"),
+    # how far the outbox has been fanned out: the last (txid, id) taken
+    sa.Column("cursor_txid", sa.BigInteger, nullable=False, default=0),
+    sa.Column("cursor_event", sa.BigInteger, nullable=False, default=0),
+    # events up to this id were written before the subscription
+    sa.Column("start_after", sa.BigInteger, nullable=False, default=0),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
+    _time("failing_since", nullable=True),
+    sa.Column("retry_at", sa.Float, nullable=False, default=0.0),
+    sa.Column("last_error", sa.Text),
+    _time(),
+    _time("updated_at"),
+)
+"""An application's webhook subscription: its endpoint, filters, state, secrets, and
+how far the event outbox has been fanned out to it. While its endpoint fails,
+``retry_at`` is when one delivery may probe it again (epoch seconds)."""
+
+webhook_lanes_table = sa.Table(
+    "webhook_lanes",
+    metadata,
+    _application(),
+    _fk("webhook_id", "webhooks.id", ondelete="CASCADE", index=False, primary_key=True),
+    _text("grant_key", 36, primary_key=True),  # the grant's id; "" for events of no grant
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    _text("lease_owner", 64, nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=False, default=0.0),
+    sa.Index("webhook_lanes_due", "application_id", "next_attempt_at"),
+)
+"""The deliveries of one grant to one subscription wait in line: a lane exists while
+some are pending, is taken by one process at a time (a lease) and retried with
+backoff when its first delivery fails (``failures`` in a row)."""
+
+webhook_deliveries_table = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    _serial(),
+    _application(),
+    _fk("webhook_id", "webhooks.id", ondelete="CASCADE", index=False),
+    sa.Column(
+        "event_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.ForeignKey("events.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    _text("grant_key", 36),
+    _text("status", 10, default="pending"),  # pending, delivered
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    _time(),
+    _time("delivered_at", nullable=True),
+    sa.Index("webhook_deliveries_by_lane", "webhook_id", "grant_key", "status", "id"),
+    sa.Index("webhook_deliveries_by_webhook", "webhook_id", "id"),
+    sa.Index("webhook_deliveries_by_event", "webhook_id", "event_id"),
+)
+"""One event on its way to one subscription; ``id`` orders a lane's deliveries."""
+
+webhook_attempts_table = sa.Table(
+    "webhook_attempts",
+    metadata,
+    _serial(),
+    _application(),
+    sa.Column(
+        "delivery_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    _text("webhook_id", 36),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    _time("attempted_at"),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    _text("response", 1024, nullable=True),
+    sa.Column("error", sa.Text),
+    sa.Index("webhook_attempts_by_webhook", "webhook_id", "id"),
+)
+"""One POST of a delivery: the status, the latency, the first KiB of the answer, the error."""
 idempotency_table = sa.Table(
     "idempotency_keys",
     metadata,
