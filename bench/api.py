@@ -14,6 +14,15 @@
   figure over the baseline's (latency: how many times slower; batch: the share
   of the throughput kept).
 
+* **Webhooks**: ``WEBHOOK_GRANTS`` grants provisioned at once, each
+  ``grant.created`` event delivered (stored, claimed, signed, posted,
+  recorded with its attempt) by one ``WebhookSender`` to a receiver on
+  loopback in a subprocess of its own (``--receive``: HTTP/1.1, keep-alive,
+  200 to every POST), timed from the start of delivery until the backlog is
+  empty, in deliveries/s. Target: at least 1,000/s. Baseline, in the same
+  run: a bare httpx loop posting the same number of envelopes to the same
+  receiver, ``WEBHOOK_LANES`` at a time over one client.
+
 The API runs this file in a subprocess (``--serve URL``: uvicorn serving the
 store, as ``mailfleet api`` does, without its log output), so the client's
 load and the server do not share one event loop. Every answer is checked:
@@ -26,7 +35,8 @@ Usage (from the repository root)::
 
 The last line is one JSON object with ``provision_p50_ms``, ``provision_p99_ms``,
 ``provision_concurrent_p50_ms``, ``provision_concurrent_p99_ms``,
-``batch_grants_per_s``, the baseline's figures (``python_...``) and the ratios.
+``batch_grants_per_s``, ``webhook_deliveries_per_s``, the baselines' figures
+(``python_...``, ``webhook_baseline_per_s``) and the ratios.
 """
 
 from __future__ import annotations
@@ -57,6 +67,9 @@ BATCH = 10_000
 ROUNDS = 3
 TARGET_P50_MS = 5.0
 TARGET_BATCH_PER_S = 5_000
+WEBHOOK_GRANTS = 5_000
+WEBHOOK_LANES = 32
+TARGET_WEBHOOKS_PER_S = 1_000
 
 HERE = Path(__file__).resolve().parent
 
@@ -256,6 +269,116 @@ async def measure_http(url: str) -> dict[str, float]:
     return figures
 
 
+# -- webhooks -------------------------------------------------------------------------------
+
+
+async def receive() -> None:
+    """Receiver mode: answer 200 to every POST on a free port (HTTP/1.1, keep-alive);
+    print the port; stop when stdin closes."""
+    import asyncio
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await anyio.to_thread.run_sync(sys.stdin.read)  # until the bench closes it
+    server.close()
+
+
+@asynccontextmanager
+async def receiver_process() -> AsyncIterator[str]:
+    """This file receiving webhooks in a subprocess; yields its URL once it listens."""
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, read from a thread
+        [sys.executable, str(HERE / "api.py"), "--receive"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await anyio.to_thread.run_sync(process.stdout.readline)
+        if not line.strip():
+            sys.exit("the webhook receiver did not start")
+        yield f"http://127.0.0.1:{int(line)}/hooks"
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        await anyio.to_thread.run_sync(lambda: process.wait(timeout=60))
+
+
+async def measure_webhooks(url: str) -> dict[str, float]:
+    """Deliveries/s of one ``WebhookSender`` (a ``grant.created`` per grant), and of a bare
+    httpx loop posting as many envelopes to the same receiver."""
+    from mailfleet.model.envelope import envelope_bytes
+
+    async with receiver_process() as hook:
+        async with Fleet(
+            database_url=url, application="bench", webhook_lanes=WEBHOOK_LANES
+        ) as fleet:
+            await fleet.add_domain(DOMAIN)
+            webhook, _ = await fleet.webhooks.create(hook)
+            results = await fleet.provision_many(fresh(WEBHOOK_GRANTS, "hook"))
+            if not all(r.ok for r in results):
+                sys.exit("provisioning for the webhooks failed")
+            sample = envelope_bytes((await fleet.events(type="grant.created", limit=1))[0])
+            with stopwatch() as elapsed:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(fleet.webhooks.serve)
+                    await fleet.webhooks.wait_delivered(poll=0.05)
+                    tg.cancel_scope.cancel()
+            delivered = len(
+                await fleet.webhooks.deliveries(webhook.id, status="delivered", limit=10**6)
+            )
+            if delivered != WEBHOOK_GRANTS:
+                sys.exit(f"{delivered} of {WEBHOOK_GRANTS} webhook deliveries made")
+            ours = delivered / elapsed()
+
+        headers = {"content-type": "application/json", "webhook-id": "1"}
+        limits = httpx.Limits(
+            max_connections=WEBHOOK_LANES, max_keepalive_connections=WEBHOOK_LANES
+        )
+        async with httpx.AsyncClient(limits=limits) as client:
+            left = iter(range(WEBHOOK_GRANTS))
+
+            async def post() -> None:
+                for _ in left:
+                    answer = await client.post(hook, content=sample, headers=headers)
+                    if answer.status_code != 200:
+                        sys.exit(f"the receiver answered {answer.status_code}")
+
+            with stopwatch() as elapsed:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(WEBHOOK_LANES):
+                        tg.start_soon(post)
+            bare = WEBHOOK_GRANTS / elapsed()
+    figures = {
+        "webhook_deliveries_per_s": ours,
+        "webhook_baseline_per_s": bare,
+        "webhook_ratio": ours / bare,
+    }
+    print(
+        f"webhooks: {ours:,.0f} deliveries/s ({WEBHOOK_GRANTS:,} grants, a grant.created each, "
+        f"{WEBHOOK_LANES} lanes); bare httpx loop to the same receiver {bare:,.0f}/s: "
+        f"ratio {ours / bare:.2f}",
+        flush=True,
+    )
+    return figures
+
+
 def _print(what: str, figures: dict[str, float], prefix: str) -> None:
     p = prefix
     print(
@@ -297,8 +420,10 @@ async def main() -> None:
     ):
         print(f"target {name}: {'met' if met else 'NOT met'}")
 
-    # 2. Webhooks: delivery throughput to a loopback receiver goes here, on a database of
-    #    its own, adding its figures (``webhook_deliveries_per_s``...) to ``figures``.
+    with scratch_database("sqlite") as url:
+        figures.update(await measure_webhooks(url))
+    met = figures["webhook_deliveries_per_s"] >= TARGET_WEBHOOKS_PER_S
+    print(f"target webhooks at least {TARGET_WEBHOOKS_PER_S:,}/s: {'met' if met else 'NOT met'}")
 
     emit(figures)
 
@@ -306,5 +431,7 @@ async def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         anyio.run(serve, sys.argv[2])
+    elif sys.argv[1:2] == ["--receive"]:
+        anyio.run(receive)
     else:
         anyio.run(main)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ..model.envelope import envelope_bytes
 from ..model.errors import InvalidInput
@@ -442,6 +443,7 @@ class WebhookSender:
         self._failed = 0
         self._closing = False
         self._rung = False
+        self._send: MemoryObjectSendStream[LaneWork] | None = None
 
     @property
     def owner(self) -> str:
@@ -465,6 +467,7 @@ class WebhookSender:
         # N connections costs N times more per request than N pools of one.
         posters = [self._new_poster() for _ in range(options.lanes)]
         send, receive = anyio.create_memory_object_stream[LaneWork](options.lanes * 4)
+        self._send = send
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 for poster in posters:
@@ -473,7 +476,7 @@ class WebhookSender:
                 if options.retention_days > 0:
                     tg.start_soon(self._pruning)
                 task_status.started()
-                await self._claiming(send)
+                await self._claiming()
         finally:
             self._closing = True
             with anyio.CancelScope(shield=True):
@@ -491,16 +494,15 @@ class WebhookSender:
 
         return WebhookPoster(timeout=self._options.timeout, max_connections=4)
 
-    async def _claiming(self, send: Any) -> None:
+    async def _claiming(self) -> None:
         options = self._options
-        room_for = options.lanes * 4
         backoff = 1.0
         busy = True
         made: int
         work: list[LaneWork]
         while True:
             self._wakeup = anyio.Event()
-            room = room_for - len(self._held)
+            room = self._room()
             now = time.time()
             try:
                 # A read first: most polls of a quiet fleet find nothing to do, and
@@ -519,10 +521,7 @@ class WebhookSender:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
-            for lane in work:
-                self._held[(lane.webhook_id, lane.grant_key)] = lane
-            for lane in work:
-                await send.send(lane)
+            await self._hand_out(work)
             busy = bool(made or work)
             if made >= options.fan_out_batch or (room and len(work) == room):
                 await anyio.lowlevel.checkpoint()
@@ -534,6 +533,40 @@ class WebhookSender:
                     # so a busy intake costs one round per batch, not one per commit.
                     self._rung = False
                     await anyio.sleep(_COALESCE)
+
+    def _room(self) -> int:
+        """How many more lanes this loop may hold."""
+        return self._options.lanes * 4 - len(self._held)
+
+    async def _hand_out(self, work: list[LaneWork]) -> None:
+        """Hold claimed lanes and queue them for the posting tasks (never more than
+        the stream takes: the room is its size)."""
+        send = self._send
+        if send is None or not work:
+            return
+        for lane in work:
+            self._held[(lane.webhook_id, lane.grant_key)] = lane
+        for lane in work:
+            await send.send(lane)
+
+    def _record_and_claim(
+        self, tx: Tx, *, attempts: list[AttemptResult], done: list[LaneDone], room: int
+    ) -> tuple[list[tuple[str, WebhookStatus]], list[LaneWork]]:
+        now = time.time()
+        changed = lanes_store.record_attempts(
+            tx, self._owner, attempts, done, self._options.policy, now=now, random=self._random
+        )
+        if room <= 0:
+            return changed, []
+        work = lanes_store.claim(
+            tx,
+            self._owner,
+            now=now,
+            lease=self._options.lease,
+            lanes=room,
+            per_lane=self._options.per_lane,
+        )
+        return changed, work
 
     def _fan_out_and_claim(self, tx: Tx, *, now: float, room: int) -> tuple[int, list[LaneWork]]:
         options = self._options
@@ -639,18 +672,13 @@ class WebhookSender:
         done, self._done = self._done, []
         if not attempts and not done:
             return
+        # The same transaction claims lanes for the room the given-back ones leave
+        # (those among them with more to deliver, due at once, included).
+        room = 0 if self._closing or self._send is None else self._room() + len(done)
         try:
             with anyio.CancelScope(shield=True):  # what was posted must be written
-                changed = await self._scope.write(
-                    lambda tx: lanes_store.record_attempts(
-                        tx,
-                        self._owner,
-                        attempts,
-                        done,
-                        self._options.policy,
-                        now=time.time(),
-                        random=self._random,
-                    )
+                changed, work = await self._scope.write(
+                    partial(self._record_and_claim, attempts=attempts, done=done, room=room)
                 )
         except Exception:
             log.exception("recording webhook attempts failed; will retry")
@@ -661,6 +689,7 @@ class WebhookSender:
             return
         for lane in done:
             self._held.pop((lane.webhook_id, lane.grant_key), None)
+        await self._hand_out(work)
         for webhook_id, status in changed:
             level = logging.INFO if status is WebhookStatus.ACTIVE else logging.WARNING
             log.log(
