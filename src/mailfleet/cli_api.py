@@ -91,7 +91,9 @@ def api(
     """Serve the HTTP API alone (any number of instances on one store), until Ctrl-C.
 
     Every application of the store is served, each caller seeing only its own,
-    by its API key. Agents run in `mailfleet run` or `mailfleet worker`.
+    by its API key, and their webhooks delivered (once per event, however many
+    processes deliver; MAILFLEET_WEBHOOK_DELIVERY=false: not here). Agents run in
+    `mailfleet run` or `mailfleet worker`.
     """
     session = _session(ctx)
     update: dict[str, Any] = {}
@@ -106,6 +108,7 @@ def api(
         import anyio
 
         from .api import Tenants, create_app, serve_api
+        from .runtime.webhooks import serve_webhooks, webhook_lag
         from .store.workers import live_workers_anywhere
 
         async def liveness() -> dict[str, Any]:
@@ -116,9 +119,12 @@ def api(
         async with Tenants(settings, liveness=liveness) as tenants:
             with stop:
                 async with anyio.create_task_group() as tg:
+                    application = create_app(tenants, webhook_lag=webhook_lag)
                     bound = await tg.start(
-                        serve_api, create_app(tenants), settings.api_host, settings.api_port
+                        serve_api, application, settings.api_host, settings.api_port
                     )
+                    if settings.webhook_delivery:  # every application's, once per event
+                        await tg.start(serve_webhooks, tenants.database, settings)
                     _say(f"API: http://{settings.api_host}:{bound}/v1 (docs: /docs)")
                     _say(f"database: {session.database}; serving, press Ctrl-C to stop")
 
@@ -135,6 +141,7 @@ async def serve_fleet_api(fleet: Fleet, *, task_status: TaskStatus[ApiServing]) 
     import anyio
 
     from .api import Tenants, create_app, serve_api
+    from .runtime.webhooks import webhook_lag
 
     settings = fleet.settings
 
@@ -152,7 +159,8 @@ async def serve_fleet_api(fleet: Fleet, *, task_status: TaskStatus[ApiServing]) 
         liveness=liveness,
     )
     async with tenants, anyio.create_task_group() as tg:
-        serving = partial(serve_api, create_app(tenants), settings.api_host, settings.api_port)
+        application = create_app(tenants, webhook_lag=webhook_lag)
+        serving = partial(serve_api, application, settings.api_host, settings.api_port)
         port = await tg.start(partial(serving, grace=min(settings.shutdown_grace, 5.0)))
         task_status.started(ApiServing(port, key))
 

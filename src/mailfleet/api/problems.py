@@ -44,6 +44,7 @@ _CODES: Sequence[tuple[type[Exception], int, str]] = (
     (errors.ThreadNotFound, 404, "thread_not_found"),
     (errors.ListNotFound, 404, "list_not_found"),
     (errors.RuleNotFound, 404, "rule_not_found"),
+    (errors.WebhookNotFound, 404, "webhook_not_found"),
     (errors.NotFound, 404, "not_found"),
     (errors.DomainTaken, 409, "domain_taken"),
     (errors.DefaultWorkspaceProtected, 409, "default_workspace_protected"),

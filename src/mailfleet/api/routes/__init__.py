@@ -18,6 +18,7 @@ from . import (
     restrictions,
     suppressions,
     threads,
+    webhooks,
     workspaces,
 )
 
@@ -36,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     suppressions.router,
     reputation.router,
     restrictions.router,
+    webhooks.router,
     consent.router,
     policy.router,
 ]
