@@ -56,12 +56,12 @@ from .tables import (
 from .timestamps import aware
 from .webhooks import (
     commit_bound,
+    deliveries_of,
     filter_of,
     open_lanes,
     signing_secrets,
     this_webhook,
     wake_lanes,
-    workspaces_of,
 )
 
 __all__ = [
@@ -269,26 +269,7 @@ def fan_out(tx: Tx, *, now: float, limit: int = 1000) -> int:
         ).all()
         if not rows:
             continue
-        workspace_of = workspaces_of(tx, rows) if wanted.needs_workspace else {}
-        deliveries = []
-        for row in rows:
-            workspace = None
-            if wanted.needs_workspace:
-                workspace = (row.payload or {}).get("workspace_id") or workspace_of.get(
-                    row.grant_id
-                )
-            if wanted.matches(row.type, row.grant_id, workspace):
-                deliveries.append(
-                    {
-                        "application_id": tx.application_id,
-                        "webhook_id": sub.id,
-                        "event_id": row.id,
-                        "grant_key": row.grant_id or "",
-                        "status": DeliveryStatus.PENDING.value,
-                        "attempts": 0,
-                        "created_at": stamp,
-                    }
-                )
+        deliveries = deliveries_of(tx, sub.id, wanted, rows, stamp)
         if deliveries:
             _insert_deliveries.execute_many(conn, deliveries)
             open_lanes(tx, sub.id, {d["grant_key"] for d in deliveries}, now)

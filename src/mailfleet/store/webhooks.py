@@ -290,6 +290,34 @@ def signing_secrets(secrets: Sequence[dict[str, Any]], now: float) -> tuple[str,
 # -- fan-out ------------------------------------------------------------------------------
 
 
+def deliveries_of(
+    tx: Tx, webhook_id: str, wanted: WebhookFilter, rows: Sequence[Any], stamp: datetime
+) -> list[dict[str, Any]]:
+    """The delivery rows of the event ``rows`` (``id``, ``grant_id``, ``type``, and
+    ``payload`` when the filter names workspaces) that ``wanted`` lets through."""
+    workspace_of = workspaces_of(tx, rows) if wanted.needs_workspace else {}
+    deliveries = []
+    for event in rows:
+        workspace = None
+        if wanted.needs_workspace:
+            workspace = (event.payload or {}).get("workspace_id") or workspace_of.get(
+                event.grant_id
+            )
+        if wanted.matches(event.type, event.grant_id, workspace):
+            deliveries.append(
+                {
+                    "application_id": tx.application_id,
+                    "webhook_id": webhook_id,
+                    "event_id": event.id,
+                    "grant_key": event.grant_id or "",
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": stamp,
+                }
+            )
+    return deliveries
+
+
 def workspaces_of(tx: Tx, rows: Sequence[Any]) -> dict[str | None, str]:
     """The workspace of each grant the event rows name (for a workspace filter)."""
     grant_ids = sorted({r.grant_id for r in rows if r.grant_id is not None})
@@ -525,27 +553,7 @@ def replay_events(
     rows = conn.execute(
         sa.select(*columns).where(*conditions).order_by(_events.c.txid, _events.c.id).limit(limit)
     ).all()
-    workspace_of = workspaces_of(tx, rows) if wanted.needs_workspace else {}
-    stamp = utcnow()
-    deliveries = []
-    for event in rows:
-        workspace = None
-        if wanted.needs_workspace:
-            workspace = (event.payload or {}).get("workspace_id") or workspace_of.get(
-                event.grant_id
-            )
-        if wanted.matches(event.type, event.grant_id, workspace):
-            deliveries.append(
-                {
-                    "application_id": tx.application_id,
-                    "webhook_id": row.id,
-                    "event_id": event.id,
-                    "grant_key": event.grant_id or "",
-                    "status": DeliveryStatus.PENDING.value,
-                    "attempts": 0,
-                    "created_at": stamp,
-                }
-            )
+    deliveries = deliveries_of(tx, row.id, wanted, rows, utcnow())
     for start in range(0, len(deliveries), 5000):
         conn.execute(sa.insert(_deliveries), deliveries[start : start + 5000])
     if deliveries:

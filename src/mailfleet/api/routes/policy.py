@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from ...model.errors import InvalidListItems
 from ...model.lists import MAX_ITEMS_PER_CALL, ListItemsResult, PolicyList
+from ...model.rules import Action as RuleAction
+from ...model.rules import Field as RuleField
 from ...model.rules import Rule, RuleEvaluation
 from ...runtime.policy import DryRunResult
 from ..problems import Problem
@@ -186,23 +188,11 @@ def _invalid_items(exc: InvalidListItems) -> Problem:
 
 # -- rules ---------------------------------------------------------------------------------
 
-FieldName = Literal[
-    "sender_address",
-    "sender_domain",
-    "sender_tld",
-    "recipient_address",
-    "recipient_domain",
-    "subject",
-    "authentication",
-    "category",
-]
-ActionName = Literal["block", "mark_spam", "assign_folder", "mark_read", "archive", "trash"]
-
 
 class ConditionIn(Body):
     """``field operator value``; ``in_list`` takes list ids."""
 
-    field: FieldName
+    field: RuleField
     operator: Literal["is", "is_not", "contains", "in_list"]
     value: str | list[str] = Field(examples=["example.net", ["<list id>"], "dmarc=fail"])
 
@@ -212,7 +202,7 @@ class RuleIn(Body):
 
     name: str = Field(min_length=1, max_length=200)
     trigger: Literal["inbound", "outbound"]
-    action: ActionName
+    action: RuleAction
     conditions: list[ConditionIn] = Field(min_length=1, max_length=100)
     match: Literal["all", "any"] = "all"
     priority: int = Field(100, ge=-1_000_000, le=1_000_000)
@@ -226,7 +216,7 @@ class RulePatch(Body):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     trigger: Literal["inbound", "outbound"] | None = None
-    action: ActionName | None = None
+    action: RuleAction | None = None
     conditions: list[ConditionIn] | None = Field(None, min_length=1, max_length=100)
     match: Literal["all", "any"] | None = None
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
@@ -249,7 +239,7 @@ class RuleOut(BaseModel):
     id: str
     name: str
     trigger: Literal["inbound", "outbound"]
-    action: ActionName
+    action: RuleAction
     conditions: list[ConditionOut]
     match: Literal["all", "any"]
     priority: int
