@@ -15,14 +15,13 @@ the conventions of :mod:`mailfleet.cli`, which registers them.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli import _call, _say, app
+from .cli import _call, _print_json, _say, app
 from .model.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def apply(
         create=not dry_run,
     )
     if as_json:
-        print(json.dumps([change.as_json() for change in changes], indent=2))
+        _print_json([change.as_json() for change in changes])
     else:
         _show(changes)
     if not changes:
