@@ -15,7 +15,7 @@ import pytest
 
 from apiserver import ApiServer
 from mailfleet import Fleet, ListenFailed
-from mailfleet.api import serve_api
+from mailfleet.api import Tenants, serve_api
 from mailfleet.api.app import create_app
 
 pytestmark = pytest.mark.anyio
@@ -179,3 +179,23 @@ def test_api_alone_serves_every_application_and_keys_create(tmp_path: Path) -> N
             assert process.wait(timeout=30) == 0
         assert process.stdout is not None
         assert "API stopped." in process.stdout.read()
+
+
+async def test_health_counts_a_part_not_run_here_as_no_fault(fleet: Fleet) -> None:
+    parts = {"mx": "not run here", "workers": "ok"}
+
+    async def liveness() -> dict[str, str]:
+        return dict(parts)
+
+    async with Tenants(fleet.settings, database=fleet.database, liveness=liveness) as tenants:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve_api, create_app(tenants), "127.0.0.1", 0)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                healthy = await client.get("/healthz")
+                assert healthy.status_code == 200, healthy.text
+                assert healthy.json()["status"] == "ok"
+                parts["workers"] = "down: none alive"
+                down = await client.get("/healthz")
+                assert down.status_code == 503
+                assert down.json()["status"] == "degraded"
+            tg.cancel_scope.cancel()

@@ -108,13 +108,14 @@ def api(
         import anyio
 
         from .api import Tenants, create_app, serve_api
+        from .api.tenants import NOT_RUN_HERE
         from .runtime.webhooks import serve_webhooks, webhook_lag
         from .store.workers import live_workers_anywhere
 
         async def liveness() -> dict[str, Any]:
             now = time.time()
             live = await tenants.database.read(lambda c: live_workers_anywhere(c, now=now))
-            return {"mx": "not run here", "workers": "ok" if live else "down: none alive"}
+            return {"mx": NOT_RUN_HERE, "workers": "ok" if live else "down: none alive"}
 
         async with Tenants(settings, liveness=liveness) as tenants:
             with stop:
@@ -141,13 +142,14 @@ async def serve_fleet_api(fleet: Fleet, *, task_status: TaskStatus[ApiServing]) 
     import anyio
 
     from .api import Tenants, create_app, serve_api
+    from .api.tenants import NOT_RUN_HERE
     from .runtime.webhooks import webhook_lag
 
     settings = fleet.settings
 
     async def liveness() -> dict[str, Any]:
         return {
-            "mx": "ok" if fleet.smtp_port is not None else "not run here",
+            "mx": "ok" if fleet.smtp_port is not None else NOT_RUN_HERE,
             "workers": "ok" if fleet.worker_id is not None else "down: not serving",
         }
 

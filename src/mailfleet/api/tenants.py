@@ -31,7 +31,7 @@ from ..store.database import Database
 from ..store.migrate import migrate
 from .problems import Problem
 
-__all__ = ["Admin", "Authorized", "Caller", "Liveness", "Tenants"]
+__all__ = ["NOT_RUN_HERE", "Admin", "Authorized", "Caller", "Liveness", "Tenants"]
 
 log = logging.getLogger("mailfleet.api")
 
@@ -40,7 +40,11 @@ _KEY_CACHE_SECONDS = 1.0
 key stops working within this time)."""
 
 Liveness = Callable[[], Awaitable[dict[str, Any]]]
-"""What ``/healthz`` reports beside the store: ``{"mx": ..., "workers": ...}``."""
+"""What ``/healthz`` reports beside the store: ``{"mx": ..., "workers": ...}``, each
+``ok``, :data:`NOT_RUN_HERE`, or what is wrong."""
+
+NOT_RUN_HERE = "not run here"
+"""A part this process does not run (the MX beside ``mailfleet api``): not a fault."""
 
 
 @dataclass(frozen=True, slots=True)
