@@ -27,6 +27,7 @@ from _common import emit, median
 
 from mailfleet import Fleet
 from mailfleet.model.rules import MessageFacts, Rule, RuleSpec, compile_rules
+from mailfleet.store.database import SQLITE_SYNCHRONOUS
 
 LISTS = 20
 PER_LIST = 50_000  # 20 x 50,000 = 1,000,000 entries
@@ -128,7 +129,7 @@ async def bench_add() -> tuple[float, float]:
         path = Path(folder) / "bare.db"
         conn = sqlite3.connect(path)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         conn.execute("CREATE TABLE e (list_id TEXT, value TEXT, PRIMARY KEY (list_id, value))")
         for r in range(ROUNDS):
             rows = [(f"l{r}", f"user{n}@host{n % 97}.example.org") for n in range(10_000)]

@@ -7,6 +7,12 @@
   run in a subprocess; the same aiosmtplib client load (``CONNECTIONS``
   connections, reused) drives each from this process, in ``ROUNDS``
   alternated rounds; the figures are the medians.
+* **The cost of fsync**: the same inbound load, in the same alternated rounds,
+  against a second MX whose SQLite runs ``synchronous=NORMAL`` (a commit survives
+  a crash of the process, not a power loss) beside the product's
+  ``synchronous=FULL`` (the WAL fsynced before every ``250``).
+  ``inbound_fsync_ratio`` = FULL ÷ NORMAL: group commit shares one fsync among
+  the messages of a batch, so it stays close to 1.
 * **Outbound**: messages/s through mailfleet's outbound path (build, DKIM-sign
   with RSA-2048 and Ed25519, store in the outbox, claim, send over
   ``POOL`` pooled connections, record the result) against bare aiosmtplib
@@ -24,7 +30,8 @@ Usage (from the repository root)::
     .venv/bin/python bench/smtp.py
 
 The last line is one JSON object with ``inbound_msgs_per_s``,
-``inbound_ratio``, ``outbound_msgs_per_s``, ``outbound_ratio``,
+``inbound_ratio``, ``inbound_unsynced_msgs_per_s``, ``inbound_fsync_ratio``,
+``outbound_msgs_per_s``, ``outbound_ratio``,
 ``outbound_ceiling_ratio``, ``rsa_sign_per_s`` and ``rsa_sign_ratio``.
 """
 
@@ -48,6 +55,7 @@ from dkim_sign import measure_rsa
 
 from mailfleet import Agent, Fleet, InboundMessage
 from mailfleet.auth.dkim import DkimSigner, generate_key
+from mailfleet.store import database
 
 INBOUND_MESSAGES = 6000
 ROUNDS = 3
@@ -97,8 +105,9 @@ class Desk(Agent):
         return None
 
 
-async def run_mx(database_url: str) -> None:
+async def run_mx(database_url: str, synchronous: str) -> None:
     """mailfleet's MX as a front end: each 250 means stored in the durable queue."""
+    database.SQLITE_SYNCHRONOUS = synchronous  # FULL, the product's; NORMAL to compare
     async with Fleet(
         database_url=database_url,
         smtp_port=0,
@@ -166,26 +175,39 @@ async def send_all(port: int, messages: Sequence[bytes], connections: int) -> fl
 async def inbound() -> dict[str, float]:
     bare: list[float] = []
     ours: list[float] = []
+    unsynced: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
-        async with server("--sink") as sink, server("--mx", f"sqlite:///{folder}/mx.db") as mx:
+        async with (
+            server("--sink") as sink,
+            server("--mx", f"sqlite:///{folder}/mx.db", "FULL") as mx,
+            server("--mx", f"sqlite:///{folder}/normal.db", "NORMAL") as normal,
+        ):
             warm_up = [message(-n) for n in range(1, 201)]
-            await send_all(sink.port, warm_up, CONNECTIONS)
-            await send_all(mx.port, warm_up, CONNECTIONS)
-            for turn in range(ROUNDS):  # alternated, so both see the same machine
+            for port in (sink.port, mx.port, normal.port):
+                await send_all(port, warm_up, CONNECTIONS)
+            for turn in range(ROUNDS):  # alternated, so all see the same machine
                 first = turn * INBOUND_MESSAGES  # new messages: none is a retry
                 batch = [message(n) for n in range(first, first + INBOUND_MESSAGES)]
                 bare.append(await send_all(sink.port, batch, CONNECTIONS))
                 ours.append(await send_all(mx.port, batch, CONNECTIONS))
+                unsynced.append(await send_all(normal.port, batch, CONNECTIONS))
     ratio = median(ours) / median(bare)
     print(
         f"inbound: mailfleet MX {median(ours):,.0f} msgs/s, bare aiosmtpd sink "
         f"{median(bare):,.0f} msgs/s (medians of {ROUNDS} alternated rounds: "
         f"{', '.join(f'{o:,.0f}/{b:,.0f}' for o, b in zip(ours, bare, strict=True))})"
     )
+    print(
+        f"fsync: synchronous=FULL {median(ours):,.0f} msgs/s, synchronous=NORMAL "
+        f"{median(unsynced):,.0f} msgs/s (rounds: "
+        f"{', '.join(f'{o:,.0f}/{u:,.0f}' for o, u in zip(ours, unsynced, strict=True))})"
+    )
     return {
         "inbound_msgs_per_s": round(median(ours), 1),
         "inbound_baseline_msgs_per_s": round(median(bare), 1),
         "inbound_ratio": round(ratio, 3),
+        "inbound_unsynced_msgs_per_s": round(median(unsynced), 1),
+        "inbound_fsync_ratio": round(median(ours) / median(unsynced), 3),
     }
 
 
@@ -286,6 +308,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--sink"]:
         anyio.run(run_sink)
     elif sys.argv[1:2] == ["--mx"]:
-        anyio.run(run_mx, sys.argv[2])
+        anyio.run(run_mx, sys.argv[2], sys.argv[3])
     else:
         anyio.run(main)

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from mailfleet.store.database import Database, normalize_url
+from mailfleet.store.database import SQLITE_SYNCHRONOUS, Database, normalize_url
 
 SMALL_TX = 2_000
 TASKS = 20
@@ -144,7 +144,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         for pragma in (
             "journal_mode=WAL",
-            "synchronous=NORMAL",
+            f"synchronous={SQLITE_SYNCHRONOUS}",
             "foreign_keys=ON",
             "busy_timeout=30000",
         ):

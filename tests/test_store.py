@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic.migration import MigrationContext
 
 from mailfleet import Fleet, InvalidInput, StoreUnavailable
 from mailfleet.store import applications
-from mailfleet.store.database import Database, normalize_url
+from mailfleet.store.database import Database, durability_warnings, normalize_url
 from mailfleet.store.migrate import alembic_config, head_revision, migrate_sync
 from mailfleet.store.prepared import Prepared
 from mailfleet.store.tables import (
@@ -188,3 +189,44 @@ def test_ids_are_time_ordered_uuids() -> None:
     assert len(set(first)) == 1000
     assert later > max(first)
     assert abs((parsed[-1].int >> 80) - time.time() * 1000) < 5_000  # milliseconds since 1970
+
+
+def test_sqlite_commits_are_fsynced(tmp_path: Path) -> None:
+    """synchronous=FULL: a commit that returned is in the fsynced WAL (survives power loss)."""
+    database = Database(f"sqlite:///{tmp_path / 'durable.db'}")
+    try:
+        level = database.read_sync(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar())
+        assert level == 2  # FULL (NORMAL is 1)
+        mode = database.read_sync(lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+        assert mode == "wal"
+    finally:
+        database.close()
+
+
+def test_durability_warnings_name_what_is_at_risk() -> None:
+    assert durability_warnings({"synchronous_commit": "on", "fsync": "on"}) == []
+    assert durability_warnings({"synchronous_commit": "local", "fsync": "on"}) == []
+    [commit] = durability_warnings({"synchronous_commit": "off", "fsync": "on"})
+    assert "synchronous_commit is off" in commit
+    assert "acknowledged" in commit
+    [fsync] = durability_warnings({"synchronous_commit": "on", "fsync": "off"})
+    assert "fsync is off" in fsync
+
+
+@pytest.mark.postgres
+def test_postgres_without_synchronous_commit_warns_at_start(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's own setting, seen by the first connection: one warning, once."""
+    for options, warned in (("", False), ("-c synchronous_commit=off", True)):
+        url = sa.make_url(postgres_url).update_query_dict({"options": options} if options else {})
+        caplog.clear()
+        database = Database(url.render_as_string(hide_password=False))
+        try:
+            with caplog.at_level(logging.WARNING, logger="mailfleet.store"):
+                for _ in range(3):  # the pool's first connection checks; later ones do not
+                    database.read_sync(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
+        finally:
+            database.close()
+        warnings = [r for r in caplog.records if "synchronous_commit is off" in r.getMessage()]
+        assert len(warnings) == (1 if warned else 0), caplog.text

@@ -10,10 +10,17 @@ SQLite (the default) runs in WAL mode; its write transactions start with
 ``BEGIN IMMEDIATE`` so that concurrent writers, even in other processes, wait
 for each other instead of failing, and the WAL is checkpointed in the
 background (:mod:`mailfleet.store.checkpoint`). PostgreSQL is reached with psycopg 3.
+
+Durability: a transaction that returns has committed to disk. SQLite runs with
+``synchronous=FULL`` (the WAL is fsynced at every commit, so a commit survives
+a power loss, not only a crash of the process); on PostgreSQL the server's
+``synchronous_commit`` and ``fsync`` decide, and the first connection warns
+when either is off (:func:`durability_warnings`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,9 +33,16 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from ..model.errors import DatabaseNotFound, InvalidInput, StoreUnavailable
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 
-__all__ = ["Database", "display_url", "normalize_url", "sqlite_path"]
+__all__ = ["Database", "display_url", "durability_warnings", "normalize_url", "sqlite_path"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("mailfleet.store")
+
+SQLITE_SYNCHRONOUS = "FULL"
+"""SQLite's ``synchronous`` pragma: FULL fsyncs the WAL at every commit, so that an
+acknowledgement survives a power loss. (Only the benchmarks lower it, to measure the
+fsync's cost; NORMAL survives a crash of the process but not of the machine.)"""
 
 _BEGIN = "mailfleet_begin"
 _ATTEMPTS = 3
@@ -107,6 +121,7 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=pool_size, max_overflow=0, pool_recycle=1800
             )
+            sa.event.listen(self.engine, "first_connect", self._check_durability)
             self._write_limiter = self._read_limiter = anyio.CapacityLimiter(pool_size)
 
     @property
@@ -160,6 +175,20 @@ class Database:
         """The URL with its password hidden, for messages and logs."""
         return display_url(self.url)
 
+    def _check_durability(self, dbapi_conn: Any, _record: Any) -> None:
+        """Warn, once per engine, when the server may lose commits it acknowledged."""
+        cursor = dbapi_conn.cursor()
+        try:
+            settings = {}
+            for name in ("synchronous_commit", "fsync"):
+                cursor.execute(f"SHOW {name}")
+                settings[name] = str(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+            dbapi_conn.rollback()  # SHOW opened a transaction on psycopg's connection
+        for warning in durability_warnings(settings):
+            log.warning("PostgreSQL at %s: %s", self.display_url, warning)
+
     def _unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
         cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         return StoreUnavailable(f"the database {self.display_url} is unavailable: {cause}")
@@ -173,6 +202,28 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+
+
+def durability_warnings(settings: dict[str, str]) -> list[str]:
+    """What PostgreSQL's ``synchronous_commit`` and ``fsync`` settings put at risk.
+
+    mailfleet answers ``250``, ``202`` or ``queued`` once its transaction has
+    committed; with ``synchronous_commit=off`` the server acknowledges a commit
+    before it is on disk (a crash of the server loses the last ones), with
+    ``fsync=off`` a power loss can corrupt the whole database.
+    """
+    warnings = []
+    if settings.get("synchronous_commit", "on").lower() == "off":
+        warnings.append(
+            "synchronous_commit is off: a crash of the server can lose mail that "
+            "mailfleet has already acknowledged (set synchronous_commit = on)"
+        )
+    if settings.get("fsync", "on").lower() == "off":
+        warnings.append(
+            "fsync is off: a power loss can lose acknowledged mail and corrupt the "
+            "database (set fsync = on)"
+        )
+    return warnings
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -202,7 +253,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
