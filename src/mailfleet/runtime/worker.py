@@ -206,7 +206,9 @@ class Worker:
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let running handlers finish (up to ``grace`` seconds),
-        commit what finished and give the leases back."""
+        commit what finished and give the leases back. With the store unavailable,
+        what finished is not recorded (it runs again: at-least-once) and the
+        leases expire by themselves."""
         self._closing = True
         self.dispatcher.close()
         with anyio.move_on_after(grace):
@@ -216,7 +218,15 @@ class Worker:
             self._keep_state(grant_id, await self._host.deactivate(grant_id))
         await self._flush()
         held = sorted(g for g, run in self._runs.items() if run.held)
-        await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        try:
+            await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        except StoreUnavailable as exc:  # they expire by themselves, after lease_ttl
+            log.warning(
+                "worker %s could not give back the leases of %d grants: %s",
+                self.id,
+                len(held),
+                exc,
+            )
         self._runs.clear()
 
     # -- claiming --------------------------------------------------------------------
@@ -258,7 +268,7 @@ class Worker:
                 return 0, room
             now = time.monotonic()
 
-            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage]]:
+            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage], int]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
                 busy = {entry.grant_id for entry in refilled}
                 expired = [
@@ -273,22 +283,22 @@ class Worker:
                 # A grant still held here whose lease lapsed before the heartbeat renewed
                 # it comes back from the claim: that renews it; its entries are loaded
                 # already (loading them again would run them twice).
-                lapsed = [g for g in taken if g in held and g not in expired]
-                if lapsed:
-                    log.warning(
-                        "worker %s: the leases of %d grants lapsed before renewal "
-                        "(heartbeat late by more than lease_ttl/3); renewed",
-                        self.id,
-                        len(lapsed),
-                    )
+                lapsed = sum(1 for g in taken if g in held and g not in expired)
                 claimed = [g for g in taken if g not in held or g in expired]
                 fresh = queue.load(tx, claimed, per_grant=settings.per_grant) if claimed else []
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
                     self._load_grants(tx, wanted)
-                return claimed, expired, refilled + fresh
+                return claimed, expired, refilled + fresh, lapsed
 
-            claimed, expired, entries = await self._scope.write(work)
+            claimed, expired, entries, lapsed = await self._scope.write(work)
+            if lapsed:  # logged once committed: a transaction that fails is tried again
+                log.warning(
+                    "worker %s: the leases of %d grants lapsed before renewal "
+                    "(heartbeat late by more than lease_ttl/3); renewed",
+                    self.id,
+                    lapsed,
+                )
             for grant_id in expired:
                 self._let_go(grant_id)
             self._generation += 1
@@ -546,7 +556,10 @@ class Worker:
                 if grant_id in drained and not run.inflight:
                     run.drained = True
             self._pending |= pending
-            await self._committing.pause(exc)
+            if self._closing:  # drain() goes on: the work not committed runs again elsewhere
+                self._committing.failed(exc)
+            else:
+                await self._committing.pause(exc)
             self._flush_wakeup.set()
             return
         self._committing.succeeded()
