@@ -109,7 +109,7 @@ class Outage:
             self._since = self._clock()
             self.reason = reason
             self._log.warning(
-                "%s: the store is unavailable (%s); retrying with backoff, up to %gs apart",
+                "%s: %s; retrying with backoff, up to %gs apart",
                 self.what,
                 reason,
                 self._cap,
@@ -117,7 +117,7 @@ class Outage:
             )
         else:
             self._log.debug(
-                "%s: the store is still unavailable (%s); retrying in %.2gs",
+                "%s: still unavailable (%s); retrying in %.2gs",
                 self.what,
                 reason,
                 wait,
