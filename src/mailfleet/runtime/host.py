@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from ..agent import Agent, AgentContext
+from ..model.errors import StoreUnavailable
 from ..model.records import Grant
 
 __all__ = ["AgentHost", "HandlerFailure"]
@@ -27,7 +28,9 @@ log = logging.getLogger("mailfleet.agents")
 
 
 class HandlerFailure(Exception):
-    """A handler raised or timed out; ``str()`` is what gets recorded."""
+    """A handler raised or timed out; ``str()`` is what gets recorded. What it
+    raised, if anything, is the ``__cause__`` (a :class:`~mailfleet.StoreUnavailable`
+    is the store's failure, not the handler's)."""
 
 
 class AgentHost:
@@ -129,6 +132,15 @@ class AgentHost:
         try:
             with scope:
                 await handler(*args)
+        except StoreUnavailable as exc:  # the store's fault, not the handler's: no traceback
+            error = f"{name} raised {type(exc).__name__}: {exc}"
+            log.info(
+                "handler stopped by a store outage: grant=%s message=%s: %s",
+                agent.grant.id,
+                message_id,
+                exc,
+            )
+            raise HandlerFailure(error) from exc
         except Exception as exc:
             error = f"{name} raised {type(exc).__name__}: {exc}"
             log.warning(

@@ -31,9 +31,11 @@ from anyio.abc import TaskStatus
 
 from ..mail.inbound import InboundMessage
 from ..model.deliverability import Bounce, Complaint, Unsubscribe
+from ..model.errors import StoreUnavailable
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue, workers
+from ..store.outage import Outage
 from ..store.queue import QueuedMessage
 from ..store.scope import Scope, Tx
 from .dispatcher import Dispatcher
@@ -140,6 +142,12 @@ class Worker:
         self._flush_wakeup = anyio.Event()
         self._leases = anyio.Lock()  # releases (in flushes) and renewals never overlap
         self._closing = False
+        # Each loop lives through a store outage on its own: it keeps its work, backs
+        # off and logs the outage once (store/outage.py).
+        self._claiming = Outage("claiming grants", log)
+        self._committing = Outage("committing completions", log)
+        self._renewing = Outage("renewing leases", log)
+        self._handling = Outage("recording handler results", log)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -198,7 +206,9 @@ class Worker:
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let running handlers finish (up to ``grace`` seconds),
-        commit what finished and give the leases back."""
+        commit what finished and give the leases back. With the store unavailable,
+        what finished is not recorded (it runs again: at-least-once) and the
+        leases expire by themselves."""
         self._closing = True
         self.dispatcher.close()
         with anyio.move_on_after(grace):
@@ -208,7 +218,15 @@ class Worker:
             self._keep_state(grant_id, await self._host.deactivate(grant_id))
         await self._flush()
         held = sorted(g for g, run in self._runs.items() if run.held)
-        await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        try:
+            await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        except StoreUnavailable as exc:  # they expire by themselves, after lease_ttl
+            log.warning(
+                "worker %s could not give back the leases of %d grants: %s",
+                self.id,
+                len(held),
+                exc,
+            )
         self._runs.clear()
 
     # -- claiming --------------------------------------------------------------------
@@ -216,7 +234,13 @@ class Worker:
     async def _claimer(self) -> None:
         while not self._closing:
             want_claim, self._want_claim = self._want_claim, False
-            claimed, room = await self._claim(want_claim)
+            try:
+                claimed, room = await self._claim(want_claim)
+            except Exception as exc:  # the store is away (or a bug): nothing was claimed
+                self._want_claim = self._want_claim or want_claim
+                await self._claiming.pause(exc)
+                continue
+            self._claiming.succeeded()
             if claimed and claimed >= min(room, 500):
                 self._want_claim = True  # there may be more
                 await anyio.lowlevel.checkpoint()
@@ -244,7 +268,7 @@ class Worker:
                 return 0, room
             now = time.monotonic()
 
-            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage]]:
+            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage], int]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
                 busy = {entry.grant_id for entry in refilled}
                 expired = [
@@ -259,22 +283,22 @@ class Worker:
                 # A grant still held here whose lease lapsed before the heartbeat renewed
                 # it comes back from the claim: that renews it; its entries are loaded
                 # already (loading them again would run them twice).
-                lapsed = [g for g in taken if g in held and g not in expired]
-                if lapsed:
-                    log.warning(
-                        "worker %s: the leases of %d grants lapsed before renewal "
-                        "(heartbeat late by more than lease_ttl/3); renewed",
-                        self.id,
-                        len(lapsed),
-                    )
+                lapsed = sum(1 for g in taken if g in held and g not in expired)
                 claimed = [g for g in taken if g not in held or g in expired]
                 fresh = queue.load(tx, claimed, per_grant=settings.per_grant) if claimed else []
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
                     self._load_grants(tx, wanted)
-                return claimed, expired, refilled + fresh
+                return claimed, expired, refilled + fresh, lapsed
 
-            claimed, expired, entries = await self._scope.write(work)
+            claimed, expired, entries, lapsed = await self._scope.write(work)
+            if lapsed:  # logged once committed: a transaction that fails is tried again
+                log.warning(
+                    "worker %s: the leases of %d grants lapsed before renewal "
+                    "(heartbeat late by more than lease_ttl/3); renewed",
+                    self.id,
+                    lapsed,
+                )
             for grant_id in expired:
                 self._let_go(grant_id)
             self._generation += 1
@@ -369,14 +393,23 @@ class Worker:
             await self._host.call(agent, handler, argument, message_id=message.id)
             state = self._host.changed_state(grant_id, agent)
         except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
+            if isinstance(failure.__cause__, StoreUnavailable):
+                # The store failed the handler (its send could not be queued): not an
+                # attempt of the handler's; it runs again once the store is back.
+                return self._store_away(failure.__cause__)
             return await self._failed(grant_id, entry, attempt, str(failure))
         finally:
             metrics.handler_duration.observe(time.perf_counter() - started)
             if message.was_parsed and message.defects:
                 self._defects[message.id] = list(message.defects)
+        self._handling.succeeded()
         self._keep_state(grant_id, state)
         self._finished(grant_id, entry)
         return None
+
+    def _store_away(self, exc: BaseException) -> float:
+        """The wait before an entry runs again after the store failed its round."""
+        return max(self._handling.failed(exc), 0.01)
 
     async def _give_back(self, grant_id: str, run: _GrantRun) -> None:
         """Leave the entries of a grant this worker does not serve untouched, for a
@@ -391,14 +424,26 @@ class Worker:
         self.dispatcher.discard(grant_id)
         run.inflight = 0
         run.attempts.clear()
-        async with self._leases:
-            await self._scope.write(lambda tx: queue.release(tx, self.id, [grant_id]))
+        try:
+            async with self._leases:
+                await self._scope.write(lambda tx: queue.release(tx, self.id, [grant_id]))
+        except StoreUnavailable as exc:  # not renewed from now on, the lease expires
+            log.warning("worker %s could not release grant %s: %s", self.id, grant_id, exc)
         self._let_go(grant_id)
 
     async def _failed(
         self, grant_id: str, entry: QueuedMessage, attempt: int, error: str
     ) -> float | None:
         run = self._runs[grant_id]
+        try:
+            return await self._record_failure(grant_id, run, entry, attempt, error)
+        except StoreUnavailable as exc:  # not recorded: the entry runs again after a wait
+            run.attempts[entry.entry_id] = attempt
+            return self._store_away(exc)
+
+    async def _record_failure(
+        self, grant_id: str, run: _GrantRun, entry: QueuedMessage, attempt: int, error: str
+    ) -> float | None:
         if attempt >= self._settings.max_attempts:
             await self._scope.write(
                 lambda tx: queue.to_dead_letter(tx, _with_attempts(entry, attempt - 1), error=error)
@@ -423,6 +468,7 @@ class Worker:
                 error=error,
             )
         )
+        self._handling.succeeded()
         run.attempts[entry.entry_id] = attempt
         return delay
 
@@ -500,7 +546,7 @@ class Worker:
                         if kept is not None and not kept.inflight and kept.idle_since is None:
                             # Kept for a while: more mail is likely; the claimer lets it go.
                             kept.idle_since = now
-        except Exception:
+        except Exception as exc:
             # Nothing was committed: keep the work to try again with the next flush.
             self._done = done + self._done
             self._defects = {**defects, **self._defects}
@@ -510,10 +556,13 @@ class Worker:
                 if grant_id in drained and not run.inflight:
                     run.drained = True
             self._pending |= pending
-            log.exception("committing completions failed; will retry")
-            await anyio.sleep(0.5)
+            if self._closing:  # drain() goes on: the work not committed runs again elsewhere
+                self._committing.failed(exc)
+            else:
+                await self._committing.pause(exc)
             self._flush_wakeup.set()
             return
+        self._committing.succeeded()
         for grant_id in runs:
             self._forget_if_done(grant_id)
 
@@ -533,9 +582,10 @@ class Worker:
             try:
                 async with self._leases:
                     kept = await self._scope.write(partial(self._renew, sorted(held), expires))
-            except Exception:
-                log.exception("renewing leases failed")
+            except Exception as exc:  # tried again at the next beat
+                self._renewing.failed(exc)
                 continue
+            self._renewing.succeeded()
             for grant_id, generation in held.items():
                 run = self._runs.get(grant_id)
                 if grant_id in kept or run is None or run.generation != generation:
