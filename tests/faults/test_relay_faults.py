@@ -10,6 +10,7 @@ recorded sent that the peer did not accept, none stays leased.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -211,6 +212,29 @@ async def test_a_relay_that_never_answers_the_end_of_data_gets_the_message_again
         (deferred,) = await events_of(fleet, "message.deferred")
         assert deferred["code"] == 451
         assert relay.accepted[0].at - relay.unanswered[0].at >= TIMEOUT + SCHEDULE[0] - 0.05
+
+
+async def test_a_stalling_relay_with_a_backlog_never_gets_a_message_twice_in_flight(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One connection, a relay that stalls on five messages in a row: the others
+    wait longer than their lease allows. None is taken again while in flight (its
+    lease expired), each is accepted once, and no lease is left behind."""
+    caplog.set_level(logging.INFO, "mailfleet")
+    async with (
+        faulty_relay(*[Fault.STALL_AFTER_DATA] * 5) as relay,
+        fleet_sending(database_url, relay, **FAST, relay_pool_size=1) as fleet,
+    ):
+        results = await send(fleet, 8)
+        await settled(fleet, 8, within=30)
+        assert len(relay.unanswered) == 5
+        delays = len(await events_of(fleet, "message.deferred"))
+        assert delays >= 5
+        await assert_sent_once(fleet, relay, results, deferred=delays)
+    # those that waited past half their lease for the one connection were given back
+    assert any("gave back" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 # -- the sender dies between the relay's 250 and its commit -------------------------------

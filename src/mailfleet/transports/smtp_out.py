@@ -253,7 +253,7 @@ class SmtpRelay:
         if self._failed_sessions:
             c = self.config
             log.info(
-                "%s:%d: the relay answers again (after %d failed sessions)",
+                "%s:%d: the relay answers again (failed sessions before: %d)",
                 c.host,
                 c.port,
                 self._failed_sessions,
