@@ -20,7 +20,6 @@ the sender's process).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 from collections.abc import AsyncIterator, Callable
@@ -83,6 +82,7 @@ class FaultyRelay:
     """Called once the 250 for a message was written and flushed."""
     _server: asyncio.Server | None = None
     _sessions: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     # -- listening --------------------------------------------------------------------
 
@@ -96,11 +96,10 @@ class FaultyRelay:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._sessions):
-            task.cancel()
-        for task in list(self._sessions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for writer in list(self._writers):
+            writer.transport.abort()  # the session's next read ends it
+        while self._sessions:
+            await asyncio.wait(list(self._sessions))
 
     def accepted_ids(self) -> list[str | None]:
         """The Message-ID of each accepted message, in the order accepted."""
@@ -117,6 +116,7 @@ class FaultyRelay:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        self._writers.add(writer)
         self.connections += 1
         try:
             await self._converse(reader, writer)
@@ -124,6 +124,7 @@ class FaultyRelay:
             pass
         finally:
             self._sessions.discard(task)
+            self._writers.discard(writer)
             writer.transport.abort()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

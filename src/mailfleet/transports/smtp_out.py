@@ -217,9 +217,12 @@ class SmtpRelay:
             detail = str(exc) or type(exc).__name__
             if reused and phase in ("EHLO", "MAIL"):
                 raise _Stale(SmtpOutcome(421, f"4.4.2 connection lost: {detail}")) from exc
-            where = (
-                "relay unreachable" if phase == "connect" else f"relay connection lost at {phase}"
-            )
+            if phase != "connect":
+                where = f"relay connection lost at {phase}"
+            elif isinstance(exc, OSError):
+                where = "relay unreachable"
+            else:  # STARTTLS or AUTH required but not offered...
+                where = "relay refused the session at connect"
             return self._broken(phase, 421, where, detail)
         bad = {rcpt: refused[rcpt] for rcpt in recipients if rcpt in refused}
         accepted = tuple(r for r in recipients if r not in bad)
