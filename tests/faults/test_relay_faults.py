@@ -262,7 +262,6 @@ async def test_a_sender_killed_after_the_relays_250_sends_again_after_its_lease(
             "MAILFLEET_RELAY_STARTTLS": "false",
             "MAILFLEET_RELAY_TIMEOUT": str(TIMEOUT),
             "MAILFLEET_SEND_LEASE": str(LEASE),
-            "MAILFLEET_APPLICATION": "default",
         }
         worker = start_worker(database_url, journal, "doomed", application="default", env=env)
         killed: list[float] = []
@@ -291,7 +290,7 @@ async def test_a_sender_killed_after_the_relays_250_sends_again_after_its_lease(
             await settled(fleet, 1, within=LEASE + 10)
             assert relay.accepted_ids() == [results[0].message_id] * 2
             resent = relay.accepted[1].at - killed[0]
-            assert LEASE - 0.5 <= resent <= LEASE + 2, resent
+            assert LEASE - 0.5 <= resent <= LEASE + 5, resent  # not before the lease ends
             (sent,) = await events_of(fleet, "message.sent")
             assert sent["header_message_id"] == results[0].message_id
             assert await events_of(fleet, "message.deferred") == []
