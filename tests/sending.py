@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -17,10 +17,22 @@ FREE = {"breaker": {"enabled": False}, "send_burst": 1000, "send_rate_per_minute
 SMALL = {"reputation_window": 20, "reputation_min_sample": 10, **FREE}
 
 
+class Listening(Protocol):
+    """A relay peer: aiosmtpd's (``relay.RelayPeer``) or a misbehaving one."""
+
+    @property
+    def port(self) -> int: ...
+
+
 @asynccontextmanager
 async def fleet_sending(
-    database_url: str, peer: RelayPeer, *, policy: dict[str, Any] | None = None
+    database_url: str,
+    peer: Listening,
+    *,
+    policy: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Fleet]:
+    """A serving fleet whose grant ``SENDER`` sends to ``peer``; ``settings`` override."""
     async with Fleet(
         database_url=database_url,
         smtp_port=0,
@@ -28,7 +40,7 @@ async def fleet_sending(
         relay_host="127.0.0.1",
         relay_port=peer.port,
         relay_starttls=False,
-        retry_schedule=[0.05],
+        **{"retry_schedule": [0.05], **settings},
     ) as fleet:
         await fleet.add_domain("example.com")
         await fleet.create_workspace("outreach", policy=policy or SMALL)

@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     relay_password: SecretStr | None = Field(None, description="relay AUTH password")
     relay_pool_size: int = Field(4, ge=1, le=64, description="reused connections to the relay")
     relay_validate_certs: bool = Field(True, description="verify the relay's certificate")
+    relay_timeout: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds the relay has to accept a connection and to answer each command "
+        "(the end of DATA too); a send it takes longer over is deferred (4xx)",
+    )
+    send_lease: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a sender holds the messages it claimed; one it crashed with is "
+        "sent again once this passes (give it at least 4 x relay_timeout)",
+    )
     simulate: bool = Field(
         False,
         description="route mail for external domains to the simulated internet instead of "
@@ -347,6 +361,17 @@ class Settings(BaseSettings):
         except InvalidInput as exc:
             raise ValueError(f"{exc.field}: {exc.message}") from None
         return {domain.strip().lower().rstrip("."): rates for domain, rates in value.items()}
+
+    @field_validator("send_lease")
+    @classmethod
+    def _lease_outlasts_a_send(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("relay_timeout")
+        if timeout is not None and value < 4 * timeout:
+            raise ValueError(
+                f"give at least 4 x relay_timeout ({4 * timeout:g} s): a send may use a "
+                "quarter of its lease, the rest is kept for waiting and recording"
+            )
+        return value
 
     @field_validator("simulate")
     @classmethod

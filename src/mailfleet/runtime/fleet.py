@@ -849,7 +849,13 @@ class Fleet:
         relay = None
         if simulated is not None:
             relay = SmtpRelay(
-                RelayConfig(host="127.0.0.1", port=simulated, starttls=False, pool_size=4)
+                RelayConfig(
+                    host="127.0.0.1",
+                    port=simulated,
+                    starttls=False,
+                    pool_size=4,
+                    timeout=s.relay_timeout,
+                )
             )
         elif s.relay_host is not None:
             relay = SmtpRelay(
@@ -862,6 +868,7 @@ class Fleet:
                     password=(s.relay_password.get_secret_value() if s.relay_password else None),
                     pool_size=s.relay_pool_size,
                     validate_certs=s.relay_validate_certs,
+                    timeout=s.relay_timeout,
                 )
             )
         return Sender(
@@ -875,6 +882,7 @@ class Fleet:
             soft_bounce_limit=s.soft_bounce_limit,
             concurrency=max(s.relay_pool_size * 2, 4),
             poll_interval=s.poll_interval,
+            lease=s.send_lease,
         )
 
     async def _serve_smtp(

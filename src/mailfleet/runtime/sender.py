@@ -12,9 +12,13 @@ recorded as every bounce is (suppression, ``on_bounce``); ``4xx`` a
 ``message.deferred`` and another try after the next delay of the retry
 schedule, and a soft ``message.bounced`` once the schedule is spent.
 
-Guarantee: at-least-once. A message is claimed under a lease and its fate
-committed after the relay answered; a worker that dies in between leaves the
-lease to expire, and the message is sent again. The window is one send.
+Guarantee: at-least-once. A message is claimed under a lease (``lease``
+seconds) and its fate committed after the relay answered; a worker that dies
+in between leaves the lease to expire, and the message is sent again. A send
+never outlives its lease: one not started while half the lease is left is given
+back unsent, and one still running when a quarter is left is abandoned
+(a ``451`` deferral), so that no other sender can take a message while it is
+in flight. "Faults: a misbehaving relay" in docs/ARCHITECTURE.md gives the bound.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ __all__ = ["Sender"]
 log = logging.getLogger("mailfleet.sender")
 
 _CAPTURED = "captured in dev mode (no relay)"
+
+_Claimed = tuple[OutboundItem, float]
+"""A claimed message and when its lease ends (epoch seconds)."""
 
 LocalLookup = Callable[[str], Awaitable[str | None]]
 LocalDeliver = Callable[..., Awaitable[Any]]
@@ -82,6 +89,7 @@ class Sender:
         self._wakeup = anyio.Event()
         self._flush_wakeup = anyio.Event()
         self._results: list[OutboundResult] = []
+        self._given_back: list[int] = []
         self._in_flight = 0
         self._closing = False
         # While the store is away, nothing is claimed and the results of sends made
@@ -95,7 +103,7 @@ class Sender:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Send until cancelled."""
-        send, receive = anyio.create_memory_object_stream[OutboundItem](self._concurrency)
+        send, receive = anyio.create_memory_object_stream[_Claimed](self._concurrency)
         async with anyio.create_task_group() as tg, send, receive:
             for _ in range(self._concurrency):
                 tg.start_soon(self._sending, receive.clone())
@@ -107,6 +115,7 @@ class Sender:
                     # A read first: most polls find nothing, and need not take the writer.
                     due = await self._scope.read(outbound.next_due)
                     if due is not None and due <= time.time():
+                        lease_until = time.time() + self._lease  # no later than the store's
                         claimed, items = await self._scope.write(self._claim)
                     else:
                         claimed = 0
@@ -115,7 +124,7 @@ class Sender:
                     continue
                 self._claiming.succeeded()
                 for item in items:
-                    await send.send(item)
+                    await send.send((item, lease_until))
                 if claimed == self._concurrency * 8:
                     await anyio.lowlevel.checkpoint()
                     continue
@@ -145,12 +154,18 @@ class Sender:
 
     async def _sending(self, items: Any) -> None:
         async with items:
-            async for item in items:
+            async for item, lease_until in items:
                 if self._closing:
                     continue  # leased but not sent: another worker takes it after the lease
+                if time.time() > lease_until - self._lease / 2:
+                    # Waited too long for a free sender (a slow relay): the rest of its lease
+                    # may not cover a send. Given back unsent, it is claimed again afresh.
+                    self._given_back.append(item.id)
+                    self._flush_wakeup.set()
+                    continue
                 self._in_flight += 1
                 try:
-                    result = await self._send(item)
+                    result = await self._send_within(item, lease_until - self._lease / 4)
                 except StoreUnavailable as exc:  # delivering locally: the store is away
                     log.warning("delivering outbound message %s locally failed: %s", item.id, exc)
                     result = self._temporary(item, item.recipients, 451, "store unavailable")
@@ -162,6 +177,14 @@ class Sender:
                 self._results.append(result)
                 self._flush_wakeup.set()
 
+    async def _send_within(self, item: OutboundItem, deadline: float) -> OutboundResult:
+        """Send, or abandon the send at ``deadline`` (a deferral): the lease, which ends a
+        quarter of it later, must still be ours when the result is recorded."""
+        with anyio.move_on_after(deadline - time.time()):
+            return await self._send(item)
+        text = f"4.4.7 send abandoned: not done within its lease ({self._lease:g} s)"
+        return self._temporary(item, item.recipients, 451, text)
+
     async def _flusher(self) -> None:
         while True:
             await self._flush_wakeup.wait()
@@ -171,18 +194,16 @@ class Sender:
 
     async def _flush(self) -> None:
         results, self._results = self._results, []
-        if results:
+        given_back, self._given_back = self._given_back, []
+        if results or given_back:
             try:
                 with anyio.CancelScope(shield=True):  # taken results must not be dropped
                     given_work = await self._scope.write(
-                        partial(
-                            outbound.record_results,
-                            results=results,
-                            soft_bounce_limit=self._soft_bounce_limit,
-                        )
+                        partial(self._record, results=results, given_back=given_back)
                     )
             except Exception as exc:  # nothing was recorded: kept, and tried again
                 self._results = results + self._results
+                self._given_back = given_back + self._given_back
                 if not self._closing:
                     await self._recording.pause(exc)
                 else:
@@ -190,12 +211,26 @@ class Sender:
                 self._flush_wakeup.set()
                 return
             self._recording.succeeded()
+            if given_back:
+                log.info(
+                    "gave back %d claimed messages unsent: too little of their lease was "
+                    "left (a slow relay); they are claimed again",
+                    len(given_back),
+                    extra={"worker_id": self._worker, "messages": len(given_back)},
+                )
+                self.notify()
             if given_work:
                 self._committed(given_work)
             if log.isEnabledFor(logging.INFO):
                 _log_outcomes(results)
             if any(r.status == "pending" for r in results):
                 self.notify()
+
+    def _record(self, tx: Tx, *, results: list[OutboundResult], given_back: list[int]) -> set[str]:
+        outbound.give_back(tx, given_back, self._worker)
+        return outbound.record_results(
+            tx, results=results, soft_bounce_limit=self._soft_bounce_limit
+        )
 
     # -- one message ---------------------------------------------------------------
 

@@ -26,6 +26,7 @@ __all__ = [
     "claim_due",
     "count_outbound",
     "get_outbound",
+    "give_back",
     "list_outbound",
     "next_due",
     "queue_outbound",
@@ -294,6 +295,20 @@ def claim_due(tx: Tx, worker: str, *, now: float, lease: float, limit: int) -> l
         )
         for row in rows
     ]
+
+
+def give_back(tx: Tx, ids: Sequence[int], worker: str) -> None:
+    """End ``worker``'s lease on these messages, unsent: due again, no attempt counted."""
+    if ids:
+        tx.conn.execute(
+            sa.update(_out)
+            .where(
+                _out.c.id.in_(list(ids)),
+                _out.c.lease_owner == worker,
+                _out.c.status == "pending",
+            )
+            .values(lease_owner=None, lease_until=None)
+        )
 
 
 def record_results(

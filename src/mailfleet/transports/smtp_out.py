@@ -2,8 +2,11 @@
 
 :meth:`SmtpRelay.send` never raises for what the relay says: every answer,
 accepted or refused, per recipient or for the whole message, comes back as
-an :class:`SmtpOutcome`. Connection failures become a ``421``-class outcome
-(temporary), so the caller's retry schedule applies to them too.
+an :class:`SmtpOutcome`. Failures of the connection or the relay become a
+temporary outcome (``421`` unreachable or connection lost, ``451`` no answer
+within ``timeout``), so the caller's retry schedule applies to them too; the
+text says where (connect, EHLO, MAIL, RCPT, DATA). See "Faults: a misbehaving
+relay" in docs/ARCHITECTURE.md for which fault may duplicate a message.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class RelayConfig:
     password: str | None = field(default=None, repr=False)
     pool_size: int = 4
     timeout: float = 60.0
+    """Seconds the relay has to accept the connection and to answer each command."""
     validate_certs: bool = True
 
 
@@ -57,13 +61,30 @@ class SmtpOutcome:
         return 400 <= self.code < 500
 
 
+class _Stale(Exception):
+    """A pooled connection failed before the relay took anything of the message (at
+    EHLO or MAIL: closed meanwhile, or a ``421`` as it closes): open another."""
+
+    def __init__(self, outcome: SmtpOutcome) -> None:
+        super().__init__(outcome.text)
+        self.outcome = outcome
+
+
 class SmtpRelay:
-    """Sends over up to ``pool_size`` connections, each reused for many messages."""
+    """Sends over up to ``pool_size`` connections, each reused for many messages.
+
+    One message is one try: a failure of the connection or the relay becomes a
+    4xx outcome, never a second send in the same call, with one exception that
+    cannot duplicate: a pooled connection that fails before the relay accepted
+    MAIL (the relay closed it while it was idle) is replaced by a fresh one at once.
+    """
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = anyio.Semaphore(config.pool_size)
+        self._failed_sessions = 0
+        """Sessions in a row that failed at the connection (logged once, then counted)."""
 
     def _client(self) -> aiosmtplib.SMTP:
         c = self.config
@@ -85,47 +106,163 @@ class SmtpRelay:
         )
 
     async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> SmtpOutcome:
-        """Send one message; the outcome says what the relay answered."""
+        """Send one message; the outcome says what the relay answered.
+
+        Cancelled (the caller's deadline), the connection is closed, never pooled.
+        """
         async with self._slots:
-            client = self._idle.pop() if self._idle else self._client()
+            client = self._pooled()
             try:
-                outcome = await self._send(client, mail_from, recipients, raw)
-            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError):
-                # A pooled connection the relay closed meanwhile: one fresh try.
-                await _close(client)
+                if client is not None:
+                    try:
+                        return self._keep(
+                            client, await self._transaction(client, mail_from, recipients, raw)
+                        )
+                    except _Stale as exc:
+                        log.debug("a pooled relay connection was closed (%s): opening another", exc)
+                        client.close()
                 client = self._client()
                 try:
-                    outcome = await self._send(client, mail_from, recipients, raw)
-                except (aiosmtplib.SMTPException, OSError) as exc:
-                    await _close(client)
-                    return SmtpOutcome(421, f"relay unreachable: {exc}")
-            except aiosmtplib.SMTPException as exc:
-                await _close(client)
-                return SmtpOutcome(421, f"relay error: {exc}")
-            if client.is_connected:
-                self._idle.append(client)
-            return outcome
+                    outcome = await self._transaction(client, mail_from, recipients, raw)
+                except _Stale as exc:
+                    outcome = exc.outcome
+                return self._keep(client, outcome)
+            except BaseException:
+                if client is not None:
+                    client.close()
+                raise
 
-    async def _send(
+    def _pooled(self) -> aiosmtplib.SMTP | None:
+        """An idle connection still open, if there is one (closed ones are dropped)."""
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+            client.close()
+        return None
+
+    def _keep(self, client: aiosmtplib.SMTP, outcome: SmtpOutcome) -> SmtpOutcome:
+        if client.is_connected:
+            self._idle.append(client)
+        else:
+            client.close()
+        return outcome
+
+    async def _transaction(
         self, client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str], raw: bytes
     ) -> SmtpOutcome:
-        if not client.is_connected:
-            await client.connect()
+        """One SMTP transaction, each failure turned into an outcome; :class:`_Stale`
+        when a reused connection fails before MAIL was accepted."""
+        reused = client.is_connected
+        phase = "connect"
         try:
-            refused, text = await client.sendmail(mail_from, list(recipients), raw)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            await _reset(client)
-            bad = {e.recipient: (e.code, e.message) for e in exc.recipients}
-            worst = min(code for code, _ in bad.values())
-            return SmtpOutcome(worst, "all recipients refused", refused=bad)
+            if not reused:
+                await client.connect()
+            phase = "EHLO"
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    if not client.is_connected:
+                        raise
+                    await client.helo()  # an SMTP-only relay
+            phase = "MAIL"
+            options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
+            await client.mail(mail_from, options=options)
+            self._answering()
+            phase = "RCPT"
+            refused: dict[str, tuple[int, str]] = {}
+            for rcpt in recipients:
+                try:
+                    await client.rcpt(rcpt)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    if not client.is_connected:
+                        raise
+                    refused[rcpt] = (exc.code, exc.message)
+            if len(refused) == len(recipients):
+                await _reset(client)
+                worst = min(code for code, _ in refused.values())
+                return SmtpOutcome(worst, "all recipients refused", refused=refused)
+            phase = "DATA"
+            response = await client.data(raw)
+        except aiosmtplib.SMTPTimeoutError:
+            client.close()  # its state is unknown: a late answer must not meet the next command
+            where = "relay unreachable" if phase == "connect" else f"relay timed out at {phase}"
+            return self._broken(
+                phase,
+                421 if phase == "connect" else 451,
+                where,
+                f"no answer within {self.config.timeout:g} s",
+            )
         except aiosmtplib.SMTPResponseException as exc:
-            if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                raise
-            await _reset(client)
+            if phase in ("connect", "EHLO"):  # the relay will not talk to us now
+                client.close()
+                code = exc.code if 400 <= exc.code < 500 else 421
+                return self._broken(
+                    phase,
+                    code,
+                    f"relay refused the session at {phase}",
+                    f"{exc.code} {exc.message}",
+                )
+            if reused and phase == "MAIL" and exc.code == 421:
+                client.close()
+                raise _Stale(SmtpOutcome(exc.code, exc.message)) from exc
+            if exc.code == 421 or not client.is_connected:
+                client.close()
+            else:
+                await _reset(client)
             return SmtpOutcome(exc.code, exc.message)
-        bad = {rcpt: (r.code, r.message) for rcpt, r in refused.items()}
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            detail = str(exc) or type(exc).__name__
+            if reused and phase in ("EHLO", "MAIL"):
+                raise _Stale(SmtpOutcome(421, f"4.4.2 connection lost: {detail}")) from exc
+            if phase != "connect":
+                where = f"relay connection lost at {phase}"
+            elif isinstance(exc, OSError):
+                where = "relay unreachable"
+            else:  # STARTTLS or AUTH required but not offered...
+                where = "relay refused the session at connect"
+            return self._broken(phase, 421, where, detail)
+        bad = {rcpt: refused[rcpt] for rcpt in recipients if rcpt in refused}
         accepted = tuple(r for r in recipients if r not in bad)
-        return SmtpOutcome(250, text, accepted=accepted, refused=bad)
+        return SmtpOutcome(250, response.message, accepted=accepted, refused=bad)
+
+    def _broken(self, phase: str, code: int, what: str, detail: str) -> SmtpOutcome:
+        """The temporary outcome of a session the connection or the relay broke off.
+
+        Logged at WARNING for the first of a run of such sessions, then at DEBUG
+        (an outage gives one line, not one a message) until the relay answers again.
+        """
+        c = self.config
+        status = "4.4.1" if phase == "connect" or code == 451 else "4.4.2"
+        text = f"{status} {what} ({c.host}:{c.port}): {detail}"
+        if phase == "DATA":
+            text += "; the relay may have taken the message, it is sent again"
+        self._failed_sessions += 1
+        log.log(
+            logging.WARNING if self._failed_sessions == 1 else logging.DEBUG,
+            "%s:%d: %s (%s); its messages are deferred and retried",
+            c.host,
+            c.port,
+            what,
+            detail,
+            extra={"relay": f"{c.host}:{c.port}", "phase": phase, "code": code},
+        )
+        return SmtpOutcome(code, text)
+
+    def _answering(self) -> None:
+        """The relay took a MAIL command: it is up (say so after a run of failures)."""
+        if self._failed_sessions:
+            c = self.config
+            log.info(
+                "%s:%d: the relay answers again (failed sessions before: %d)",
+                c.host,
+                c.port,
+                self._failed_sessions,
+                extra={"relay": f"{c.host}:{c.port}", "failed_sessions": self._failed_sessions},
+            )
+            self._failed_sessions = 0
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
