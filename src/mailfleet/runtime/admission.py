@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 
 import anyio.to_thread
 
+from ..model.errors import StoreUnavailable
 from ..model.messages import MessageHeaders
 from ..model.policy import Policy
 from ..model.records import Grant
@@ -169,7 +170,11 @@ class Admission:
             marked = await self._scope.write(
                 lambda tx: storage.mark_storage_full(tx, grant_id, refused_bytes=refused_bytes)
             )
-        except Exception:  # the refusal stands; the mark is tried again later
+        except StoreUnavailable as exc:  # the refusal stands; the mark is tried again later
+            self._full_noted.pop(grant_id, None)
+            log.warning("could not mark grant %s full: %s", grant_id, exc)
+            return
+        except Exception:
             self._full_noted.pop(grant_id, None)
             log.exception("could not mark grant %s full", grant_id)
             return

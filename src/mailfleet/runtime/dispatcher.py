@@ -33,7 +33,8 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from ..model.errors import QueueFull
+from ..model.errors import QueueFull, StoreUnavailable
+from ..store.outage import Outage
 
 __all__ = ["Dispatcher", "DispatcherStatistics", "QueueFull"]
 
@@ -78,7 +79,9 @@ class Dispatcher(Generic[K, T]):
     """Ordered, bounded, per-key dispatch of items to ``handle``.
 
     ``handle`` must not raise (the runtime wraps user code); if it does, the
-    error is logged and the item counts as handled.
+    error is logged and the item counts as handled, except for a
+    :class:`~mailfleet.StoreUnavailable`: the item is kept and tried again with
+    the backoff of a store outage.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Dispatcher(Generic[K, T]):
         self._closing = False
         self._running = 0
         self._handled = 0
+        self._outage = Outage("dispatching", log)
         self._queued = 0
 
     # -- producers ----------------------------------------------------------------
@@ -228,9 +232,14 @@ class Dispatcher(Generic[K, T]):
                 self._queued -= 1
                 try:
                     delay = await handle(key, item)
+                except StoreUnavailable as exc:  # kept: the store is away, not the item wrong
+                    delay = max(self._outage.failed(exc), 0.01)
                 except Exception:
                     log.exception("dispatch handler failed for %s", key)
                     delay = None
+                else:
+                    if self._outage.down:
+                        self._outage.succeeded()
                 if delay is not None:
                     items.appendleft(item)
                     self._queued += 1

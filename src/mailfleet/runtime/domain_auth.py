@@ -35,6 +35,7 @@ from ..model.errors import DnsError
 from ..model.records import DnsRecord, Domain
 from ..settings import Settings
 from ..store import domain_checks, domains
+from ..store.outage import Outage
 from ..store.scope import Scope
 from ..store.tables import utcnow
 
@@ -151,11 +152,14 @@ class DomainAuth:
             return
         nap = min(max(interval / 4, 0.2), _LONGEST_NAP)
         log.info("auditing domains every %g s", interval)
+        outage = Outage("domain audit round", log)
         while True:
             try:
                 await self.audit_due()
-            except Exception:
-                log.exception("domain audit round failed; trying again in %g s", nap)
+            except Exception as exc:  # tried again after the nap (longer while it fails)
+                await anyio.sleep(max(outage.failed(exc), nap))
+                continue
+            outage.succeeded()
             await anyio.sleep(nap)
 
     async def _relay_addresses(self) -> list[str]:

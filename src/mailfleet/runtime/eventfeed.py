@@ -30,10 +30,10 @@ from contextlib import contextmanager
 import anyio
 from anyio.abc import TaskStatus
 
-from ..model.errors import StoreUnavailable
 from ..model.frontier import Frontier
 from ..store import events
 from ..store.database import Database
+from ..store.outage import Outage
 
 __all__ = ["EventFeed"]
 
@@ -141,17 +141,13 @@ class EventFeed:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll while someone waits, every ``interval`` seconds, until cancelled."""
         task_status.started()
-        failing = False
+        outage = Outage("following the event log", log)
         while True:
             await self._wanted.wait()
             try:
                 await self.settled()
-            except StoreUnavailable as exc:
-                if not failing:
-                    log.warning("the event feed cannot read the store: %s", exc)
-                failing = True
+            except Exception as exc:  # the store is away (or a bug): backed off
+                await outage.pause(exc)
             else:
-                if failing:
-                    log.info("the event feed reads the store again")
-                failing = False
+                outage.succeeded()
             await anyio.sleep(self.interval)

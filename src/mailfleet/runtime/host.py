@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from ..agent import Agent, AgentContext
+from ..model.errors import StoreUnavailable
 from ..model.records import Grant
 
 __all__ = ["AgentHost", "HandlerFailure", "HandlerInterrupted"]
@@ -30,7 +31,9 @@ log = logging.getLogger("mailfleet.agents")
 
 
 class HandlerFailure(Exception):
-    """A handler raised or timed out; ``str()`` is what gets recorded."""
+    """A handler raised or timed out; ``str()`` is what gets recorded. What it
+    raised, if anything, is the ``__cause__`` (a :class:`~mailfleet.StoreUnavailable`
+    is the store's failure, not the handler's)."""
 
 
 class HandlerInterrupted(Exception):
@@ -154,6 +157,15 @@ class AgentHost:
         try:
             with scope:
                 await handler(*args)
+        except StoreUnavailable as exc:  # the store's fault, not the handler's: no traceback
+            error = f"{name} raised {type(exc).__name__}: {exc}"
+            log.info(
+                "handler stopped by a store outage: grant=%s message=%s: %s",
+                agent.grant.id,
+                message_id,
+                exc,
+            )
+            raise HandlerFailure(error) from exc
         except Exception as exc:
             if scope in self._interrupted:
                 raise HandlerInterrupted(f"{name} interrupted") from exc

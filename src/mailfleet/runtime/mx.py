@@ -44,11 +44,18 @@ import anyio
 from ..mail.authresults import add_authentication_results, strip_authentication_results
 from ..model.addresses import parse_address
 from ..model.authentication import Authentication
-from ..model.errors import GrantNotFound, InvalidInput, MessageBlocked, QueueFull
+from ..model.errors import (
+    GrantNotFound,
+    InvalidInput,
+    MessageBlocked,
+    QueueFull,
+    StoreUnavailable,
+)
 from ..model.messages import StoredMessage
 from ..model.policy import PLATFORM_MAX_MESSAGE_BYTES
 from ..model.records import Grant, GrantStatus
 from ..model.spam import SpamInput, SpamSignal
+from ..store.outage import Outage
 from ..transports.smtp_in import Accepted, MxContext, Recipient
 from .admission import Admission
 from .feedback import Taken
@@ -112,6 +119,9 @@ class FleetMx(MxContext):
         # address -> bytes stored since its grant was looked up
         self._grown: dict[str, int] = {}
         self._dated = (0, "")
+        # The MX answers 451 4.3.0 while the store is away (transports/smtp_in.py); this
+        # logs the outage once, and its end at the first message stored again.
+        self._outage = Outage("receiving mail", log)
 
     async def _cached(
         self, cache: dict[str, tuple[float, _T]], key: str, load: Callable[[str], Awaitable[_T]]
@@ -147,7 +157,15 @@ class FleetMx(MxContext):
 
     async def recipient(self, address: str, *, mail_from: str = "") -> Recipient | None:
         """The grant behind ``address``, with its workspace's limits (and the refusal of
-        its rules for ``mail_from``, when a block rule on the envelope matches)."""
+        its rules for ``mail_from``, when a block rule on the envelope matches).
+        Raises :class:`~mailfleet.StoreUnavailable` when the store cannot be read."""
+        try:
+            return await self._recipient(address, mail_from)
+        except StoreUnavailable as exc:
+            self._outage.failed(exc)
+            raise
+
+    async def _recipient(self, address: str, mail_from: str) -> Recipient | None:
         try:
             normal = str(parse_address(address))
         except InvalidInput:
@@ -216,8 +234,29 @@ class FleetMx(MxContext):
         """Store the message for every recipient; 250 only once all are committed.
 
         The source key is the hash of the message as received, so a client
-        that retries after a 4xx (or a lost 250) does not store it twice.
+        that retries after a 4xx (or a lost 250) does not store it twice. A
+        store that cannot take it raises :class:`~mailfleet.StoreUnavailable`
+        (the MX answers ``451 4.3.0``), whichever recipient it failed for.
         """
+        try:
+            accepted = await self._accept(
+                recipients, data, mail_from=mail_from, peer=peer, helo=helo
+            )
+        except StoreUnavailable as exc:
+            self._outage.failed(exc)
+            raise
+        self._outage.succeeded()
+        return accepted
+
+    async def _accept(
+        self,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str,
+        peer: str,
+        helo: str | None,
+    ) -> Accepted:
         key = "smtp:" + hashlib.sha256(data).hexdigest()[:48]
         authentication, data = await self._verified(data, mail_from=mail_from, peer=peer, helo=helo)
         trace = (
@@ -229,6 +268,7 @@ class FleetMx(MxContext):
         stored: list[str] = []
         failures: list[Exception] = []
         blocked: list[MessageBlocked] = []
+        unavailable: list[StoreUnavailable] = []
 
         automatic = self._report is not None and _looks_automatic(mail_from, data)
         judged: dict[str, Any] = {}
@@ -248,6 +288,12 @@ class FleetMx(MxContext):
                 return Accepted(refusal)
 
         async def one(recipient: Recipient) -> None:
+            try:
+                await store(recipient)
+            except StoreUnavailable as exc:  # not raised in the task group: no other is cancelled
+                unavailable.append(exc)
+
+        async def store(recipient: Recipient) -> None:
             if recipient.unsubscribe:
                 assert self._unsubscribe is not None
                 match = _UNSUBSCRIBE_ADDRESS.fullmatch(recipient.address)
@@ -294,6 +340,8 @@ class FleetMx(MxContext):
             async with anyio.create_task_group() as tg:
                 for recipient in recipients:
                     tg.start_soon(one, recipient)
+        if unavailable:
+            raise unavailable[0]
         if failures:
             if any(isinstance(f, QueueFull) for f in failures):
                 return Accepted("451 4.3.0 Mailbox busy, please try again later")

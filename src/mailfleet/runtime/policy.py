@@ -59,6 +59,7 @@ from ..model.rules import (
 from ..store import grants
 from ..store import lists as store_lists
 from ..store import rules as store_rules
+from ..store.outage import Outage
 from ..store.rules import NewEvaluation, StoredMail
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
@@ -153,15 +154,15 @@ class PolicyRules:
         async with anyio.create_task_group() as tg:
             if not self._scope.database.is_sqlite:
                 tg.start_soon(self._listen)
+            outage = Outage("reloading the lists and rules", log)
             while True:
                 await anyio.sleep(self._check_interval)
                 try:
                     await self.refresh()
-                except Exception:  # the store may be away for a moment: keep the rules we have
-                    log.exception(
-                        "reloading the lists and rules failed; keeping version %d",
-                        self._ruleset.version,
-                    )
+                except Exception as exc:  # the store may be away: keep the rules we have
+                    outage.failed(exc)
+                else:
+                    outage.succeeded()
 
     async def _listen(self) -> None:
         """LISTEN for changes of this application's policy; reload at each one."""

@@ -31,6 +31,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..store import storage
+from ..store.outage import Outage
 from ..store.scope import Scope
 
 __all__ = ["RetentionSweeper", "SweepReport"]
@@ -105,6 +106,7 @@ class RetentionSweeper:
             return
         nap = min(max(interval / 4, 0.05), _LONGEST_NAP)
         log.info("sweeping expired mail every %g s", interval)
+        outage = Outage("retention sweep", log)
         while True:
             try:
                 claimed = await self._scope.write(
@@ -114,6 +116,8 @@ class RetentionSweeper:
                 )
                 if claimed:
                     await self.sweep()
-            except Exception:
-                log.exception("retention sweep failed; trying again in %g s", nap)
+            except Exception as exc:  # tried again after the nap (longer while it fails)
+                await anyio.sleep(max(outage.failed(exc), nap))
+                continue
+            outage.succeeded()
             await anyio.sleep(nap)

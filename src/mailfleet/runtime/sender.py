@@ -31,9 +31,10 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ..model.deliverability import Bounce, BounceClass
-from ..model.errors import GrantNotFound, QueueFull
+from ..model.errors import GrantNotFound, QueueFull, StoreUnavailable
 from ..store import breaker, outbound
 from ..store.feedback import Failure
+from ..store.outage import Outage
 from ..store.outbound import OutboundItem, OutboundResult
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
@@ -83,6 +84,10 @@ class Sender:
         self._results: list[OutboundResult] = []
         self._in_flight = 0
         self._closing = False
+        # While the store is away, nothing is claimed and the results of sends made
+        # stay in memory; both loops back off and log the outage once (store/outage.py).
+        self._claiming = Outage("claiming outbound mail", log)
+        self._recording = Outage("recording send results", log)
 
     def notify(self) -> None:
         """New mail was queued: look now rather than at the next poll."""
@@ -97,13 +102,18 @@ class Sender:
             tg.start_soon(self._flusher)
             task_status.started()
             while not self._closing:
-                # A read first: most polls find nothing, and need not take the writer.
-                due = await self._scope.read(outbound.next_due)
                 items: list[OutboundItem] = []
-                if due is not None and due <= time.time():
-                    claimed, items = await self._scope.write(self._claim)
-                else:
-                    claimed = 0
+                try:
+                    # A read first: most polls find nothing, and need not take the writer.
+                    due = await self._scope.read(outbound.next_due)
+                    if due is not None and due <= time.time():
+                        claimed, items = await self._scope.write(self._claim)
+                    else:
+                        claimed = 0
+                except Exception as exc:  # nothing was claimed
+                    await self._claiming.pause(exc)
+                    continue
+                self._claiming.succeeded()
                 for item in items:
                     await send.send(item)
                 if claimed == self._concurrency * 8:
@@ -141,6 +151,9 @@ class Sender:
                 self._in_flight += 1
                 try:
                     result = await self._send(item)
+                except StoreUnavailable as exc:  # delivering locally: the store is away
+                    log.warning("delivering outbound message %s locally failed: %s", item.id, exc)
+                    result = self._temporary(item, item.recipients, 451, "store unavailable")
                 except Exception:
                     log.exception("sending outbound message %s failed", item.id)
                     result = self._temporary(item, item.recipients, 451, "internal error")
@@ -168,11 +181,15 @@ class Sender:
                             soft_bounce_limit=self._soft_bounce_limit,
                         )
                     )
-            except Exception:
-                log.exception("recording send results failed; will retry")
+            except Exception as exc:  # nothing was recorded: kept, and tried again
                 self._results = results + self._results
+                if not self._closing:
+                    await self._recording.pause(exc)
+                else:
+                    self._recording.failed(exc)
                 self._flush_wakeup.set()
                 return
+            self._recording.succeeded()
             if given_work:
                 self._committed(given_work)
             if log.isEnabledFor(logging.INFO):

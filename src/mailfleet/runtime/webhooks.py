@@ -53,6 +53,7 @@ from ..store import webhook_lanes as lanes_store
 from ..store import webhooks as store
 from ..store import workspaces as workspace_store
 from ..store.database import Database
+from ..store.outage import Outage
 from ..store.scope import Scope, Tx
 from ..store.tables import utcnow
 from ..store.webhook_lanes import AttemptResult, LaneDone, LaneWork, WebhookBacklog
@@ -444,6 +445,10 @@ class WebhookSender:
         self._closing = False
         self._rung = False
         self._send: MemoryObjectSendStream[LaneWork] | None = None
+        # The loop outlives a store that is away for a while: nothing is lost (the events
+        # wait in the outbox, the attempts made in memory); it backs off, logs once.
+        self._claim_outage = Outage("webhook delivery round", log)
+        self._record_outage = Outage("recording webhook attempts", log)
 
     @property
     def owner(self) -> str:
@@ -496,7 +501,6 @@ class WebhookSender:
 
     async def _claiming(self) -> None:
         options = self._options
-        backoff = 1.0
         busy = True
         made: int
         work: list[LaneWork]
@@ -513,14 +517,10 @@ class WebhookSender:
                     made, work = await self._scope.write(
                         partial(self._fan_out_and_claim, now=now, room=room)
                     )
-            except Exception:
-                # The loop outlives a store that is down for a while: nothing is lost,
-                # the events wait in the outbox.
-                log.exception("webhook delivery round failed; trying again in %gs", backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:
+                await self._claim_outage.pause(exc)
                 continue
-            backoff = 1.0
+            self._claim_outage.succeeded()
             await self._hand_out(work)
             busy = bool(made or work)
             if made >= options.fan_out_batch or (room and len(work) == room):
@@ -680,13 +680,16 @@ class WebhookSender:
                 changed, work = await self._scope.write(
                     partial(self._record_and_claim, attempts=attempts, done=done, room=room)
                 )
-        except Exception:
-            log.exception("recording webhook attempts failed; will retry")
+        except Exception as exc:  # nothing was written: kept, and tried again
             self._attempts = attempts + self._attempts
             self._done = done + self._done
-            await anyio.sleep(0.5)
+            if self._closing:
+                self._record_outage.failed(exc)
+            else:
+                await self._record_outage.pause(exc)
             self._flush_wakeup.set()
             return
+        self._record_outage.succeeded()
         for lane in done:
             self._held.pop((lane.webhook_id, lane.grant_key), None)
         await self._hand_out(work)
@@ -705,13 +708,15 @@ class WebhookSender:
         """Every ``prune_interval``, delete what is past ``retention_days``, a batch at a time."""
         options = self._options
         await anyio.sleep(min(60.0, options.prune_interval))
+        outage = Outage("pruning old webhook deliveries", log)
         while True:
             before = utcnow() - timedelta(days=options.retention_days)
             try:
                 deleted = await self.prune(before)
-            except Exception:
-                log.exception("pruning old webhook deliveries failed")
+            except Exception as exc:  # tried again at the next interval
+                outage.failed(exc)
             else:
+                outage.succeeded()
                 if deleted:
                     log.info("%d webhook deliveries older than %s deleted", deleted, before)
             await anyio.sleep(options.prune_interval)
@@ -751,14 +756,17 @@ async def serve_webhooks(
     they appear (looked for every ``rescan`` seconds). For a process that serves many
     applications (``mailfleet api``); ``options`` override :class:`DeliveryOptions`."""
     running: set[str] = set()
+    outage = Outage("looking for applications with webhooks", log)
     async with anyio.create_task_group() as tg:
         task_status.started()
         while True:
             try:
                 found = await database.read(store.applications_with_webhooks)
-            except Exception:
-                log.exception("looking for applications with webhooks failed")
+            except Exception as exc:  # tried again at the next rescan
+                outage.failed(exc)
                 found = set()
+            else:
+                outage.succeeded()
             for application_id in sorted(found - running):
                 sender = WebhookSender(
                     Scope(database, application_id),

@@ -45,6 +45,7 @@ from ..model.errors import StoreUnavailable
 from ..model.records import Grant
 from ..store import grants as grant_store
 from ..store import queue, workers
+from ..store.outage import Outage
 from ..store.queue import QueuedMessage
 from ..store.scope import Scope, Tx
 from .dispatcher import Dispatcher
@@ -165,7 +166,12 @@ class Worker:
         self._flush_wakeup = anyio.Event()
         self._leases = anyio.Lock()  # releases (in flushes) and renewals never overlap
         self._closing = False
-        self._outage = False  # a store outage is under way (logged once)
+        # Each loop lives through a store outage on its own: it keeps its work, backs
+        # off and logs the outage once (store/outage.py).
+        self._claiming = Outage("claiming grants", log)
+        self._committing = Outage("committing completions", log)
+        self._renewing = Outage("renewing leases", log)
+        self._handling = Outage("recording handler results", log)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -241,21 +247,15 @@ class Worker:
     # -- claiming --------------------------------------------------------------------
 
     async def _claimer(self) -> None:
-        pause = 0.0
         while not self._closing:
             want_claim, self._want_claim = self._want_claim, False
             try:
                 claimed, room = await self._claim(want_claim)
-            except StoreUnavailable as exc:
-                # Back off (doubling up to 5 s) until the store is back; its leases
-                # run out meanwhile and the lease guard stops their grants.
-                self._store_down("claim", exc)
-                self._want_claim = True
-                pause = min(max(pause * 2, self._settings.poll_interval, 0.1), 5.0)
-                await anyio.sleep(pause)
+            except Exception as exc:  # the store is away (or a bug): nothing was claimed
+                self._want_claim = self._want_claim or want_claim
+                await self._claiming.pause(exc)
                 continue
-            pause = 0.0
-            self._store_back()
+            self._claiming.succeeded()
             if claimed and claimed >= min(room, 500):
                 self._want_claim = True  # there may be more
                 await anyio.lowlevel.checkpoint()
@@ -433,6 +433,7 @@ class Worker:
             return self._suspended_retry if self._runs.get(grant_id) is run else None
         if self._runs.get(grant_id) is not run:
             return None  # dropped while the handler ran
+        self._handling.succeeded()
         self._keep_state(grant_id, state)
         self._finished(run, grant_id, entry)
         return None
@@ -469,9 +470,9 @@ class Worker:
             return None  # dropped while the handler ran
         error = str(failure)
         if isinstance(failure.__cause__, StoreUnavailable):
-            # The store failed the handler (a reply it could not save), not its code:
-            # run it again once the store is back, without counting an attempt.
-            return _OUTAGE_RETRY
+            # The store failed the handler (its send could not be queued): not an
+            # attempt of the handler's; it runs again once the store is back.
+            return self._store_away(failure.__cause__)
         delay = self._settings.backoff(attempt)
         try:
             if attempt >= self._settings.max_attempts:
@@ -489,11 +490,10 @@ class Worker:
                         error=error,
                     )
                 )
-        except StoreUnavailable as exc:
-            # Not recorded: the attempt counts here, and the entry runs again later.
-            self._store_down("record a failed attempt", exc)
+        except StoreUnavailable as exc:  # not recorded: the entry runs again after a wait
             run.attempts[entry.entry_id] = attempt
-            return _OUTAGE_RETRY
+            return self._store_away(exc)
+        self._handling.succeeded()
         if attempt >= self._settings.max_attempts:
             log.warning(
                 "message %s of grant %s dead-lettered after %d attempts: %s",
@@ -508,6 +508,10 @@ class Worker:
             return None
         run.attempts[entry.entry_id] = attempt
         return delay
+
+    def _store_away(self, exc: BaseException) -> float:
+        """The wait before an entry runs again after the store failed its round."""
+        return max(self._handling.failed(exc), 0.01)
 
     def _finished(self, run: _GrantRun, grant_id: str, entry: QueuedMessage) -> None:
         run.attempts.pop(entry.entry_id, None)
@@ -622,13 +626,10 @@ class Worker:
                 if grant_id in drained and not run.inflight:
                     run.drained = True
                 self._pending.add(grant_id)
-            if isinstance(exc, StoreUnavailable):
-                self._store_down("commit completions", exc)
-            else:
-                log.exception("committing completions failed; will retry")
-            await anyio.sleep(0.5)
+            await self._committing.pause(exc)
             self._flush_wakeup.set()
             return
+        self._committing.succeeded()
         for grant_id in runs:
             self._forget_if_done(grant_id)
 
@@ -656,13 +657,10 @@ class Worker:
                     stale = [g for g in kept if g not in self._runs or not self._runs[g].held]
                     if stale:
                         await self._scope.write(partial(self._release, stale))
-            except StoreUnavailable as exc:
-                self._store_down("renew its leases", exc)
+            except Exception as exc:  # tried again at the next beat
+                self._renewing.failed(exc)
                 continue
-            except Exception:
-                log.exception("renewing leases failed")
-                continue
-            self._store_back()
+            self._renewing.succeeded()
             proven: list[str] = []
             lost: list[str] = []
             for grant_id, generation in held.items():
@@ -750,34 +748,12 @@ class Worker:
             self._done_count -= len(self._done.pop(grant_id, ()))
             self._pending.discard(grant_id)
 
-    # -- store outages ---------------------------------------------------------------
-
-    def _store_down(self, doing: str, exc: StoreUnavailable) -> None:
-        if not self._outage:
-            self._outage = True
-            log.warning(
-                "worker %s cannot %s: %s; retrying with backoff (grants whose leases "
-                "cannot be renewed in time are dropped, to be claimed again)",
-                self.id,
-                doing,
-                exc,
-                extra={"worker_id": self.id},
-            )
-
-    def _store_back(self) -> None:
-        if self._outage:
-            self._outage = False
-            log.warning("worker %s reaches the store again", self.id, extra={"worker_id": self.id})
-
 
 def _some(grant_ids: list[str]) -> str:
     """Up to five grant ids, for a log line."""
     more = len(grant_ids) - 5
     return ", ".join(grant_ids[:5]) + (f" and {more} more" if more > 0 else "")
 
-
-_OUTAGE_RETRY = 1.0
-"""Seconds before a message whose run the store failed (down) is tried again."""
 
 _HANDLER_OF = {
     "message": "on_message",

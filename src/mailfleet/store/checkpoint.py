@@ -18,6 +18,8 @@ import logging
 import sqlite3
 import threading
 
+from .outage import Outage
+
 __all__ = ["BACKSTOP_PAGES", "Checkpointer"]
 
 log = logging.getLogger("mailfleet.store")
@@ -53,11 +55,20 @@ class Checkpointer:
         except sqlite3.Error:
             log.exception("the WAL checkpointer could not open %s", self._path)
             return
+        # A full disk fails the checkpoint (the database file cannot grow) as it fails
+        # commits: logged once, tried again with backoff until there is room.
+        outage = Outage(f"WAL checkpoint of {self._path}", log)
+        wait = self._interval
         try:
-            while not self._stopped.wait(self._interval):
+            while not self._stopped.wait(wait):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:  # e.g. the file was removed; the backstop remains
-                    log.warning("WAL checkpoint of %s failed", self._path, exc_info=True)
+                except sqlite3.OperationalError as exc:  # full, locked, or the file removed
+                    wait = max(self._interval, outage.failed(exc, expected=True))
+                except sqlite3.Error as exc:  # the backstop remains
+                    wait = max(self._interval, outage.failed(exc, expected=False))
+                else:
+                    outage.succeeded()
+                    wait = self._interval
         finally:
             conn.close()

@@ -30,9 +30,17 @@ Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
 452 4.2.2       RCPT: the grant's storage is full, or has less left than
                 the declared SIZE; DATA: less than the message
 500 5.5.2       a command line or a line of DATA too long
-451 4.3.0       DATA: the grant's queue is full (try again later)
-451 4.3.5       DATA: the store failed; nothing was accepted
+451 4.3.0       DATA: the grant's queue is full (try again later);
+                RCPT or DATA: the store is unavailable (down, or its
+                disk full: :class:`~mailfleet.StoreUnavailable`),
+                nothing was accepted; the session goes on
+451 4.3.5       RCPT or DATA: an unexpected error (a bug, logged with
+                its traceback); nothing was accepted
 ==============  =====================================================
+
+A store that is unavailable never ends a session and never gets a ``250``:
+the command is refused ``451 4.3.0``, the client tries again later (RFC 5321
+4.5.4.1), and the next command of the session is answered as usual.
 """
 
 from __future__ import annotations
@@ -49,11 +57,12 @@ import anyio
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from anyio.abc import TaskStatus
 
-from ..model.errors import ListenFailed
+from ..model.errors import ListenFailed, StoreUnavailable
 
 __all__ = [
     "AIOSMTPD_OVERRIDDEN",
     "AIOSMTPD_USED",
+    "STORE_UNAVAILABLE",
     "Accepted",
     "MxContext",
     "MxHandler",
@@ -175,6 +184,10 @@ _LITERAL = r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9-]*[A-Za-z0-9]:[!-Z^-~]+)\]"
 _MAILBOX = rf"(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
 _REVERSE_PATH = re.compile(rf"<(?:(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?{_MAILBOX})?>")
 """``<>`` or ``<mailbox>`` (a source route allowed and ignored), then the parameters."""
+
+STORE_UNAVAILABLE = "451 4.3.0 Mail store unavailable, nothing was accepted; please try again later"
+"""The reply to DATA while the store cannot take the message (RCPT names the address)."""
+_UNEXPECTED = "451 4.3.5 Temporary failure, please try again"
 
 _MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address>"
 _COMMAND_TOO_LONG = "500 5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)"
@@ -413,9 +426,16 @@ class MxHandler:
         if "@" not in address:
             return "501 5.1.3 Bad recipient address syntax"
         mail_from = envelope.mail_from or ""
-        recipient = await self.context.recipient(
-            address, mail_from="" if mail_from == "<>" else mail_from
-        )
+        try:
+            recipient = await self.context.recipient(
+                address, mail_from="" if mail_from == "<>" else mail_from
+            )
+        except StoreUnavailable as exc:
+            log.info("451 4.3.0 at RCPT <%s>: %s", address, exc)
+            return f"451 4.3.0 <{address}>: mail store unavailable, please try again later"
+        except Exception:
+            log.exception("looking up the recipient <%s> failed", address)
+            return _UNEXPECTED
         if recipient is None:
             return f"550 5.1.1 <{address}>: no such mailbox here"
         if recipient.refusal is not None:
@@ -457,9 +477,12 @@ class MxHandler:
                 peer=peer,
                 helo=session.host_name,
             )
+        except StoreUnavailable as exc:
+            log.info("451 4.3.0 at DATA from %s: %s", peer, exc)
+            return STORE_UNAVAILABLE
         except Exception:
             log.exception("storing a message from %s failed", peer)
-            return "451 4.3.5 Temporary failure, please try again"
+            return _UNEXPECTED
         return accepted.reply
 
 
