@@ -50,9 +50,10 @@ class RelayPeer:
 
 
 @asynccontextmanager
-async def relay_peer() -> AsyncIterator[RelayPeer]:
-    """An aiosmtpd relay on a free loopback port, for the duration of the block."""
-    peer = RelayPeer()
+async def relay_peer(peer: RelayPeer | None = None) -> AsyncIterator[RelayPeer]:
+    """An aiosmtpd relay on a free loopback port, for the duration of the block
+    (``peer``: a :class:`RelayPeer` of the test's own, e.g. a subclass)."""
+    peer = RelayPeer() if peer is None else peer
 
     def factory() -> SMTP:
         peer.connections += 1

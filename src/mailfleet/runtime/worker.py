@@ -231,7 +231,9 @@ class Worker:
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let running handlers finish (up to ``grace`` seconds),
-        commit what finished and give the leases back."""
+        commit what finished and give the leases back. With the store unavailable,
+        what finished is not recorded (it runs again: at-least-once) and the
+        leases expire by themselves."""
         self._closing = True
         self.dispatcher.close()
         with anyio.move_on_after(grace):
@@ -241,7 +243,15 @@ class Worker:
             self._keep_state(grant_id, await self._host.deactivate(grant_id))
         await self._flush()
         held = sorted(g for g, run in self._runs.items() if run.held)
-        await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        try:
+            await self._scope.write(lambda tx: queue.release(tx, self.id, held))
+        except StoreUnavailable as exc:  # they expire by themselves, after lease_ttl
+            log.warning(
+                "worker %s could not give back the leases of %d grants: %s",
+                self.id,
+                len(held),
+                exc,
+            )
         self._runs.clear()
 
     # -- claiming --------------------------------------------------------------------
@@ -626,7 +636,10 @@ class Worker:
                 if grant_id in drained and not run.inflight:
                     run.drained = True
                 self._pending.add(grant_id)
-            await self._committing.pause(exc)
+            if self._closing:  # drain() goes on: the work not committed runs again elsewhere
+                self._committing.failed(exc)
+            else:
+                await self._committing.pause(exc)
             self._flush_wakeup.set()
             return
         self._committing.succeeded()
