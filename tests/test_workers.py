@@ -153,7 +153,8 @@ class Entry(NamedTuple):
 
 
 class Run(NamedTuple):
-    """One handler run of a grant's message; ``done`` is false if it never ended."""
+    """One handler run of a grant's message; ``done`` is false if it never ended
+    (killed, or interrupted by its worker: a ``cancel`` line)."""
 
     start: int
     end: int
@@ -185,7 +186,8 @@ def handler_runs(entries: list[Entry], victim: int, killed_at: int) -> dict[str,
         if entry.kind == "start":
             starts[key] = entry.at
         else:
-            runs[entry.grant].append(Run(starts.pop(key), entry.at, entry.seq, entry.pid, True))
+            done = entry.kind == "end"
+            runs[entry.grant].append(Run(starts.pop(key), entry.at, entry.seq, entry.pid, done))
     for (grant, seq, pid), at in starts.items():
         assert pid == victim, "only the killed worker may leave a handler unfinished"
         runs[grant].append(Run(at, killed_at, seq, pid, False))

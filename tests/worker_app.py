@@ -1,6 +1,7 @@
 """Agents for the worker-process tests: they journal every handler run to a file per process.
 
-Each line is ``grant seq start|end class application time_ns pid``: the agent
+Each line is ``grant seq start|end|cancel class application time_ns pid``
+(``cancel``: the worker interrupted the handler, having lost the lease): the agent
 class that ran and the application its process serves (``MAILFLEET_APPLICATION``,
 ``-`` when unset). The tests read all journals back to check order,
 exclusivity, scoping and that nothing was lost. A message with a sender is
@@ -23,9 +24,13 @@ class Journal(Agent):
     async def on_message(self, message: InboundMessage) -> None:
         seq = message.subject
         self._journal(f"{seq} start")
-        await anyio.sleep(0.005)
-        if message.sender:
-            await self.reply(message, text=f"{type(self).__name__} handled {seq}")
+        try:
+            await anyio.sleep(float(os.environ.get("MAILFLEET_TEST_HANDLER_SECONDS", "0.005")))
+            if message.sender:
+                await self.reply(message, text=f"{type(self).__name__} handled {seq}")
+        except anyio.get_cancelled_exc_class():
+            self._journal(f"{seq} cancel")
+            raise
         self._journal(f"{seq} end")
 
     def _journal(self, event: str) -> None:

@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..model.errors import StoreUnavailable
 from ..model.records import ApiKey, Application
 from ..runtime.eventfeed import EventFeed
 from ..runtime.fleet import Fleet
@@ -159,7 +160,10 @@ class Tenants:
         except Exception as exc:
             report["store"] = f"unavailable: {exc}"
         if self._liveness is not None:
-            report.update(await self._liveness())
+            try:
+                report.update(await self._liveness())
+            except StoreUnavailable as exc:  # the workers' liveness is read from the store
+                report.setdefault("workers", f"unknown: {exc}")
         return report
 
     async def authenticate(self, secret: str) -> Caller:

@@ -7,6 +7,9 @@ whatever goes wrong, an exception or a timeout, into one
 :class:`HandlerFailure`, logged there with the grant and message ids: a
 handler can fail, hang or be slow without touching another grant or the
 fleet. What a failure leads to (retry, dead letter) is the worker's decision.
+The worker may also :meth:`~AgentHost.interrupt` a grant's running handler (it can
+no longer prove its lease of the grant): that call raises :class:`HandlerInterrupted`,
+which is no failure of the handler.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..agent import Agent, AgentContext
 from ..model.errors import StoreUnavailable
 from ..model.records import Grant
 
-__all__ = ["AgentHost", "HandlerFailure"]
+__all__ = ["AgentHost", "HandlerFailure", "HandlerInterrupted"]
 
 log = logging.getLogger("mailfleet.agents")
 
@@ -31,6 +34,11 @@ class HandlerFailure(Exception):
     """A handler raised or timed out; ``str()`` is what gets recorded. What it
     raised, if anything, is the ``__cause__`` (a :class:`~mailfleet.StoreUnavailable`
     is the store's failure, not the handler's)."""
+
+
+class HandlerInterrupted(Exception):
+    """The worker interrupted the handler (:meth:`AgentHost.interrupt`): not its fault,
+    and nothing of it may be committed."""
 
 
 class AgentHost:
@@ -49,6 +57,8 @@ class AgentHost:
         self._agents: dict[str, Agent] = {}
         self._saved: dict[str, str] = {}
         self._deadlines: dict[anyio.CancelScope, float] = {}
+        self._running: dict[str, anyio.CancelScope] = {}  # grant id -> its call now
+        self._interrupted: set[anyio.CancelScope] = set()
 
     @property
     def active(self) -> int:
@@ -93,6 +103,9 @@ class AgentHost:
                 await self.call(agent, "on_stop", message_id=None)
             except HandlerFailure:
                 pass  # logged by call(); the agent goes away regardless
+            except HandlerInterrupted:
+                self._saved.pop(grant_id, None)
+                return None  # the lease is lost: its state is not ours to save
         try:
             return self.changed_state(grant_id, agent, forget=True)
         except HandlerFailure as failure:
@@ -117,6 +130,16 @@ class AgentHost:
         self._agents.pop(grant_id, None)
         self._saved.pop(grant_id, None)
 
+    def interrupt(self, grant_id: str) -> bool:
+        """Cancel the grant's running handler, if any (its :meth:`call` raises
+        :class:`HandlerInterrupted`); whether one was running."""
+        scope = self._running.get(grant_id)
+        if scope is None:
+            return False
+        self._interrupted.add(scope)
+        scope.cancel()
+        return True
+
     async def call(self, agent: Agent, name: str, *args: Any, message_id: str | None) -> None:
         """Await ``agent.<name>(*args)`` under the handler timeout.
 
@@ -126,9 +149,11 @@ class AgentHost:
         cancel scope is half the cost of ``fail_after`` on this hot path.
         """
         handler = getattr(agent, name)
+        grant_id = agent.grant.id
         scope = anyio.CancelScope()
         if self._timeout is not None:
             self._deadlines[scope] = anyio.current_time() + self._timeout
+        self._running[grant_id] = scope
         try:
             with scope:
                 await handler(*args)
@@ -142,6 +167,8 @@ class AgentHost:
             )
             raise HandlerFailure(error) from exc
         except Exception as exc:
+            if scope in self._interrupted:
+                raise HandlerInterrupted(f"{name} interrupted") from exc
             error = f"{name} raised {type(exc).__name__}: {exc}"
             log.warning(
                 "handler failed: grant=%s message=%s: %s",
@@ -153,6 +180,12 @@ class AgentHost:
             raise HandlerFailure(error) from exc
         finally:
             self._deadlines.pop(scope, None)
+            if self._running.get(grant_id) is scope:
+                del self._running[grant_id]
+            interrupted = scope in self._interrupted
+            self._interrupted.discard(scope)
+        if interrupted:
+            raise HandlerInterrupted(f"{name} interrupted")
         if scope.cancelled_caught:
             error = f"{name} timed out after {self._timeout:g}s"
             log.warning(

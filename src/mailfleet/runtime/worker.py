@@ -11,6 +11,16 @@ the database in that same transaction, or its lease is released.
 Delivery to handlers is at-least-once: a worker that dies after a handler
 returned but before the completion committed leaves the entry ready, and the
 next holder of the grant runs it again, with the same message id.
+
+A grant's handlers run only while the worker can *prove* its lease: a claim or
+renewal sent at ``t`` proves it until ``t + lease_ttl - lease_margin``
+(:attr:`WorkerSettings.lease_margin`), before any other worker may claim it. A grant
+whose proof runs out (renewals failing: the database is away; or late: the worker is
+starved) is *suspended*: its running handler is interrupted (its message runs again
+later) and no other starts, until a renewal proves the lease again (the grant goes
+on) or shows it taken over (the grant is dropped with its uncommitted work, which
+its new holder runs again). Completions are fenced: a flush commits those of the
+grants whose lease row still names this worker, and drops the others.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from ..store.outage import Outage
 from ..store.queue import QueuedMessage
 from ..store.scope import Scope, Tx
 from .dispatcher import Dispatcher
-from .host import AgentHost, HandlerFailure
+from .host import AgentHost, HandlerFailure, HandlerInterrupted
 from .metrics import RuntimeMetrics
 
 __all__ = ["Worker", "WorkerSettings", "new_worker_id"]
@@ -74,6 +84,14 @@ class WorkerSettings:
         """Delay before attempt ``attempt + 1``: exponential, capped."""
         return float(min(self.retry_base * 2.0 ** (attempt - 1), self.retry_max))
 
+    @property
+    def lease_margin(self) -> float:
+        """How long before its lease expires in the store a worker stops running a grant
+        it could not renew: a fifth of ``lease_ttl``. It covers the worker's reaction time
+        (its lease guard looks every ``lease_margin / 2``, at most every 0.5 s) and clock
+        differences between machines, which must stay below it."""
+        return self.lease_ttl / 5
+
 
 @dataclass(slots=True, eq=False)
 class _GrantRun:
@@ -87,6 +105,11 @@ class _GrantRun:
 
     generation: int | None = None
     """The claim generation while this worker holds the lease; None once let go."""
+    deadline: float = 0.0
+    """Monotonic time until which the last claim or renewal proves the lease (sent at
+    ``t``: ``t + lease_ttl - lease_margin``); past it the grant is suspended."""
+    suspended: bool = False
+    """Its proof ran out and its running handler was interrupted (logged once)."""
     grant: Grant | None = None
     """The grant record, read with its work."""
     saved_state: dict[str, Any] | None = None
@@ -135,7 +158,8 @@ class Worker:
         self._runs: dict[str, _GrantRun] = {}
         self._pending: set[str] = set()  # grants whose run has something to flush
         self._generation = 0
-        self._done: list[int] = []
+        self._done: dict[str, list[int]] = {}  # grant id -> handled entries to commit
+        self._done_count = 0
         self._defects: dict[str, list[str]] = {}  # message id -> MIME defects found
         self._claim_wakeup = anyio.Event()
         self._want_claim = True
@@ -193,6 +217,7 @@ class Worker:
                 tg.start_soon(self._claimer)
                 tg.start_soon(self._flusher)
                 tg.start_soon(self._heartbeat)
+                tg.start_soon(self._lease_guard)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
@@ -266,44 +291,54 @@ class Worker:
             limit = min(room, 500) if want_claim else 0
             if not idle and limit <= 0:
                 return 0, room
-            now = time.monotonic()
+            now = time.monotonic()  # before the claim's time.time(): it proves no more
 
-            def work(tx: Tx) -> tuple[list[str], list[str], list[QueuedMessage], int]:
+            def work(tx: Tx) -> tuple[list[str], list[str], list[str], list[QueuedMessage]]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
                 busy = {entry.grant_id for entry in refilled}
                 expired = [
                     g for g, since in idle.items() if g not in busy and now - since >= linger
                 ]
                 queue.release(tx, self.id, expired)
+                # A grant still held here whose lease lapsed (a heartbeat late) and still
+                # names this worker is renewed, not claimed anew: its entries are loaded
+                # already (loading them again would run them twice). One whose lease names
+                # another worker is not taken: the heartbeat finds it lost.
                 taken = (
-                    queue.claim(tx, self.id, now=time.time(), ttl=settings.lease_ttl, limit=limit)
+                    queue.claim(
+                        tx,
+                        self.id,
+                        now=time.time(),
+                        ttl=settings.lease_ttl,
+                        limit=limit,
+                        held=held.keys() - set(expired),
+                    )
                     if limit > 0
-                    else []
+                    else queue.Claim([], [])
                 )
-                # A grant still held here whose lease lapsed before the heartbeat renewed
-                # it comes back from the claim: that renews it; its entries are loaded
-                # already (loading them again would run them twice).
-                lapsed = sum(1 for g in taken if g in held and g not in expired)
-                claimed = [g for g in taken if g not in held or g in expired]
+                claimed = taken.grants
                 fresh = queue.load(tx, claimed, per_grant=settings.per_grant) if claimed else []
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
                     self._load_grants(tx, wanted)
-                return claimed, expired, refilled + fresh, lapsed
+                return claimed, expired, taken.renewed, refilled + fresh
 
-            claimed, expired, entries, lapsed = await self._scope.write(work)
-            if lapsed:  # logged once committed: a transaction that fails is tried again
+            claimed, expired, renewed, entries = await self._scope.write(work)
+            if renewed:
                 log.warning(
                     "worker %s: the leases of %d grants lapsed before renewal "
                     "(heartbeat late by more than lease_ttl/3); renewed",
                     self.id,
-                    lapsed,
+                    len(renewed),
                 )
             for grant_id in expired:
                 self._let_go(grant_id)
             self._generation += 1
+            deadline = now + settings.lease_ttl - settings.lease_margin
+            self._proven(renewed, deadline)
             for grant_id in claimed:
-                self._run(grant_id).generation = self._generation
+                run = self._run(grant_id)
+                run.generation, run.deadline = self._generation, deadline
             self._accept(entries)
             for grant_id in claimed:
                 run = self._runs[grant_id]
@@ -362,54 +397,56 @@ class Worker:
             wait = entry.not_before - time.time()
             if wait > 0:
                 return wait
-        run = self._runs[grant_id]
+        run = self._runs.get(grant_id)
+        if run is None or not run.held:  # dropped meanwhile: its entries are not ours
+            return None
+        if time.monotonic() >= run.deadline:
+            return self._suspended_retry  # wait for a renewal (or the grant's loss)
         attempt = run.attempts.get(entry.entry_id, entry.attempts) + 1
         agent = self._host.get(grant_id)
-        if agent is None:
-            if run.grant is not None:
-                state, run.saved_state = run.saved_state, None
-                try:
-                    agent = await self._host.activate(run.grant, state)
-                except HandlerFailure as failure:  # on_start failed: it runs again next time
-                    run.saved_state = state
-                    return await self._failed(grant_id, entry, attempt, str(failure))
-            if agent is None:  # not a grant this worker serves (or no longer a grant)
-                await self._give_back(grant_id, run)
-                return None
-        handler = _HANDLER_OF.get(entry.kind, "on_message")
-        if handler not in agent.handlers:
-            # The class has no such handler: a message stays in the grant's inbox,
-            # a bounce, complaint or unsubscribe in its events.
-            self._finished(grant_id, entry)
-            return None
-        message = InboundMessage.from_stored(entry.message, attempt=attempt)
-        argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
-        metrics = self.metrics
-        if attempt == 1 and entry.kind == "message":
-            waited = time.time() - entry.message.received_at.timestamp()
-            metrics.dispatch_latency.observe(max(waited, 0.0))
-        started = time.perf_counter()
         try:
-            await self._host.call(agent, handler, argument, message_id=message.id)
-            state = self._host.changed_state(grant_id, agent)
-        except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
-            if isinstance(failure.__cause__, StoreUnavailable):
-                # The store failed the handler (its send could not be queued): not an
-                # attempt of the handler's; it runs again once the store is back.
-                return self._store_away(failure.__cause__)
-            return await self._failed(grant_id, entry, attempt, str(failure))
-        finally:
-            metrics.handler_duration.observe(time.perf_counter() - started)
-            if message.was_parsed and message.defects:
-                self._defects[message.id] = list(message.defects)
+            if agent is None:
+                if run.grant is not None:
+                    state, run.saved_state = run.saved_state, None
+                    try:
+                        agent = await self._host.activate(run.grant, state)
+                    except HandlerFailure as failure:  # on_start failed: it runs again next time
+                        run.saved_state = state
+                        return await self._failed(run, grant_id, entry, attempt, failure)
+                if agent is None:  # not a grant this worker serves (or no longer a grant)
+                    await self._give_back(grant_id, run)
+                    return None
+            handler = _HANDLER_OF.get(entry.kind, "on_message")
+            if handler not in agent.handlers:
+                # The class has no such handler: a message stays in the grant's inbox,
+                # a bounce, complaint or unsubscribe in its events.
+                self._finished(run, grant_id, entry)
+                return None
+            message = InboundMessage.from_stored(entry.message, attempt=attempt)
+            argument = message if handler in _GIVEN_THE_MESSAGE else _record(entry)
+            metrics = self.metrics
+            if attempt == 1 and entry.kind == "message":
+                waited = time.time() - entry.message.received_at.timestamp()
+                metrics.dispatch_latency.observe(max(waited, 0.0))
+            started = time.perf_counter()
+            try:
+                await self._host.call(agent, handler, argument, message_id=message.id)
+                state = self._host.changed_state(grant_id, agent)
+            except HandlerFailure as failure:  # raised, timed out, or left a state JSON cannot hold
+                return await self._failed(run, grant_id, entry, attempt, failure)
+            finally:
+                metrics.handler_duration.observe(time.perf_counter() - started)
+                if message.was_parsed and message.defects:
+                    self._defects[message.id] = list(message.defects)
+        except HandlerInterrupted:
+            # Suspended: the message runs again once the lease is proven; dropped: not here.
+            return self._suspended_retry if self._runs.get(grant_id) is run else None
+        if self._runs.get(grant_id) is not run:
+            return None  # dropped while the handler ran
         self._handling.succeeded()
         self._keep_state(grant_id, state)
-        self._finished(grant_id, entry)
+        self._finished(run, grant_id, entry)
         return None
-
-    def _store_away(self, exc: BaseException) -> float:
-        """The wait before an entry runs again after the store failed its round."""
-        return max(self._handling.failed(exc), 0.01)
 
     async def _give_back(self, grant_id: str, run: _GrantRun) -> None:
         """Leave the entries of a grant this worker does not serve untouched, for a
@@ -424,30 +461,50 @@ class Worker:
         self.dispatcher.discard(grant_id)
         run.inflight = 0
         run.attempts.clear()
-        try:
-            async with self._leases:
+        async with self._leases:
+            try:
                 await self._scope.write(lambda tx: queue.release(tx, self.id, [grant_id]))
-        except StoreUnavailable as exc:  # not renewed from now on, the lease expires
-            log.warning("worker %s could not release grant %s: %s", self.id, grant_id, exc)
+            except StoreUnavailable:
+                pass  # the lease expires by itself
         self._let_go(grant_id)
 
     async def _failed(
-        self, grant_id: str, entry: QueuedMessage, attempt: int, error: str
+        self,
+        run: _GrantRun,
+        grant_id: str,
+        entry: QueuedMessage,
+        attempt: int,
+        failure: HandlerFailure,
     ) -> float | None:
-        run = self._runs[grant_id]
+        if self._runs.get(grant_id) is not run:
+            return None  # dropped while the handler ran
+        error = str(failure)
+        if isinstance(failure.__cause__, StoreUnavailable):
+            # The store failed the handler (its send could not be queued): not an
+            # attempt of the handler's; it runs again once the store is back.
+            return self._store_away(failure.__cause__)
+        delay = self._settings.backoff(attempt)
         try:
-            return await self._record_failure(grant_id, run, entry, attempt, error)
+            if attempt >= self._settings.max_attempts:
+                await self._scope.write(
+                    lambda tx: queue.to_dead_letter(
+                        tx, _with_attempts(entry, attempt - 1), error=error
+                    )
+                )
+            else:
+                await self._scope.write(
+                    lambda tx: queue.retry_later(
+                        tx,
+                        _with_attempts(entry, attempt - 1),
+                        not_before=time.time() + delay,
+                        error=error,
+                    )
+                )
         except StoreUnavailable as exc:  # not recorded: the entry runs again after a wait
             run.attempts[entry.entry_id] = attempt
             return self._store_away(exc)
-
-    async def _record_failure(
-        self, grant_id: str, run: _GrantRun, entry: QueuedMessage, attempt: int, error: str
-    ) -> float | None:
+        self._handling.succeeded()
         if attempt >= self._settings.max_attempts:
-            await self._scope.write(
-                lambda tx: queue.to_dead_letter(tx, _with_attempts(entry, attempt - 1), error=error)
-            )
             log.warning(
                 "message %s of grant %s dead-lettered after %d attempts: %s",
                 entry.message.id,
@@ -459,25 +516,19 @@ class Worker:
             run.attempts.pop(entry.entry_id, None)
             self._release_inflight(grant_id, run)
             return None
-        delay = self._settings.backoff(attempt)
-        await self._scope.write(
-            lambda tx: queue.retry_later(
-                tx,
-                _with_attempts(entry, attempt - 1),
-                not_before=time.time() + delay,
-                error=error,
-            )
-        )
-        self._handling.succeeded()
         run.attempts[entry.entry_id] = attempt
         return delay
 
-    def _finished(self, grant_id: str, entry: QueuedMessage) -> None:
-        run = self._runs[grant_id]
+    def _store_away(self, exc: BaseException) -> float:
+        """The wait before an entry runs again after the store failed its round."""
+        return max(self._handling.failed(exc), 0.01)
+
+    def _finished(self, run: _GrantRun, grant_id: str, entry: QueuedMessage) -> None:
         run.attempts.pop(entry.entry_id, None)
-        self._done.append(entry.entry_id)
+        self._done.setdefault(grant_id, []).append(entry.entry_id)
+        self._done_count += 1
         self._release_inflight(grant_id, run)
-        if len(self._done) >= self._settings.flush_batch:
+        if self._done_count >= self._settings.flush_batch:
             self._flush_wakeup.set()
 
     def _release_inflight(self, grant_id: str, run: _GrantRun) -> None:
@@ -514,7 +565,7 @@ class Worker:
     async def _flush(self) -> None:
         if not (self._done or self._pending or self._defects):
             return
-        done, self._done = self._done, []
+        done, self._done, self._done_count = self._done, {}, 0
         defects, self._defects = self._defects, {}
         pending, self._pending = self._pending, set()
         runs = {g: self._runs[g] for g in pending if g in self._runs}
@@ -524,22 +575,45 @@ class Worker:
             run.dirty = None
             run.drained = False
         refill = not self._closing
+        held = {g for g, run in runs.items() if run.held} | set(done)
 
-        def work(tx: Tx) -> list[QueuedMessage]:
-            queue.complete(tx, done, dirty, defects)
-            if not (drained and refill):
-                return []
-            loaded = queue.load(tx, drained, per_grant=self._settings.per_grant)
+        def work(tx: Tx) -> tuple[list[QueuedMessage], list[str]]:
+            # The fence: what was done for a grant commits only while its lease row
+            # names this worker (even expired: nobody claimed it since). The state an
+            # agent left at its on_stop, after the lease was given back, is saved
+            # unless another worker holds the grant now.
+            touched = set(done) | set(dirty) | set(drained)
+            leases = queue.lease_rows(tx, touched)
+            mine = {g for g, (holder, _) in leases.items() if holder == self.id}
+            wall = time.time()
+            taken = {g for g, (who, until) in leases.items() if who != self.id and until > wall}
+            entries = [entry for g, ids in done.items() if g in mine for entry in ids]
+            states = {
+                g: state
+                for g, state in dirty.items()
+                if g in mine or (g not in held and g not in taken)
+            }
+            queue.complete(tx, entries, states, defects)
+            refused = sorted(g for g in touched if g in held and g not in mine)
+            ready = [g for g in drained if g in mine]
+            if not (ready and refill):
+                return [], refused
+            loaded = queue.load(tx, ready, per_grant=self._settings.per_grant)
             if loaded:
                 self._load_grants(tx, sorted({entry.grant_id for entry in loaded}))
-            return loaded
+            return loaded, refused
 
         try:
             # Shielded: what was taken from the pending lists must be committed.
             with anyio.CancelScope(shield=True):
                 async with self._leases:
-                    loaded = await self._scope.write(work)
-                    self._accept(loaded)
+                    loaded, refused = await self._scope.write(work)
+                    self._lose(
+                        refused,
+                        "its lease was taken over; what it did since is not committed "
+                        "(the new holder runs it again)",
+                    )
+                    self._accept([e for e in loaded if e.grant_id in self._runs])
                     now = time.monotonic()
                     for grant_id in drained:
                         kept = self._runs.get(grant_id)
@@ -547,15 +621,21 @@ class Worker:
                             # Kept for a while: more mail is likely; the claimer lets it go.
                             kept.idle_since = now
         except Exception as exc:
-            # Nothing was committed: keep the work to try again with the next flush.
-            self._done = done + self._done
+            # Nothing was committed: keep the work to try again with the next flush
+            # (but not that of grants dropped meanwhile: their next holder runs it).
+            for grant_id, ids in done.items():
+                if grant_id in self._runs:
+                    self._done[grant_id] = ids + self._done.get(grant_id, [])
+                    self._done_count += len(ids)
             self._defects = {**defects, **self._defects}
             for grant_id, run in runs.items():
+                if self._runs.get(grant_id) is not run:
+                    continue
                 if run.dirty is None and grant_id in dirty:
                     run.dirty = dirty[grant_id]
                 if grant_id in drained and not run.inflight:
                     run.drained = True
-            self._pending |= pending
+                self._pending.add(grant_id)
             if self._closing:  # drain() goes on: the work not committed runs again elsewhere
                 self._committing.failed(exc)
             else:
@@ -568,32 +648,124 @@ class Worker:
 
     # -- leases ----------------------------------------------------------------------
 
+    def _release(self, grant_ids: list[str], tx: Tx) -> None:
+        queue.release(tx, self.id, grant_ids)
+
     def _renew(self, held: list[str], expires: float, tx: Tx) -> set[str]:
         workers.announce(tx, self.id, expires_at=expires)
         return queue.renew(tx, self.id, held, expires_at=expires)
 
     async def _heartbeat(self) -> None:
-        period = self._settings.lease_ttl / 3
+        settings = self._settings
         while True:
-            await anyio.sleep(period)
+            await anyio.sleep(settings.lease_ttl / 3)
             held = {g: run.generation for g, run in self._runs.items() if run.held}
-            expires = time.time() + self._settings.lease_ttl
-
+            sent = time.monotonic()  # before the renewal's expiry: it proves no more
+            expires = time.time() + settings.lease_ttl
             try:
                 async with self._leases:
                     kept = await self._scope.write(partial(self._renew, sorted(held), expires))
+                    # Renewed, but dropped here meanwhile (its proof ran out first): give
+                    # the lease back at once rather than let it block the grant.
+                    stale = [g for g in kept if g not in self._runs or not self._runs[g].held]
+                    if stale:
+                        await self._scope.write(partial(self._release, stale))
             except Exception as exc:  # tried again at the next beat
                 self._renewing.failed(exc)
                 continue
             self._renewing.succeeded()
+            proven: list[str] = []
+            lost: list[str] = []
             for grant_id, generation in held.items():
                 run = self._runs.get(grant_id)
-                if grant_id in kept or run is None or run.generation != generation:
-                    continue  # renewed, or released (and maybe claimed again) meanwhile
-                log.warning("lost the lease of grant %s; dropping its local work", grant_id)
-                self.dispatcher.discard(grant_id)
-                self._host.forget(grant_id)
-                del self._runs[grant_id]
+                if run is None or run.generation != generation:
+                    continue  # released (and maybe claimed again) meanwhile
+                # Kept: no other worker claimed it since this worker's claim (a claim
+                # names its worker), so it was held without a gap, even if late.
+                (proven if grant_id in kept else lost).append(grant_id)
+            self._proven(proven, sent + settings.lease_ttl - settings.lease_margin)
+            self._lose(lost, "the renewal found its lease held by another worker")
+
+    @property
+    def _suspended_retry(self) -> float:
+        """How often a suspended grant's next message looks for a renewed proof; and
+        how often the lease guard looks for proofs that ran out."""
+        return min(max(self._settings.lease_margin / 2, 0.01), 0.5)
+
+    async def _lease_guard(self) -> None:
+        """Suspend the grants whose lease this worker can no longer prove: interrupt
+        their running handlers (no other starts: see :meth:`_handle`)."""
+        while True:
+            await anyio.sleep(self._suspended_retry)
+            now = time.monotonic()
+            unproven = [
+                g
+                for g, run in self._runs.items()
+                if run.held and not run.suspended and run.deadline <= now
+            ]
+            for grant_id in unproven:
+                self._runs[grant_id].suspended = True
+                self._host.interrupt(grant_id)
+            if unproven:
+                log.warning(
+                    "worker %s suspends %d grant(s) (%s): their leases could not be renewed "
+                    "in time (lease_ttl %gs less a margin of %gs); they go on once renewed",
+                    self.id,
+                    len(unproven),
+                    _some(unproven),
+                    self._settings.lease_ttl,
+                    self._settings.lease_margin,
+                    extra={"worker_id": self.id, "grants": len(unproven)},
+                )
+
+    def _proven(self, grant_ids: Collection[str], deadline: float) -> None:
+        """A claim or renewal proves these grants' leases until ``deadline``."""
+        resumed = []
+        for grant_id in grant_ids:
+            run = self._runs.get(grant_id)
+            if run is None or not run.held:
+                continue
+            run.deadline = max(run.deadline, deadline)
+            if run.suspended:
+                run.suspended = False
+                resumed.append(grant_id)
+        if resumed:
+            log.warning(
+                "worker %s resumes %d grant(s) (%s): their leases are renewed",
+                self.id,
+                len(resumed),
+                _some(resumed),
+                extra={"worker_id": self.id, "grants": len(resumed)},
+            )
+
+    def _lose(self, grant_ids: Collection[str], reason: str) -> None:
+        """Stop running these grants at once, as if this worker had died: interrupt the
+        running handler, drop the queued entries, the uncommitted completions and the
+        agent (no ``on_stop``); whoever holds the grant next runs that work again."""
+        lost = [g for g in grant_ids if g in self._runs]
+        if not lost:
+            return
+        log.warning(
+            "worker %s stops running %d grant(s) (%s): %s",
+            self.id,
+            len(lost),
+            _some(lost),
+            reason,
+            extra={"worker_id": self.id, "grants": len(lost)},
+        )
+        for grant_id in lost:
+            del self._runs[grant_id]
+            self.dispatcher.discard(grant_id)
+            self._host.interrupt(grant_id)
+            self._host.forget(grant_id)
+            self._done_count -= len(self._done.pop(grant_id, ()))
+            self._pending.discard(grant_id)
+
+
+def _some(grant_ids: list[str]) -> str:
+    """Up to five grant ids, for a log line."""
+    more = len(grant_ids) - 5
+    return ", ".join(grant_ids[:5]) + (f" and {more} more" if more > 0 else "")
 
 
 _HANDLER_OF = {

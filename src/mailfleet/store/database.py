@@ -21,6 +21,8 @@ when either is off (:func:`durability_warnings`).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +67,12 @@ def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
     return type(exc) is sa.exc.DatabaseError  # e.g. "file is not a database"
 
 
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    """The first line of the driver's message (psycopg's may span several)."""
+    text = (str(exc.orig) if exc.orig is not None else str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc.orig or exc).__name__
+
+
 def display_url(url: str) -> str:
     """``url`` with its password hidden, for messages and logs."""
     try:
@@ -104,6 +112,8 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self._checkpointer: Checkpointer | None = None
+        self._state_lock = threading.Lock()
+        self._down_since: float | None = None
         if self.is_sqlite:
             path = sqlite_path(self.url)
             if path is not None and not create and not path.is_file():
@@ -116,8 +126,9 @@ class Database:
             self._write_limiter = anyio.CapacityLimiter(1)
             self._read_limiter = anyio.CapacityLimiter(4)
         else:
-            # No pre-ping: it costs a round trip per transaction; stale
-            # connections are recycled instead.
+            # No pre-ping: it costs a round trip per transaction. Stale connections
+            # are recycled; one found dead (the server restarted) invalidates the
+            # whole pool and its transaction runs again once (see _run).
             self.engine = sa.create_engine(
                 self.url, pool_size=pool_size, max_overflow=0, pool_recycle=1800
             )
@@ -142,33 +153,56 @@ class Database:
 
         A transaction PostgreSQL aborts as a deadlock victim or serialization
         failure is run again, up to three times: ``work`` must not keep state
-        between attempts. A database that cannot be reached or used (gone,
-        down, locked for too long, its file damaged) raises
-        :class:`~mailfleet.StoreUnavailable` with the driver's error chained.
+        between attempts. So is one that fails because its pooled connection
+        turned out dead (the server restarted since it was last used) before
+        its COMMIT was sent: that cannot have committed, and the pool is
+        renewed by then. A connection lost *during* COMMIT is ambiguous (the
+        server may have committed): it is not run again, but reported as
+        :class:`~mailfleet.StoreUnavailable`, so that callers answer "try again
+        later" and never "done" for work that may be lost; a caller that tries
+        again may repeat work that did commit (at-least-once). A database that
+        cannot be reached or used (gone, down, locked for too long, its file
+        damaged) raises :class:`~mailfleet.StoreUnavailable` with the driver's
+        error chained.
         """
-        for attempt in range(_ATTEMPTS):
+        return self._run(work, write=True)
+
+    def read_sync(self, work: Callable[[Connection], T]) -> T:
+        """Blocking form of :meth:`read`; run again once if its pooled connection was dead."""
+        return self._run(work, write=False)
+
+    def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        attempts = 0
+        reconnected = False
+        while True:
+            committing = False
             try:
                 with self.engine.connect() as conn:
-                    conn.execution_options(**{_BEGIN: "IMMEDIATE"})
+                    if write:
+                        conn.execution_options(**{_BEGIN: "IMMEDIATE"})
                     with conn.begin():
-                        return work(conn)
+                        result = work(conn)
+                        committing = True
+                self._reachable()
+                return result
             except sa.exc.DBAPIError as exc:
-                if attempt + 1 < _ATTEMPTS and _is_transient(exc):
+                attempts += 1
+                if write and attempts < _ATTEMPTS and _is_transient(exc):
+                    continue
+                if exc.connection_invalidated and not committing and not reconnected:
+                    # The server closed this connection (a restart, an administrator's
+                    # pg_terminate_backend); SQLAlchemy has invalidated the whole pool,
+                    # so the next connection is a new one.
+                    reconnected = True
+                    log.warning(
+                        "the connection to the database %s was lost (%s); reconnecting",
+                        self.display_url,
+                        _first_line(exc),
+                    )
                     continue
                 if not _is_unavailable(exc):
                     raise
-                raise self._unavailable(exc) from exc
-        raise AssertionError("unreachable")
-
-    def read_sync(self, work: Callable[[Connection], T]) -> T:
-        """Blocking form of :meth:`read`."""
-        try:
-            with self.engine.connect() as conn, conn.begin():
-                return work(conn)
-        except sa.exc.DBAPIError as exc:
-            if not _is_unavailable(exc):
-                raise
-            raise self._unavailable(exc) from exc
+                raise self._unavailable(exc, ambiguous=committing) from exc
 
     @property
     def display_url(self) -> str:
@@ -189,9 +223,36 @@ class Database:
         for warning in durability_warnings(settings):
             log.warning("PostgreSQL at %s: %s", self.display_url, warning)
 
-    def _unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
-        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    def _unavailable(self, exc: sa.exc.DBAPIError, *, ambiguous: bool) -> StoreUnavailable:
+        cause = _first_line(exc)
+        if ambiguous:
+            cause += " (during COMMIT: the transaction may or may not have committed)"
+        with self._state_lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = time.monotonic()
+        if first:
+            log.warning("the database %s is unavailable: %s", self.display_url, cause)
         return StoreUnavailable(f"the database {self.display_url} is unavailable: {cause}")
+
+    def _reachable(self) -> None:
+        """Note a transaction that committed: log the end of an outage once."""
+        if self._down_since is None:  # the normal case: one attribute read
+            return
+        with self._state_lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning(
+                "the database %s is reachable again after %.1fs",
+                self.display_url,
+                time.monotonic() - since,
+            )
+
+    @property
+    def unavailable_since(self) -> float | None:
+        """Monotonic time of the first failure of the outage under way (None: no outage
+        seen since the last transaction that committed)."""
+        return self._down_since
 
     async def aclose(self) -> None:
         """Stop the checkpointer and close every pooled connection."""

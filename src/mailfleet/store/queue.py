@@ -11,7 +11,7 @@ another worker claims the grants and runs their unfinished entries, in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from .threads import ThreadHint, assign_threads
 from .timestamps import aware
 
 __all__ = [
+    "Claim",
     "DeadLetter",
     "Delivery",
     "QueuedMessage",
@@ -46,6 +47,7 @@ __all__ = [
     "dead_letter_count",
     "dead_letters",
     "enqueue",
+    "lease_rows",
     "load",
     "ready_count",
     "release",
@@ -355,18 +357,39 @@ def backlog(tx: Tx, grant_ids: Iterable[str]) -> dict[str, int]:
     return {grant_id: count for grant_id, count in rows.all()}
 
 
-def claim(tx: Tx, worker: str, *, now: float, ttl: float, limit: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What :func:`claim` took."""
+
+    grants: list[str]
+    """Grants newly claimed: their leases were free, expired, or another worker's."""
+    renewed: list[str]
+    """Grants of the caller's ``held`` whose lease had lapsed and still named the
+    caller (no other worker took them since): renewed, not claimed anew."""
+
+
+def claim(
+    tx: Tx,
+    worker: str,
+    *,
+    now: float,
+    ttl: float,
+    limit: int,
+    held: Collection[str] = frozenset(),
+) -> Claim:
     """Take the lease of up to ``limit`` grants with ready work and no live lease.
 
     Only grants of the scope's application whose agent class the scope serves
     are taken; the others' queues stay untouched for the processes that serve them.
+    A grant in ``held`` (the caller runs it) whose lapsed lease still names
+    ``worker`` is renewed instead: the caller's loaded work for it stays valid.
     """
     served = served_condition(tx.agents)
     if served is None:
-        return []
+        return Claim([], [])
     conn = tx.conn
     candidates = (
-        sa.select(_queue.c.grant_id)
+        sa.select(_queue.c.grant_id, _leases.c.worker)
         .join(_grants, _grants.c.id == _queue.c.grant_id)
         .outerjoin(_leases, _leases.c.grant_id == _queue.c.grant_id)
         .where(
@@ -375,13 +398,17 @@ def claim(tx: Tx, worker: str, *, now: float, ttl: float, limit: int) -> list[st
             served,
             sa.or_(_leases.c.grant_id.is_(None), _leases.c.expires_at <= now),
         )
-        .group_by(_queue.c.grant_id)
+        .group_by(_queue.c.grant_id, _leases.c.worker)
         .order_by(sa.func.min(_queue.c.id))
         .limit(limit)
     )
-    grant_ids = list(conn.execute(candidates).scalars())
+    found = conn.execute(candidates).all()
+    lapsed = [row.grant_id for row in found if row.worker == worker and row.grant_id in held]
+    grant_ids = [row.grant_id for row in found if row.grant_id not in held]
+    # Atomic: renewed only while the row still names this worker.
+    renewed = sorted(renew(tx, worker, lapsed, expires_at=now + ttl)) if lapsed else []
     if not grant_ids:
-        return []
+        return Claim([], renewed)
     rows = insert(conn, _leases).values(
         [{"grant_id": g, "worker": worker, "expires_at": now + ttl} for g in grant_ids]
     )
@@ -390,7 +417,7 @@ def claim(tx: Tx, worker: str, *, now: float, ttl: float, limit: int) -> list[st
         set_={"worker": rows.excluded.worker, "expires_at": rows.excluded.expires_at},
         where=_leases.c.expires_at <= now,
     ).returning(_leases.c.grant_id)
-    return list(conn.execute(statement).scalars())
+    return Claim(list(conn.execute(statement).scalars()), renewed)
 
 
 def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMessage]:
@@ -626,6 +653,27 @@ def renew(tx: Tx, worker: str, grant_ids: Sequence[str], *, expires_at: float) -
             ).scalars()
         )
     return held
+
+
+def lease_rows(tx: Tx, grant_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
+    """The lease of each of ``grant_ids`` that has one: its worker and expiry.
+
+    The fence of completions: a worker commits what it did for a grant only while
+    the lease row names it (a claim by another worker would have named that one).
+    The rows found are locked until the transaction ends (``FOR UPDATE`` on
+    PostgreSQL; SQLite's write transactions exclude each other anyway), so no claim
+    takes one over before the completions commit.
+    """
+    wanted = sorted(set(grant_ids))
+    found: dict[str, tuple[str, float]] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = tx.conn.execute(
+            sa.select(_leases.c.grant_id, _leases.c.worker, _leases.c.expires_at)
+            .where(_leases.c.grant_id.in_(wanted[start : start + 1000]))
+            .with_for_update()
+        )
+        found.update({row.grant_id: (row.worker, row.expires_at) for row in rows})
+    return found
 
 
 def release(tx: Tx, worker: str, grant_ids: Sequence[str]) -> None:
