@@ -307,6 +307,9 @@ def test_huge_reports_read_in_bounded_time() -> None:
         ),
         s.crlf(head + "\n" + "Diagnostic-Code: smtp; 550 " + "x" * 3_000_000 + "\n"),
         s.crlf(s.POSTFIX).replace(b"\r\n", b"\r\n" + b" " * 1000),
+        # a run of parameter-name characters with no "=": scanned again from each of them
+        s.crlf(head + "Content-Type: multipart/report; " + "x" * 200_000 + "\n\nx\n"),
+        s.crlf(head + "Reply-To: " + "(" * 5000 + "\nTo: " + "(" * 5000 + "\n\nx\n"),
     ]
     for raw in cases:
         check_report(raw)

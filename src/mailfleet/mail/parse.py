@@ -805,8 +805,11 @@ def _body_text(leaf: _Leaf, defects: list[str]) -> str:
         defects.append(f"{leaf.prefix}{problem}")
     if "\x00" in text:
         defects.append(f"{leaf.prefix}NUL characters in text (replaced by U+FFFD)")
-    return _scrub(text).replace("\r\n", "\n")
+    return _LINE_END.sub("\n", _scrub(text))
 
+
+_LINE_END = re.compile(r"\r+\n")
+"""A line end, with the stray CRs before it (``CR CR LF`` is a line end, not a CR and one)."""
 
 # Labels whose strict codec rejects text its usual senders produce: use the superset.
 _SUPERSETS = {
