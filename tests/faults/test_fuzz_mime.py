@@ -28,12 +28,16 @@ from mailfleet.mail.spamfacts import header_facts
 from mailfleet.model.messages import MessageHeaders, StoredMessage
 from test_mail_parse import ALTERNATIVE, ATTACHMENTS, FORWARD, assert_sane, nested
 
-FUZZ = settings(
+settings.register_profile(
+    "fuzz-mime",
     max_examples=40,
     deadline=5000,  # ms per example: a hang or a quadratic blow-up fails, a slow CI does not
-    database=None,  # nothing written into the repository
+    database=None,  # no example database in the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+FUZZ = settings.get_profile("fuzz-mime")
+"""This module's profile (applied to its tests only; ``--hypothesis-profile=fuzz-mime``
+makes it every test's)."""
 SAMPLES = [ALTERNATIVE, ATTACHMENTS, FORWARD, nested(4)]
 SECONDS = 5.0
 """The most one parse of a generated input may take (a quadratic blow-up takes minutes)."""

@@ -40,12 +40,16 @@ from mailfleet.mail.arf import read_arf
 from mailfleet.mail.dsn import read_delivery_status, recipient_of, status_of
 from mailfleet.mail.mimeparts import read_part, walk
 
-FUZZ = settings(
-    max_examples=120,
+settings.register_profile(
+    "fuzz-reports",
+    max_examples=60,
     deadline=5000,  # ms: a hang or a quadratic blow-up fails, a slow CI does not
-    database=None,  # nothing written into the repository
+    database=None,  # no example database in the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+FUZZ = settings.get_profile("fuzz-reports")
+"""This module's profile (applied to its tests only; ``--hypothesis-profile=fuzz-reports``
+makes it every test's)."""
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bounces"
 SAMPLES = [
     s.crlf(text)

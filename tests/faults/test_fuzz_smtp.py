@@ -52,13 +52,17 @@ from mailfleet import Fleet
 from mailfleet.store.tables import metadata
 from support import wait_until
 
-FUZZ = settings(
+settings.register_profile(
+    "fuzz-smtp",
     max_examples=60,
     stateful_step_count=30,
     deadline=None,  # each reply has its own timeout (REPLY_SECONDS)
-    database=None,  # nothing written into the repository
+    database=None,  # no example database in the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+FUZZ = settings.get_profile("fuzz-smtp")
+"""This module's profile (applied to its tests only; ``--hypothesis-profile=fuzz-smtp``
+makes it every test's)."""
 REPLY_SECONDS = 15.0
 """The longest the MX may take to answer one command (a DATA commit included)."""
 LOCAL = "desk@example.com"
