@@ -9,7 +9,8 @@ when needed). Malformed input is read as far as it goes: a missing closing
 boundary ends the part at the end of the input, a line that is not a header
 field ends the header block, an unknown or wrong charset falls back to UTF-8
 and then Windows-1252; each such problem is appended to the caller's
-``defects`` list.
+``defects`` list. Every string it gives can be stored: NUL and lone
+surrogates become U+FFFD.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import binascii
 import html
 import re
 from dataclasses import dataclass
-from email.errors import MessageError
-from email.header import decode_header, make_header
+
+from .headers import decode_words, storable
 
 __all__ = [
     "MAX_DEPTH",
@@ -52,7 +53,9 @@ _BLOCK = re.compile(
 )
 _BLANK = re.compile(rb"[ \t]*(?:\r?\n|\r|$)")
 _FOLD = re.compile(rb"\r?\n[ \t]*")
-_PARAM = re.compile(r'([\w.*-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"?|[^;\s]*)')
+_PARAM = re.compile(r'(?<![\w.*-])([\w.*-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"?|[^;\s]*)')
+"""A parameter; a name starts where no name character is before it (else a long run of
+them that no ``=`` follows was scanned again from each of its characters: quadratic)."""
 
 
 class Headers:
@@ -131,7 +134,7 @@ def split_head(raw: bytes, *, whole: bool = False) -> tuple[Headers, bytes]:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             text = value.decode("cp1252", "replace")
-        decoded.append((name.decode("ascii").lower(), text.strip()))
+        decoded.append((name.decode("ascii").lower(), storable(text.strip())))
     return Headers(decoded), raw[end:]
 
 
@@ -268,20 +271,21 @@ _NO_CHARSET = frozenset({"", "x-unknown", "unknown", "unknown-8bit", "default", 
 
 
 def decode_bytes(data: bytes, charset: str | None, defects: list[str]) -> str:
-    """``data`` as text: the declared charset, else UTF-8, else Windows-1252."""
+    """``data`` as text: the declared charset, else UTF-8, else Windows-1252; always
+    :func:`~.headers.storable` (NUL and lone surrogates become U+FFFD)."""
     name = (charset or "").strip().strip("'\"").lower()
     name = _CHARSET_ALIASES.get(name, name)
     if name not in _NO_CHARSET:
         try:
-            return data.decode(name)
+            return storable(data.decode(name))
         except LookupError:
-            defects.append(f"unknown charset {name[:40]!r}")
+            defects.append(f"unknown charset {storable(name[:40])!r}")
         except (ValueError, TypeError):
-            defects.append(f"the text does not match its charset {name[:40]!r}")
+            defects.append(f"the text does not match its charset {storable(name[:40])!r}")
     try:
-        return data.decode("utf-8")
+        return storable(data.decode("utf-8"))
     except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+        return storable(data.decode("cp1252", "replace"))
 
 
 def part_text(part: Part, defects: list[str]) -> str:
@@ -302,13 +306,3 @@ def html_to_text(markup: str) -> str:
     text = _BREAKS.sub("\n", text)
     text = html.unescape(_TAG.sub(" ", text))
     return "\n".join(_SPACES.sub(" ", line).strip() for line in text.splitlines())
-
-
-def decode_words(value: str) -> str:
-    """A header value with its RFC 2047 encoded words decoded (as is when broken)."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, MessageError, AttributeError):
-        return value

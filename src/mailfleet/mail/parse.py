@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import MessageDefect
 from email.generator import BytesGenerator
-from email.header import Header, decode_header, make_header
+from email.header import Header
 from email.headerregistry import (
     AddressHeader,
     BaseHeader,
@@ -48,16 +48,20 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from email.policy import default as default_policy
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from functools import partial
 from io import BytesIO
 
 from ..model.addresses import parse_address
 from ..model.errors import InvalidAddress
+from .headers import MAX_COMMENT_DEPTH, address_pairs, comment_depth, decode_words, storable
 
 __all__ = [
     "MAX_DEFECTS",
     "MAX_DEPTH",
+    "MAX_HEADERS_CHARS",
+    "MAX_HEADER_CHARS",
+    "MAX_MAILBOXES",
     "MAX_PARTS",
     "Attachment",
     "Mailbox",
@@ -75,6 +79,17 @@ MAX_PARTS = 1000
 
 MAX_DEFECTS = 100
 """At most this many defects are listed (repeats removed); the last entry counts the rest."""
+
+MAX_HEADER_CHARS = 16_384
+"""A longer header is not given to the stdlib's structured parser (whose cost grows with
+the square of the encoded words) but decoded leniently, with a defect."""
+
+MAX_HEADERS_CHARS = 131_072
+"""Characters of all the headers of a message (every part's) the structured parser reads;
+the headers past this budget are decoded leniently, with a defect."""
+
+MAX_MAILBOXES = 1000
+"""Mailboxes read from one address header; the rest are left out, with a defect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +273,11 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     if not data.strip():
         defects.append("message is empty")
     root = _parse_tree(data, defects)
-    fields = [_read_field(name, value, "", defects) for name, value in root.raw_items()]
+    budget = _Budget()
+    fields = [_read_field(name, value, "", defects, budget) for name, value in root.raw_items()]
     first = _first_fields(fields, "", defects)
     defects.extend(f"{name}: header missing" for name in _REQUIRED if name.lower() not in first)
-    text, html, attachments = _contents(root, first, defects)
+    text, html, attachments = _contents(root, first, defects, budget)
     boxes = {
         name: _mailboxes(first.get(name), defects) for name in ("from", "to", "cc", "reply-to")
     }
@@ -288,10 +304,10 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
 
 
 def _contents(
-    root: Message, root_fields: _Fields, defects: list[str]
+    root: Message, root_fields: _Fields, defects: list[str], budget: _Budget
 ) -> tuple[str | None, str | None, tuple[Attachment, ...]]:
     """The text body, the HTML body and the attachments of a parsed tree."""
-    walk = _Walk(defects)
+    walk = _Walk(defects, budget)
     walk.run(root, root_fields)
     text_leaf, html_leaf = _pick_bodies(walk.leaves)
     text = None if text_leaf is None else _body_text(text_leaf, defects)
@@ -337,7 +353,7 @@ def _unreadable(data: bytes, defects: list[str]) -> ParsedMessage:
         message_id=None,
         in_reply_to=None,
         references=(),
-        text=body.decode("latin-1"),
+        text=_scrub(body.decode("latin-1")),
         html=None,
         attachments=(),
         headers=(),
@@ -358,7 +374,6 @@ _STRUCTURED = frozenset(
     | {"mime-version", "content-type", "content-disposition", "content-transfer-encoding"}
 )
 _ESCAPED_RUN = re.compile("[\udc80-\udcff]+")
-_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
 def _decode_8bit(text: str) -> tuple[str, bool]:
@@ -385,22 +400,47 @@ def _scrub(text: str) -> str:
     """``text`` as valid, storable Unicode: escaped 8-bit bytes decoded, other lone surrogates
     and NUL (which PostgreSQL text cannot hold) replaced by U+FFFD."""
     decoded, _ = _decode_8bit(text)
-    return _UNSTORABLE.sub("\ufffd", decoded)
+    return storable(decoded)
 
 
-def _read_field(name: str, raw: str | Header, prefix: str, defects: list[str]) -> _Field:
+@dataclass(slots=True)
+class _Budget:
+    """What is left of :data:`MAX_HEADERS_CHARS` for one message."""
+
+    left: int = MAX_HEADERS_CHARS
+
+
+def _too_costly(text: str, budget: _Budget) -> str | None:
+    """Why ``text`` must not go to the stdlib's structured parser, or None (then it is charged)."""
+    if len(text) > MAX_HEADER_CHARS:
+        return f"longer than {MAX_HEADER_CHARS} characters"
+    if len(text) > budget.left:
+        return f"past the {MAX_HEADERS_CHARS} characters of headers parsed in full"
+    if comment_depth(text) > MAX_COMMENT_DEPTH:  # see MAX_COMMENT_DEPTH
+        return f"comments nested more than {MAX_COMMENT_DEPTH} deep"
+    budget.left -= len(text)
+    return None
+
+
+def _read_field(
+    name: str, raw: str | Header, prefix: str, defects: list[str], budget: _Budget
+) -> _Field:
     """Decode one header, recording what was wrong with it."""
     text, not_utf8 = _decode_8bit(_LINE_BREAKS.sub("", str(raw)))
     if name.lower() not in _STRUCTURED and "=?" not in text and _PLAIN.fullmatch(text):
         return _Field(name, text, None)  # nothing to decode or check: skip the costly parser
     if not_utf8:
         defects.append(f"{prefix}{name}: 8-bit bytes that are not UTF-8 (read as Latin-1)")
+    costly = _too_costly(text, budget)
+    if costly is not None:
+        defects.append(f"{prefix}{name}: {costly}: decoded leniently")
+        return _Field(name, _scrub(decode_words(text)), None)
     try:
         parsed: BaseHeader = default_policy.header_factory(name, text)
         value, problems = _header_value(parsed)
     except Exception as exc:  # the stdlib header parser has edge cases that raise
         defects.append(f"{prefix}{name}: unparsable header ({_describe_exception(exc)})")
-        return _Field(name, _scrub(_decode_words(text)), None)
+        return _Field(name, _scrub(decode_words(text)), None)
     defects.extend(_describe_defect(f"{prefix}{name}", problem) for problem in problems)
     return _Field(name, _scrub(value), parsed)
 
@@ -414,20 +454,14 @@ def _header_value(parsed: BaseHeader) -> tuple[str, list[MessageDefect]]:
     reads as UTF-8, else Latin-1. Without the (private) tree: the public view.
     """
     problems = list(parsed.defects)
+    known = {id(defect) for defect in problems}
     tree = getattr(parsed, "_parse_tree", None)
     for defect in getattr(tree, "all_defects", ()):
-        if not any(defect is known for known in problems):
+        if id(defect) not in known:  # once each (a quadratic search took seconds)
+            known.add(id(defect))
             problems.append(defect)
     unstructured = isinstance(parsed, UnstructuredHeader) and tree is not None
     return (str(tree) if unstructured else str(parsed)), problems
-
-
-def _decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded words the lenient way (fallback of an unparsable header)."""
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # unknown charset, broken word: the text as it stands
-        return text
 
 
 def _first_fields(fields: list[_Field], prefix: str, defects: list[str]) -> _Fields:
@@ -456,10 +490,13 @@ def _mailboxes(item: _Field | None, defects: list[str]) -> tuple[Mailbox, ...]:
         if isinstance(item.parsed, AddressHeader):
             pairs = [(a.display_name, a.addr_spec) for a in item.parsed.addresses]
         else:
-            pairs = getaddresses([item.value])
+            pairs = address_pairs(item.value)
     except Exception as exc:
         defects.append(f"{item.name}: unreadable addresses ({_describe_exception(exc)})")
         return ()
+    if len(pairs) > MAX_MAILBOXES:
+        defects.append(f"{item.name}: more than {MAX_MAILBOXES} addresses: the rest are left out")
+        pairs = pairs[:MAX_MAILBOXES]
     boxes = []
     for name, address in pairs:
         box = Mailbox(_scrub(name).strip() or None, _scrub(address).strip())
@@ -513,6 +550,8 @@ def _describe_defect(where: str, defect: Exception) -> str:
 
 
 def _describe_exception(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):  # its message depends on where the stack ran out
+        return "RecursionError: nested too deeply"
     detail = str(exc)[:200]
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
@@ -538,6 +577,7 @@ class _Walk:
     """An iterative walk of the tree that collects the leaves and checks every part."""
 
     defects: list[str]
+    budget: _Budget
     leaves: list[_Leaf] = field(default_factory=list)
     parts: list[tuple[str, Message]] = field(default_factory=list)
 
@@ -558,7 +598,10 @@ class _Walk:
                 stack.append((child, child_path, depth + 1, child_alternative, child_collect))
 
     def _fields(self, part: Message, prefix: str) -> _Fields:
-        read = [_read_field(name, raw, prefix, self.defects) for name, raw in part.raw_items()]
+        read = [
+            _read_field(name, raw, prefix, self.defects, self.budget)
+            for name, raw in part.raw_items()
+        ]
         return _first_fields(read, prefix, self.defects)
 
     def _visit(
@@ -671,7 +714,7 @@ def _filename(leaf: _Leaf) -> str | None:
     if not name:
         return None
     if "=?" in name:
-        name = _decode_words(name)
+        name = decode_words(_decode_8bit(name)[0])
     return _scrub(name).strip() or None
 
 
@@ -762,8 +805,11 @@ def _body_text(leaf: _Leaf, defects: list[str]) -> str:
         defects.append(f"{leaf.prefix}{problem}")
     if "\x00" in text:
         defects.append(f"{leaf.prefix}NUL characters in text (replaced by U+FFFD)")
-    return _scrub(text).replace("\r\n", "\n")
+    return _LINE_END.sub("\n", _scrub(text))
 
+
+_LINE_END = re.compile(r"\r+\n")
+"""A line end, with the stray CRs before it (``CR CR LF`` is a line end, not a CR and one)."""
 
 # Labels whose strict codec rejects text its usual senders produce: use the superset.
 _SUPERSETS = {

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from email.utils import getaddresses
+
+from .headers import address_pairs
 
 __all__ = [
     "ADDRESS",
@@ -88,11 +89,7 @@ def addresses_in(values: Iterable[str]) -> list[str]:
             if address and address not in found:
                 found.append(address)
             continue
-        try:
-            pairs = getaddresses([value])
-        except (ValueError, TypeError, IndexError):
-            pairs = [("", value)]
-        for _, raw in pairs:
+        for _, raw in address_pairs(value) or [("", value)]:
             address = normalise(raw) if raw else None
             if address and address not in found:
                 found.append(address)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from email.utils import getaddresses, parseaddr
+from email.utils import parseaddr
 
 from ..model.spam import HeaderFacts
+from .headers import MAX_COMMENT_DEPTH, address_pairs, comment_depth
 
 __all__ = ["header_facts"]
 
@@ -35,7 +36,12 @@ def _mailbox(value: str) -> tuple[str, str]:
         end = value.rfind(">")
         if end > start:
             return value[:start].strip(), value[start + 1 : end].strip()
-    return parseaddr(value)
+    if comment_depth(value) > MAX_COMMENT_DEPTH:  # the stdlib's parser would recurse
+        return "", ""
+    try:
+        return parseaddr(value)
+    except Exception:  # its edge cases that raise: no fact rather than an error
+        return "", ""
 
 
 def _domain(address: str) -> str | None:
@@ -56,7 +62,7 @@ def header_facts(headers: Sequence[tuple[str, str]]) -> HeaderFacts:
     shown = [m.lower() for m in _ADDRESS_IN_TEXT.findall(display)] if "@" in display else []
     replies = [
         domain
-        for _, reply in getaddresses([first["reply-to"]] if "reply-to" in first else [])
+        for _, reply in address_pairs(first.get("reply-to", ""))
         if (domain := _domain(reply)) is not None
     ]
     return HeaderFacts(

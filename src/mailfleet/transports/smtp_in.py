@@ -191,6 +191,8 @@ _UNEXPECTED = "451 4.3.5 Temporary failure, please try again"
 
 _MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address>"
 _COMMAND_TOO_LONG = "500 5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)"
+_NOT_REPLY_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+"""What a reply's text must not hold: line breaks, other controls, lone surrogates."""
 _STOCK_COMMAND_TOO_LONG = "500 Command line too long"
 """aiosmtpd's reply to an over-long command line, from a method the MX does not replace."""
 
@@ -223,9 +225,20 @@ class MxSMTP(SMTP):
         return address, rest, True
 
     async def push(self, status: AnyStr) -> None:
-        """Every reply; aiosmtpd's over-long command line gets its enhanced code here."""
+        """Every reply, as one line of text; aiosmtpd's over-long command line gets its
+        enhanced code here.
+
+        Replies repeat what the client sent (aiosmtpd an unknown command, the
+        MX an address, the admission an attachment's file name): a CR or LF in
+        it would end the reply early and start a forged one (``552 ...\r\n250
+        OK``), a NUL or a lone surrogate (a byte that is not UTF-8) is no reply
+        text (RFC 5321 4.2) and the latter cannot even be encoded. Each such
+        character becomes ``?``.
+        """
         if status == _STOCK_COMMAND_TOO_LONG:
             await super().push(_COMMAND_TOO_LONG)
+        elif isinstance(status, str) and _NOT_REPLY_TEXT.search(status):
+            await super().push(_NOT_REPLY_TEXT.sub("?", status))
         else:
             await super().push(status)
 
