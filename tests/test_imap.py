@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 
 FAST = {
     "poll_interval": 0.05,
-    "lease_ttl": 1.0,
+    "lease_ttl": 3.0,
     "retry_base": 0.02,
     "retry_max": 0.05,
     "handler_timeout": 5.0,
