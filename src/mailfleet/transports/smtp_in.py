@@ -635,6 +635,9 @@ async def serve_smtp(
             hostname=hostname,
             tls_context=tls_context,
             ident="mailfleet ESMTP",
+            # no login (smtp_AUTH refuses it): not even aiosmtpd's built-in mechanisms,
+            # which it would name in its log of every connection
+            auth_exclude_mechanism=("LOGIN", "PLAIN"),
         )
 
     loop = asyncio.get_running_loop()
