@@ -515,7 +515,12 @@ class MxHandler:
         self.max_recipients = max_recipients
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         """aiosmtpd's EHLO reply without AUTH, which aiosmtpd would offer after STARTTLS."""
         session.host_name = hostname  # the hook's job, when there is one
