@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import shutil
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from typer.testing import Result
 
 from dnsserver import DnsServer
@@ -81,3 +90,46 @@ def one_error_line(result: Result) -> str:
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ")
     return line
+
+
+# -- certificates and Debian tools -------------------------------------------------------
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and its key, ``mx.pem`` and ``mx.key``
+    in ``folder``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "mx.pem", folder / "mx.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def debian_tool(name: str, package: str) -> str:
+    """The path of the command ``name`` (from Debian's ``package``): the test skips
+    without it, except under CI (``CI=true``, where .ci/run installs it), where it fails."""
+    found = shutil.which(name)
+    if found is None:
+        reason = f"{name} is not installed (apt-get install {package})"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{reason}; CI must run these tests")
+        pytest.skip(reason)
+    return found

@@ -6,7 +6,6 @@ dkimpy reads them through the project's resolver.
 
 from __future__ import annotations
 
-import datetime as dt
 import smtplib
 import ssl
 from pathlib import Path
@@ -16,16 +15,12 @@ import anyio
 import anyio.to_thread
 import dkim
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dnsserver import DnsServer
 from mailfleet import Agent, Fleet, InboundMessage, OutgoingAttachment
 from mailfleet.mail import parse_message
 from relay import relay_peer
-from support import dkim_dns, wait_until
+from support import dkim_dns, self_signed, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -85,32 +80,6 @@ async def test_smtp_in_agent_reply_relay_out(database_url: str, dns_server: DnsS
         (attachment,) = reply.attachments
         assert attachment.filename == "invoice-42.txt"
         assert attachment.content() == b"Total: 42 EUR\n"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "mx.pem", folder / "mx.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class Inbox(Agent):

@@ -77,11 +77,12 @@ def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
-# The intended difference: the MX's own replies (to MAIL, and at the end of
+# The intended difference: the MX's own replies (to MAIL and RCPT, and at the end of
 # DATA) carry RFC 3463 enhanced status codes, which aiosmtpd's lack (see the
 # reply table in smtp_in). Replies after the greeting: EHLO, MAIL, RCPT, 354,
 # the end of DATA, NOOP.
 ENHANCED_MAIL = {b"250 OK\r\n": b"250 2.1.0 OK\r\n"}
+ENHANCED_RCPT = {b"250 OK\r\n": b"250 2.1.5 OK\r\n"}
 ENHANCED_DATA = {
     b"500 Line too long (see RFC5321 4.5.3.1.6)\r\n": (
         b"500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)\r\n"
@@ -94,7 +95,7 @@ def _enhanced(replies: tuple[bytes, ...]) -> tuple[bytes, ...]:
     """Stock aiosmtpd's replies as the MX words them."""
     ehlo, mail, rcpt, go_ahead, end, noop = replies
     end = ENHANCED_DATA.get(end, end)
-    return ehlo, ENHANCED_MAIL[mail], rcpt, go_ahead, end, noop
+    return ehlo, ENHANCED_MAIL[mail], ENHANCED_RCPT[rcpt], go_ahead, end, noop
 
 
 def _compare(data: bytes, cuts: list[int]) -> None:

@@ -101,8 +101,9 @@ async def test_unknown_recipients_and_relaying_are_refused(database_url: str) ->
 
         replies = await smtp(fleet, probe)
         assert [code for code, _ in replies] == [550, 550, 501]
-        assert b"5.1.1" in replies[0][1]
-        assert b"5.1.1" in replies[1][1]
+        assert b"5.1.1" in replies[0][1]  # the fleet's domain: an unknown mailbox
+        assert replies[1][1] == b"5.7.1 <someone@elsewhere.org>: relay access denied"
+        assert replies[2][1] == b"5.1.3 Bad recipient address syntax"
         assert await fleet.events(type="message.received") == []
 
 

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ..mail.authresults import add_authentication_results, strip_authentication_results
-from ..model.addresses import parse_address
+from ..model.addresses import normalize_domain, parse_address
 from ..model.authentication import Authentication
 from ..model.errors import (
     GrantNotFound,
@@ -183,6 +183,18 @@ class FleetMx(MxContext):
             - self._grown.get(normal, 0),
             refusal=None if self._screen is None else await self._screen(grant, mail_from),
         )
+
+    async def takes_domain(self, domain: str) -> bool:
+        """Whether ``domain`` (any case, Unicode or punycode) is one of the application's
+        (or a bounce domain of one): not, for an address literal or a name that is no
+        domain. Without ``owns_domain`` every domain is taken (an unknown mailbox)."""
+        if self._owns_domain is None:
+            return True
+        try:
+            normal = normalize_domain(domain)
+        except InvalidInput:
+            return False
+        return await self._cached(self._domains, normal, self._owns_domain)
 
     async def _bounce_address(self, address: str) -> Recipient | None:
         """A bounce address on one of the application's domains, or None."""

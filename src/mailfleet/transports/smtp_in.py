@@ -2,8 +2,28 @@
 
 The server knows nothing of grants or the store: every decision goes through
 one context object, :class:`MxContext`, that the runtime implements. It never
-relays: a recipient the context does not accept gets ``550 5.1.1`` at RCPT.
-Each message is answered ``250`` only after the context has committed it.
+relays: a recipient the context does not accept is refused at RCPT, ``550
+5.7.1`` on a domain the context does not take mail for, ``550 5.1.1`` on one
+it does. Each message is answered ``250`` only after the context has
+committed it.
+
+Relay tricks (tests/faults/test_relay_tricks.py tries each with swaks): a
+recipient is one RFC 5321 ``<mailbox>``, checked before anything else reads
+it (``501 5.1.3`` otherwise: no angle brackets, a backslash outside quotes,
+NUL or other control characters, bytes that are not UTF-8, a trailing dot).
+A source route (``<@a.example:user@b.example>``) is ignored, as RFC 5321
+(appendix C) allows: the mailbox after it is the recipient. The local part is
+never read as a route: ``user%foreign@local``, ``foreign!user@local`` and
+``"user@foreign"@local`` are local mailboxes, refused as a relay attempt
+(``550 5.7.1``) unless a grant has exactly that address; nothing the MX
+accepts is ever sent on. A domain in any case or in its Unicode or punycode
+form is the same domain (``Desk@Example.COM`` is ``desk@example.com``); a
+non-ASCII address needs ``SMTPUTF8`` on MAIL (RFC 6531 3.4, ``553 5.6.7``).
+
+No AUTH: the MX takes mail for its own addresses and logs nobody in (there is
+no submission service). EHLO never offers AUTH, in the clear or after
+STARTTLS (offered when the fleet has ``smtp_tls_cert``), and the command is
+refused ``503 5.5.1`` at any point of a session.
 
 Size: the context's :meth:`~MxContext.size_limit` is the largest message any
 of its recipients can take. EHLO advertises it (``SIZE``), a ``MAIL ...
@@ -15,17 +35,27 @@ Replies the MX gives itself (RFC 5321 / RFC 3463; the rest are aiosmtpd's):
 
 ==============  =====================================================
 250 2.1.0       MAIL: sender accepted (the null path ``<>`` too)
+250 2.1.5       RCPT: recipient accepted
 501 5.1.7       MAIL: the reverse-path is not ``<>`` or ``<mailbox>``
-501 5.5.4       MAIL: other syntax (parameters, SIZE, BODY, SMTPUTF8)
-555 5.5.4       MAIL: a parameter the MX does not know
-503 5.5.1       nested MAIL; DATA before RCPT
+501 5.5.4       MAIL or RCPT: other syntax (no ``FROM:``/``TO:``,
+                parameters, SIZE, BODY, SMTPUTF8)
+553 5.6.7       MAIL or RCPT: a non-ASCII address without ``SMTPUTF8``
+555 5.5.4       MAIL or RCPT: a parameter the MX does not know
+503 5.5.1       nested MAIL; RCPT before MAIL; DATA before RCPT;
+                AUTH (never offered: the MX logs nobody in)
 552 5.3.4       MAIL: declared SIZE above the size limit;
                 RCPT: declared SIZE above the grant's ``max_message_bytes``;
                 DATA: message above the size limit or a grant's limit
-550 5.1.1       RCPT: no such mailbox (unknown or deleted grant)
-550 5.7.1       RCPT or DATA: refused by the recipient's rules (the
+550 5.1.1       RCPT: no such mailbox on a domain of the fleet
+                (unknown or deleted grant)
+550 5.7.1       RCPT: relay access denied: a domain the fleet does not
+                take mail for (address literals too), or a routing
+                character (``%``, ``!``, ``@``) in the local part of an
+                address that is no grant's;
+                RCPT or DATA: refused by the recipient's rules (the
                 context's ``Recipient.refusal``, or its answer to DATA)
-501 5.1.3       RCPT: recipient address syntax
+501 5.1.3       RCPT: the forward-path is not ``<mailbox>`` (RFC 5321
+                4.1.2, with RFC 6531 UTF-8; a source route is ignored)
 452 4.5.3       RCPT: too many recipients for one message
 452 4.2.2       RCPT: the grant's storage is full, or has less left than
                 the declared SIZE; DATA: less than the message
@@ -78,7 +108,7 @@ log = logging.getLogger("mailfleet.mx")
 # any release may change them. tests/test_smtp_data.py holds MxSMTP to stock
 # aiosmtpd's replies and content for the pinned range, and fails by name when
 # one of the members below is gone. Moving the pin means running those tests.
-AIOSMTPD_OVERRIDDEN = ("_getaddr", "push", "smtp_DATA", "smtp_MAIL")
+AIOSMTPD_OVERRIDDEN = ("_getaddr", "push", "smtp_AUTH", "smtp_DATA", "smtp_MAIL", "smtp_RCPT")
 """The methods of ``aiosmtpd.smtp.SMTP`` that :class:`MxSMTP` replaces (same parameters)."""
 
 AIOSMTPD_USED = (
@@ -159,6 +189,15 @@ class MxContext(Protocol):
         """
         ...
 
+    async def takes_domain(self, domain: str) -> bool:
+        """Whether the fleet takes mail for ``domain`` at all (as RCPT gives it: any
+        case, Unicode or punycode, perhaps an address literal).
+
+        Asked for a recipient :meth:`recipient` found no mailbox for: False makes
+        it a relay attempt (``550 5.7.1``), True an unknown mailbox (``550 5.1.1``).
+        """
+        return True
+
     async def mailbox_full(self, recipient: Recipient, size: int) -> None:
         """Told when ``recipient`` is refused ``452 4.2.2`` for storage (``size``: the
         message's declared or actual size); the refusal stands whatever it does."""
@@ -182,14 +221,23 @@ _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _QUOTED = rf'"(?:[ !#-\[\]-~{_UTF8}]|\\[ -~])*"'
 _LITERAL = r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|[A-Za-z0-9-]*[A-Za-z0-9]:[!-Z^-~]+)\]"
 _MAILBOX = rf"(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
-_REVERSE_PATH = re.compile(rf"<(?:(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?{_MAILBOX})?>")
+_ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"
+_REVERSE_PATH = re.compile(rf"<(?:(?:{_ROUTE})?{_MAILBOX})?>")
 """``<>`` or ``<mailbox>`` (a source route allowed and ignored), then the parameters."""
+_FORWARD_PATH = re.compile(rf"<(?:{_ROUTE})?{_MAILBOX}>")
+"""``<mailbox>`` (a source route allowed and ignored), then the parameters."""
+_ROUTING = re.compile(r"[%!@]")
+"""What would make a local part a route (the percent hack, bang paths, a quoted ``@``)."""
 
 STORE_UNAVAILABLE = "451 4.3.0 Mail store unavailable, nothing was accepted; please try again later"
 """The reply to DATA while the store cannot take the message (RCPT names the address)."""
 _UNEXPECTED = "451 4.3.5 Temporary failure, please try again"
 
 _MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address>"
+_RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO: <address>"
+_BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
+_NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address"
+_NO_AUTH = "503 5.5.1 Error: authentication not enabled"
 _COMMAND_TOO_LONG = "500 5.5.2 Command line too long (see RFC 5321 4.5.3.1.4)"
 _NOT_REPLY_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 """What a reply's text must not hold: line breaks, other controls, lone surrogates."""
@@ -205,7 +253,8 @@ class MxSMTP(SMTP):
     message. A plain ``<local@domain>`` gives the same result as that parser
     and is read with one regular expression; anything else (quoted local
     parts, address literals, UTF-8, no angle brackets) still goes through it.
-    MAIL: see :meth:`smtp_MAIL`; DATA: see :meth:`smtp_DATA`.
+    MAIL: see :meth:`smtp_MAIL`; RCPT: see :meth:`smtp_RCPT`; DATA: see
+    :meth:`smtp_DATA`; AUTH: see :meth:`smtp_AUTH`.
     """
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -288,6 +337,9 @@ class MxSMTP(SMTP):
         if smtputf8 and not self.enable_SMTPUTF8:
             await self.push("501 5.5.4 Error: SMTPUTF8 disabled")
             return
+        if not smtputf8 and not address.isascii():
+            await self.push(_NEEDS_SMTPUTF8)
+            return
         self.envelope.smtp_utf8 = smtputf8
         size = params.pop("SIZE", None)
         if size:
@@ -306,6 +358,69 @@ class MxSMTP(SMTP):
             self.envelope.mail_options.extend(mail_options)
             status = "250 2.1.0 OK"
         await self.push(status)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT, with a checked forward-path and enhanced status codes.
+
+        The path must be an RFC 5321 ``<mailbox>`` (a source route is ignored;
+        RFC 6531 UTF-8 only after ``MAIL ... SMTPUTF8``, else ``553 5.6.7``):
+        anything else, which the stdlib's lenient parser would take or choke
+        on (no angle brackets or domain, NUL, bytes that are not UTF-8, an
+        escape outside quotes), is ``501 5.1.3``, before the handler sees it;
+        so a reply that names the address names a well-formed one.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        assert self.session is not None
+        assert self.envelope is not None
+        if not self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        syntax_error = _RCPT_SYNTAX
+        if self.session.extended_smtp:
+            syntax_error += " [SP <mail-parameters>]"
+        arg = None if arg is None else self._strip_command_keyword("TO:", arg)
+        if not arg:
+            await self.push(syntax_error)
+            return
+        if not (_PLAIN_PATH.fullmatch(arg) or _FORWARD_PATH.match(arg)):
+            await self.push(_BAD_RECIPIENT)
+            return
+        address, rest, _ = self._read_path(arg)
+        if not address:
+            await self.push(_BAD_RECIPIENT)
+            return
+        if not self.envelope.smtp_utf8 and not address.isascii():
+            await self.push(_NEEDS_SMTPUTF8)
+            return
+        if rest and not self.session.extended_smtp:
+            await self.push(syntax_error)
+            return
+        rcpt_options = (rest or "").upper().split()
+        params = self._getparams(rcpt_options)
+        if params is None:
+            await self.push(syntax_error)
+            return
+        if params:
+            await self.push("555 5.5.4 RCPT TO parameters not recognized or not implemented")
+            return
+        status = await self._call_handler_hook("RCPT", address, rcpt_options)
+        if status is MISSING:
+            self.envelope.rcpt_tos.append(address)
+            self.envelope.rcpt_options.extend(rcpt_options)
+            status = "250 2.1.5 OK"
+        await self.push(status)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Refused, in the clear and over TLS alike: the MX logs nobody in.
+
+        EHLO does not offer AUTH (:meth:`MxHandler.handle_EHLO`); a client that
+        sends it anyway gets ``503 5.5.1`` (Postfix's words with no SASL), and
+        its argument is neither read nor logged.
+        """
+        await self.push(_NO_AUTH)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -425,6 +540,18 @@ class MxHandler:
         self.context = context
         self.max_recipients = max_recipients
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply without AUTH, which aiosmtpd would offer after STARTTLS."""
+        session.host_name = hostname  # the hook's job, when there is one
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -433,11 +560,15 @@ class MxHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        """Accept only addresses of the fleet's grants with room left (for a declared SIZE)."""
+        """Accept only addresses of the fleet's grants with room left (for a declared SIZE).
+
+        ``address`` is a well-formed mailbox (:meth:`MxSMTP.smtp_RCPT` checked
+        it). One that is no grant's is a relay attempt (``550 5.7.1``) on a
+        domain the fleet does not take mail for, or with a routing character in
+        its local part; an unknown mailbox (``550 5.1.1``) otherwise.
+        """
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if "@" not in address:
-            return "501 5.1.3 Bad recipient address syntax"
         mail_from = envelope.mail_from or ""
         try:
             recipient = await self.context.recipient(
@@ -450,6 +581,11 @@ class MxHandler:
             log.exception("looking up the recipient <%s> failed", address)
             return _UNEXPECTED
         if recipient is None:
+            local, _, domain = address.rpartition("@")
+            if not await self.context.takes_domain(domain):
+                return f"550 5.7.1 <{address}>: relay access denied"
+            if _ROUTING.search(local):
+                return f"550 5.7.1 <{address}>: relay access denied (a route in the local part)"
             return f"550 5.1.1 <{address}>: no such mailbox here"
         if recipient.refusal is not None:
             return recipient.refusal
@@ -540,6 +676,9 @@ async def serve_smtp(
             hostname=hostname,
             tls_context=tls_context,
             ident="mailfleet ESMTP",
+            # no login (smtp_AUTH refuses it): not even aiosmtpd's built-in mechanisms,
+            # which it would name in its log of every connection
+            auth_exclude_mechanism=("LOGIN", "PLAIN"),
         )
 
     loop = asyncio.get_running_loop()
