@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 
 FAST = {
     "poll_interval": 0.05,
-    "lease_ttl": 1.5,
+    "lease_ttl": 3.0,
     "handler_timeout": 5.0,
     "shutdown_grace": 2.0,
     "plugins": "",

@@ -451,6 +451,13 @@ class SmtpSession(RuleBasedStateMachine):
         else:
             assert code in (503, 501), (code, text)
 
+    @rule(recipient=st.sampled_from(FOREIGN + UNKNOWN), extended=st.booleans())
+    def relay_attempt(self, recipient: bytes, extended: bool) -> None:
+        """A foreign or unknown recipient inside a transaction, the case that matters most:
+        reached on purpose, not only when the random steps happen to have begun one."""
+        self.begin(extended)
+        self.rcpt_not_ours(recipient, True)
+
     @rule(
         headers=st.lists(HEADER, max_size=3),
         lines=st.lists(LINE_BODY, max_size=12),

@@ -114,6 +114,9 @@ class Database:
         self._checkpointer: Checkpointer | None = None
         self._state_lock = threading.Lock()
         self._down_since: float | None = None
+        # An outage is logged only once the database has worked: one that never
+        # opened is a start-up failure, which the caller reports in one line.
+        self._has_worked = False
         if self.is_sqlite:
             path = sqlite_path(self.url)
             if path is not None and not create and not path.is_file():
@@ -231,18 +234,20 @@ class Database:
             first = self._down_since is None
             if first:
                 self._down_since = time.monotonic()
-        if first:
+        if first and self._has_worked:
             log.warning("the database %s is unavailable: %s", self.display_url, cause)
         return StoreUnavailable(f"the database {self.display_url} is unavailable: {cause}")
 
     def _reachable(self) -> None:
         """Note a transaction that committed: log the end of an outage once."""
         if self._down_since is None:  # the normal case: one attribute read
+            self._has_worked = True
             return
         with self._state_lock:
             since, self._down_since = self._down_since, None
-        if since is not None:
-            log.warning(
+        worked, self._has_worked = self._has_worked, True
+        if since is not None and worked:
+            log.info(
                 "the database %s is reachable again after %.1fs",
                 self.display_url,
                 time.monotonic() - since,
