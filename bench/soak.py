@@ -176,9 +176,8 @@ async def run_peer(folder: Path, mx_port: int) -> None:
     """Peer mode: serve until stdin closes; print the ports as one JSON line first."""
     sys.path.insert(0, str(ROOT / "tests"))  # the tests' real servers, reused
     from dnsserver import DnsServer
-    from webhook_receiver import Received, Receiver
-
     from mailfleet.transports.simulator import PendingReport, SimulatedInternet
+    from webhook_receiver import Received, Receiver
 
     relay_log = (folder / "relay.jsonl").open("a", buffering=1)
     dsn_log = (folder / "dsn.jsonl").open("a", buffering=1)
@@ -339,7 +338,9 @@ async def fleet_process(folder: Path, peer: Peer, smtp_port: int) -> AsyncIterat
             print("the fleet did not stop within 90 s of SIGTERM: killed", flush=True)
 
 
-async def _until_listening(fleet: FleetProcess, process: subprocess.Popen[bytes], log: Path) -> None:
+async def _until_listening(
+    fleet: FleetProcess, process: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
@@ -605,7 +606,10 @@ async def soak(seconds: float, rate: float, keep: bool) -> dict[str, Any]:
         f"{GRANTS} grants over {CONNECTIONS} SMTP connections; folder {folder}",
         flush=True,
     )
-    async with peer_process(folder, smtp_port) as peer, fleet_process(folder, peer, smtp_port) as fleet:
+    async with (
+        peer_process(folder, smtp_port) as peer,
+        fleet_process(folder, peer, smtp_port) as fleet,
+    ):
         headers = {"Authorization": f"Bearer {fleet.key}"}
         async with httpx.AsyncClient(base_url=fleet.api, headers=headers, timeout=60) as client:
             await prepare(client, peer.hooks_url)
@@ -777,7 +781,8 @@ def read_store(url: str, after_event: int) -> Store:
                     sa.select(r.c.outbound_id).where(r.c.kind == "bounce", r.c.attributed)
                 )
             )
-            found = conn.execute(sa.select(e.c.id, e.c.type, e.c.payload).where(e.c.id > after_event))
+            query = sa.select(e.c.id, e.c.type, e.c.payload).where(e.c.id > after_event)
+            found = conn.execute(query)
             events: dict[int, str] = {}
             bounced: Counter[str] = Counter()
             for row in found:

@@ -26,7 +26,7 @@ _journal: IO[str] | None = None
 def _journal_file() -> IO[str]:
     global _journal
     if _journal is None:
-        _journal = open(os.environ["SOAK_JOURNAL"], "a", buffering=1)  # noqa: SIM115
+        _journal = open(os.environ["SOAK_JOURNAL"], "a", buffering=1)
     return _journal
 
 

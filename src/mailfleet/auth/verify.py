@@ -81,8 +81,9 @@ class InboundVerifier:
     from, so they are reused while every one of those answers is still
     within its TTL, and for :data:`MEMO_SECONDS` at most (bounded to 10,000
     senders; expired ones are dropped every :data:`MEMO_SECONDS`, so that senders
-    seen once, such as VERP bounce addresses, do not pile up): a busy sender costs one evaluation per half minute, and a
-    record changed is seen as soon as a receiver with a cache would see it.
+    seen once, such as VERP bounce addresses, do not pile up): a busy sender
+    costs one evaluation per half minute, and a record changed is seen as soon
+    as a receiver with a cache would see it.
     Signed mail is always verified, since its results depend on the message.
     """
 
