@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,10 @@ if str(_SRC) not in sys.path:
 
 __all__ = [
     "BACKENDS",
+    "UNPACED",
     "emit",
     "median",
+    "percentile",
     "scratch_database",
     "stopwatch",
 ]
@@ -43,6 +45,16 @@ BACKENDS = ("sqlite", "postgres")
 POSTGRES_SERVER = os.environ.get(
     "MAILFLEET_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+UNPACED = {
+    "breaker": {"enabled": False},
+    "warmup": {"grant": [], "domain": []},
+    "send_rate_per_minute": 10_000_000,
+    "send_burst": 1_000_000,
+    "daily_send_quota": 100_000_000,
+    "send_queue_limit": 1_000_000,
+}
+"""A policy that neither paces, ramps nor holds back what a benchmark sends."""
 
 
 @contextmanager
@@ -96,6 +108,12 @@ def stopwatch() -> Iterator[Callable[[], float]]:
 def median(values: list[float]) -> float:
     """The median of ``values``."""
     return statistics.median(values)
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The ``share`` percentile (0.99...) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 def emit(figures: dict[str, Any]) -> None:

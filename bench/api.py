@@ -53,7 +53,7 @@ from typing import Any
 
 import anyio
 import httpx
-from _common import emit, median, scratch_database, stopwatch
+from _common import emit, median, percentile, scratch_database, stopwatch
 
 from mailfleet import Fleet
 from mailfleet.model.records import ProvisionOutcome
@@ -79,12 +79,6 @@ _counter = iter(range(10**9))
 def fresh(count: int, prefix: str) -> list[str]:
     """``count`` addresses never provisioned before in this run."""
     return [f"{prefix}-{next(_counter):07d}@{DOMAIN}" for _ in range(count)]
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """The ``share`` percentile (0.99...) of ``values``, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 def latencies(name: str, timings: Sequence[float]) -> dict[str, float]:

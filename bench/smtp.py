@@ -50,7 +50,7 @@ from pathlib import Path
 
 import aiosmtplib
 import anyio
-from _common import emit, median
+from _common import UNPACED, emit, median
 from dkim_sign import measure_rsa
 
 from mailfleet import Agent, Fleet, InboundMessage
@@ -61,15 +61,6 @@ INBOUND_MESSAGES = 6000
 ROUNDS = 3
 CONNECTIONS = 20
 OUTBOUND_MESSAGES = 3000
-UNPACED = {
-    "breaker": {"enabled": False},
-    "warmup": {"grant": [], "domain": []},
-    "send_rate_per_minute": 10_000_000,
-    "send_burst": 1_000_000,
-    "daily_send_quota": 100_000_000,
-    "send_queue_limit": 1_000_000,
-}
-"""A policy that neither paces, ramps nor holds back the outbound measurement."""
 POOL = 4
 SENDERS = 64
 

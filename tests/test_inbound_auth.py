@@ -612,3 +612,29 @@ async def test_the_verifier_reuses_an_unsigned_senders_verdict_and_checks_each_s
     assert tampered != signed
     bad = await verify(tampered, **session)  # signed mail is verified every time
     assert not bad.dkim_passed
+
+
+async def test_the_verifiers_memo_forgets_senders_once_their_verdict_expired(
+    dns_server: DnsServer,
+    resolver: Resolver,
+    keys: tuple[DkimKey, DkimKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the soak: senders seen once (each VERP bounce address is one) stayed in
+    the memo until it held 10,000 of them."""
+    from types import SimpleNamespace
+
+    from mailfleet.auth import verify as module
+
+    publish(dns_server, keys)
+    clock = [1_000_000.0]
+    monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: clock[0]))
+    verify = module.InboundVerifier(resolver, authserv_id=US)
+    session = {"ip": "192.0.2.10", "helo": "out.example.net"}
+    for n in range(5):
+        await verify(MESSAGE, **session, mail_from=f"once+{n}@example.net")
+    assert len(verify._memo) == 5
+    clock[0] += module.MEMO_SECONDS + 1
+    latest = await verify(MESSAGE, **session, mail_from="b@example.net")
+    assert list(verify._memo) == [("192.0.2.10", "out.example.net", "b@example.net", "example.net")]
+    assert await verify(MESSAGE, **session, mail_from="b@example.net") is latest

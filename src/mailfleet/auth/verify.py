@@ -80,8 +80,10 @@ class InboundVerifier:
     HELO and MAIL FROM, the From domain and the DNS answers they were drawn
     from, so they are reused while every one of those answers is still
     within its TTL, and for :data:`MEMO_SECONDS` at most (bounded to 10,000
-    senders): a busy sender costs one evaluation per half minute, and a
-    record changed is seen as soon as a receiver with a cache would see it.
+    senders; expired ones are dropped every :data:`MEMO_SECONDS`, so that senders
+    seen once, such as VERP bounce addresses, do not pile up): a busy sender
+    costs one evaluation per half minute, and a record changed is seen as soon
+    as a receiver with a cache would see it.
     Signed mail is always verified, since its results depend on the message.
     """
 
@@ -90,6 +92,7 @@ class InboundVerifier:
         self._authserv_id = authserv_id
         # (ip, helo, mail from, From domain) -> (reusable until, time.time(); the results)
         self._memo: dict[tuple[str, str, str, str], tuple[float, Authentication]] = {}
+        self._sweep_at = 0.0
 
     async def __call__(
         self, raw: bytes, *, ip: str | None, helo: str, mail_from: str
@@ -118,6 +121,9 @@ class InboundVerifier:
         until = min([now + MEMO_SECONDS, *expiries])
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
+        elif now >= self._sweep_at:  # senders seen once (bounce addresses...) do not stay
+            self._sweep_at = now + MEMO_SECONDS
+            self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
         if until > time.time():  # an answer with TTL 0 has already expired: not reused
             self._memo[key] = (until, found)
         else:
