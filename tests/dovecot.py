@@ -35,9 +35,10 @@ from pathlib import Path
 
 import pytest
 
+from support import free_port, unavailable
+
 __all__ = ["Dovecot", "dovecot_available", "dovecot_fixture"]
 
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 HOST = "127.0.0.1"
 MAIL_USER = "vmail"
 
@@ -59,16 +60,7 @@ def dovecot_available() -> None:
     elif os.geteuid() != 0:
         reason = "the private Dovecot needs root (for its privilege separation)"
     if reason is not None:
-        if ON_CI:
-            pytest.fail(f"{reason} (CI must run the IMAP tests)")
-        pytest.skip(reason=reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        unavailable(reason, "CI must run the IMAP tests")
 
 
 def _mail_user() -> pwd.struct_passwd:
@@ -112,8 +104,8 @@ class Dovecot:
     def __init__(self, *, users: int = 100, capabilities: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailfleet-dovecot-"))
         self.root.chmod(0o755)  # login and mail processes run as other users
-        self.port = _free_port()
-        self.tls_port = _free_port()
+        self.port = free_port(HOST)
+        self.tls_port = free_port(HOST)
         self.ca_file = self.root / "cert.pem"
         # Quotes and backslashes: passwords must survive IMAP quoting and SASL.
         self._users = [(f"user{n}", f'se"cr\\et-{n}') for n in range(1, users + 1)]

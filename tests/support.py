@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -123,13 +124,31 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(reason: str, why_ci_fails: str) -> None:
+    """Skip the test for ``reason``; under CI (``CI=true``), where it must run, fail it,
+    saying ``why_ci_fails``."""
+    if ON_CI:
+        pytest.fail(f"{reason} ({why_ci_fails})")
+    pytest.skip(reason=reason)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def debian_tool(name: str, package: str) -> str:
     """The path of the command ``name`` (from Debian's ``package``): the test skips
     without it, except under CI (``CI=true``, where .ci/run installs it), where it fails."""
     found = shutil.which(name)
     if found is None:
-        reason = f"{name} is not installed (apt-get install {package})"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason}; CI must run these tests")
-        pytest.skip(reason)
+        unavailable(
+            f"{name} is not installed (apt-get install {package})", "CI must run these tests"
+        )
     return found

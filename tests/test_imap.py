@@ -21,10 +21,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from dovecot import HOST, ON_CI, Dovecot, dovecot_available, dovecot_fixture  # noqa: F401 - fixture
+from dovecot import HOST, Dovecot, dovecot_available, dovecot_fixture  # noqa: F401 - fixture
 from mailfleet import Agent, Fleet, Grant, InboundMessage, InvalidInput, Settings
 from mailfleet.plugins import ENTRY_POINT_GROUP, InboundSource, inbound_sources, plugin_manager
-from support import wait_until
+from support import ON_CI, wait_until
 
 if not ON_CI:  # on CI a missing plugin is an error, as the import below makes it
     pytest.importorskip(

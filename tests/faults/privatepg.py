@@ -51,6 +51,8 @@ from types import TracebackType
 
 import pytest
 
+from support import free_port, unavailable
+
 __all__ = [
     "PrivatePostgres",
     "postgres_bindir",
@@ -59,7 +61,6 @@ __all__ = [
     "private_postgres_available",
 ]
 
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 HOST = "127.0.0.1"
 OS_USER = "postgres"
 DATABASE = "mailfleet"
@@ -92,16 +93,7 @@ def private_postgres_available() -> None:
         if reason is None and shutil.which("runuser") is None:
             reason = "runuser is missing (needed to run PostgreSQL as a non-root user)"
     if reason is not None:
-        if ON_CI:
-            pytest.fail(f"{reason} (CI must run the database fault tests)")
-        pytest.skip(reason=reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        unavailable(reason, "CI must run the database fault tests")
 
 
 class PrivatePostgres:
@@ -123,7 +115,7 @@ class PrivatePostgres:
         if bindir is None:
             raise RuntimeError("PostgreSQL's server binaries are not installed")
         self.bindir = bindir
-        self.port = _free_port()
+        self.port = free_port(HOST)
         self.home = Path(tempfile.mkdtemp(prefix="mailfleet-pg-"))
         self.home.chmod(0o755)
         self._data_parent = data_parent

@@ -34,7 +34,7 @@ from dnsserver import DnsServer
 from mailfleet import Fleet, StoreUnavailable
 from relay import relay_peer
 from sending import FREE
-from support import wait_until
+from support import free_port, wait_until
 from test_workers import (
     assert_handled_in_order,
     handler_runs,
@@ -79,7 +79,7 @@ async def test_workers_mx_and_sender_live_through_a_database_restart(
     url = private_pg.url
     journal = tmp_path / "journal"
     journal.mkdir()
-    smtp_port = _free_port()
+    smtp_port = free_port()
     acked: dict[str, list[int]] = defaultdict(list)  # address -> seqs answered 250
     queued: list[str] = []  # subjects of the sends answered "queued"
     health: list[tuple[float, int, str]] = []  # (time, HTTP status, the store part)
@@ -239,12 +239,3 @@ def _ended(journal: Path) -> int:
 
 def _subjects(relay: object) -> set[str]:
     return {subject for _, subject in replies(relay)}  # type: ignore[arg-type]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
