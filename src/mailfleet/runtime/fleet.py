@@ -253,6 +253,7 @@ class Fleet:
             await tasks.start(policy.run)
             await tasks.start(intake.run)
             await tasks.start(outbox.run)
+            await tasks.start(mailroom.run)
             await tasks.start(singles.run)
         except BaseException:
             await _close(tasks, owned)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
 
 from ..model.errors import GrantNotFound, InvalidInput
 from ..model.records import Grant
 from ..store import cursors, domains, grants
 from ..store.scope import Scope
+from .batching import FLEET_CLOSED, GroupCommit
 from .intake import Intake
 
 if TYPE_CHECKING:
@@ -35,6 +39,14 @@ class Mailroom:
         self._scope = scope
         self._intake = intake
         self._bounce_domain_of = bounce_domain_of
+        # Concurrent lookups (every Fleet.send reads its grant) share one read.
+        self._lookups: GroupCommit[str, Grant] = GroupCommit(
+            self._look_up, closed_error=FLEET_CLOSED
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Answer batched grant lookups until cancelled (run while the fleet is open)."""
+        await self._lookups.run(task_status=task_status)
 
     async def deliver(
         self, grant: str | Grant, raw: bytes, *, source_key: str | None = None
@@ -61,8 +73,15 @@ class Mailroom:
         return InboundMessage.from_stored(stored)
 
     async def grant(self, key: str) -> Grant:
-        """A grant by id or address, with its effective policy."""
-        return await self._scope.read(lambda tx: grants.get_grant(tx, key))
+        """A grant by id or address, with its effective policy; read afresh, in one read
+        with the lookups made meanwhile."""
+        if not self._lookups.running:  # opening or closing: a read of its own
+            return await self._scope.read(lambda tx: grants.get_grant(tx, key))
+        return await self._lookups.submit(key)
+
+    async def _look_up(self, keys: Sequence[str]) -> list[Grant | Exception]:
+        found = await self._scope.read(lambda tx: grants.get_grants(tx, keys))
+        return [found.get(key) or GrantNotFound(key) for key in keys]
 
     async def grant_or_none(self, key: str) -> Grant | None:
         """A grant by id or address, or None."""

@@ -44,6 +44,7 @@ __all__ = [
     "count_regroup",
     "delete_grants",
     "get_grant",
+    "get_grants",
     "grant_ids",
     "grant_rows",
     "list_grants",
@@ -249,6 +250,32 @@ def get_grant(tx: Tx, key: str) -> Grant:
     if row is None:
         raise GrantNotFound(key)
     return _grant(row, _policies(tx, [row]))
+
+
+def get_grants(tx: Tx, keys: Sequence[str]) -> dict[str, Grant]:
+    """The grants of these keys (ids or addresses) that exist, by the key given: one
+    query for the whole batch (:func:`get_grant` for one)."""
+    ids = sorted({key for key in keys if "@" not in key})
+    addresses = sorted({key.strip().lower() for key in keys if "@" in key})
+    found: dict[str, Grant] = {}
+    for chunk in _chunks([*ids, *addresses], 500):
+        wanted_ids = [key for key in chunk if "@" not in key]
+        wanted_addresses = [key for key in chunk if "@" in key]
+        rows = tx.conn.execute(
+            _select_grants().where(
+                _grants.c.application_id == tx.application_id,
+                sa.or_(_grants.c.id.in_(wanted_ids), _grants.c.address.in_(wanted_addresses)),
+            )
+        ).all()
+        policies = _policies(tx, rows)
+        for row in rows:
+            grant = _grant(row, policies)
+            found[grant.id] = found[grant.address] = grant
+    return {key: found[wanted] for key in keys if (wanted := _lookup_key(key)) in found}
+
+
+def _lookup_key(key: str) -> str:
+    return key.strip().lower() if "@" in key else key
 
 
 def set_status(tx: Tx, key: str, status: GrantStatus) -> Grant:

@@ -12,6 +12,7 @@ from ..model.deliverability import Bounce
 from ..model.messages import MessageHeaders
 from .events import record_many
 from .feedback import Failure, SendRef, record_failures
+from .prepared import Prepared
 from .reputation import record_sends
 from .scope import Tx
 from .suppressions import clear_soft_bounces
@@ -36,6 +37,61 @@ __all__ = [
 
 _out = outbound_table
 _messages = messages_table
+
+# The statements every send and every result runs, compiled once (store/prepared.py).
+_insert_sent_copies = Prepared(
+    sa.insert(_messages),
+    columns=(
+        "id",
+        "application_id",
+        "grant_id",
+        "direction",
+        "folder",
+        "message_id",
+        "thread_id",
+        "thread_subject",
+        "subject",
+        "sender",
+        "recipients",
+        "size",
+        "headers",
+        "raw",
+        "read",
+        "created_at",
+    ),
+)
+_insert_outbound = Prepared(
+    sa.insert(_out),
+    columns=(
+        "application_id",
+        "grant_id",
+        "message_id",
+        "verp_token",
+        "mail_from",
+        "recipients",
+        "status",
+        "attempts",
+        "not_before",
+        "idempotency_key",
+        "created_at",
+        "updated_at",
+    ),
+)
+_record_result = Prepared(
+    sa.update(_out)
+    .where(_out.c.id == sa.bindparam("oid"))
+    .values(
+        status=sa.bindparam("new_status"),
+        attempts=sa.bindparam("new_attempts"),
+        not_before=sa.bindparam("new_not_before"),
+        lease_owner=sa.null(),
+        lease_until=sa.null(),
+        last_code=sa.bindparam("code"),
+        last_response=sa.bindparam("response"),
+        recipients=sa.bindparam("new_recipients", type_=_out.c.recipients.type),
+        updated_at=sa.bindparam("now", type_=_out.c.updated_at.type),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +224,8 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
         return []
     now = utcnow()
     ids = [new_id() for _ in items]
-    conn.execute(
-        sa.insert(_messages),
+    _insert_sent_copies.execute_many(
+        conn,
         [
             {
                 "id": stored_id,
@@ -186,13 +242,14 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
                 "size": len(item.raw),
                 "headers": [list(h) for h in item.headers.headers],
                 "raw": item.raw,
+                "read": False,
                 "created_at": now,
             }
             for stored_id, item in zip(ids, items, strict=True)
         ],
     )
-    conn.execute(
-        sa.insert(_out),
+    _insert_outbound.execute_many(
+        conn,
         [
             {
                 "application_id": tx.application_id,
@@ -324,20 +381,8 @@ def record_results(
     if not results:
         return set()
     now = utcnow()
-    conn.execute(
-        sa.update(_out)
-        .where(_out.c.id == sa.bindparam("oid"))
-        .values(
-            status=sa.bindparam("new_status"),
-            attempts=sa.bindparam("new_attempts"),
-            not_before=sa.bindparam("new_not_before"),
-            lease_owner=None,
-            lease_until=None,
-            last_code=sa.bindparam("code"),
-            last_response=sa.bindparam("response"),
-            recipients=sa.bindparam("new_recipients", type_=_out.c.recipients.type),
-            updated_at=now,
-        ),
+    _record_result.execute_many(
+        conn,
         [
             {
                 "oid": result.item.id,
@@ -347,6 +392,7 @@ def record_results(
                 "code": result.code,
                 "response": (result.response or "")[:2000] or None,
                 "new_recipients": list(result.recipients or result.item.recipients),
+                "now": now,
             }
             for result in results
         ],
