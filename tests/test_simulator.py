@@ -168,8 +168,8 @@ async def test_a_late_bounce_and_a_complaint_come_back_as_reports_mailfleet_read
     ):
         await send(internet, "late-bounce@corp.example.net")
         await send(internet, "complain@inbox.example.com")
-        await wait_until(lambda: len(peer.received) == 2)
-        assert internet.reports_sent == 2
+        # counted once the peer's 250 is read, a moment after the peer has the message
+        await wait_until(lambda: len(peer.received) == 2 and internet.reports_sent == 2)
     dsn, arf = sorted(peer.received, key=lambda r: b"feedback-report" in r.data)
     assert (dsn.mail_from, dsn.rcpt_tos) == ("<>", [VERP])  # the null path
     assert (arf.mail_from, arf.rcpt_tos) == ("<>", [VERP])

@@ -75,7 +75,9 @@ def start_worker(
         # that the agents can journal the one their process serves.
         "MAILFLEET_APPLICATION": application,
         "MAILFLEET_TEST_JOURNAL": str(journal),
-        "MAILFLEET_LEASE_TTL": "1.5",
+        # Short, for takeovers within seconds; its margin (a fifth) is what a starved
+        # process has to notice a lapsed lease: 0.3 s was not enough on a loaded machine.
+        "MAILFLEET_LEASE_TTL": "3",
         "MAILFLEET_POLL_INTERVAL": "0.05",
         "MAILFLEET_WORKER_ID": name,
         "MAILFLEET_SHUTDOWN_GRACE": "2",

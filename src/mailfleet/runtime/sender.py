@@ -50,9 +50,10 @@ log = logging.getLogger("mailfleet.sender")
 
 _CAPTURED = "captured in dev mode (no relay)"
 
-_RECORD_DELAY = 0.025
-"""How long the first result of a send waits for others to be recorded with: a record
-transaction costs about the same for one result as for dozens."""
+_RECORD_DELAY = 0.02
+"""How long the first result of a send waits for others to be recorded with (a record
+transaction costs about the same for one result as for dozens); then the claiming loop
+records them in its next claim's transaction, or, busy, leaves them to the flusher."""
 
 _Claimed = tuple[OutboundItem, float]
 """A claimed message and when its lease ends (epoch seconds)."""
@@ -115,15 +116,27 @@ class Sender:
             task_status.started()
             while not self._closing:
                 items: list[OutboundItem] = []
+                results, given_back = self._take_results()
                 try:
                     # A read first: most polls find nothing, and need not take the writer.
                     due = await self._scope.read(outbound.next_due)
-                    if due is not None and due <= time.time():
+                    claiming = due is not None and due <= time.time()
+                    claimed = 0
+                    if claiming or results or given_back:
                         lease_until = time.time() + self._lease  # no later than the store's
-                        claimed, items = await self._scope.write(self._claim)
-                    else:
-                        claimed = 0
-                except Exception as exc:  # nothing was claimed
+                        # The results waiting to be recorded go in the claim's transaction.
+                        with anyio.CancelScope(shield=True):  # taken results are not dropped
+                            claimed, items, given_work = await self._scope.write(
+                                partial(
+                                    self._claim,
+                                    results=results,
+                                    given_back=given_back,
+                                    claiming=claiming,
+                                )
+                            )
+                        self._recorded(results, given_back, given_work)
+                except Exception as exc:  # nothing was claimed, nor recorded
+                    self._put_back(results, given_back)
                     await self._claiming.pause(exc)
                     continue
                 self._claiming.succeeded()
@@ -137,14 +150,21 @@ class Sender:
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
 
-    def _claim(self, tx: Tx) -> tuple[int, list[OutboundItem]]:
-        """Lease due messages, and keep those their grant's breaker holds back (or its
-        pause, or a restriction): how many were due, and those that may leave now."""
+    def _claim(
+        self, tx: Tx, *, results: list[OutboundResult], given_back: list[int], claiming: bool
+    ) -> tuple[int, list[OutboundItem], set[str]]:
+        """Record the results of sends made (and the messages given back), then (if
+        ``claiming``) lease due messages, and keep those their grant's breaker holds back
+        (or its pause, or a restriction): how many were due, those that may leave now,
+        and the grants the results gave work."""
+        given_work = self._record(tx, results=results, given_back=given_back)
+        if not claiming:
+            return 0, [], given_work
         now = time.time()
         claimed = outbound.claim_due(
             tx, self._worker, now=now, lease=self._lease, limit=self._concurrency * 8
         )
-        return len(claimed), breaker.hold_back(tx, claimed, now=now)
+        return len(claimed), breaker.hold_back(tx, claimed, now=now), given_work
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, let sends in flight finish (up to ``grace``), record them."""
@@ -194,11 +214,25 @@ class Sender:
             await self._flush_wakeup.wait()
             self._flush_wakeup = anyio.Event()
             await anyio.sleep(_RECORD_DELAY)
-            await self._flush()
+            self._wakeup.set()  # the claiming loop records them with its next claim...
+            await anyio.sleep(_RECORD_DELAY)
+            await self._flush()  # ...unless busy handing out the last one: then here
 
-    async def _flush(self) -> None:
+    def _take_results(self) -> tuple[list[OutboundResult], list[int]]:
+        """The results and given-back messages waiting to be recorded, taken."""
         results, self._results = self._results, []
         given_back, self._given_back = self._given_back, []
+        return results, given_back
+
+    def _put_back(self, results: list[OutboundResult], given_back: list[int]) -> None:
+        """Taken but not recorded (the store is away): kept, and recorded later."""
+        self._results = results + self._results
+        self._given_back = given_back + self._given_back
+        if results or given_back:
+            self._flush_wakeup.set()
+
+    async def _flush(self) -> None:
+        results, given_back = self._take_results()
         if results or given_back:
             try:
                 with anyio.CancelScope(shield=True):  # taken results must not be dropped
@@ -206,29 +240,33 @@ class Sender:
                         partial(self._record, results=results, given_back=given_back)
                     )
             except Exception as exc:  # nothing was recorded: kept, and tried again
-                self._results = results + self._results
-                self._given_back = given_back + self._given_back
+                self._put_back(results, given_back)
                 if not self._closing:
                     await self._recording.pause(exc)
                 else:
                     self._recording.failed(exc)
-                self._flush_wakeup.set()
                 return
             self._recording.succeeded()
-            if given_back:
-                log.info(
-                    "gave back %d claimed messages unsent: too little of their lease was "
-                    "left (a slow relay); they are claimed again",
-                    len(given_back),
-                    extra={"worker_id": self._worker, "messages": len(given_back)},
-                )
-                self.notify()
-            if given_work:
-                self._committed(given_work)
-            if log.isEnabledFor(logging.INFO):
-                _log_outcomes(results)
-            if any(r.status == "pending" for r in results):
-                self.notify()
+            self._recorded(results, given_back, given_work)
+
+    def _recorded(
+        self, results: list[OutboundResult], given_back: list[int], given_work: set[str]
+    ) -> None:
+        """After the results' commit: log them, ring the grants given work, look again."""
+        if given_back:
+            log.info(
+                "gave back %d claimed messages unsent: too little of their lease was "
+                "left (a slow relay); they are claimed again",
+                len(given_back),
+                extra={"worker_id": self._worker, "messages": len(given_back)},
+            )
+            self.notify()
+        if given_work:
+            self._committed(given_work)
+        if log.isEnabledFor(logging.INFO):
+            _log_outcomes(results)
+        if any(r.status == "pending" for r in results):
+            self.notify()
 
     def _record(self, tx: Tx, *, results: list[OutboundResult], given_back: list[int]) -> set[str]:
         outbound.give_back(tx, given_back, self._worker)
