@@ -243,3 +243,45 @@ async def test_binding_a_class_while_serving_is_refused(database_url: str) -> No
         async with serving(fleet):
             with pytest.raises(Conflict, match="before serve"):
                 fleet.bind(Blue)
+
+
+async def test_concurrent_sends_each_find_their_own_grant(database_url: str) -> None:
+    """Concurrent sends share one lookup of their grants: each still gets its own grant,
+    by id or address in any case, and an unknown or another application's grant is
+    each caller's own GrantNotFound."""
+    settings: dict[str, Any] = {"database_url": database_url, **FAST}
+    async with Fleet(application="alpha", **settings) as alpha:
+        async with Fleet(application="beta", **settings) as beta:
+            await alpha.add_domain("alpha.example")
+            await beta.add_domain("beta.example")
+            mine = [await alpha.provision(f"a{n}@alpha.example") for n in range(5)]
+            theirs = await beta.provision("b@beta.example")
+            keys = [
+                *(g.id for g in mine),
+                *(g.address.upper() for g in mine),
+                theirs.id,
+                theirs.address,
+                "no-such-id",
+                "nobody@alpha.example",
+            ]
+            outcomes: dict[str, object] = {}
+
+            async def send(key: str) -> None:
+                try:
+                    result = await alpha.send(key, "x@outside.example", subject=key, text="t")
+                except GrantNotFound as exc:
+                    outcomes[key] = exc
+                else:
+                    outcomes[key] = result.status
+
+            async with anyio.create_task_group() as tg:
+                for key in keys:
+                    tg.start_soon(send, key)
+            by_grant = Counter(view.grant_id for view in await alpha.outbox())
+            assert await beta.outbox() == []
+    assert by_grant == {g.id: 2 for g in mine}  # by id and by address
+    for key in keys[:10]:
+        assert outcomes[key] is SendStatus.QUEUED, key
+    for key in keys[10:]:
+        assert isinstance(outcomes[key], GrantNotFound), key
+        assert key in str(outcomes[key])
