@@ -68,6 +68,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,6 +365,8 @@ class Round:
     calls_per_message: float
     transactions_per_message: float
     cpu_ms_per_message: float
+    pg_cpu_ms_per_message: float
+    paced_pg_cpu_ms_per_message: float
     paced_statements_per_message: float
     paced_transactions_per_message: float
     paced_cpu_ms_per_message: float
@@ -427,6 +431,57 @@ def open_gate(dsn: str) -> float:
         return time.time()
 
 
+def backend_cpu(dsn: str, database: str) -> float:
+    """CPU seconds used so far by the server processes of ``database``'s sessions (the
+    server is local), this one's excepted."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
+        ]
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def postgres_ceiling(url: str, seconds: int = 5) -> dict[str, float]:
+    """What this PostgreSQL server sustains on this machine, by pgbench (8 clients, 2
+    threads, ``seconds`` each): one-statement reads (``SELECT 1``, each its own
+    transaction) per second, and committed one-row write transactions per second
+    (``INSERT`` + ``COMMIT``, with the server's fsync). Empty without pgbench."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial PRIMARY KEY, v int)")
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="mailfleet-pgbench-") as folder:
+        for name, script in (
+            ("pg_select_per_s", "SELECT 1;\n"),
+            ("pg_write_commits_per_s", "INSERT INTO bench_ceiling (v) VALUES (1);\n"),
+        ):
+            path = Path(folder) / f"{name}.sql"
+            path.write_text(script)
+            done = subprocess.run(
+                [pgbench, "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", str(path), url],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = re.search(r"tps = ([0-9.]+)", done.stdout)
+            if found:
+                figures[name] = float(found.group(1))
+    return figures
+
+
 def reset(dsn: str) -> None:
     """Start the next round alike: no messages, no events, vacuumed tables."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -475,11 +530,13 @@ async def one_round(
         await anyio.sleep(0.3)  # let the idle polls settle
         before = [worker.tally() for worker in workers]
         cpu_before = sum(worker.cpu() for worker in workers)
+        pg_before = await anyio.to_thread.run_sync(backend_cpu, dsn, database)
         with Sampler(dsn, database) as sampler:
             opened = await anyio.to_thread.run_sync(open_gate, dsn)
             await wait_handled(journal, total, dsn)
         after = [worker.tally() for worker in workers]
         cpu_after = sum(worker.cpu() for worker in workers)
+        pg_after = await anyio.to_thread.run_sync(backend_cpu, dsn, database)
         drained = read_journals(journal)
         last_end = max(run.end for grant_runs in drained.values() for run in grant_runs)
         # The paced stream, to the same workers: latency below saturation.
@@ -489,6 +546,7 @@ async def one_round(
         await wait_handled(journal, total + len(grants) * paced_per_grant, dsn)
         paced_after = [worker.tally() for worker in workers]
         paced_cpu = sum(worker.cpu() for worker in workers) - cpu_after
+        paced_pg = await anyio.to_thread.run_sync(backend_cpu, dsn, database) - pg_after
     finally:
         await anyio.to_thread.run_sync(stop, workers)
     runs = read_journals(journal)
@@ -516,6 +574,8 @@ async def one_round(
         calls_per_message=calls / total,
         transactions_per_message=transactions / total,
         cpu_ms_per_message=(cpu_after - cpu_before) * 1000 / total,
+        pg_cpu_ms_per_message=(pg_after - pg_before) * 1000 / total,
+        paced_pg_cpu_ms_per_message=paced_pg * 1000 / paced_total,
         paced_statements_per_message=paced_statements / paced_total,
         paced_transactions_per_message=paced_transactions / paced_total,
         paced_cpu_ms_per_message=paced_cpu * 1000 / paced_total,
@@ -570,6 +630,7 @@ async def bench(
                 [f"scale-{n}@example.com" for n in range(grant_count)], agent=ScaleAgent
             )
             grants = [r.grant.id for r in provisioned if r.grant]
+            await anyio.to_thread.run_sync(reset, url)  # the first round too, analyzed
             number = 0
             for r in range(rounds):
                 order = WORKER_COUNTS if r % 2 == 0 else tuple(reversed(WORKER_COUNTS))
@@ -582,6 +643,7 @@ async def bench(
                         results.append(result)
                         report(number, result)
                         await anyio.to_thread.run_sync(reset, url)
+        ceiling = await anyio.to_thread.run_sync(postgres_ceiling, url)
     figures: dict[str, Any] = {}
     checks = Checks()
     for result in results:
@@ -597,6 +659,8 @@ async def bench(
                 "statements_per_message",
                 "transactions_per_message",
                 "cpu_ms_per_message",
+                "pg_cpu_ms_per_message",
+                "paced_pg_cpu_ms_per_message",
                 "paced_statements_per_message",
                 "paced_transactions_per_message",
                 "paced_cpu_ms_per_message",
@@ -613,6 +677,7 @@ async def bench(
             figures[f"workers_{count}_vs_base_ratio"] = (
                 figures[f"workers_{count}_msgs_per_s"] / figures[f"base_workers_{count}_msgs_per_s"]
             )
+    figures.update(ceiling)
     figures.update(
         order_violations=checks.order_violations,
         overlaps=checks.overlaps,
@@ -639,13 +704,15 @@ def report(number: int, result: Round) -> None:
         f"(pre-load {result.preload_msgs_per_s:,.0f}/s; handled per process "
         f"{result.per_process}), {result.statements_per_message:.3f} statements "
         f"({result.calls_per_message:.3f} calls, {result.transactions_per_message:.3f} "
-        f"transactions, {result.cpu_ms_per_message:.3f} ms of CPU) per message; "
+        f"transactions, {result.cpu_ms_per_message:.3f} ms of CPU, PostgreSQL "
+        f"{result.pg_cpu_ms_per_message:.3f} ms) per message; "
         f"lock waits {result.lock_wait_share:.1%} of active "
         f"backends (wait events: {waits or 'none'}); paced at {result.paced_msgs_per_s:,.0f}/s "
         f"commit to handler p50 {result.p50_ms:,.1f} ms p99 {result.p99_ms:,.1f} ms, "
         f"{result.paced_statements_per_message:.2f} statements "
         f"({result.paced_transactions_per_message:.2f} transactions, "
-        f"{result.paced_cpu_ms_per_message:.2f} ms of CPU) per message; "
+        f"{result.paced_cpu_ms_per_message:.2f} ms of CPU, PostgreSQL "
+        f"{result.paced_pg_cpu_ms_per_message:.2f} ms) per message; "
         f"load {result.load:.2f}",
         flush=True,
     )
