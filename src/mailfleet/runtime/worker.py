@@ -56,6 +56,10 @@ __all__ = ["Worker", "WorkerSettings", "new_worker_id"]
 
 log = logging.getLogger("mailfleet.worker")
 
+CONTENDED_RETRY = 0.05
+"""Seconds before a worker looks again for work after its claim skipped grants that
+other workers were claiming at the same moment (at most ``poll_interval``)."""
+
 
 def new_worker_id() -> str:
     """A worker id unique across machines and restarts: host, pid and a random tag."""
@@ -260,7 +264,7 @@ class Worker:
         while not self._closing:
             want_claim, self._want_claim = self._want_claim, False
             try:
-                claimed, room = await self._claim(want_claim)
+                claimed, room, contended = await self._claim(want_claim)
             except Exception as exc:  # the store is away (or a bug): nothing was claimed
                 self._want_claim = self._want_claim or want_claim
                 await self._claiming.pause(exc)
@@ -270,16 +274,23 @@ class Worker:
                 self._want_claim = True  # there may be more
                 await anyio.lowlevel.checkpoint()
                 continue
+            if contended:
+                # Other workers were claiming the same grants at that moment: once their
+                # claims commit, the next look finds what they left (sooner than a poll).
+                self._want_claim = True
+                await anyio.sleep(min(self._settings.poll_interval, CONTENDED_RETRY))
+                continue
             with anyio.move_on_after(self._settings.poll_interval) as waited:
                 await self._claim_wakeup.wait()
             if waited.cancelled_caught:
                 self._want_claim = True  # the poll: work from other processes
             self._claim_wakeup = anyio.Event()
 
-    async def _claim(self, want_claim: bool) -> tuple[int, int]:
+    async def _claim(self, want_claim: bool) -> tuple[int, int, bool]:
         """One transaction: refill held grants that went idle, release those idle for
         longer than the linger time, and (if ``want_claim``) claim new grants with work.
-        Returns how many it claimed, and the room it had for more."""
+        Returns how many it claimed, the room it had for more, and whether it skipped
+        grants other workers were claiming at the same moment."""
         settings = self._settings
         linger = min(2.0, settings.lease_ttl / 3)
         async with self._leases:
@@ -290,10 +301,12 @@ class Worker:
             idle = {g: run.idle_since for g, run in held.items() if run.idle_since is not None}
             limit = min(room, 500) if want_claim else 0
             if not idle and limit <= 0:
-                return 0, room
+                return 0, room, False
             now = time.monotonic()  # before the claim's time.time(): it proves no more
 
-            def work(tx: Tx) -> tuple[list[str], list[str], list[str], list[QueuedMessage]]:
+            def work(
+                tx: Tx,
+            ) -> tuple[list[str], list[str], list[str], list[QueuedMessage], bool]:
                 refilled = queue.load(tx, list(idle), per_grant=settings.per_grant) if idle else []
                 busy = {entry.grant_id for entry in refilled}
                 expired = [
@@ -321,9 +334,9 @@ class Worker:
                 wanted = sorted(busy | {entry.grant_id for entry in fresh})
                 if wanted:
                     self._load_grants(tx, wanted)
-                return claimed, expired, taken.renewed, refilled + fresh
+                return claimed, expired, taken.renewed, refilled + fresh, taken.contended
 
-            claimed, expired, renewed, entries = await self._scope.write(work)
+            claimed, expired, renewed, entries, contended = await self._scope.write(work)
             if renewed:
                 log.warning(
                     "worker %s: the leases of %d grants lapsed before renewal "
@@ -344,7 +357,7 @@ class Worker:
                 run = self._runs[grant_id]
                 if not run.inflight and run.idle_since is None:
                     run.idle_since = now
-        return len(claimed), room
+        return len(claimed), room, contended
 
     def _run(self, grant_id: str) -> _GrantRun:
         run = self._runs.get(grant_id)

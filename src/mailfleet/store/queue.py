@@ -366,6 +366,15 @@ class Claim:
     renewed: list[str]
     """Grants of the caller's ``held`` whose lease had lapsed and still named the
     caller (no other worker took them since): renewed, not claimed anew."""
+    contended: bool = False
+    """Some grants with work were being claimed by another worker at the same moment
+    and were skipped: looking again soon may find more (theirs will be excluded)."""
+
+
+CLAIM_LOCKS = 0x6D66
+"""The first key of the PostgreSQL advisory locks a claim takes on each grant it tries
+(``pg_try_advisory_xact_lock(CLAIM_LOCKS, hashtext(grant_id))``); the two-key space is
+apart from the migrations' one-key lock."""
 
 
 def claim(
@@ -383,11 +392,19 @@ def claim(
     are taken; the others' queues stay untouched for the processes that serve them.
     A grant in ``held`` (the caller runs it) whose lapsed lease still names
     ``worker`` is renewed instead: the caller's loaded work for it stays valid.
+
+    On PostgreSQL, workers claiming at the same moment do not wait for each other:
+    each tries a transaction-scoped advisory lock per grant and skips the grants
+    another claim holds (as ``FOR UPDATE SKIP LOCKED`` would, for rows that may not
+    exist yet); it looks at twice ``limit`` candidates so that the second of two
+    claims finds others. The upsert's ``WHERE`` stays the guard: a lease taken is
+    one that was free or expired when the upsert ran.
     """
     served = served_condition(tx.agents)
     if served is None:
         return Claim([], [])
     conn = tx.conn
+    postgres = conn.dialect.name == "postgresql"
     candidates = (
         sa.select(_queue.c.grant_id, _leases.c.worker)
         .join(_grants, _grants.c.id == _queue.c.grant_id)
@@ -400,7 +417,7 @@ def claim(
         )
         .group_by(_queue.c.grant_id, _leases.c.worker)
         .order_by(sa.func.min(_queue.c.id))
-        .limit(limit)
+        .limit(limit * 2 if postgres else limit)
     )
     found = conn.execute(candidates).all()
     lapsed = [row.grant_id for row in found if row.worker == worker and row.grant_id in held]
@@ -409,6 +426,9 @@ def claim(
     renewed = sorted(renew(tx, worker, lapsed, expires_at=now + ttl)) if lapsed else []
     if not grant_ids:
         return Claim([], renewed)
+    if postgres:
+        taken = _claim_skipping(tx, worker, grant_ids, expires_at=now + ttl, now=now, limit=limit)
+        return Claim(taken, renewed, contended=len(taken) < min(limit, len(grant_ids)))
     rows = insert(conn, _leases).values(
         [{"grant_id": g, "worker": worker, "expires_at": now + ttl} for g in grant_ids]
     )
@@ -417,7 +437,38 @@ def claim(
         set_={"worker": rows.excluded.worker, "expires_at": rows.excluded.expires_at},
         where=_leases.c.expires_at <= now,
     ).returning(_leases.c.grant_id)
-    return Claim(list(conn.execute(statement).scalars()), renewed)
+    taken = list(conn.execute(statement).scalars())
+    return Claim(taken, renewed, contended=len(taken) < len(grant_ids))
+
+
+def _claim_skipping(
+    tx: Tx, worker: str, grant_ids: list[str], *, expires_at: float, now: float, limit: int
+) -> list[str]:
+    """PostgreSQL's claim: one upsert of the first ``limit`` of ``grant_ids`` whose
+    advisory lock it got, the others skipped without waiting; the grants it took.
+
+    No ``ORDER BY``: PostgreSQL scans a ``VALUES`` list in its order and the
+    ``LIMIT`` stops the scan, so a lock is tried on each grant up to the last one
+    taken, and no further (a sort would try them all first)."""
+    wanted = sa.values(sa.column("grant_id", sa.String), name="wanted").data(
+        [(g,) for g in grant_ids]
+    )
+    tried = (
+        sa.select(
+            wanted.c.grant_id,
+            sa.literal(worker, sa.String).label("worker"),
+            sa.literal(expires_at, sa.Float).label("expires_at"),
+        )
+        .where(sa.func.pg_try_advisory_xact_lock(CLAIM_LOCKS, sa.func.hashtext(wanted.c.grant_id)))
+        .limit(limit)
+    )
+    rows = insert(tx.conn, _leases).from_select(["grant_id", "worker", "expires_at"], tried)
+    statement = rows.on_conflict_do_update(
+        index_elements=[_leases.c.grant_id],
+        set_={"worker": rows.excluded.worker, "expires_at": rows.excluded.expires_at},
+        where=_leases.c.expires_at <= now,
+    ).returning(_leases.c.grant_id)
+    return list(tx.conn.execute(statement).scalars())
 
 
 def load(tx: Tx, grant_ids: Sequence[str], *, per_grant: int) -> list[QueuedMessage]:
