@@ -105,6 +105,9 @@ async def test_workers_mx_and_sender_live_through_a_database_restart(
             "MAILFLEET_DNS_NAMESERVERS": dns_server.address,
             "MAILFLEET_RECIPIENT_DOMAIN_CHECK": "off",
             "MAILFLEET_RETRY_SCHEDULE": "[0.2, 0.5, 1]",
+            # Leases that linger half a second (a third of 1.5 s): the front end's worker,
+            # woken by each delivery, would otherwise keep every grant to itself.
+            "MAILFLEET_LEASE_TTL": "1.5",
         }
         workers = [
             start_worker(
