@@ -373,7 +373,7 @@ def _label(work: Any) -> str:
 _TIMED_CALLS: dict[tuple[Any, str], Callable[[tuple[Any, ...], Any], int]] = {
     (queue_store, "enqueue"): lambda args, result: len(result),
     (queue_store, "backlog"): lambda args, result: sum(result.values()),
-    (queue_store, "claim"): lambda args, result: len(result),
+    (queue_store, "claim"): lambda args, result: len(result.grants),
     (queue_store, "load"): lambda args, result: len(result),
     (queue_store, "complete"): lambda args, result: len(args[1]),
     (queue_store, "release"): lambda args, result: len(args[2]),
