@@ -46,6 +46,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/dispatch.py             # all three parts
     .venv/bin/python bench/dispatch.py --profile   # also cProfile a durable SQLite run
+    .venv/bin/python bench/dispatch.py --parts none --profile postgres   # only a profile
     .venv/bin/python bench/dispatch.py --parts idle   # only some parts (memory,durable,idle)
 
 The last line printed is one JSON object with the figures.
@@ -864,11 +865,11 @@ async def durable(backend: str) -> dict[str, Any]:
     return figures
 
 
-async def profile_durable() -> None:
-    """cProfile a durable SQLite run, its transactions inline on the loop thread."""
+async def profile_durable(backend: str) -> None:
+    """cProfile a durable run, its transactions inline on the event loop thread."""
     profiler = cProfile.Profile()
-    print("[sqlite] profiled run (transactions inline on the event loop thread):")
-    await durable_run("sqlite", DURABLE_MESSAGES["sqlite"] // 2, PRODUCERS[0], profile=profiler)
+    print(f"[{backend}] profiled run (transactions inline on the event loop thread):")
+    await durable_run(backend, DURABLE_MESSAGES[backend] // 2, PRODUCERS[0], profile=profiler)
     for order in ("tottime", "cumulative"):
         report = io.StringIO()
         pstats.Stats(profiler, stream=report).sort_stats(order).print_stats(30)
@@ -987,7 +988,7 @@ def idle_agents() -> dict[str, Any]:
 # -- main --------------------------------------------------------------------------------
 
 
-async def main(parts: set[str], profile: bool) -> None:
+async def main(parts: set[str], profile: str | None) -> None:
     figures: dict[str, Any] = {}
     if "memory" in parts:
         figures.update(await in_memory())
@@ -997,13 +998,19 @@ async def main(parts: set[str], profile: bool) -> None:
     if "idle" in parts:
         figures.update(idle_agents())
     if profile:
-        await profile_durable()
+        await profile_durable(profile)
     emit(figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", action="store_true", help="cProfile a durable SQLite run")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="sqlite",
+        choices=("sqlite", "postgres"),
+        help="cProfile a durable run (on SQLite unless postgres is given)",
+    )
     parser.add_argument(
         "--parts",
         default="memory,durable,idle",
