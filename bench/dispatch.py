@@ -367,7 +367,9 @@ class Tally:
 
 
 def _label(work: Any) -> str:
-    name = getattr(getattr(work, "func", work), "__qualname__", repr(work))
+    while hasattr(work, "func"):  # partials, and the bench's _Labelled
+        work = work.func
+    name = getattr(work, "__qualname__", type(work).__name__)
     for prefix, label in (
         ("Intake._commit", "intake commit"),
         ("Worker._claim", "worker claim"),
@@ -508,12 +510,14 @@ async def durable_run(
                 with instrumented(fleet) as (awaited, inside, calls):
                     if profile is not None:
                         profile.enable()
+                    cpu = time.process_time()
                     with stopwatch() as elapsed:
                         async with anyio.create_task_group() as tg:
                             for p in range(producers):
                                 tg.start_soon(producer, p)
                         delivered = elapsed()
                         await fleet.wait_idle()
+                    cpu = time.process_time() - cpu
                     if profile is not None:
                         profile.disable()
                 serving.cancel_scope.cancel()
@@ -523,13 +527,15 @@ async def durable_run(
     print(
         f"[{backend}] {total:,} messages from {producers} producers to {DURABLE_GRANTS} grants: "
         f"all delivered after {delivered:.2f} s ({total / delivered:,.0f}/s), "
-        f"all handled and committed after {seconds:.2f} s = {rate:,.0f} msgs/s; "
+        f"all handled and committed after {seconds:.2f} s = {rate:,.0f} msgs/s "
+        f"({cpu * 1e6 / total:.0f} us of CPU per message); "
         f"handled {DurableAgent.handled:,}, order {'ok' if order_ok else 'BROKEN'}"
         + (f", {refused} refused (queue full)" if refused else "")
     )
     report_time(awaited, inside, calls, total)
     figures = {
         "msgs_per_s": rate,
+        "cpu_us_per_msg": cpu * 1e6 / total,
         "deliver_msgs_per_s": total / delivered,
         "order_ok": order_ok,
         "producers": producers,
@@ -611,9 +617,9 @@ class RawStore:
         streams: list[list[bytes]],
         intake_batch: int,
         worker_batch: int,
-    ) -> tuple[float, bool]:
-        """Store every stream's messages and handle them; seconds, and whether each
-        stream reached its grant in order, exactly once."""
+    ) -> tuple[float, float, bool]:
+        """Store every stream's messages and handle them; seconds, CPU seconds (of this
+        process), and whether each stream reached its grant in order, exactly once."""
         sql = self.sql
         insert_message = sql(
             "INSERT INTO messages (id, application_id, grant_id, direction, folder, message_id,"
@@ -725,13 +731,15 @@ class RawStore:
                 conn.close()
 
         threads = [threading.Thread(target=intake), threading.Thread(target=worker)]
+        cpu = time.process_time()
         with stopwatch() as elapsed:
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+        cpu = time.process_time() - cpu
         left = self._count("SELECT count(*) FROM queue_entries")
-        return elapsed(), violations == 0 and len(last) == len(streams) and left == 0
+        return elapsed(), cpu, violations == 0 and len(last) == len(streams) and left == 0
 
     def application_id(self) -> str:
         """The application the fleet created (the bench's only one)."""
@@ -773,16 +781,16 @@ async def raw_store_run(
         store = RawStore(backend, url)
         application_id = store.application_id()
         streams = [[raw_message(p, s) for s in range(per_producer)] for p in range(producers)]
-        seconds, order_ok = await anyio.to_thread.run_sync(
+        seconds, cpu, order_ok = await anyio.to_thread.run_sync(
             store.run, application_id, grant_ids, streams, intake_batch, worker_batch
         )
     rate = total / seconds
     print(
         f"[{backend}] raw store: {total:,} messages in intake batches of {intake_batch} and "
-        f"worker batches of {worker_batch}: {seconds:.2f} s = {rate:,.0f} msgs/s, "
-        f"order {'ok' if order_ok else 'BROKEN'}"
+        f"worker batches of {worker_batch}: {seconds:.2f} s = {rate:,.0f} msgs/s "
+        f"({cpu * 1e6 / total:.0f} us of CPU per message), order {'ok' if order_ok else 'BROKEN'}"
     )
-    return {"msgs_per_s": rate, "order_ok": order_ok}
+    return {"msgs_per_s": rate, "cpu_us_per_msg": cpu * 1e6 / total, "order_ok": order_ok}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -833,6 +841,8 @@ async def durable(backend: str) -> dict[str, Any]:
     figures[f"durable_{backend}_raw_msgs_per_s"] = raw_rate
     figures[f"durable_{backend}_ratio"] = rate / raw_rate
     figures[f"durable_{backend}_raw_order_ok"] = all(r["order_ok"] for r in raws)
+    figures[f"durable_{backend}_cpu_us_per_msg"] = median([r["cpu_us_per_msg"] for r in runs])
+    figures[f"durable_{backend}_raw_cpu_us_per_msg"] = median([r["cpu_us_per_msg"] for r in raws])
     for key in (
         "producers",
         "messages",
