@@ -68,6 +68,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -995,6 +996,120 @@ def idle_agents() -> dict[str, Any]:
     }
 
 
+# -- 3b. RSS of active agents ----------------------------------------------------------
+
+ACTIVE_GRANTS = int(os.environ.get("BENCH_ACTIVE_GRANTS", "10000"))
+ACTIVE_SENDERS = 200  # concurrent deliveries
+
+
+async def active_probe(url: str, trace: bool) -> dict[str, Any]:
+    """In this (fresh) process: serve the provisioned grants, read RSS, deliver one
+    message to each so that every agent is activated and its queue runs, read RSS
+    again while they are all active. With ``trace``, the top allocations made
+    meanwhile (tracemalloc) instead of a clean RSS reading."""
+    figures: dict[str, Any] = {}
+    async with open_fleet(url) as fleet:
+        fleet.bind(IdleAgent)
+        grants = await fleet.grants(limit=ACTIVE_GRANTS)
+        grant_ids = [g.id for g in grants]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await anyio.sleep(IDLE_SETTLE_S)
+            gc.collect()
+            figures["rss_before"] = rss_bytes()
+            if trace:
+                tracemalloc.start(10)
+                before = tracemalloc.take_snapshot()
+
+            async def send(first: int) -> None:
+                for n in range(first, len(grant_ids), ACTIVE_SENDERS):
+                    await fleet.deliver(grant_ids[n], raw_message(n, 0))
+
+            with stopwatch() as elapsed:
+                async with anyio.create_task_group() as senders:
+                    for first in range(ACTIVE_SENDERS):
+                        senders.start_soon(send, first)
+                await fleet.wait_idle()
+            figures["deliver_s"] = elapsed()
+            worker: Any = getattr(fleet, "_worker", None)  # diagnostics (private)
+            figures["agents_active"] = worker.active_agents if worker is not None else -1
+            figures["mailboxes"] = worker.dispatcher.statistics().active_keys if worker else -1
+            figures["leases_held"] = len(worker.held) if worker is not None else -1
+            gc.collect()
+            figures["rss_after"] = rss_bytes()
+            figures["tasks"] = len(asyncio.all_tasks())
+            if trace:
+                after = tracemalloc.take_snapshot()
+                top = after.compare_to(before, "traceback")[:8]
+                figures["top"] = [
+                    {
+                        "kib": stat.size_diff / 1024,
+                        "count": stat.count_diff,
+                        "where": [
+                            f"{f.filename.split('/src/')[-1]}:{f.lineno}" for f in stat.traceback
+                        ][-4:],
+                    }
+                    for stat in top
+                ]
+                figures["traced_kib"] = (
+                    sum(s.size_diff for s in after.compare_to(before, "filename")) / 1024
+                )
+                tracemalloc.stop()
+            tg.cancel_scope.cancel()
+    return figures
+
+
+def run_active_probe(url: str, trace: bool = False) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--active-probe", url] + (["--trace"] if trace else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"active RSS probe failed ({done.returncode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def active_agents() -> dict[str, Any]:
+    print(
+        f"[active] RSS of a serving fleet on SQLite before and after {ACTIVE_GRANTS:,} agents "
+        "each got a message (all active at the reading)"
+    )
+    probes = []
+    with scratch_database("sqlite") as url:
+        run_probe(url, provision=ACTIVE_GRANTS)  # provisioned by another process
+        for _ in range(IDLE_ROUNDS):
+            probe = run_active_probe(url)
+            probes.append(probe)
+            print(
+                f"[active] fresh process: RSS {probe['rss_before'] / 2**20:.1f} MiB before, "
+                f"{probe['rss_after'] / 2**20:.1f} MiB with {probe['agents_active']:,} agents "
+                f"active ({probe['mailboxes']:,} mailboxes, {probe['leases_held']:,} leases, "
+                f"{probe['tasks']} tasks); delivered and handled in {probe['deliver_s']:.1f} s"
+            )
+        traced = run_active_probe(url, trace=True)
+    if any(p["agents_active"] != ACTIVE_GRANTS for p in probes):
+        sys.exit("the active probes did not activate every agent")
+    growth = sorted(p["rss_after"] - p["rss_before"] for p in probes)[IDLE_ROUNDS // 2]
+    per_agent = growth / ACTIVE_GRANTS
+    print(
+        f"[active] median RSS growth {growth / 2**20:.1f} MiB = {per_agent:,.0f} bytes per active "
+        f"agent; Python allocations meanwhile (tracemalloc) {traced['traced_kib'] / 1024:.1f} MiB, "
+        "the largest:"
+    )
+    for stat in traced["top"]:
+        print(
+            f"    {stat['kib']:8.0f} KiB {stat['count']:7d} blocks  "
+            + " < ".join(reversed(stat["where"]))
+        )
+    return {
+        "active_agent_rss_bytes": per_agent,
+        "active_agent_traced_bytes": traced["traced_kib"] * 1024 / ACTIVE_GRANTS,
+        f"active_rss_mib_{ACTIVE_GRANTS}_agents": sorted(p["rss_after"] for p in probes)[
+            IDLE_ROUNDS // 2
+        ]
+        / 2**20,
+    }
+
+
 # -- main --------------------------------------------------------------------------------
 
 
@@ -1007,6 +1122,7 @@ async def main(parts: set[str], profile: str | None) -> None:
             figures.update(await durable(backend))
     if "idle" in parts:
         figures.update(idle_agents())
+        figures.update(active_agents())
     if profile:
         await profile_durable(profile)
     emit(figures)
@@ -1028,8 +1144,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rss-probe", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--provision", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--active-probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_probe:
+    if args.active_probe:
+        print(json.dumps(asyncio.run(active_probe(args.active_probe, args.trace))))
+    elif args.rss_probe:
         print(json.dumps(asyncio.run(rss_probe(args.rss_probe, args.provision))))
     else:
         asyncio.run(main(set(args.parts.split(",")), args.profile))
