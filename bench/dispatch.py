@@ -22,7 +22,20 @@
    its own numbered stream to one grant. Timed from the first delivery until
    ``wait_idle()`` returns (everything handled and its completion committed).
    The handler checks that each stream arrives in order, exactly once.
-   Targets: 5,000 messages/s on SQLite, 3,000 on PostgreSQL. Each run also
+   The baseline, in alternated rounds (``DURABLE_ROUNDS``, medians), is the
+   raw store (``RawStore``): the same rows per message as ``Intake.deliver``
+   and the worker's completion (the ``messages`` row, the ``queue_entries``
+   row, the ``message.received`` event, the grant's ``stored_bytes``; the
+   entry read back with its message and deleted once handled) written with
+   the plain driver (``sqlite3`` with the product's pragmas: WAL,
+   ``synchronous=FULL``, ``BEGIN IMMEDIATE``; psycopg 3), ``executemany`` of
+   plain SQL, in intake batches and worker batches of the sizes that round's
+   fleet run had (its group commits and flushes), an intake thread and a
+   worker thread: no framework, no asyncio, no parsing. Figures:
+   ``durable_<backend>_msgs_per_s`` (the fleet), ``..._raw_msgs_per_s``,
+   ``..._ratio`` = fleet / raw store, and both sides' CPU per message (this
+   process's, all threads). Targets: ratio >= 0.5, and 6,000 messages/s on
+   SQLite, 4,000 on PostgreSQL. Each run also
    prints where the time went: every transaction by kind (intake group
    commit, worker claim, worker flush, sender poll...) with its count, time
    awaited (waiting for the writer, thread hop, transaction) and time inside
@@ -37,6 +50,24 @@
    difference over 100,000 is the memory an idle provisioned agent costs
    (``idle_agent_rss_bytes``, from the clean pair; should be near 0: an idle
    grant holds no task, no queue, no instance). The task counts are printed too.
+   Active agents: a fresh process serves 10,000 grants provisioned by another,
+   reads its RSS, delivers one message to each (all agents are activated and
+   their queues run), waits until all are handled and reads it again while
+   the 10,000 agents are active (``idle_timeout`` is 60 s): the growth over
+   10,000 is ``active_agent_rss_bytes`` (median of ``IDLE_ROUNDS`` processes;
+   it includes what receiving left behind: SQLite's page cache, malloc's
+   free lists). One more process traces the Python allocations meanwhile
+   (tracemalloc) and prints the largest.
+
+Results on the 2-core shared machine (load average 3 to 7 while measured),
+medians of three alternated rounds; see docs/ARCHITECTURE.md for the table:
+
+    before (raw store baseline added, load 7.0):
+      SQLite 2,125 msgs/s vs raw store 5,672: ratio 0.37
+      PostgreSQL 987 msgs/s vs raw store 2,516: ratio 0.39
+    after (statements prepared and without RETURNING, heap frozen while
+    serving, header reading out of the group commit):
+      see the last run's figures in docs/ARCHITECTURE.md
 
 Fleets run with the default ``poll_interval`` (local deliveries wake the worker
 at once) and no plugin loaded (``plugins=""``),
@@ -48,6 +79,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/dispatch.py --profile   # also cProfile a durable SQLite run
     .venv/bin/python bench/dispatch.py --parts none --profile postgres   # only a profile
     .venv/bin/python bench/dispatch.py --parts idle   # only some parts (memory,durable,idle)
+    BENCH_ACTIVE_GRANTS=1000 .venv/bin/python bench/dispatch.py --parts idle   # fewer active agents
 
 The last line printed is one JSON object with the figures.
 """
