@@ -65,9 +65,15 @@ medians of three alternated rounds; see docs/ARCHITECTURE.md for the table:
     before (raw store baseline added, load 7.0):
       SQLite 2,125 msgs/s vs raw store 5,672: ratio 0.37
       PostgreSQL 987 msgs/s vs raw store 2,516: ratio 0.39
-    after (statements prepared and without RETURNING, heap frozen while
-    serving, header reading out of the group commit):
-      see the last run's figures in docs/ARCHITECTURE.md
+    after (completions by a prepared DELETE, inserts without RETURNING,
+    heap frozen while serving, header reading out of the group commit),
+    full run at load 2.6:
+      SQLite 3,055 msgs/s vs raw store 9,141: ratio 0.33 (CPU 312 vs 90 us/msg)
+      PostgreSQL 1,847 msgs/s vs raw store 4,321: ratio 0.43 (358 vs 102 us/msg)
+      idle agent ~0 bytes; active agent 4,400 bytes (10,000 active)
+    The targets are not met: the fleet is bound by its Python thread (about
+    300 us of CPU a message, spread; see docs/ARCHITECTURE.md), the raw store
+    by its I/O.
 
 Fleets run with the default ``poll_interval`` (local deliveries wake the worker
 at once) and no plugin loaded (``plugins=""``),

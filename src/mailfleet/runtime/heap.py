@@ -4,9 +4,11 @@ CPython's cyclic collector walks every tracked object at each full collection,
 and the durable path allocates enough (rows, messages, futures) to trigger one
 every few seconds. Most of what it walks was made at start-up and lives as long
 as the process: modules, SQLAlchemy's tables and compiled statements, the
-fleet's components. Measured with ``bench/dispatch.py`` (durable part, SQLite),
+fleet's components, and whatever the application holds. Measured with
+``bench/dispatch.py`` (durable part, SQLite, in a process with a large heap),
 collections took about a fifth of the process's CPU per message, and about half
-of that went once this heap was frozen (``gc.freeze``). While a fleet serves,
+of that went once this heap was frozen (``gc.freeze``); in a fresh process with
+a small heap the gain is within the noise. While a fleet serves,
 the heap as it was when serving started is frozen (after one collection); when
 the last serving fleet of the process stops, it is unfrozen, so that whatever
 of it becomes cyclic garbage later is collected as usual. Reference counting
