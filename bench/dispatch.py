@@ -22,7 +22,20 @@
    its own numbered stream to one grant. Timed from the first delivery until
    ``wait_idle()`` returns (everything handled and its completion committed).
    The handler checks that each stream arrives in order, exactly once.
-   Targets: 5,000 messages/s on SQLite, 3,000 on PostgreSQL. Each run also
+   The baseline, in alternated rounds (``DURABLE_ROUNDS``, medians), is the
+   raw store (``RawStore``): the same rows per message as ``Intake.deliver``
+   and the worker's completion (the ``messages`` row, the ``queue_entries``
+   row, the ``message.received`` event, the grant's ``stored_bytes``; the
+   entry read back with its message and deleted once handled) written with
+   the plain driver (``sqlite3`` with the product's pragmas: WAL,
+   ``synchronous=FULL``, ``BEGIN IMMEDIATE``; psycopg 3), ``executemany`` of
+   plain SQL, in intake batches and worker batches of the sizes that round's
+   fleet run had (its group commits and flushes), an intake thread and a
+   worker thread: no framework, no asyncio, no parsing. Figures:
+   ``durable_<backend>_msgs_per_s`` (the fleet), ``..._raw_msgs_per_s``,
+   ``..._ratio`` = fleet / raw store, and both sides' CPU per message (this
+   process's, all threads). Targets: ratio >= 0.5, and 6,000 messages/s on
+   SQLite, 4,000 on PostgreSQL. Each run also
    prints where the time went: every transaction by kind (intake group
    commit, worker claim, worker flush, sender poll...) with its count, time
    awaited (waiting for the writer, thread hop, transaction) and time inside
@@ -37,6 +50,30 @@
    difference over 100,000 is the memory an idle provisioned agent costs
    (``idle_agent_rss_bytes``, from the clean pair; should be near 0: an idle
    grant holds no task, no queue, no instance). The task counts are printed too.
+   Active agents: a fresh process serves 10,000 grants provisioned by another,
+   reads its RSS, delivers one message to each (all agents are activated and
+   their queues run), waits until all are handled and reads it again while
+   the 10,000 agents are active (``idle_timeout`` is 60 s): the growth over
+   10,000 is ``active_agent_rss_bytes`` (median of ``IDLE_ROUNDS`` processes;
+   it includes what receiving left behind: SQLite's page cache, malloc's
+   free lists). One more process traces the Python allocations meanwhile
+   (tracemalloc) and prints the largest.
+
+Results on the 2-core shared machine (load average 3 to 7 while measured),
+medians of three alternated rounds; see docs/ARCHITECTURE.md for the table:
+
+    before (raw store baseline added, load 7.0):
+      SQLite 2,125 msgs/s vs raw store 5,672: ratio 0.37
+      PostgreSQL 987 msgs/s vs raw store 2,516: ratio 0.39
+    after (completions by a prepared DELETE, inserts without RETURNING,
+    heap frozen while serving, header reading out of the group commit),
+    full run at load 2.6:
+      SQLite 3,055 msgs/s vs raw store 9,141: ratio 0.33 (CPU 312 vs 90 us/msg)
+      PostgreSQL 1,847 msgs/s vs raw store 4,321: ratio 0.43 (358 vs 102 us/msg)
+      idle agent ~0 bytes; active agent 4,400 bytes (10,000 active)
+    The targets are not met: the fleet is bound by its Python thread (about
+    300 us of CPU a message, spread; see docs/ARCHITECTURE.md), the raw store
+    by its I/O.
 
 Fleets run with the default ``poll_interval`` (local deliveries wake the worker
 at once) and no plugin loaded (``plugins=""``),
@@ -46,7 +83,9 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/dispatch.py             # all three parts
     .venv/bin/python bench/dispatch.py --profile   # also cProfile a durable SQLite run
+    .venv/bin/python bench/dispatch.py --parts none --profile postgres   # only a profile
     .venv/bin/python bench/dispatch.py --parts idle   # only some parts (memory,durable,idle)
+    BENCH_ACTIVE_GRANTS=1000 .venv/bin/python bench/dispatch.py --parts idle   # fewer active agents
 
 The last line printed is one JSON object with the figures.
 """
@@ -59,11 +98,15 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import re
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,8 +116,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
-from _common import emit, scratch_database, stopwatch
+import psycopg
+from _common import emit, median, scratch_database, stopwatch
 from provision import run_inline
+from psycopg.types.json import Jsonb
+from sqlalchemy.engine import make_url
 
 from mailfleet import Agent, Fleet, InboundMessage, QueueFull
 from mailfleet.mail import headers as mail_headers
@@ -84,6 +130,9 @@ from mailfleet.runtime.dispatcher import Dispatcher
 from mailfleet.runtime.host import AgentHost, HandlerFailure
 from mailfleet.runtime.worker import WorkerSettings
 from mailfleet.store import queue as queue_store
+from mailfleet.store.database import PAGE_CACHE_KIB, SQLITE_SYNCHRONOUS, sqlite_path
+from mailfleet.store.scope import Scope, Tx
+from mailfleet.store.tables import new_id
 
 DOMAIN = "bench.example.com"
 
@@ -99,7 +148,9 @@ DURABLE_GRANTS = 100
 DURABLE_MESSAGES = {"sqlite": 20_000, "postgres": 10_000}
 PRODUCERS = (500, 100)  # the first is the headline figure
 POLL_INTERVAL = 1.0  # the default: local deliveries wake the worker; polling is for other processes
-TARGETS = {"sqlite": 5_000, "postgres": 3_000}
+TARGETS = {"sqlite": 6_000, "postgres": 4_000}
+TARGET_DURABLE_RATIO = 0.5  # mailfleet / the raw store
+DURABLE_ROUNDS = 3
 
 # 3. idle agents
 IDLE_GRANTS = 100_000
@@ -355,7 +406,9 @@ class Tally:
 
 
 def _label(work: Any) -> str:
-    name = getattr(getattr(work, "func", work), "__qualname__", repr(work))
+    while hasattr(work, "func"):  # partials, and the bench's _Labelled
+        work = work.func
+    name = getattr(work, "__qualname__", type(work).__name__)
     for prefix, label in (
         ("Intake._commit", "intake commit"),
         ("Worker._claim", "worker claim"),
@@ -373,13 +426,26 @@ def _label(work: Any) -> str:
 _TIMED_CALLS: dict[tuple[Any, str], Callable[[tuple[Any, ...], Any], int]] = {
     (queue_store, "enqueue"): lambda args, result: len(result),
     (queue_store, "backlog"): lambda args, result: sum(result.values()),
-    (queue_store, "claim"): lambda args, result: len(result),
+    (queue_store, "claim"): lambda args, result: len(result.grants),
     (queue_store, "load"): lambda args, result: len(result),
     (queue_store, "complete"): lambda args, result: len(args[1]),
     (queue_store, "release"): lambda args, result: len(args[2]),
     (queue_store, "states"): lambda args, result: len(args[1]),
     (mail_headers, "parse_headers"): lambda args, result: 1,
 }
+
+
+class _Labelled:
+    """A scope's unit of work as the database runs it, named after the work (``func``)."""
+
+    __slots__ = ("func", "scope")
+
+    def __init__(self, func: Callable[[Tx], Any], scope: Scope) -> None:
+        self.func = func
+        self.scope = scope
+
+    def __call__(self, conn: Any) -> Any:
+        return self.func(Tx(conn, self.scope))
 
 
 @contextmanager
@@ -429,9 +495,16 @@ def instrumented(fleet: Fleet) -> Iterator[tuple[Tally, Tally, Tally]]:
         setattr(module, name, timed)
     database.write = timed_write  # type: ignore[method-assign]
     database.write_sync = timed_write_sync  # type: ignore[method-assign]
+    scope_write = Scope.write
+
+    async def labelled_write(self: Scope, work: Callable[[Tx], Any]) -> Any:
+        return await self.database.write(_Labelled(work, self))
+
+    Scope.write = labelled_write  # type: ignore[method-assign]
     try:
         yield awaited, inside, calls
     finally:
+        Scope.write = scope_write  # type: ignore[method-assign]
         for (module, name), original in originals.items():
             setattr(module, name, original)
         database.write, database.write_sync = write, write_sync  # type: ignore[method-assign]
@@ -476,12 +549,14 @@ async def durable_run(
                 with instrumented(fleet) as (awaited, inside, calls):
                     if profile is not None:
                         profile.enable()
+                    cpu = time.process_time()
                     with stopwatch() as elapsed:
                         async with anyio.create_task_group() as tg:
                             for p in range(producers):
                                 tg.start_soon(producer, p)
                         delivered = elapsed()
                         await fleet.wait_idle()
+                    cpu = time.process_time() - cpu
                     if profile is not None:
                         profile.disable()
                 serving.cancel_scope.cancel()
@@ -491,13 +566,15 @@ async def durable_run(
     print(
         f"[{backend}] {total:,} messages from {producers} producers to {DURABLE_GRANTS} grants: "
         f"all delivered after {delivered:.2f} s ({total / delivered:,.0f}/s), "
-        f"all handled and committed after {seconds:.2f} s = {rate:,.0f} msgs/s; "
+        f"all handled and committed after {seconds:.2f} s = {rate:,.0f} msgs/s "
+        f"({cpu * 1e6 / total:.0f} us of CPU per message); "
         f"handled {DurableAgent.handled:,}, order {'ok' if order_ok else 'BROKEN'}"
         + (f", {refused} refused (queue full)" if refused else "")
     )
     report_time(awaited, inside, calls, total)
     figures = {
         "msgs_per_s": rate,
+        "cpu_us_per_msg": cpu * 1e6 / total,
         "deliver_msgs_per_s": total / delivered,
         "order_ok": order_ok,
         "producers": producers,
@@ -514,6 +591,245 @@ async def durable_run(
         "transactions_s": sum(inside.seconds.values()),
     }
     return figures
+
+
+# -- 2b. the raw store baseline ----------------------------------------------------------
+
+
+class RawStore:
+    """The durable path's row work with the plain driver: no framework.
+
+    Per message, the same rows as ``Intake.deliver`` and the worker: a ``messages``
+    row, a ``queue_entries`` row, a ``message.received`` row in ``events`` and the
+    grant's ``stored_bytes`` (one update per grant per batch), in one transaction
+    per intake batch; then the entry read back with its message, and deleted once
+    handled, in one transaction per worker batch that also reads the next batch
+    (the completion and the next load merged). Intake and worker are two threads on
+    two connections, as the fleet's intake and worker are. SQLite: ``sqlite3`` with
+    the product's pragmas (WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``);
+    PostgreSQL: psycopg 3. The statements are plain SQL strings run with
+    ``executemany``.
+    """
+
+    def __init__(self, backend: str, url: str) -> None:
+        self.backend = backend
+        self.url = url
+        self.mark = "?" if backend == "sqlite" else "%s"
+
+    def connect(self) -> Any:
+        if self.backend == "sqlite":
+            path = sqlite_path(self.url)
+            conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={SQLITE_SYNCHRONOUS}",
+                "foreign_keys=ON",
+                "busy_timeout=30000",
+                f"cache_size=-{PAGE_CACHE_KIB}",
+                "temp_store=MEMORY",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+            return conn
+        dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        return psycopg.connect(dsn)
+
+    def begin(self, conn: Any) -> Any:
+        if self.backend == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            return conn
+        return conn.cursor()
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", self.mark)
+
+    def json(self, value: Any) -> Any:
+        return json.dumps(value) if self.backend == "sqlite" else Jsonb(value)
+
+    def stamp(self, now: datetime) -> Any:
+        # what SQLAlchemy's DateTime stores on SQLite; a timestamptz on PostgreSQL
+        return now.strftime("%Y-%m-%d %H:%M:%S.%f") if self.backend == "sqlite" else now
+
+    def run(
+        self,
+        application_id: str,
+        grant_ids: list[str],
+        streams: list[list[bytes]],
+        intake_batch: int,
+        worker_batch: int,
+    ) -> tuple[float, float, bool]:
+        """Store every stream's messages and handle them; seconds, CPU seconds (of this
+        process), and whether each stream reached its grant in order, exactly once."""
+        sql = self.sql
+        insert_message = sql(
+            "INSERT INTO messages (id, application_id, grant_id, direction, folder, message_id,"
+            " thread_id, thread_subject, subject, sender, recipients, size, headers, source_key,"
+            " raw, authentication, read, spam, created_at)"
+            " VALUES (?, ?, ?, 'in', 'inbox', ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, NULL, ?)"
+        )
+        grow = sql("UPDATE grants SET stored_bytes = stored_bytes + ? WHERE id = ?")
+        insert_entry = sql(
+            "INSERT INTO queue_entries (application_id, grant_id, message_id, kind, status,"
+            " attempts, created_at) VALUES (?, ?, ?, 'message', 'ready', 0, ?)"
+        )
+        insert_event = sql(
+            "INSERT INTO events (application_id, grant_id, type, payload, created_at)"
+            " VALUES (?, ?, 'message.received', ?, ?)"
+        )
+        load = sql(
+            "SELECT q.id, q.grant_id, m.raw, m.subject FROM queue_entries q"
+            " JOIN messages m ON m.id = q.message_id"
+            " WHERE q.application_id = ? AND q.status = 'ready' ORDER BY q.id LIMIT ?"
+        )
+        delete = sql("DELETE FROM queue_entries WHERE id = ?")
+        # the producers' messages, in the order the fleet's group commit takes them
+        pending = [
+            (grant_ids[p % len(grant_ids)], raw, *_raw_headers(raw))
+            for s in range(len(streams[0]))
+            for p, stream in enumerate(streams)
+            for raw in (stream[s],)
+        ]
+        total = len(pending)
+        committed = threading.Condition()
+        stored = 0
+        last: dict[tuple[str, int], int] = {}
+        violations = 0
+
+        def intake() -> None:
+            nonlocal stored
+            conn = self.connect()
+            try:
+                for start in range(0, total, intake_batch):
+                    batch = pending[start : start + intake_batch]
+                    now = datetime.now(UTC)
+                    stamp = self.stamp(now)
+                    cur = self.begin(conn)
+                    messages, entries, events = [], [], []
+                    grown: dict[str, int] = defaultdict(int)
+                    for grant_id, raw, subject, sender, header_id, headers in batch:
+                        mid = new_id()
+                        messages.append(
+                            (
+                                mid, application_id, grant_id, header_id, new_id(), subject,
+                                subject, sender, self.json([f"agent@{DOMAIN}"]), len(raw),
+                                self.json(headers), raw, False, stamp,
+                            )
+                        )  # fmt: skip
+                        grown[grant_id] += len(raw)
+                        entries.append((application_id, grant_id, mid, stamp))
+                        events.append(
+                            (
+                                application_id,
+                                grant_id,
+                                self.json(
+                                    {"grant_id": grant_id, "message_id": mid, "subject": subject}
+                                ),
+                                stamp,
+                            )
+                        )
+                    cur.executemany(insert_message, messages)
+                    cur.executemany(grow, [(n, g) for g, n in sorted(grown.items())])
+                    cur.executemany(insert_entry, entries)
+                    cur.executemany(insert_event, events)
+                    conn.commit()
+                    with committed:
+                        stored += len(batch)
+                        committed.notify()
+            finally:
+                conn.close()
+
+        def worker() -> None:
+            nonlocal violations
+            conn = self.connect()
+            handled, done = 0, []
+            try:
+                while handled < total:
+                    with committed:
+                        while stored <= handled and not done:
+                            committed.wait()
+                    cur = self.begin(conn)
+                    if done:
+                        cur.executemany(delete, [(i,) for i in done])
+                    rows = cur.execute(load, (application_id, worker_batch)).fetchall()
+                    conn.commit()
+                    done = []
+                    for entry_id, grant_id, _raw, subject in rows:
+                        match = SUBJECT.match(subject or "")
+                        if match is None:
+                            violations += 1
+                            continue
+                        stream, seq = (grant_id, int(match[1])), int(match[2])
+                        if last.get(stream, -1) + 1 != seq:
+                            violations += 1
+                        last[stream] = seq
+                        done.append(entry_id)
+                    handled += len(rows)
+                cur = self.begin(conn)
+                cur.executemany(delete, [(i,) for i in done])
+                conn.commit()
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=intake), threading.Thread(target=worker)]
+        cpu = time.process_time()
+        with stopwatch() as elapsed:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        cpu = time.process_time() - cpu
+        left = self._count("SELECT count(*) FROM queue_entries")
+        return elapsed(), cpu, violations == 0 and len(last) == len(streams) and left == 0
+
+    def application_id(self) -> str:
+        """The application the fleet created (the bench's only one)."""
+        return str(self._one("SELECT id FROM applications"))
+
+    def _count(self, query: str) -> int:
+        return int(self._one(query))
+
+    def _one(self, query: str) -> Any:
+        conn = self.connect()
+        try:
+            return conn.execute(query).fetchone()[0]
+        finally:
+            conn.close()
+
+
+def _raw_headers(raw: bytes) -> tuple[str, str, str, list[list[str]]]:
+    """Subject, sender, Message-ID and header list of a bench message (read before the
+    clock starts: parsing is the framework's work, not the store's)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    headers = [line.split(": ", 1) for line in head.split("\r\n")]
+    found = dict((name.lower(), value) for name, value in headers)
+    return found["subject"], found["from"], found["message-id"].strip("<>"), headers
+
+
+async def raw_store_run(
+    backend: str, total: int, producers: int, intake_batch: int, worker_batch: int
+) -> dict[str, Any]:
+    """The raw store baseline on a fresh database holding the same schema and grants."""
+    per_producer = total // producers
+    total = per_producer * producers
+    with scratch_database(backend) as url:
+        async with open_fleet(url) as fleet:  # the schema, the application, the grants
+            await fleet.add_domain(DOMAIN)
+            results = await fleet.provision_many(
+                [f"agent-{n:03d}@{DOMAIN}" for n in range(DURABLE_GRANTS)], agent=DurableAgent
+            )
+            grant_ids = [r.grant.id for r in results if r.grant is not None]
+        store = RawStore(backend, url)
+        application_id = store.application_id()
+        streams = [[raw_message(p, s) for s in range(per_producer)] for p in range(producers)]
+        seconds, cpu, order_ok = await anyio.to_thread.run_sync(
+            store.run, application_id, grant_ids, streams, intake_batch, worker_batch
+        )
+    rate = total / seconds
+    print(
+        f"[{backend}] raw store: {total:,} messages in intake batches of {intake_batch} and "
+        f"worker batches of {worker_batch}: {seconds:.2f} s = {rate:,.0f} msgs/s "
+        f"({cpu * 1e6 / total:.0f} us of CPU per message), order {'ok' if order_ok else 'BROKEN'}"
+    )
+    return {"msgs_per_s": rate, "cpu_us_per_msg": cpu * 1e6 / total, "order_ok": order_ok}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -537,30 +853,59 @@ def report_time(awaited: Tally, inside: Tally, calls: Tally, total: int) -> None
 
 
 async def durable(backend: str) -> dict[str, Any]:
+    """``DURABLE_ROUNDS`` alternated rounds of the fleet (the headline producers) and
+    the raw store in the batch sizes that round's fleet run had; medians. Then one
+    fleet run with the other producer count."""
     figures: dict[str, Any] = {}
-    for producers in PRODUCERS:
-        run = await durable_run(backend, DURABLE_MESSAGES[backend], producers)
-        if producers == PRODUCERS[0]:
-            figures[f"durable_{backend}_msgs_per_s"] = run["msgs_per_s"]
-            for key in (
-                "producers",
-                "messages",
-                "order_ok",
-                "deliver_msgs_per_s",
-                "intake_batch_avg",
-                "intake_commits",
-                "worker_claims",
-                "worker_flushes",
-                "flush_batch_avg",
-                "leases_released",
-                "parse_headers_us_per_msg",
-                "enqueue_us_per_msg",
-            ):
-                figures[f"durable_{backend}_{key}"] = run[key]
-        else:
-            figures[f"durable_{backend}_msgs_per_s_{producers}_producers"] = run["msgs_per_s"]
-            figures[f"durable_{backend}_order_ok"] &= run["order_ok"]
-    rate = figures[f"durable_{backend}_msgs_per_s"]
+    total, producers = DURABLE_MESSAGES[backend], PRODUCERS[0]
+    runs: list[dict[str, Any]] = []
+    raws: list[dict[str, Any]] = []
+    for round_ in range(1, DURABLE_ROUNDS + 1):
+        print(f"[{backend}] round {round_} of {DURABLE_ROUNDS}")
+        run = await durable_run(backend, total, producers)
+        runs.append(run)
+        raws.append(
+            await raw_store_run(
+                backend,
+                total,
+                producers,
+                max(1, round(run["intake_batch_avg"])),
+                max(1, round(run["flush_batch_avg"])),
+            )
+        )
+    middle = sorted(runs, key=lambda r: r["msgs_per_s"])[len(runs) // 2]
+    rate = median([r["msgs_per_s"] for r in runs])
+    raw_rate = median([r["msgs_per_s"] for r in raws])
+    figures[f"durable_{backend}_msgs_per_s"] = rate
+    figures[f"durable_{backend}_raw_msgs_per_s"] = raw_rate
+    figures[f"durable_{backend}_ratio"] = rate / raw_rate
+    figures[f"durable_{backend}_raw_order_ok"] = all(r["order_ok"] for r in raws)
+    figures[f"durable_{backend}_cpu_us_per_msg"] = median([r["cpu_us_per_msg"] for r in runs])
+    figures[f"durable_{backend}_raw_cpu_us_per_msg"] = median([r["cpu_us_per_msg"] for r in raws])
+    for key in (
+        "producers",
+        "messages",
+        "deliver_msgs_per_s",
+        "intake_batch_avg",
+        "intake_commits",
+        "worker_claims",
+        "worker_flushes",
+        "flush_batch_avg",
+        "leases_released",
+        "parse_headers_us_per_msg",
+        "enqueue_us_per_msg",
+    ):
+        figures[f"durable_{backend}_{key}"] = middle[key]
+    figures[f"durable_{backend}_order_ok"] = all(r["order_ok"] for r in runs)
+    for other in PRODUCERS[1:]:
+        run = await durable_run(backend, total, other)
+        figures[f"durable_{backend}_msgs_per_s_{other}_producers"] = run["msgs_per_s"]
+        figures[f"durable_{backend}_order_ok"] &= run["order_ok"]
+    print(
+        f"[{backend}] median of {DURABLE_ROUNDS} rounds: mailfleet {rate:,.0f} msgs/s, raw store "
+        f"{raw_rate:,.0f} msgs/s, ratio {rate / raw_rate:.2f} (target >= {TARGET_DURABLE_RATIO}); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     if rate < TARGETS[backend]:
         print(
             f"[{backend}] {rate:,.0f} msgs/s is below the target of {TARGETS[backend]:,}: "
@@ -569,11 +914,11 @@ async def durable(backend: str) -> dict[str, Any]:
     return figures
 
 
-async def profile_durable() -> None:
-    """cProfile a durable SQLite run, its transactions inline on the loop thread."""
+async def profile_durable(backend: str) -> None:
+    """cProfile a durable run, its transactions inline on the event loop thread."""
     profiler = cProfile.Profile()
-    print("[sqlite] profiled run (transactions inline on the event loop thread):")
-    await durable_run("sqlite", DURABLE_MESSAGES["sqlite"] // 2, PRODUCERS[0], profile=profiler)
+    print(f"[{backend}] profiled run (transactions inline on the event loop thread):")
+    await durable_run(backend, DURABLE_MESSAGES[backend] // 2, PRODUCERS[0], profile=profiler)
     for order in ("tottime", "cumulative"):
         report = io.StringIO()
         pstats.Stats(profiler, stream=report).sort_stats(order).print_stats(30)
@@ -689,10 +1034,124 @@ def idle_agents() -> dict[str, Any]:
     }
 
 
+# -- 3b. RSS of active agents ----------------------------------------------------------
+
+ACTIVE_GRANTS = int(os.environ.get("BENCH_ACTIVE_GRANTS", "10000"))
+ACTIVE_SENDERS = 200  # concurrent deliveries
+
+
+async def active_probe(url: str, trace: bool) -> dict[str, Any]:
+    """In this (fresh) process: serve the provisioned grants, read RSS, deliver one
+    message to each so that every agent is activated and its queue runs, read RSS
+    again while they are all active. With ``trace``, the top allocations made
+    meanwhile (tracemalloc) instead of a clean RSS reading."""
+    figures: dict[str, Any] = {}
+    async with open_fleet(url) as fleet:
+        fleet.bind(IdleAgent)
+        grants = await fleet.grants(limit=ACTIVE_GRANTS)
+        grant_ids = [g.id for g in grants]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.serve)
+            await anyio.sleep(IDLE_SETTLE_S)
+            gc.collect()
+            figures["rss_before"] = rss_bytes()
+            if trace:
+                tracemalloc.start(10)
+                before = tracemalloc.take_snapshot()
+
+            async def send(first: int) -> None:
+                for n in range(first, len(grant_ids), ACTIVE_SENDERS):
+                    await fleet.deliver(grant_ids[n], raw_message(n, 0))
+
+            with stopwatch() as elapsed:
+                async with anyio.create_task_group() as senders:
+                    for first in range(ACTIVE_SENDERS):
+                        senders.start_soon(send, first)
+                await fleet.wait_idle()
+            figures["deliver_s"] = elapsed()
+            worker: Any = getattr(fleet, "_worker", None)  # diagnostics (private)
+            figures["agents_active"] = worker.active_agents if worker is not None else -1
+            figures["mailboxes"] = worker.dispatcher.statistics().active_keys if worker else -1
+            figures["leases_held"] = len(worker.held) if worker is not None else -1
+            gc.collect()
+            figures["rss_after"] = rss_bytes()
+            figures["tasks"] = len(asyncio.all_tasks())
+            if trace:
+                after = tracemalloc.take_snapshot()
+                top = after.compare_to(before, "traceback")[:8]
+                figures["top"] = [
+                    {
+                        "kib": stat.size_diff / 1024,
+                        "count": stat.count_diff,
+                        "where": [
+                            f"{f.filename.split('/src/')[-1]}:{f.lineno}" for f in stat.traceback
+                        ][-4:],
+                    }
+                    for stat in top
+                ]
+                figures["traced_kib"] = (
+                    sum(s.size_diff for s in after.compare_to(before, "filename")) / 1024
+                )
+                tracemalloc.stop()
+            tg.cancel_scope.cancel()
+    return figures
+
+
+def run_active_probe(url: str, trace: bool = False) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--active-probe", url] + (["--trace"] if trace else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"active RSS probe failed ({done.returncode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def active_agents() -> dict[str, Any]:
+    print(
+        f"[active] RSS of a serving fleet on SQLite before and after {ACTIVE_GRANTS:,} agents "
+        "each got a message (all active at the reading)"
+    )
+    probes = []
+    with scratch_database("sqlite") as url:
+        run_probe(url, provision=ACTIVE_GRANTS)  # provisioned by another process
+        for _ in range(IDLE_ROUNDS):
+            probe = run_active_probe(url)
+            probes.append(probe)
+            print(
+                f"[active] fresh process: RSS {probe['rss_before'] / 2**20:.1f} MiB before, "
+                f"{probe['rss_after'] / 2**20:.1f} MiB with {probe['agents_active']:,} agents "
+                f"active ({probe['mailboxes']:,} mailboxes, {probe['leases_held']:,} leases, "
+                f"{probe['tasks']} tasks); delivered and handled in {probe['deliver_s']:.1f} s"
+            )
+        traced = run_active_probe(url, trace=True)
+    if any(p["agents_active"] != ACTIVE_GRANTS for p in probes):
+        sys.exit("the active probes did not activate every agent")
+    growth = sorted(p["rss_after"] - p["rss_before"] for p in probes)[IDLE_ROUNDS // 2]
+    per_agent = growth / ACTIVE_GRANTS
+    print(
+        f"[active] median RSS growth {growth / 2**20:.1f} MiB = {per_agent:,.0f} bytes per active "
+        f"agent; Python allocations meanwhile (tracemalloc) {traced['traced_kib'] / 1024:.1f} MiB, "
+        "the largest:"
+    )
+    for stat in traced["top"]:
+        print(
+            f"    {stat['kib']:8.0f} KiB {stat['count']:7d} blocks  "
+            + " < ".join(reversed(stat["where"]))
+        )
+    return {
+        "active_agent_rss_bytes": per_agent,
+        "active_agent_traced_bytes": traced["traced_kib"] * 1024 / ACTIVE_GRANTS,
+        f"active_rss_mib_{ACTIVE_GRANTS}_agents": sorted(p["rss_after"] for p in probes)[
+            IDLE_ROUNDS // 2
+        ]
+        / 2**20,
+    }
+
+
 # -- main --------------------------------------------------------------------------------
 
 
-async def main(parts: set[str], profile: bool) -> None:
+async def main(parts: set[str], profile: str | None) -> None:
     figures: dict[str, Any] = {}
     if "memory" in parts:
         figures.update(await in_memory())
@@ -701,14 +1160,21 @@ async def main(parts: set[str], profile: bool) -> None:
             figures.update(await durable(backend))
     if "idle" in parts:
         figures.update(idle_agents())
+        figures.update(active_agents())
     if profile:
-        await profile_durable()
+        await profile_durable(profile)
     emit(figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", action="store_true", help="cProfile a durable SQLite run")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="sqlite",
+        choices=("sqlite", "postgres"),
+        help="cProfile a durable run (on SQLite unless postgres is given)",
+    )
     parser.add_argument(
         "--parts",
         default="memory,durable,idle",
@@ -716,8 +1182,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rss-probe", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--provision", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--active-probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_probe:
+    if args.active_probe:
+        print(json.dumps(asyncio.run(active_probe(args.active_probe, args.trace))))
+    elif args.rss_probe:
         print(json.dumps(asyncio.run(rss_probe(args.rss_probe, args.provision))))
     else:
         asyncio.run(main(set(args.parts.split(",")), args.profile))

@@ -43,6 +43,7 @@ from .directory import Directory
 from .domain_auth import DomainAuth
 from .doorbell import Doorbell
 from .feedback import Feedback
+from .heap import frozen_heap
 from .intake import Intake
 from .mailroom import Mailroom
 from .metrics import RuntimeMetrics
@@ -743,7 +744,8 @@ class Fleet:
                 self._log_serving(opened, scope)
                 try:
                     task_status.started(self._serving)
-                    await anyio.sleep_forever()
+                    with frozen_heap():  # see runtime/heap.py
+                        await anyio.sleep_forever()
                 finally:
                     self._serving = None
                 return
@@ -765,7 +767,8 @@ class Fleet:
                     self._serving, self._worker = Serving(smtp_port, worker.id), worker
                     self._log_serving(opened, scope)
                     task_status.started(self._serving)
-                    await anyio.sleep_forever()
+                    with frozen_heap():  # see runtime/heap.py
+                        await anyio.sleep_forever()
                 finally:
                     self._serving = self._worker = None
                     self._simulator = None

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
@@ -36,6 +37,9 @@ from ..store.rules import record_evaluations
 from ..store.scope import Scope, Tx
 from .batching import FLEET_CLOSED, GroupCommit
 from .policy import InboundItem, Screened
+
+if TYPE_CHECKING:
+    from ..mail.threads import ThreadKeys  # the mail modules load with the first delivery
 
 Screen = Callable[[Tx, Sequence[InboundItem]], list[Screened]]
 """The inbound rules, in the intake's transaction (``PolicyRules.screen_deliveries``)."""
@@ -54,6 +58,11 @@ class _Delivery:
     authentication: Authentication | None
     mail_from: str | None = None
     spam: SpamVerdict | None = None
+    keys: ThreadKeys | None = None
+    """Its threading keys, read from ``headers`` before the transaction."""
+    replier: str | None = None
+    """The sender, when the message may answer a double opt-in confirmation (it cites
+    a Message-ID and is not automatic): read before the transaction too."""
 
 
 class Intake:
@@ -99,10 +108,20 @@ class Intake:
         already.
         """
         from ..mail.headers import parse_headers  # imported by the first delivery
+        from ..mail.inbound import automatic_reason
+        from ..mail.threads import thread_keys
 
-        # Parsed here, not in the transaction: the store's writer is not held for it.
+        # Read here, not in the transaction: the store's writer is not held for it.
         read = parse_headers(raw) if headers is None else headers
-        delivery = _Delivery(grant, raw, source_key, read, authentication, mail_from, spam)
+        keys = thread_keys(read)
+        replier = (
+            _normal_sender(read.sender)
+            if keys.references and not automatic_reason(read.headers)
+            else None
+        )
+        delivery = _Delivery(
+            grant, raw, source_key, read, authentication, mail_from, spam, keys, replier
+        )
         return await self._batches.submit(delivery)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -133,7 +152,6 @@ class Intake:
         self, tx: Tx, batch: Sequence[_Delivery]
     ) -> tuple[list[StoredMessage | Exception], list[StoredMessage]]:
         """Each delivery's outcome, and the messages stored new (not repeats)."""
-        from ..mail.inbound import automatic_reason
         from ..mail.threads import thread_keys
 
         found = grants.grant_ids(tx, {d.key for d in batch})
@@ -171,7 +189,7 @@ class Intake:
                 outcomes[index] = QueueFull(grant_id, self._limit)
             else:
                 waiting[grant_id] = waiting.get(grant_id, 0) + 1
-                keys = thread_keys(delivery.headers)
+                keys = delivery.keys or thread_keys(delivery.headers)
                 new[key] = queue.Delivery(
                     grant_id,
                     delivery.raw,
@@ -184,10 +202,8 @@ class Intake:
                     spam=_ruled_spam(delivery.spam, verdict.verdict if verdict else None),
                 )
                 slot[index] = key
-                if keys.references and not automatic_reason(delivery.headers.headers):
-                    sender = _normal_sender(delivery.headers.sender)
-                    if sender is not None:
-                        replies.append(RepliedConfirmation(grant_id, sender, keys.references))
+                if delivery.replier is not None:
+                    replies.append(RepliedConfirmation(grant_id, delivery.replier, keys.references))
         stored = dict(zip(new, queue.enqueue(tx, list(new.values())), strict=True))
         if replies:
             consent.confirm_replies(tx, replies)

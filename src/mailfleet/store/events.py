@@ -27,8 +27,10 @@ __all__ = [
 
 _events = events_table
 _grants = grants_table
+# inline: no RETURNING of the new ids (PostgreSQL), which nothing reads
 _insert = Prepared(
-    sa.insert(_events), columns=("application_id", "grant_id", "type", "payload", "created_at")
+    sa.insert(_events).inline(),
+    columns=("application_id", "grant_id", "type", "payload", "created_at"),
 )
 
 

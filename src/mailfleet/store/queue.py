@@ -86,8 +86,9 @@ _MESSAGE_COLUMNS = (
     "created_at",
 )
 _insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
+# inline: no RETURNING of the new ids (PostgreSQL), which nothing reads
 _insert_entries = Prepared(
-    sa.insert(_queue),
+    sa.insert(_queue).inline(),
     columns=(
         "application_id",
         "grant_id",
@@ -543,13 +544,7 @@ def complete(
 ) -> None:
     """Delete handled entries, save the agents' states and the MIME defects found."""
     conn, application_id = tx.conn, tx.application_id
-    for start in range(0, len(entry_ids), 1000):
-        conn.execute(
-            sa.delete(_queue).where(
-                _queue.c.id.in_(entry_ids[start : start + 1000]),
-                _queue.c.application_id == application_id,
-            )
-        )
+    _delete_entry.execute_many(conn, [{"eid": e, "app": application_id} for e in entry_ids])
     if defects:
         conn.execute(
             sa.update(_messages)
@@ -568,6 +563,13 @@ def complete(
             .values(state=sa.bindparam("state")),
             [{"grant_id": g, "state": s} for g, s in states.items()],
         )
+
+
+_delete_entry = Prepared(
+    sa.delete(_queue).where(
+        _queue.c.id == sa.bindparam("eid"), _queue.c.application_id == sa.bindparam("app")
+    )
+)
 
 
 def retry_later(
