@@ -2,36 +2,34 @@
 
 The load: 1,000 grants of one application, bound to ``bench/workers_agent.py``'s
 ``ScaleAgent``; 20,000 messages, 20 per grant, numbered 0..19 in each grant.
-Each round starts N worker processes (the real command, ``mailfleet worker
-bench/workers_agent.py:ScaleAgent``, each through a small wrapper that counts
-the statements it sends, see below) on an empty queue, waits until every one
-says it serves, then streams the load from the benchmark's own process: a
-front end's ``Fleet`` (``run_worker=False``) whose 100 producer tasks
-``await fleet.deliver(...)``, each owning 10 grants and delivering their
-messages in number order, as fast as the group commit takes them. The
-producer commits the 20,000 messages in a few seconds, faster than the
-workers handle them, so a backlog builds: the figure is the workers' rate
-(the producer's own rate is printed beside it, and would be the limit if the
-two were close). Streamed rather than pre-loaded, so that the clock starts at
-the first commit for every N alike (pre-loaded, it would start with N process
-start-ups); the workers poll every 0.05 s (``MAILFLEET_POLL_INTERVAL``; the
-default 1 s would add up to a second to a round of a few seconds, and less
-with more pollers, flattering larger N).
+Each round pre-loads the messages from the benchmark's own process (a front
+end's ``Fleet``, ``run_worker=False``, 100 producer tasks ``await
+fleet.deliver(...)``) behind a *gate*: a lease on every grant held by a
+worker name no process has. Then it starts N worker processes (the real
+command, ``mailfleet worker bench/workers_agent.py:ScaleAgent``, each through
+a small wrapper that counts the statements it sends, see below), waits until
+every one says it serves, and deletes the gate's leases in one commit: the
+drain is timed from that commit to the last handler's end. Pre-loaded, so
+that the producer (whose deliveries compete for the same two cores) is not
+what is measured; gated, so that the clock starts alike for every N. Then
+4,000 more messages are streamed at 400/s to the same workers (the *paced*
+phase), for the latency from commit to handler start below saturation. The
+workers poll every 0.05 s (``MAILFLEET_POLL_INTERVAL``; the default 1 s would
+add up to a second to a round of a few seconds).
 
 Figures, per worker count (the median of ``--rounds`` rounds, taken in
 alternated order 1, 2, 4, 4, 2, 1, ...; between rounds the messages and
 events are deleted and the tables vacuumed, so every round starts alike):
 
-- ``msgs_per_s``: 20,000 / (last handler end - first commit, as the producer
-  saw ``deliver`` return);
-- ``p50_ms`` / ``p99_ms``: commit (the time ``deliver`` returned to its
-  producer task; an upper bound of the commit, so a handler may start a hair
-  before it: such a latency counts as 0) to handler start (``time.time()``
-  as the handler starts). Under this saturating load it is mostly time in
-  the backlog;
+- ``msgs_per_s``: 20,000 / (last handler end - the gate's opening commit);
+- ``p50_ms`` / ``p99_ms``, of the paced phase: commit (the time ``deliver``
+  returned to its producer task; an upper bound of the commit, so a handler
+  may start a hair before it: such a latency counts as 0) to handler start
+  (``time.time()`` as the handler starts);
 - ``statements_per_message`` and ``transactions_per_message``: what the N
-  worker processes sent PostgreSQL while the load ran (from the first
-  delivery until every completion was committed), over 20,000.
+  worker processes sent PostgreSQL during the drain (from the gate's opening
+  until every completion was committed), over 20,000 (the paced phase's are
+  printed too).
   ``pg_stat_statements`` is not loaded on this server (it needs
   ``shared_preload_libraries``, hence a restart), and a SQLAlchemy
   ``before_cursor_execute`` hook would miss the hot-path statements that run
