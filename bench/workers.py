@@ -137,11 +137,11 @@ def count_statements(counts: Path, argv: list[str]) -> None:
     psycopg.Connection.rollback = ending(rollback)  # type: ignore[method-assign]
 
     def dump() -> None:
+        # Under the lock: the dumping thread and the exit's dump share the file.
         with lock:
-            line = " ".join(map(str, tally))
-        partial = counts.with_suffix(".tmp")
-        partial.write_text(line + "\n")
-        partial.replace(counts)
+            partial = counts.with_suffix(".tmp")
+            partial.write_text(" ".join(map(str, tally)) + "\n")
+            partial.replace(counts)
 
     def dumper() -> None:
         while True:
