@@ -25,13 +25,13 @@ import anyio
 import pytest
 import sqlalchemy as sa
 from fault_relay import faulty_relay
-from test_relay_faults import LEASE, TIMEOUT, events_of, settled
+from test_relay_faults import LEASE, events_of, sending_worker, settled
 
 from mailfleet import Fleet
 from mailfleet.store.tables import messages_table, outbound_table
 from sending import SENDER, SMALL, fleet_sending
 from support import wait_until
-from test_workers import start_worker, stop_workers, wait_serving
+from test_workers import stop_workers, wait_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -121,16 +121,7 @@ async def test_a_worker_killed_while_sending_a_backlog_loses_nothing(
             assert result.ok, result
             queued.append(result.message_id)
     async with faulty_relay() as relay:
-        journal = tmp_path / "journal"
-        journal.mkdir()
-        env = {
-            "MAILFLEET_RELAY_HOST": "127.0.0.1",
-            "MAILFLEET_RELAY_PORT": str(relay.port),
-            "MAILFLEET_RELAY_STARTTLS": "false",
-            "MAILFLEET_RELAY_TIMEOUT": str(TIMEOUT),
-            "MAILFLEET_SEND_LEASE": str(LEASE),
-        }
-        worker = start_worker(database_url, journal, "doomed", application="default", env=env)
+        worker = sending_worker(database_url, tmp_path, relay)
         try:
             await wait_serving([worker])
             await wait_until(lambda: len(relay.accepted) >= BACKLOG // 3, within=60)

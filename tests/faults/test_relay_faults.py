@@ -26,7 +26,7 @@ from mailfleet import Fleet, SendResult
 from mailfleet.store.tables import outbound_table
 from sending import SENDER, SMALL, fleet_sending
 from support import wait_for_events, wait_until
-from test_workers import start_worker, stop_workers, wait_serving
+from test_workers import WorkerProcess, start_worker, stop_workers, wait_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -41,6 +41,21 @@ FAST: dict[str, Any] = {
     "send_lease": LEASE,
     "retry_schedule": SCHEDULE,
 }
+
+
+def sending_worker(database_url: str, tmp_path: Path, relay: FaultyRelay) -> WorkerProcess:
+    """A ``mailfleet worker`` process (named ``doomed``) sending to ``relay`` with this
+    file's short timeout and lease."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    env = {
+        "MAILFLEET_RELAY_HOST": "127.0.0.1",
+        "MAILFLEET_RELAY_PORT": str(relay.port),
+        "MAILFLEET_RELAY_STARTTLS": "false",
+        "MAILFLEET_RELAY_TIMEOUT": str(TIMEOUT),
+        "MAILFLEET_SEND_LEASE": str(LEASE),
+    }
+    return start_worker(database_url, journal, "doomed", application="default", env=env)
 
 
 async def send(fleet: Fleet, count: int) -> list[SendResult]:
@@ -254,16 +269,7 @@ async def test_a_sender_killed_after_the_relays_250_sends_again_after_its_lease(
             await fleet.provision(SENDER, workspace="outreach")
             results = await send(fleet, 1)
 
-        journal = tmp_path / "journal"
-        journal.mkdir()
-        env = {
-            "MAILFLEET_RELAY_HOST": "127.0.0.1",
-            "MAILFLEET_RELAY_PORT": str(relay.port),
-            "MAILFLEET_RELAY_STARTTLS": "false",
-            "MAILFLEET_RELAY_TIMEOUT": str(TIMEOUT),
-            "MAILFLEET_SEND_LEASE": str(LEASE),
-        }
-        worker = start_worker(database_url, journal, "doomed", application="default", env=env)
+        worker = sending_worker(database_url, tmp_path, relay)
         killed: list[float] = []
 
         def freeze(message: Message) -> None:

@@ -13,6 +13,7 @@ from ..model.messages import MessageHeaders
 from .events import record_many
 from .feedback import Failure, SendRef, record_failures
 from .prepared import Prepared
+from .queue import insert_messages
 from .reputation import record_sends
 from .scope import Tx
 from .suppressions import clear_soft_bounces
@@ -39,27 +40,6 @@ _out = outbound_table
 _messages = messages_table
 
 # The statements every send and every result runs, compiled once (store/prepared.py).
-_insert_sent_copies = Prepared(
-    sa.insert(_messages),
-    columns=(
-        "id",
-        "application_id",
-        "grant_id",
-        "direction",
-        "folder",
-        "message_id",
-        "thread_id",
-        "thread_subject",
-        "subject",
-        "sender",
-        "recipients",
-        "size",
-        "headers",
-        "raw",
-        "read",
-        "created_at",
-    ),
-)
 _insert_outbound = Prepared(
     sa.insert(_out),
     columns=(
@@ -224,7 +204,7 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
         return []
     now = utcnow()
     ids = [new_id() for _ in items]
-    _insert_sent_copies.execute_many(
+    insert_messages.execute_many(
         conn,
         [
             {
@@ -241,8 +221,11 @@ def queue_outbound(tx: Tx, items: Sequence[NewOutbound]) -> list[str]:
                 "recipients": list(item.recipients),
                 "size": len(item.raw),
                 "headers": [list(h) for h in item.headers.headers],
+                "source_key": None,
                 "raw": item.raw,
+                "authentication": None,
                 "read": False,
+                "spam": None,
                 "created_at": now,
             }
             for stored_id, item in zip(ids, items, strict=True)

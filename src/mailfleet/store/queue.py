@@ -47,6 +47,7 @@ __all__ = [
     "dead_letter_count",
     "dead_letters",
     "enqueue",
+    "insert_messages",
     "lease_rows",
     "load",
     "ready_count",
@@ -85,7 +86,8 @@ _MESSAGE_COLUMNS = (
     "spam",
     "created_at",
 )
-_insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
+insert_messages = Prepared(sa.insert(_messages), columns=_MESSAGE_COLUMNS)
+"""Stores messages, inbound and outbound (the outbox's sent copies): every column named."""
 # inline: no RETURNING of the new ids (PostgreSQL), which nothing reads
 _insert_entries = Prepared(
     sa.insert(_queue).inline(),
@@ -220,7 +222,7 @@ def enqueue(tx: Tx, deliveries: Sequence[Delivery]) -> list[StoredMessage]:
         )
     if not messages:
         return messages
-    _insert_messages.execute_many(conn, message_rows)
+    insert_messages.execute_many(conn, message_rows)
     grown: dict[str, int] = {}
     for message in messages:
         grown[message.grant_id] = grown.get(message.grant_id, 0) + len(message.raw)
