@@ -139,6 +139,9 @@ class Sender:
                     self._put_back(results, given_back)
                     await self._claiming.pause(exc)
                     continue
+                except BaseException:  # cancelled before the write: the drain records them
+                    self._put_back(results, given_back)
+                    raise
                 self._claiming.succeeded()
                 for item in items:
                     await send.send((item, lease_until))
