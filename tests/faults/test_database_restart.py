@@ -51,7 +51,7 @@ pytestmark = pytest.mark.anyio
 GRANTS = 6
 PER_GRANT = 12
 SENDS = 12
-LEASE_TTL = 1.5  # what start_worker gives the workers
+LEASE_TTL = 1.5  # the workers' lease here: the long stop outlasts it
 OUTSIDE = "someone@outside.example"
 
 
@@ -79,7 +79,9 @@ async def test_workers_mx_and_sender_live_through_a_database_restart(
     url = private_pg.url
     journal = tmp_path / "journal"
     journal.mkdir()
-    smtp_port = free_port()
+    # Each worker is an MX for half the grants: woken by its own deliveries, each
+    # claims its half at once (an MX's worker would otherwise take every grant first).
+    smtp_ports = (free_port(), free_port())
     acked: dict[str, list[int]] = defaultdict(list)  # address -> seqs answered 250
     queued: list[str] = []  # subjects of the sends answered "queued"
     health: list[tuple[float, int, str]] = []  # (time, HTTP status, the store part)
@@ -105,15 +107,15 @@ async def test_workers_mx_and_sender_live_through_a_database_restart(
             "MAILFLEET_DNS_NAMESERVERS": dns_server.address,
             "MAILFLEET_RECIPIENT_DOMAIN_CHECK": "off",
             "MAILFLEET_RETRY_SCHEDULE": "[0.2, 0.5, 1]",
-            # Leases that linger half a second (a third of 1.5 s): the front end's worker,
-            # woken by each delivery, would otherwise keep every grant to itself.
-            "MAILFLEET_LEASE_TTL": "1.5",
+            "MAILFLEET_LEASE_TTL": str(LEASE_TTL),
         }
         workers = [
             start_worker(
-                url, journal, "worker-mx", env={**env, "MAILFLEET_SMTP_PORT": str(smtp_port)}
+                url, journal, "worker-mx", env={**env, "MAILFLEET_SMTP_PORT": str(smtp_ports[0])}
             ),
-            start_worker(url, journal, "worker-2", env=env),
+            start_worker(
+                url, journal, "worker-2", env={**env, "MAILFLEET_SMTP_PORT": str(smtp_ports[1])}
+            ),
         ]
         try:
             await wait_serving(workers)
@@ -132,12 +134,12 @@ async def test_workers_mx_and_sender_live_through_a_database_restart(
 
                 async def mail_in() -> None:
                     for seq in range(PER_GRANT):
-                        for address in addresses:
+                        for n, address in enumerate(addresses):
                             data = mail(address, seq)
                             # Tried again until it gets its 250, as an MTA would (sooner).
                             while True:
                                 if await anyio.to_thread.run_sync(
-                                    smtp_send, smtp_port, address, data
+                                    smtp_send, smtp_ports[n % 2], address, data
                                 ):
                                     break
                                 await anyio.sleep(0.2)

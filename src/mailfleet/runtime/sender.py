@@ -134,6 +134,8 @@ class Sender:
                                     claiming=claiming,
                                 )
                             )
+                        if results or given_back:
+                            self._recording.succeeded()
                         self._recorded(results, given_back, given_work)
                 except Exception as exc:  # nothing was claimed, nor recorded
                     self._put_back(results, given_back)
